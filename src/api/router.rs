@@ -1,0 +1,146 @@
+//! Request dispatch: access rules first (deny, then allow), then the route. Until request signing
+//! exists, a path that no allow pattern matches is refused with 401.
+
+use crate::config::Config;
+use crate::ipc::{Client, Msg};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE, SERVER};
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// A reply body.
+pub type Reply = Response<Full<Bytes>>;
+
+const SERVER_HEADER: &str = concat!("bkjs/", env!("CARGO_PKG_VERSION"));
+
+/// Test-only fault switch: set by `/_test/hang` when faults are enabled; stops heartbeats.
+pub static HANG: AtomicBool = AtomicBool::new(false);
+
+/// The state a web worker serves requests with.
+pub struct Api {
+    pub cfg: Config,
+    pub ipc: Option<Client>,
+    /// Requests served, reported in heartbeats.
+    pub requests: AtomicU64,
+    faults: bool,
+}
+
+impl Api {
+    pub fn new(cfg: Config, ipc: Option<Client>) -> Api {
+        // Fault switches exist only in debug builds and only when a test asks for them.
+        let faults =
+            cfg!(debug_assertions) && std::env::var("BKJS_TEST_FAULTS").as_deref() == Ok("1");
+        Api {
+            cfg,
+            ipc,
+            requests: AtomicU64::new(0),
+            faults,
+        }
+    }
+
+    fn matches(&self, param: &str, path: &str) -> bool {
+        self.cfg.regexps(param).iter().any(|r| r.is_match(path))
+    }
+
+    /// Handles one request; never fails, errors become JSON replies.
+    pub async fn handle(&self, req: Request<Incoming>) -> Reply {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let path = req.uri().path().to_string();
+        let mut reply = self.route(req, &path).await;
+        let h = reply.headers_mut();
+        h.insert(SERVER, HeaderValue::from_static(SERVER_HEADER));
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        h.insert(
+            "access-control-allow-headers",
+            HeaderValue::from_static("bk-signature, content-type"),
+        );
+        reply
+    }
+
+    async fn route(&self, req: Request<Incoming>, path: &str) -> Reply {
+        if self.matches("api-deny-path", path) {
+            return error(StatusCode::FORBIDDEN, "Access denied");
+        }
+        if self.matches("api-disallow-path", path) {
+            return error(StatusCode::NOT_FOUND, "Not found");
+        }
+        if !(self.matches("api-allow", path) || self.matches("api-allow-path", path)) {
+            return error(StatusCode::UNAUTHORIZED, "Not authenticated");
+        }
+        let limit = self.cfg.int("api-upload-limit") as usize;
+        let body = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("request body is larger than -api-upload-limit ({limit} bytes)"),
+                )
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("cannot read the request body: {e}"),
+                )
+            }
+        };
+        let _ = body;
+        match path {
+            "/ping" => ok(json!({})),
+            "/system/restart" => self.restart().await,
+            "/_test/hang" if self.faults => {
+                tracing::warn!("test fault: this worker hangs now");
+                HANG.store(true, Ordering::SeqCst);
+                // Block the runtime thread like a real hang would.
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                ok(json!({}))
+            }
+            _ => error(StatusCode::NOT_FOUND, "Not found"),
+        }
+    }
+
+    async fn restart(&self) -> Reply {
+        let Some(ipc) = &self.ipc else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "no server to restart");
+        };
+        match ipc
+            .request(Msg::Restart {
+                pid: std::process::id(),
+            })
+            .await
+        {
+            Ok(Msg::Ok) => ok(json!({})),
+            Ok(other) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("unexpected reply {other:?}"),
+            ),
+            Err(e) => {
+                tracing::error!("/system/restart: {e}");
+                error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+            }
+        }
+    }
+}
+
+/// A 200 JSON reply.
+pub fn ok(v: Value) -> Reply {
+    json_reply(StatusCode::OK, &v)
+}
+
+/// An error reply `{status, message}` with that HTTP status.
+pub fn error(status: StatusCode, message: &str) -> Reply {
+    json_reply(
+        status,
+        &json!({"status": status.as_u16(), "message": message}),
+    )
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

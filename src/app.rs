@@ -1,0 +1,159 @@
+//! `App`: what an application registers with bkjs, and [`run`], which turns the command line into
+//! whichever process the binary was started as.
+
+use crate::cli::{self, Command};
+use crate::config::{self, Args, Config, Param};
+use crate::process::{self, Role};
+use crate::Boot;
+use std::process::ExitCode;
+
+/// An application: its name and its own parameters (tables, routes and jobs come with later
+/// modules). The stock `bkjs` binary is `App::default()`.
+#[derive(Debug, Default)]
+pub struct App {
+    params: Vec<&'static Param>,
+}
+
+impl App {
+    pub fn new() -> App {
+        App::default()
+    }
+
+    /// Declares application parameters; they are read from the same sources as the built-in ones.
+    pub fn params(mut self, params: &'static [Param]) -> App {
+        self.params.extend(params.iter());
+        self
+    }
+
+    /// Every parameter: built-in modules first, then the application's.
+    pub fn registry(&self) -> Vec<&'static Param> {
+        let mut r = config::builtin();
+        r.extend(self.params.iter().copied());
+        r
+    }
+}
+
+/// Runs `app` as the command line says: a command (`run-backend`, `stop`, `help`, ...) or, for a
+/// re-executed child, a role flag (`-web`).
+pub fn run(app: App) -> ExitCode {
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    let (command, params) = match cli::parse(&words) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(config::EXIT_USAGE as u8);
+        }
+    };
+    let registry = app.registry();
+    if command == Command::Help {
+        print!("{}", cli::usage());
+        print!("{}", config::help_text(&registry));
+        return ExitCode::SUCCESS;
+    }
+    if command == Command::Version {
+        println!("bkjs {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let loaded = Args::parse(&params, &registry)
+        .and_then(|args| Config::load(&registry, &args, &config::env_map()));
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bkjs: {e}");
+            return ExitCode::from(config::EXIT_USAGE as u8);
+        }
+    };
+    let code = match command {
+        Command::Role => become_role(cfg),
+        Command::Shell => crate::shell::run(cfg),
+        other => cli::command(other, cfg),
+    };
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// Which role the role flags name: the first of them wins (SPEC §1).
+fn role_of(args: &Args) -> Option<Role> {
+    args.roles.iter().find_map(|r| match r.as_str() {
+        "monitor" | "watch" => Some(Role::Monitor),
+        "master" => Some(Role::Master),
+        "server" => Some(Role::Server),
+        "web" => Some(Role::Web),
+        _ => None,
+    })
+}
+
+fn become_role(cfg: Config) -> i32 {
+    let Some(role) = role_of(&cfg.args) else {
+        eprintln!("bkjs: no command given (see `bkjs help`)");
+        return config::EXIT_USAGE;
+    };
+    let boot = Boot::detect(cfg.args.has_role("watch"));
+    if role != Role::Web {
+        if let Err(e) = make_home(&cfg) {
+            eprintln!("bkjs: cannot prepare home {}: {e}", cfg.home.display());
+            return process::EXIT_BOOT;
+        }
+    }
+    if let Err(e) = std::env::set_current_dir(&cfg.home) {
+        eprintln!("bkjs: cannot enter home {}: {e}", cfg.home.display());
+        return process::EXIT_BOOT;
+    }
+    match u32::from_str_radix(cfg.str("umask"), 8) {
+        Ok(m) => {
+            nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(m));
+        }
+        Err(_) => {
+            eprintln!(
+                "bkjs: invalid value for -umask: {:?} is not octal",
+                cfg.str("umask")
+            );
+            return config::EXIT_USAGE;
+        }
+    }
+    process::set_comm(&role.title(&cfg));
+    if let Err(e) = crate::log::init(&cfg, role.flag()) {
+        eprintln!("bkjs: {e}; logging to stderr");
+    }
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    let _pid = if boot.top {
+        match process::PidFile::create(&cfg) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!("cannot write {}: {e}", process::pid_file(&cfg).display());
+                return process::EXIT_BOOT;
+            }
+        }
+    } else {
+        None
+    };
+    match role {
+        Role::Monitor | Role::Master => process::run_supervisor(cfg, role, &boot),
+        Role::Server => process::run_server(cfg, &boot),
+        Role::Web => process::run_web(cfg, &boot),
+    }
+}
+
+/// Creates the home and its sub-directories (non-worker roles only).
+fn make_home(cfg: &Config) -> std::io::Result<()> {
+    for d in ["etc", "var", "log", "tmp", "images", "files", "web"] {
+        std::fs::create_dir_all(cfg.dir(d))?;
+    }
+    Ok(())
+}
+
+/// `bksh`: the shell with the same configuration sources as `bkjs`.
+pub fn shell_main(app: App) -> ExitCode {
+    let params: Vec<String> = std::env::args().skip(1).collect();
+    let registry = app.registry();
+    match Args::parse(&params, &registry)
+        .and_then(|args| Config::load(&registry, &args, &config::env_map()))
+    {
+        Ok(cfg) => ExitCode::from(crate::shell::run(cfg).clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("bksh: {e}");
+            ExitCode::from(config::EXIT_USAGE as u8)
+        }
+    }
+}
