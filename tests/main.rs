@@ -1,1 +1,9 @@
-fn main() {}
+//! Integration tests: one binary that starts the real `bkjs` in temporary homes and talks to it
+//! over HTTP and signals, like a user would.
+
+mod harness;
+
+mod config;
+mod lifecycle;
+mod rolling;
+mod supervision;

@@ -38,6 +38,9 @@ pub enum ConfigError {
     /// The command line names a parameter that no module declares.
     #[error("unknown parameter -{0} on the command line (see `bkjs help`)")]
     Unknown(String),
+    /// A word on the command line that is neither a parameter nor a value.
+    #[error("unexpected word {0:?} on the command line: parameters are -name value")]
+    Stray(String),
     /// A parameter that needs a value was last on the command line.
     #[error("parameter -{0} needs a value")]
     MissingValue(String),
@@ -83,7 +86,7 @@ impl Args {
             let word = &words[i];
             i += 1;
             let Some(stripped) = word.strip_prefix('-') else {
-                return Err(ConfigError::Unknown(word.clone()));
+                return Err(ConfigError::Stray(word.clone()));
             };
             let stripped = stripped.strip_prefix('-').unwrap_or(stripped);
             let (name, inline) = match stripped.split_once('=') {
@@ -108,6 +111,10 @@ impl Args {
                     }
                 }
                 None => match words.get(i) {
+                    // `-port -home x`: the next word is a parameter, not this one's value.
+                    Some(next) if is_param_word(next, registry) => {
+                        return Err(ConfigError::MissingValue(name))
+                    }
                     Some(next) => {
                         i += 1;
                         Some(next.clone())
@@ -145,6 +152,17 @@ impl Args {
     pub fn has_role(&self, flag: &str) -> bool {
         self.roles.iter().any(|r| r == flag)
     }
+}
+
+/// True for `-name` or `--name` where name is a registered parameter or a role flag (negative
+/// numbers and other dashed values are not).
+fn is_param_word(word: &str, registry: &[&'static Param]) -> bool {
+    let Some(name) = word.strip_prefix('-') else {
+        return false;
+    };
+    let name = name.strip_prefix('-').unwrap_or(name);
+    let name = name.split_once('=').map(|(n, _)| n).unwrap_or(name);
+    ROLE_FLAGS.contains(&name) || find(registry, name).is_some()
 }
 
 fn find(registry: &[&'static Param], name: &str) -> Option<&'static Param> {

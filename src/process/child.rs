@@ -59,6 +59,8 @@ pub fn spawn(spec: &ChildSpec) -> std::io::Result<u32> {
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .process_group(0);
     for (k, v) in &spec.env {
         cmd.env(k, v);

@@ -131,10 +131,19 @@ pub fn run_server(cfg: Config, boot: &Boot) -> i32 {
         conf_mtimes,
         last_conf_check: Instant::now(),
     };
+    let addr = server
+        .listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| format!("{}:{}", server.cfg.str("bind"), server.cfg.int("port")));
     tracing::info!(
-        "server listening on {}:{}, {} web workers{}",
-        server.cfg.str("bind"),
-        server.cfg.int("port"),
+        "server listening on {addr}{}, {} web workers{}",
+        if boot.listen_fds.is_empty() {
+            ""
+        } else {
+            " (inherited socket)"
+        },
         server.desired(),
         if proxy_port > 0 {
             format!(", proxying to ports from {proxy_port}")
