@@ -43,7 +43,10 @@ pub struct Boot {
 impl Boot {
     /// Reads the start-up environment (and removes what must not leak to children).
     pub fn detect(watch: bool) -> Boot {
-        let argv: Vec<String> = std::env::args().collect();
+        let mut argv: Vec<String> = std::env::args().collect();
+        if argv.is_empty() {
+            argv.push("bkjs".into());
+        }
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&argv[0]));
         let var = |k: &str| std::env::var(k).ok();
         let mut listen_fds: Vec<RawFd> = var("_BKJS_LISTEN_FDS")

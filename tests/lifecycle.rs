@@ -304,11 +304,21 @@ fn web_workers_drop_privileges_after_bind() {
         eprintln!("skipped: dropping privileges needs root");
         return;
     }
-    let t = Tree::start_with("run", &["-uid", "nobody", "-gid", "nogroup"], |_| {});
     // Workers running as nobody must be able to reach the home to connect to the server's socket.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(t.home.path(), std::fs::Permissions::from_mode(0o755))
+    let home = tempfile::Builder::new()
+        .prefix("bkjs-t")
+        .tempdir()
+        .expect("home");
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod home");
+    let t = Tree::spawn_in(
+        home,
+        free_port(),
+        "run",
+        &["-uid", "nobody", "-gid", "nogroup"],
+        |_| {},
+    );
     t.ready(2);
     for pid in t.pids("web") {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");

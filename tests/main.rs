@@ -5,5 +5,6 @@ mod harness;
 
 mod config;
 mod lifecycle;
+mod operations;
 mod rolling;
 mod supervision;

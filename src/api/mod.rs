@@ -13,10 +13,13 @@ pub fn router_hang() -> bool {
 }
 
 use crate::config::{Kind, Param};
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
@@ -64,9 +67,23 @@ pub static PARAMS: &[Param] = &[
     ),
 ];
 
-/// Serves `listener` until `drain` turns true, then drains: in-flight requests finish, idle
-/// keep-alive connections close, and whatever is left after `drain_timeout` is cut. Each
-/// connection task holds a clone of `done`; the drain is over when the last one is dropped.
+/// After a drain starts, a connection is closed once it has had no request in flight for this
+/// long; until then requests on it are still served, answered with `Connection: close`. Closing an
+/// idle connection at once would race a client that is sending its next request (or whose first
+/// request is still in the socket buffer of a just-accepted connection).
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
+
+/// What the drain needs to know about one connection.
+#[derive(Default)]
+struct ConnState {
+    inflight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last request start or end.
+    last_ms: AtomicU64,
+}
+
+/// Serves `listener` until `drain` turns true, then drains: in-flight requests finish, every
+/// connection closes once idle, and whatever is left after `drain_timeout` is cut. Each connection
+/// task holds a clone of `done`; the drain is over when the last one is dropped.
 pub async fn serve(
     listener: TcpListener,
     api: Arc<Api>,
@@ -79,6 +96,8 @@ pub async fn serve(
         .keep_alive(true);
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let mut stop = drain.clone();
+    let epoch = Instant::now();
+    let now_ms = move || epoch.elapsed().as_millis() as u64;
     loop {
         tokio::select! {
             r = listener.accept() => {
@@ -92,11 +111,25 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let api = api.clone();
-                let svc = hyper::service::service_fn(move |req| {
-                    let api = api.clone();
-                    async move { Ok::<_, std::convert::Infallible>(api.handle(req).await) }
-                });
+                let state = Arc::new(ConnState::default());
+                state.last_ms.store(now_ms(), Ordering::Relaxed);
+                let svc = {
+                    let (api, state, drain) = (api.clone(), state.clone(), drain.clone());
+                    hyper::service::service_fn(move |req| {
+                        let (api, state, drain) = (api.clone(), state.clone(), drain.clone());
+                        async move {
+                            state.inflight.fetch_add(1, Ordering::SeqCst);
+                            state.last_ms.store(now_ms(), Ordering::Relaxed);
+                            let mut reply = api.handle(req).await;
+                            if *drain.borrow() {
+                                reply.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            state.last_ms.store(now_ms(), Ordering::Relaxed);
+                            state.inflight.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, std::convert::Infallible>(reply)
+                        }
+                    })
+                };
                 let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                 let mut drain = drain.clone();
                 let done = done.clone();
@@ -104,11 +137,17 @@ pub async fn serve(
                     let mut conn = std::pin::pin!(conn);
                     let r = tokio::select! {
                         r = conn.as_mut() => r,
-                        _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => {
-                            // Finish the request in flight, close when idle.
-                            conn.as_mut().graceful_shutdown();
-                            conn.await
-                        }
+                        _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => loop {
+                            let idle = now_ms().saturating_sub(state.last_ms.load(Ordering::Relaxed));
+                            if state.inflight.load(Ordering::SeqCst) == 0 && idle >= DRAIN_IDLE_GRACE.as_millis() as u64 {
+                                conn.as_mut().graceful_shutdown();
+                                break conn.await;
+                            }
+                            tokio::select! {
+                                r = conn.as_mut() => break r,
+                                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                            }
+                        },
                     };
                     if let Err(e) = r {
                         tracing::debug!("connection: {e}");

@@ -33,10 +33,20 @@ impl Client {
         std::thread::Builder::new()
             .name("ipc-client".into())
             .spawn(move || {
+                // Log the first failure of a streak, and the recovery, not every heartbeat.
+                let mut failing = false;
                 while let Ok((msg, reply)) = rx.recv() {
                     let result = round_trip(&socket, &msg, timeout);
-                    if let Err(e) = &result {
-                        tracing::debug!("ipc {msg:?}: {e}");
+                    match (&result, failing) {
+                        (Err(e), false) => {
+                            tracing::warn!("ipc to the server failed: {e}");
+                            failing = true;
+                        }
+                        (Ok(_), true) => {
+                            tracing::info!("ipc to the server works again");
+                            failing = false;
+                        }
+                        _ => {}
                     }
                     if let Some(r) = reply {
                         let _ = r.send(result);

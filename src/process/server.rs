@@ -18,6 +18,9 @@ use std::net::TcpListener;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
+/// The youngest a worker can be to be recycled for its request count or memory.
+const MIN_AGE_TO_RECYCLE: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum State {
     Starting,
@@ -311,7 +314,12 @@ impl Server<'_> {
                     w.last_seen = Instant::now();
                     w.requests = requests;
                     w.rss = rss;
-                    if !w.recycling && w.state == State::Ready {
+                    // A worker gets at least a second before it is recycled, so a limit below a
+                    // fresh worker's size cannot turn into a restart loop.
+                    if !w.recycling
+                        && w.state == State::Ready
+                        && w.started.elapsed() >= MIN_AGE_TO_RECYCLE
+                    {
                         if w.max_requests > 0 && requests >= w.max_requests {
                             recycle = Some(format!("served {requests} requests"));
                         } else if max_rss > 0 && rss > max_rss {
