@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 /// Paths that need no authentication by default (SPEC §5).
@@ -81,11 +81,63 @@ struct ConnState {
     last_ms: AtomicU64,
 }
 
+/// Accepts connections on a thread of its own with blocking `accept(2)`. Every web worker shares
+/// one listening socket; the kernel wakes exactly one blocked acceptor per connection, the one
+/// waiting longest, so connections spread round-robin over the workers (with readiness polling
+/// all workers wake and the first to run takes every connection). The socket's receive timeout lets
+/// the thread notice a drain; it then stops accepting, and the channel closes.
+fn accept_thread(
+    listener: std::net::TcpListener,
+    drain: watch::Receiver<bool>,
+) -> mpsc::Receiver<std::net::TcpStream> {
+    let (tx, rx) = mpsc::channel(256);
+    let sock = socket2::SockRef::from(&listener);
+    // The socket is shared by all workers: they all accept the same way, blocking.
+    if let Err(e) = sock
+        .set_nonblocking(false)
+        .and_then(|_| sock.set_read_timeout(Some(ACCEPT_WAKEUP)))
+    {
+        tracing::error!("listening socket: {e}");
+    }
+    let spawned = std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || {
+            while !*drain.borrow() {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        if tx.blocking_send(s).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => {
+                        // Out of fds or a connection reset while queued: not fatal.
+                        tracing::warn!("accept: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the accept thread: {e}");
+    }
+    rx
+}
+
+/// How often a blocked accept wakes up to look at the drain flag.
+const ACCEPT_WAKEUP: Duration = Duration::from_millis(200);
+
 /// Serves `listener` until `drain` turns true, then drains: in-flight requests finish, every
 /// connection closes once idle, and whatever is left after `drain_timeout` is cut. Each connection
 /// task holds a clone of `done`; the drain is over when the last one is dropped.
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     api: Arc<Api>,
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
@@ -95,18 +147,18 @@ pub async fn serve(
         .header_read_timeout(api.cfg.duration("timeout"))
         .keep_alive(true);
     let (done, mut all_done) = mpsc::channel::<()>(1);
-    let mut stop = drain.clone();
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_millis() as u64;
+    let mut incoming = accept_thread(listener, drain.clone());
     loop {
         tokio::select! {
-            r = listener.accept() => {
-                let stream = match r {
-                    Ok((s, _)) => s,
+            r = incoming.recv() => {
+                let Some(stream) = r else { break };
+                // Registered with this runtime's reactor here, not on the accept thread.
+                let stream = match stream.set_nonblocking(true).and_then(|_| TcpStream::from_std(stream)) {
+                    Ok(s) => s,
                     Err(e) => {
-                        // Out of fds or a connection reset while queued: not fatal.
-                        tracing::warn!("accept: {e}");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tracing::warn!("accepted socket: {e}");
                         continue;
                     }
                 };
@@ -155,10 +207,8 @@ pub async fn serve(
                     drop(done);
                 });
             }
-            _ = async { stop.wait_for(|d| *d).await.map(|_| ()) } => break,
         }
     }
-    drop(listener);
     drop(done);
     tracing::info!("draining: no longer accepting connections");
     tokio::select! {

@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE, SERVER};
 use hyper::{Request, Response, StatusCode};
+use regex::RegexSet;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -26,6 +27,20 @@ pub struct Api {
     /// Requests served, reported in heartbeats.
     pub requests: AtomicU64,
     faults: bool,
+    /// `-api-allow` and `-api-allow-path` patterns compiled into one set.
+    allow: RegexSet,
+    deny: RegexSet,
+    disallow: RegexSet,
+}
+
+/// One automaton for all the patterns of some parameters: a path is tested once, not per pattern.
+fn regex_set(cfg: &Config, params: &[&str]) -> RegexSet {
+    let patterns: Vec<&str> = params
+        .iter()
+        .flat_map(|p| cfg.regexps(p).iter().map(|r| r.as_str()))
+        .collect();
+    // Every pattern already compiled on its own when the configuration was loaded.
+    RegexSet::new(&patterns).expect("patterns validated by the config loader")
 }
 
 impl Api {
@@ -34,15 +49,14 @@ impl Api {
         let faults =
             cfg!(debug_assertions) && std::env::var("BKJS_TEST_FAULTS").as_deref() == Ok("1");
         Api {
+            allow: regex_set(&cfg, &["api-allow", "api-allow-path"]),
+            deny: regex_set(&cfg, &["api-deny-path"]),
+            disallow: regex_set(&cfg, &["api-disallow-path"]),
             cfg,
             ipc,
             requests: AtomicU64::new(0),
             faults,
         }
-    }
-
-    fn matches(&self, param: &str, path: &str) -> bool {
-        self.cfg.regexps(param).iter().any(|r| r.is_match(path))
     }
 
     /// Handles one request; never fails, errors become JSON replies.
@@ -61,34 +75,37 @@ impl Api {
     }
 
     async fn route(&self, req: Request<Incoming>, path: &str) -> Reply {
-        if self.matches("api-deny-path", path) {
+        if self.deny.is_match(path) {
             return error(StatusCode::FORBIDDEN, "Access denied");
         }
-        if self.matches("api-disallow-path", path) {
+        if self.disallow.is_match(path) {
             return error(StatusCode::NOT_FOUND, "Not found");
         }
-        if !(self.matches("api-allow", path) || self.matches("api-allow-path", path)) {
+        if !self.allow.is_match(path) {
             return error(StatusCode::UNAUTHORIZED, "Not authenticated");
         }
         let limit = self.cfg.int("api-upload-limit") as usize;
-        let body = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body is larger than -api-upload-limit ({limit} bytes)"),
-                )
-            }
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!("cannot read the request body: {e}"),
-                )
+        let _body = if hyper::body::Body::size_hint(req.body()).exact() == Some(0) {
+            Bytes::new()
+        } else {
+            match Limited::new(req.into_body(), limit).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("request body is larger than -api-upload-limit ({limit} bytes)"),
+                    )
+                }
+                Err(e) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cannot read the request body: {e}"),
+                    )
+                }
             }
         };
-        let _ = body;
         match path {
-            "/ping" => ok(json!({})),
+            "/ping" => empty_object(),
             "/system/restart" => self.restart().await,
             "/_test/hang" if self.faults => {
                 tracing::warn!("test fault: this worker hangs now");
@@ -122,6 +139,14 @@ impl Api {
             }
         }
     }
+}
+
+/// A 200 reply `{}`, without building JSON.
+pub fn empty_object() -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
 }
 
 /// A 200 JSON reply.

@@ -54,10 +54,6 @@ pub fn run_web(cfg: Config, boot: &Boot) -> i32 {
         tracing::error!("cannot drop privileges: {e}");
         return EXIT_BOOT;
     }
-    if let Err(e) = std_listener.set_nonblocking(true) {
-        tracing::error!("listening socket: {e}");
-        return EXIT_BOOT;
-    }
     let ipc = match Client::connect(&crate::ipc::hub_url(&cfg), cfg.duration("ipc-timeout")) {
         Ok(c) => c,
         Err(e) => {
@@ -87,13 +83,6 @@ pub fn run_web(cfg: Config, boot: &Boot) -> i32 {
 }
 
 async fn serve(cfg: Config, std_listener: TcpListener, ipc: Client) -> i32 {
-    let listener = match tokio::net::TcpListener::from_std(std_listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("listening socket: {e}");
-            return EXIT_BOOT;
-        }
-    };
     let mut signals = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -145,6 +134,6 @@ async fn serve(cfg: Config, std_listener: TcpListener, ipc: Client) -> i32 {
         let _ = drain_tx.send(true);
     });
     ipc.send(Msg::Ready { pid });
-    api::serve(listener, api, drain_rx, drain_timeout).await;
+    api::serve(std_listener, api, drain_rx, drain_timeout).await;
     0
 }
