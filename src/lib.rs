@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cache;
 mod cli;
 pub mod config;
 pub mod ipc;

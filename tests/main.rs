@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod cache;
 mod config;
 mod lifecycle;
 mod operations;

@@ -2,10 +2,17 @@
 //! graceful drain (stop accepting, finish in-flight requests, close idle keep-alive connections,
 //! hard deadline), path access rules and JSON replies.
 
+mod endpoints;
+pub mod params;
 pub mod proxy;
 mod router;
 
 pub use router::{Api, Reply};
+
+/// Test-only fault switches exist only in debug builds and only when `BKJS_TEST_FAULTS=1`.
+pub fn faults_enabled() -> bool {
+    cfg!(debug_assertions) && std::env::var("BKJS_TEST_FAULTS").as_deref() == Ok("1")
+}
 
 /// True once the test-only hang fault was triggered in this worker.
 pub fn router_hang() -> bool {

@@ -1,6 +1,9 @@
 //! Request dispatch: access rules first (deny, then allow), then the route. Until request signing
 //! exists, a path that no allow pattern matches is refused with 401.
 
+use super::endpoints;
+use super::params::Params;
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::ipc::{Client, Msg};
 use bytes::Bytes;
@@ -24,6 +27,8 @@ pub static HANG: AtomicBool = AtomicBool::new(false);
 pub struct Api {
     pub cfg: Config,
     pub ipc: Option<Client>,
+    /// The cache this worker uses (`None` outside a web worker).
+    pub cache: Option<Cache>,
     /// Requests served, reported in heartbeats.
     pub requests: AtomicU64,
     faults: bool,
@@ -44,7 +49,7 @@ fn regex_set(cfg: &Config, params: &[&str]) -> RegexSet {
 }
 
 impl Api {
-    pub fn new(cfg: Config, ipc: Option<Client>) -> Api {
+    pub fn new(cfg: Config, ipc: Option<Client>, cache: Option<Cache>) -> Api {
         // Fault switches exist only in debug builds and only when a test asks for them.
         let faults =
             cfg!(debug_assertions) && std::env::var("BKJS_TEST_FAULTS").as_deref() == Ok("1");
@@ -54,6 +59,7 @@ impl Api {
             disallow: regex_set(&cfg, &["api-disallow-path"]),
             cfg,
             ipc,
+            cache,
             requests: AtomicU64::new(0),
             faults,
         }
@@ -84,8 +90,14 @@ impl Api {
         if !self.allow.is_match(path) {
             return error(StatusCode::UNAUTHORIZED, "Not authenticated");
         }
+        let query = req.uri().query().map(str::to_string);
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
         let limit = self.cfg.int("api-upload-limit") as usize;
-        let _body = if hyper::body::Body::size_hint(req.body()).exact() == Some(0) {
+        let body = if hyper::body::Body::size_hint(req.body()).exact() == Some(0) {
             Bytes::new()
         } else {
             match Limited::new(req.into_body(), limit).collect().await {
@@ -104,39 +116,42 @@ impl Api {
                 }
             }
         };
+        if path == "/ping" {
+            return empty_object();
+        }
+        let params = Params::new(query.as_deref(), content_type.as_deref(), &body);
+        if path.starts_with("/system/") {
+            if let Some(reply) = endpoints::system::handle(self, path, &params).await {
+                return reply;
+            }
+        }
+        if self.faults {
+            if let Some(reply) = self.fault(path).await {
+                return reply;
+            }
+        }
+        error(StatusCode::NOT_FOUND, "Not found")
+    }
+
+    /// Test-only fault switches (debug builds with `BKJS_TEST_FAULTS=1`).
+    async fn fault(&self, path: &str) -> Option<Reply> {
         match path {
-            "/ping" => empty_object(),
-            "/system/restart" => self.restart().await,
-            "/_test/hang" if self.faults => {
+            "/_test/hang" => {
                 tracing::warn!("test fault: this worker hangs now");
                 HANG.store(true, Ordering::SeqCst);
                 // Block the runtime thread like a real hang would.
                 std::thread::sleep(std::time::Duration::from_secs(3600));
-                ok(json!({}))
+                Some(ok(json!({})))
             }
-            _ => error(StatusCode::NOT_FOUND, "Not found"),
-        }
-    }
-
-    async fn restart(&self) -> Reply {
-        let Some(ipc) = &self.ipc else {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "no server to restart");
-        };
-        match ipc
-            .request(Msg::Restart {
-                pid: std::process::id(),
-            })
-            .await
-        {
-            Ok(Msg::Ok) => ok(json!({})),
-            Ok(other) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("unexpected reply {other:?}"),
-            ),
-            Err(e) => {
-                tracing::error!("/system/restart: {e}");
-                error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+            "/_test/cache/drop-broadcast" => {
+                let ipc = self.ipc.as_ref()?;
+                Some(match ipc.request(Msg::FaultDropBroadcast).await {
+                    Ok(Msg::Ok) => ok(json!({})),
+                    Ok(other) => error(StatusCode::BAD_REQUEST, &format!("{other:?}")),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                })
             }
+            _ => None,
         }
     }
 }

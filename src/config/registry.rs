@@ -217,6 +217,7 @@ pub fn builtin() -> Vec<&'static Param> {
         .chain(crate::log::PARAMS)
         .chain(crate::process::PARAMS)
         .chain(crate::ipc::PARAMS)
+        .chain(crate::cache::PARAMS)
         .chain(crate::api::PARAMS)
         .collect()
 }

@@ -1,32 +1,47 @@
-//! The server side of worker IPC: a REP socket whose messages become supervisor events.
+//! The server side of worker IPC: a REP socket served by several nng contexts at once, each
+//! looping receive → handle → reply in aio callbacks, so one slow request does not hold up the
+//! others. What a message means is up to the handler the server passes in (cache operations are
+//! answered in place, control messages go to the supervisor loop).
 
 use super::{IpcError, Msg};
-use crate::process::Event;
+use nng::{Aio, AioResult, Context, Socket};
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+/// Contexts receiving at once.
+const CONTEXTS: usize = 16;
+
+/// Answers one message.
+pub type Handler = Arc<dyn Fn(Msg) -> Msg + Send + Sync>;
 
 /// The server's listening IPC socket; closed and its file removed when dropped.
 pub struct Hub {
-    socket: nng::Socket,
+    socket: Socket,
     path: PathBuf,
+    /// The contexts' aios; dropping them stops the callbacks.
+    aios: Vec<Aio>,
 }
 
 impl Hub {
-    /// Listens on `url` (file `path`) and forwards every decoded message to `tx`.
-    pub fn start(url: &str, path: PathBuf, tx: Sender<Event>) -> Result<Hub, IpcError> {
+    /// Listens on `url` (file `path`) and answers every message with `handler`.
+    pub fn start(url: &str, path: PathBuf, handler: Handler) -> Result<Hub, IpcError> {
+        let t = |e: nng::Error| IpcError::Transport(e.to_string());
         // A socket file left by a killed server would make listen fail.
         let _ = std::fs::remove_file(&path);
-        let socket = nng::Socket::new(nng::Protocol::Rep0)
-            .map_err(|e| IpcError::Transport(e.to_string()))?;
+        let socket = Socket::new(nng::Protocol::Rep0).map_err(t)?;
         socket
             .listen(url)
             .map_err(|e| IpcError::Transport(format!("listen {url}: {e}")))?;
-        let s = socket.clone();
-        std::thread::Builder::new()
-            .name("ipc-hub".into())
-            .spawn(move || serve(s, tx))
-            .map_err(|e| IpcError::Transport(e.to_string()))?;
-        Ok(Hub { socket, path })
+        let mut aios = Vec::with_capacity(CONTEXTS);
+        for _ in 0..CONTEXTS {
+            let ctx = Context::new(&socket).map_err(t)?;
+            let cb_ctx = ctx.clone();
+            let h = handler.clone();
+            let aio = Aio::new(move |aio, res| serve(&cb_ctx, &aio, res, &h)).map_err(t)?;
+            ctx.recv(&aio).map_err(t)?;
+            aios.push(aio);
+        }
+        Ok(Hub { socket, path, aios })
     }
 
     /// The socket file, for changing its owner when workers drop privileges.
@@ -35,40 +50,41 @@ impl Hub {
     }
 }
 
-fn serve(socket: nng::Socket, tx: Sender<Event>) {
-    loop {
-        let msg = match socket.recv() {
-            Ok(m) => m,
-            Err(nng::Error::Closed) => return,
-            Err(e) => {
-                tracing::warn!("ipc hub receive: {e}");
-                continue;
-            }
-        };
-        let reply = match serde_json::from_slice::<Msg>(&msg) {
-            Ok(m) => {
-                if tx.send(Event::Ipc(m)).is_err() {
-                    return;
+fn serve(ctx: &Context, aio: &Aio, res: AioResult, handler: &Handler) {
+    match res {
+        AioResult::Recv(Ok(msg)) => {
+            let reply = match serde_json::from_slice::<Msg>(&msg) {
+                Ok(m) => handler(m),
+                Err(e) => {
+                    tracing::warn!("ipc hub: undecodable message: {e}");
+                    Msg::Error {
+                        message: format!("undecodable message: {e}"),
+                    }
                 }
-                Msg::Ok
+            };
+            let bytes = serde_json::to_vec(&reply).unwrap_or_default();
+            if let Err((_, e)) = ctx.send(aio, &bytes[..]) {
+                tracing::debug!("ipc hub reply: {e}");
+                let _ = ctx.recv(aio);
             }
-            Err(e) => {
-                tracing::warn!("ipc hub: undecodable message: {e}");
-                Msg::Error {
-                    message: format!("undecodable message: {e}"),
-                }
-            }
-        };
-        let bytes = serde_json::to_vec(&reply).unwrap_or_default();
-        if let Err((_, e)) = socket.send(&bytes[..]) {
-            tracing::debug!("ipc hub reply: {e}");
         }
+        AioResult::Send(_) => {
+            // Replied (or the requester went away): wait for the next request.
+            let _ = ctx.recv(aio);
+        }
+        AioResult::Recv(Err(nng::Error::Closed)) => {}
+        AioResult::Recv(Err(e)) => {
+            tracing::debug!("ipc hub receive: {e}");
+            let _ = ctx.recv(aio);
+        }
+        AioResult::Sleep(_) => {}
     }
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
         self.socket.close();
+        self.aios.clear();
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -10,7 +10,7 @@ mod client;
 mod hub;
 
 pub use client::Client;
-pub use hub::Hub;
+pub use hub::{Handler, Hub};
 
 use crate::config::{Config, Kind, Param};
 use serde::{Deserialize, Serialize};
@@ -28,15 +28,70 @@ pub static PARAMS: &[Param] = &[Param::new(
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Msg {
     /// The worker accepts connections.
-    Ready { pid: u32 },
+    Ready {
+        pid: u32,
+    },
     /// The worker is alive: requests served so far and resident memory in bytes.
-    Heartbeat { pid: u32, requests: u64, rss: u64 },
+    Heartbeat {
+        pid: u32,
+        requests: u64,
+        rss: u64,
+    },
     /// The worker asks for a rolling restart of all web workers (`/system/restart`).
-    Restart { pid: u32 },
+    Restart {
+        pid: u32,
+    },
+    /// Cache: values of one or more keys (`None` for a miss).
+    CacheGet {
+        keys: Vec<String>,
+    },
+    CachePut {
+        key: String,
+        value: String,
+    },
+    /// Adds `delta` (missing or non-numeric = 0); answered with `Int`.
+    CacheIncr {
+        key: String,
+        delta: i64,
+    },
+    CacheDel {
+        key: String,
+    },
+    CacheClear,
+    /// Keys starting with `prefix`; answered with `Keys`.
+    CacheKeys {
+        prefix: String,
+    },
+    /// Answered with `Bool`.
+    CacheExists {
+        key: String,
+    },
+    /// Answered with `Stats`.
+    CacheStats,
+    /// Test-only fault: the server skips sending its next peer broadcast (debug builds with
+    /// `BKJS_TEST_FAULTS=1` only).
+    FaultDropBroadcast,
     /// The server's answer to a request that needs no data.
     Ok,
+    Values {
+        values: Vec<Option<String>>,
+    },
+    Int {
+        value: i64,
+    },
+    Bool {
+        value: bool,
+    },
+    Keys {
+        keys: Vec<String>,
+    },
+    Stats {
+        stats: crate::cache::CacheStats,
+    },
     /// The server could not do what was asked.
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// Why an IPC request failed, and whether trying again can help.

@@ -82,10 +82,31 @@ pub fn run_server(cfg: Config, boot: &Boot) -> i32 {
             return EXIT_BOOT;
         }
     };
+    let cache = match crate::cache::Server::start(&cfg) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot start the cache: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    // Cache requests are answered on the hub's threads; control messages go to the loop below.
+    let tx = std::sync::Mutex::new(events.tx.clone());
+    let handler: crate::ipc::Handler = std::sync::Arc::new(move |msg: Msg| {
+        if let Some(reply) = cache.handle(&msg) {
+            return reply;
+        }
+        let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
+        match tx.send(Event::Ipc(msg)) {
+            Ok(()) => Msg::Ok,
+            Err(_) => Msg::Error {
+                message: "the server is stopping".into(),
+            },
+        }
+    });
     let hub = match Hub::start(
         &crate::ipc::hub_url(&cfg),
         crate::ipc::hub_path(&cfg),
-        events.tx.clone(),
+        handler,
     ) {
         Ok(h) => h,
         Err(e) => {
@@ -342,7 +363,7 @@ impl Server<'_> {
                 tracing::info!("rolling restart requested by web pid {pid}");
                 self.roll_all();
             }
-            Msg::Ok | Msg::Error { .. } => {}
+            _ => {}
         }
     }
 

@@ -98,7 +98,14 @@ async fn serve(cfg: Config, std_listener: TcpListener, ipc: Client) -> i32 {
     };
     let drain_timeout = cfg.duration("server-drain-timeout");
     let interval = cfg.duration("server-heartbeat-interval");
-    let api = Arc::new(Api::new(cfg, Some(ipc.clone())));
+    let cache = match crate::cache::Cache::new(&cfg, ipc.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot set up the cache: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let api = Arc::new(Api::new(cfg, Some(ipc.clone()), Some(cache)));
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let pid = std::process::id();
     // Heartbeats run on the serving runtime, so a worker whose runtime hangs falls silent.

@@ -1,0 +1,3 @@
+//! Built-in endpoint groups, one file each.
+
+pub mod system;

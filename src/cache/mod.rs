@@ -1,0 +1,228 @@
+//! The cache: one LRU per machine in the server process ([`LruStore`]), reached by web workers
+//! over IPC, kept coherent across machines by [`Peers`]; or Redis (`-cache-type redis`). Web code
+//! sees only [`Cache`], whose reads treat any failure as a miss and whose writes report errors.
+
+mod peers;
+mod redis;
+mod store;
+
+pub use peers::{PeerOp, Peers};
+pub use store::{CacheStats, LruStore};
+
+use crate::config::{Config, Kind, Param};
+use crate::ipc::{self, Msg};
+use std::sync::{Arc, Mutex};
+
+/// Cache parameters.
+pub static PARAMS: &[Param] = &[
+    Param::new("lru-max", Kind::Int { min: 1, max: 1 << 40 }, "100000", "entries of the server's LRU cache"),
+    Param::new("cache-type", Kind::Enum(&["local", "redis"]), "local", "where the cache lives: the server's LRU (local) or Redis"),
+    Param::new("cache-host", Kind::List, "", "peer servers (host or host:port) whose LRU caches are kept coherent with this one; may include this server itself"),
+    Param::new("cache-port", Kind::Int { min: 1, max: 65535 }, "20194", "TCP port of the peer cache bus"),
+    Param::new("cache-bind", Kind::String, "0.0.0.0", "address the peer cache bus listens on"),
+    Param::new("cache-peer-heartbeat", Kind::Duration, "1s", "how often a server tells its peers its last sequence number; bounds how long a lost broadcast can go unnoticed"),
+    Param::new("cache-prefix", Kind::String, "", "prefix of every key stored in Redis"),
+    Param::new("redis-host", Kind::String, "127.0.0.1:6379", "Redis server (host:port or redis:// URL)"),
+];
+
+/// Why a cache write failed, and whether a retry helps.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The server or Redis did not answer in time or the connection failed; a retry may help.
+    #[error("cache unavailable: {0}")]
+    Unavailable(String),
+    /// An answer that makes no sense for the request: a bug; retrying will not help.
+    #[error("unexpected cache reply: {0}")]
+    Protocol(String),
+}
+
+/// The cache as a web worker sees it.
+#[derive(Clone)]
+pub enum Cache {
+    /// The server's LRU, over IPC.
+    Local(ipc::Client),
+    Redis(Arc<redis::RedisCache>),
+}
+
+impl Cache {
+    /// The cache `-cache-type` selects; `ipc` reaches the server.
+    pub fn new(cfg: &Config, ipc: ipc::Client) -> Result<Cache, CacheError> {
+        match cfg.str("cache-type") {
+            "redis" => Ok(Cache::Redis(Arc::new(redis::RedisCache::new(cfg)?))),
+            _ => Ok(Cache::Local(ipc)),
+        }
+    }
+
+    async fn ask(ipc: &ipc::Client, msg: Msg) -> Result<Msg, CacheError> {
+        match ipc.request(msg).await {
+            Ok(Msg::Error { message }) => Err(CacheError::Protocol(message)),
+            Ok(m) => Ok(m),
+            Err(e) => Err(CacheError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Values of `keys`; a failure is logged and reads as misses.
+    pub async fn get(&self, keys: Vec<String>) -> Vec<Option<String>> {
+        let n = keys.len();
+        let r = match self {
+            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheGet { keys }).await {
+                Ok(Msg::Values { values }) if values.len() == n => Ok(values),
+                Ok(other) => Err(CacheError::Protocol(format!("{other:?}"))),
+                Err(e) => Err(e),
+            },
+            Cache::Redis(r) => r.get(&keys).await,
+        };
+        r.unwrap_or_else(|e| {
+            tracing::warn!("cache get: {e}; treated as a miss");
+            vec![None; n]
+        })
+    }
+
+    pub async fn put(&self, key: String, value: String) -> Result<(), CacheError> {
+        match self {
+            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Msg::CachePut { key, value }).await),
+            Cache::Redis(r) => r.put(&key, &value).await,
+        }
+    }
+
+    pub async fn incr(&self, key: String, delta: i64) -> Result<i64, CacheError> {
+        match self {
+            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheIncr { key, delta }).await? {
+                Msg::Int { value } => Ok(value),
+                other => Err(CacheError::Protocol(format!("{other:?}"))),
+            },
+            Cache::Redis(r) => r.incr(&key, delta).await,
+        }
+    }
+
+    pub async fn del(&self, key: String) -> Result<(), CacheError> {
+        match self {
+            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Msg::CacheDel { key }).await),
+            Cache::Redis(r) => r.del(&key).await,
+        }
+    }
+
+    pub async fn clear(&self) -> Result<(), CacheError> {
+        match self {
+            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Msg::CacheClear).await),
+            Cache::Redis(r) => r.clear().await,
+        }
+    }
+
+    pub async fn keys(&self, prefix: String) -> Result<Vec<String>, CacheError> {
+        match self {
+            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheKeys { prefix }).await? {
+                Msg::Keys { keys } => Ok(keys),
+                other => Err(CacheError::Protocol(format!("{other:?}"))),
+            },
+            Cache::Redis(r) => r.keys(&prefix).await,
+        }
+    }
+
+    pub async fn exists(&self, key: String) -> Result<bool, CacheError> {
+        match self {
+            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheExists { key }).await? {
+                Msg::Bool { value } => Ok(value),
+                other => Err(CacheError::Protocol(format!("{other:?}"))),
+            },
+            Cache::Redis(r) => r.exists(&key).await,
+        }
+    }
+
+    pub async fn stats(&self) -> Result<CacheStats, CacheError> {
+        match self {
+            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheStats).await? {
+                Msg::Stats { stats } => Ok(stats),
+                other => Err(CacheError::Protocol(format!("{other:?}"))),
+            },
+            Cache::Redis(r) => r.stats().await,
+        }
+    }
+}
+
+fn expect_ok(r: Result<Msg, CacheError>) -> Result<(), CacheError> {
+    match r? {
+        Msg::Ok => Ok(()),
+        other => Err(CacheError::Protocol(format!("{other:?}"))),
+    }
+}
+
+/// The server's side: the LRU plus the peer bus that spreads every local write.
+#[derive(Clone)]
+pub struct Server {
+    store: Arc<Mutex<LruStore>>,
+    peers: Option<Arc<Peers>>,
+}
+
+impl Server {
+    /// The LRU of `-lru-max` entries, and the peer bus when `-cache-host` names peers.
+    pub fn start(cfg: &Config) -> Result<Server, CacheError> {
+        let store = Arc::new(Mutex::new(LruStore::new(cfg.int("lru-max") as usize)));
+        let peers = if cfg.list("cache-host").is_empty() || cfg.str("cache-type") != "local" {
+            None
+        } else {
+            Some(Arc::new(Peers::start(cfg, store.clone())?))
+        };
+        Ok(Server { store, peers })
+    }
+
+    fn broadcast(&self, op: PeerOp) {
+        if let Some(p) = &self.peers {
+            p.broadcast(op);
+        }
+    }
+
+    /// Answers a cache message from a worker; `None` when the message is not about the cache.
+    pub fn handle(&self, msg: &Msg) -> Option<Msg> {
+        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        Some(match msg {
+            Msg::CacheGet { keys } => Msg::Values {
+                values: keys.iter().map(|k| s.get(k)).collect(),
+            },
+            Msg::CachePut { key, value } => {
+                s.put(key, value);
+                drop(s);
+                self.broadcast(PeerOp::Put(key.clone(), value.clone()));
+                Msg::Ok
+            }
+            Msg::CacheIncr { key, delta } => {
+                let value = s.incr(key, *delta);
+                drop(s);
+                self.broadcast(PeerOp::Incr(key.clone(), *delta));
+                Msg::Int { value }
+            }
+            Msg::CacheDel { key } => {
+                s.del(key);
+                drop(s);
+                self.broadcast(PeerOp::Del(key.clone()));
+                Msg::Ok
+            }
+            Msg::CacheClear => {
+                s.clear();
+                drop(s);
+                self.broadcast(PeerOp::Clear);
+                Msg::Ok
+            }
+            Msg::CacheKeys { prefix } => Msg::Keys {
+                keys: s.keys(prefix),
+            },
+            Msg::CacheExists { key } => Msg::Bool {
+                value: s.exists(key),
+            },
+            Msg::CacheStats => Msg::Stats { stats: s.stats() },
+            Msg::FaultDropBroadcast => {
+                drop(s);
+                match &self.peers {
+                    Some(p) if crate::api::faults_enabled() => {
+                        p.drop_next();
+                        Msg::Ok
+                    }
+                    _ => Msg::Error {
+                        message: "fault switches are disabled".into(),
+                    },
+                }
+            }
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! The per-machine LRU store held by the server: string keys and values, a fixed number of
+//! entries, and the counters `/system/cache/stats` reports.
+
+use lru::LruCache;
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroUsize;
+
+/// Counters of a cache, local or remote.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub inserted: u64,
+    pub deleted: u64,
+    pub evicted: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub max: u64,
+    pub count: u64,
+    /// Sum of the lengths of keys and values held.
+    pub bytes: u64,
+    /// Whole-cache clears after a lost broadcast (sequence gap) was detected.
+    #[serde(default)]
+    pub resyncs: u64,
+    /// Whole-cache clears because a peer connection was lost, came back or was silent too long.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Broadcasts dropped as duplicates (already applied via another path).
+    #[serde(default)]
+    pub duplicates: u64,
+    /// Broadcasts applied from peers.
+    #[serde(default)]
+    pub applied: u64,
+}
+
+/// The LRU itself.
+pub struct LruStore {
+    lru: LruCache<String, String>,
+    stats: CacheStats,
+}
+
+impl std::fmt::Debug for LruStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LruStore")
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl LruStore {
+    /// A store of at most `max` entries (at least one).
+    pub fn new(max: usize) -> LruStore {
+        let cap = NonZeroUsize::new(max.max(1)).unwrap_or(NonZeroUsize::MIN);
+        LruStore {
+            lru: LruCache::new(cap),
+            stats: CacheStats {
+                max: cap.get() as u64,
+                ..CacheStats::default()
+            },
+        }
+    }
+
+    pub fn get(&mut self, key: &str) -> Option<String> {
+        match self.lru.get(key) {
+            Some(v) => {
+                self.stats.hits += 1;
+                Some(v.clone())
+            }
+            None => {
+                self.stats.misses += 1;
+                None
+            }
+        }
+    }
+
+    pub fn put(&mut self, key: &str, value: &str) {
+        let added = (key.len() + value.len()) as u64;
+        if let Some((k, v)) = self.lru.push(key.to_string(), value.to_string()) {
+            self.stats.bytes -= (k.len() + v.len()) as u64;
+            if k != key {
+                self.stats.evicted += 1;
+            }
+        }
+        self.stats.bytes += added;
+        self.stats.inserted += 1;
+    }
+
+    /// Adds `delta` to the number stored under `key` (missing or not a number counts as 0) and
+    /// returns the new value.
+    pub fn incr(&mut self, key: &str, delta: i64) -> i64 {
+        let old = self
+            .lru
+            .peek(key)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        let new = old.saturating_add(delta);
+        self.put(key, &new.to_string());
+        new
+    }
+
+    pub fn del(&mut self, key: &str) -> bool {
+        match self.lru.pop(key) {
+            Some(v) => {
+                self.stats.bytes -= (key.len() + v.len()) as u64;
+                self.stats.deleted += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.stats.deleted += self.lru.len() as u64;
+        self.lru.clear();
+        self.stats.bytes = 0;
+    }
+
+    /// Keys starting with `prefix` (all keys for an empty one), most recently used first.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.lru
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    pub fn exists(&self, key: &str) -> bool {
+        self.lru.contains(key)
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            count: self.lru.len() as u64,
+            ..self.stats.clone()
+        }
+    }
+
+    /// Peer-protocol counters live with the store so that one `stats` answers everything.
+    pub fn stats_mut(&mut self) -> &mut CacheStats {
+        &mut self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lru_operations_and_stats() {
+        let mut s = LruStore::new(2);
+        assert_eq!(s.get("a"), None);
+        s.put("a", "1");
+        s.put("b", "22");
+        assert_eq!(s.get("a").as_deref(), Some("1"));
+        s.put("c", "3"); // evicts b, the least recently used
+        assert!(!s.exists("b"));
+        assert_eq!(s.keys(""), ["c", "a"]);
+        assert_eq!(s.incr("a", 5), 6);
+        assert_eq!(s.incr("new", -2), -2);
+        assert!(s.exists("new"));
+        assert_eq!(s.keys("ne"), ["new"]);
+        s.put("txt", "abc");
+        assert_eq!(s.incr("txt", 1), 1, "non-numeric counts as 0");
+        let st = s.stats();
+        assert_eq!((st.hits, st.misses, st.max, st.count), (1, 1, 2, 2));
+        assert!(st.evicted >= 2);
+        assert_eq!(
+            st.bytes,
+            ("new".len() + "-2".len() + "txt".len() + "1".len()) as u64
+        );
+        assert!(s.del("txt"));
+        assert!(!s.del("txt"));
+        s.clear();
+        assert_eq!(s.stats().count, 0);
+        assert_eq!(s.stats().bytes, 0);
+    }
+}
