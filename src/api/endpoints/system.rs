@@ -6,7 +6,7 @@ use crate::api::router::{error, ok, Api, Reply};
 use crate::cache::Cache;
 use crate::ipc::Msg;
 use hyper::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// Dispatches `/system/...`; `None` for a path that is not one of these endpoints.
 pub async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
@@ -41,16 +41,27 @@ async fn restart(api: &Api) -> Reply {
     }
 }
 
-fn name(params: &Params) -> Result<String, Reply> {
-    match params.get("name") {
-        Some(n) if !n.is_empty() => Ok(n.to_string()),
-        _ => Err(error(StatusCode::BAD_REQUEST, "name is required")),
+/// A refusal: the status and the message the client gets.
+struct Refusal(StatusCode, String);
+
+impl Refusal {
+    fn bad(msg: impl Into<String>) -> Refusal {
+        Refusal(StatusCode::BAD_REQUEST, msg.into())
     }
 }
 
-fn failed(op: &str, e: crate::cache::CacheError) -> Reply {
-    tracing::error!("cache {op}: {e}");
-    error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+impl From<crate::cache::CacheError> for Refusal {
+    fn from(e: crate::cache::CacheError) -> Refusal {
+        tracing::error!("cache: {e}");
+        Refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    }
+}
+
+fn name(params: &Params) -> Result<String, Refusal> {
+    match params.get("name") {
+        Some(n) if !n.is_empty() => Ok(n.to_string()),
+        _ => Err(Refusal::bad("name is required")),
+    }
 }
 
 async fn cache(api: &Api, op: &str, params: &Params) -> Option<Reply> {
@@ -61,102 +72,87 @@ async fn cache(api: &Api, op: &str, params: &Params) -> Option<Reply> {
         ));
     };
     Some(match run(cache, op, params).await? {
-        Ok(r) | Err(r) => r,
+        Ok(v) => ok(v),
+        Err(Refusal(status, message)) => error(status, &message),
     })
 }
 
-async fn run(cache: &Cache, op: &str, params: &Params) -> Option<Result<Reply, Reply>> {
-    let r = match op {
-        "stats" => match cache.stats().await {
-            Ok(s) => Ok(ok(json!(s))),
-            Err(e) => Err(failed(op, e)),
-        },
-        "keys" => match cache
-            .keys(params.get("name").unwrap_or("").to_string())
+async fn run(cache: &Cache, op: &str, params: &Params) -> Option<Result<Value, Refusal>> {
+    Some(match op {
+        "stats" => stats(cache).await,
+        "keys" => keys(cache, params).await,
+        "get" => get(cache, params).await,
+        "put" | "set" => put(cache, params).await,
+        "incr" => incr(cache, params).await,
+        "del" => del(cache, params).await,
+        "exists" => exists(cache, params).await,
+        "clear" => cache
+            .clear()
             .await
-        {
-            Ok(keys) => Ok(ok(json!({"count": keys.len(), "data": keys}))),
-            Err(e) => Err(failed(op, e)),
-        },
-        "get" => {
-            let names: Vec<String> = params
-                .all("name")
-                .into_iter()
-                .filter(|n| !n.is_empty())
-                .collect();
-            if names.is_empty() {
-                return Some(Err(error(StatusCode::BAD_REQUEST, "name is required")));
-            }
-            let many = names.len() > 1;
-            let values = cache.get(names).await;
-            Ok(ok(if many {
-                // Several names: one value (or null) per name, in order.
-                json!({ "value": values })
-            } else {
-                match values.into_iter().next().flatten() {
-                    Some(v) => json!({ "value": v }),
-                    None => json!({}),
-                }
-            }))
-        }
-        "put" | "set" => {
-            let key = match name(params) {
-                Ok(k) => k,
-                Err(r) => return Some(Err(r)),
-            };
-            let value = params.get("value").unwrap_or("").to_string();
-            match cache.put(key, value).await {
-                Ok(()) => Ok(ok(json!({}))),
-                Err(e) => Err(failed(op, e)),
-            }
-        }
-        "incr" => {
-            let key = match name(params) {
-                Ok(k) => k,
-                Err(r) => return Some(Err(r)),
-            };
-            let delta = match params.get("value").filter(|v| !v.is_empty()) {
-                None => 1,
-                Some(v) => match v.trim().parse::<i64>() {
-                    Ok(d) => d,
-                    Err(_) => {
-                        return Some(Err(error(
-                            StatusCode::BAD_REQUEST,
-                            &format!("value must be an integer, not {v:?}"),
-                        )))
-                    }
-                },
-            };
-            match cache.incr(key, delta).await {
-                Ok(v) => Ok(ok(json!({ "value": v }))),
-                Err(e) => Err(failed(op, e)),
-            }
-        }
-        "del" => {
-            let key = match name(params) {
-                Ok(k) => k,
-                Err(r) => return Some(Err(r)),
-            };
-            match cache.del(key).await {
-                Ok(()) => Ok(ok(json!({}))),
-                Err(e) => Err(failed(op, e)),
-            }
-        }
-        "exists" => {
-            let key = match name(params) {
-                Ok(k) => k,
-                Err(r) => return Some(Err(r)),
-            };
-            match cache.exists(key).await {
-                Ok(b) => Ok(ok(json!({ "value": b }))),
-                Err(e) => Err(failed(op, e)),
-            }
-        }
-        "clear" => match cache.clear().await {
-            Ok(()) => Ok(ok(json!({}))),
-            Err(e) => Err(failed(op, e)),
-        },
+            .map(|()| json!({}))
+            .map_err(Refusal::from),
         _ => return None,
+    })
+}
+
+async fn stats(cache: &Cache) -> Result<Value, Refusal> {
+    Ok(json!(cache.stats().await?))
+}
+
+async fn keys(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
+    let keys = cache
+        .keys(params.get("name").unwrap_or("").to_string())
+        .await?;
+    Ok(json!({"count": keys.len(), "data": keys}))
+}
+
+/// One name answers `{"value": v}` or `{}` for a miss; several answer one value or null each.
+async fn get(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
+    let names: Vec<String> = params
+        .all("name")
+        .into_iter()
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return Err(Refusal::bad("name is required"));
+    }
+    let many = names.len() > 1;
+    let values = cache.get(names).await;
+    Ok(if many {
+        json!({ "value": values })
+    } else {
+        match values.into_iter().next().flatten() {
+            Some(v) => json!({ "value": v }),
+            None => json!({}),
+        }
+    })
+}
+
+async fn put(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
+    let key = name(params)?;
+    cache
+        .put(key, params.get("value").unwrap_or("").to_string())
+        .await?;
+    Ok(json!({}))
+}
+
+async fn incr(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
+    let key = name(params)?;
+    let delta = match params.get("value").filter(|v| !v.is_empty()) {
+        None => 1,
+        Some(v) => v
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| Refusal::bad(format!("value must be an integer, not {v:?}")))?,
     };
-    Some(r)
+    Ok(json!({ "value": cache.incr(key, delta).await? }))
+}
+
+async fn del(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
+    cache.del(name(params)?).await?;
+    Ok(json!({}))
+}
+
+async fn exists(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
+    Ok(json!({ "value": cache.exists(name(params)?).await? }))
 }
