@@ -378,3 +378,85 @@ fn heartbeat(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared {
+            store: Arc::new(Mutex::new(LruStore::new(100))),
+            origins: Mutex::new(HashMap::new()),
+            heartbeat: Duration::from_secs(1),
+        }
+    }
+
+    fn frame(o: u64, s: u64, t: &str, k: &str, v: &str) -> Frame {
+        Frame {
+            o,
+            s,
+            t: t.into(),
+            k: k.into(),
+            v: v.into(),
+            d: 0,
+        }
+    }
+
+    fn get(sh: &Shared, k: &str) -> Option<String> {
+        sh.store.lock().expect("lock").get(k)
+    }
+
+    #[test]
+    fn in_order_frames_apply_and_duplicates_are_dropped() {
+        let sh = shared();
+        apply(&sh, frame(7, 1, "put", "a", "1"));
+        apply(&sh, frame(7, 2, "put", "b", "2"));
+        // The same broadcast again, e.g. through a relay: dropped, not re-applied.
+        sh.store.lock().expect("lock").put("a", "local");
+        apply(&sh, frame(7, 1, "put", "a", "1"));
+        assert_eq!(get(&sh, "a").as_deref(), Some("local"));
+        let mut f = frame(7, 3, "incr", "n", "");
+        f.d = 5;
+        apply(&sh, f);
+        assert_eq!(get(&sh, "n").as_deref(), Some("5"));
+        apply(&sh, frame(7, 4, "del", "b", ""));
+        assert_eq!(get(&sh, "b"), None);
+        let st = sh.store.lock().expect("lock").stats();
+        assert_eq!((st.duplicates, st.applied, st.resyncs), (1, 4, 0));
+    }
+
+    #[test]
+    fn a_gap_clears_everything_and_is_counted() {
+        let sh = shared();
+        apply(&sh, frame(9, 1, "put", "a", "1"));
+        sh.store.lock().expect("lock").put("mine", "x");
+        // 2 was lost: whatever it changed may be stale here, so nothing is kept.
+        apply(&sh, frame(9, 3, "put", "c", "3"));
+        assert_eq!(get(&sh, "a"), None);
+        assert_eq!(get(&sh, "mine"), None);
+        assert_eq!(
+            get(&sh, "c").as_deref(),
+            Some("3"),
+            "the frame that revealed the gap applies"
+        );
+        assert_eq!(sh.store.lock().expect("lock").stats().resyncs, 1);
+    }
+
+    #[test]
+    fn a_heartbeat_reveals_a_lost_last_broadcast() {
+        let sh = shared();
+        apply(&sh, frame(5, 1, "put", "a", "1"));
+        apply(&sh, frame(5, 1, "hb", "", ""));
+        assert_eq!(
+            get(&sh, "a").as_deref(),
+            Some("1"),
+            "a heartbeat in step changes nothing"
+        );
+        apply(&sh, frame(5, 2, "hb", "", ""));
+        assert_eq!(get(&sh, "a"), None, "broadcast 2 never arrived");
+        assert_eq!(sh.store.lock().expect("lock").stats().resyncs, 1);
+        // Origins are independent.
+        apply(&sh, frame(6, 1, "put", "b", "1"));
+        assert_eq!(get(&sh, "b").as_deref(), Some("1"));
+    }
+}
