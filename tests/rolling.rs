@@ -88,6 +88,25 @@ fn all_new(t: &Tree, old: &[u32], n: usize, why: &str) -> Vec<u32> {
     now
 }
 
+/// Between "draining web pid X" and "web pid X exited" no other worker starts draining, and every
+/// drained worker was preceded by a replacement that reported ready.
+fn at_most_one_drain_at_a_time(log: &str) {
+    let mut draining: Option<String> = None;
+    let mut drains = 0;
+    for line in log.lines() {
+        if let Some(pid) = line.split("draining web pid ").nth(1) {
+            assert!(draining.is_none(), "two drains at once: {draining:?} and {pid}\n{log}");
+            draining = Some(pid.trim().to_string());
+            drains += 1;
+        } else if let Some(pid) = &draining {
+            if line.contains(&format!("web pid {pid} exited")) {
+                draining = None;
+            }
+        }
+    }
+    assert!(drains >= 6, "three rolls of two workers drain six: {drains}");
+}
+
 fn roll_under_load(t: &Tree) {
     t.ready(2);
     let load = Load::start(t.url("/ping"), 4);
@@ -116,6 +135,7 @@ fn roll_under_load(t: &Tree) {
     all_new(t, &w2, 2, "/system/restart");
     load.advance(300);
     let (ok, failed) = load.finish();
+    at_most_one_drain_at_a_time(&t.log());
     assert!(
         failed.is_empty(),
         "{} failed requests of {}: {:?}",

@@ -673,7 +673,7 @@ impl Server<'_> {
                 return;
             }
             if let Some(pid) = self.workers.keys().next().copied() {
-                tracing::info!("{live} web workers for {desired} wanted: draining web pid {pid}");
+                tracing::info!("{live} web workers for {desired} wanted: removing one");
                 self.drain(pid);
             }
         }
