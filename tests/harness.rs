@@ -181,6 +181,14 @@ pub fn command(home: &Path, args: &[String]) -> (Command, PathBuf) {
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .process_group(0);
+    // If the test process dies without running Drop (killed by a timeout), the tree stops too.
+    // SAFETY: prctl is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     (cmd, log)
 }
 
