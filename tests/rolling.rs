@@ -95,7 +95,10 @@ fn at_most_one_drain_at_a_time(log: &str) {
     let mut drains = 0;
     for line in log.lines() {
         if let Some(pid) = line.split("draining web pid ").nth(1) {
-            assert!(draining.is_none(), "two drains at once: {draining:?} and {pid}\n{log}");
+            assert!(
+                draining.is_none(),
+                "two drains at once: {draining:?} and {pid}\n{log}"
+            );
             draining = Some(pid.trim().to_string());
             drains += 1;
         } else if let Some(pid) = &draining {
@@ -104,7 +107,10 @@ fn at_most_one_drain_at_a_time(log: &str) {
             }
         }
     }
-    assert!(drains >= 6, "three rolls of two workers drain six: {drains}");
+    assert!(
+        drains >= 6,
+        "three rolls of two workers drain six: {drains}"
+    );
 }
 
 fn roll_under_load(t: &Tree) {

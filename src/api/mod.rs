@@ -22,13 +22,13 @@ pub fn router_hang() -> bool {
 use crate::config::{Kind, Param};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Paths that need no authentication by default (SPEC §5).
 const DEFAULT_ALLOW: &str =
@@ -80,12 +80,73 @@ pub static PARAMS: &[Param] = &[
 /// request is still in the socket buffer of a just-accepted connection).
 const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
 
-/// What the drain needs to know about one connection.
+/// What the idle sweep and the drain need to know about one connection.
 #[derive(Default)]
 struct ConnState {
     inflight: AtomicUsize,
-    /// Milliseconds since `epoch` of the last request start or end.
+    /// Coarse clock reading (ms) of the last request start or end, or of the accept.
     last_ms: AtomicU64,
+    /// Tells the connection to close once idle (idle timeout).
+    close: Notify,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the coarse clock ticks and idle connections are swept.
+const SWEEP: Duration = Duration::from_millis(100);
+
+/// The open connections of one worker and a coarse millisecond clock. One sweep task replaces a
+/// timer per request: requests only read an atomic, and idle connections (keep-alive, or headers
+/// never completed) are closed by the sweep after `-timeout`.
+struct Conns {
+    clock: AtomicU64,
+    next_id: AtomicU64,
+    open: std::sync::Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
+}
+
+impl Conns {
+    fn now(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed)
+    }
+
+    fn add(&self) -> (u64, Arc<ConnState>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState::default());
+        state.last_ms.store(self.now(), Ordering::Relaxed);
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state.clone());
+        (id, state)
+    }
+
+    fn remove(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Advances the clock and closes connections idle for `idle`.
+    fn sweep(&self, epoch: Instant, idle: Duration) {
+        let now = epoch.elapsed().as_millis() as u64;
+        self.clock.store(now, Ordering::Relaxed);
+        let idle = idle.as_millis() as u64;
+        for c in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            if c.inflight.load(Ordering::SeqCst) == 0
+                && now.saturating_sub(c.last_ms.load(Ordering::Relaxed)) >= idle
+            {
+                c.close.notify_one();
+            }
+        }
+    }
 }
 
 /// Accepts connections on a thread of its own with blocking `accept(2)`. Every web worker shares
@@ -150,12 +211,25 @@ pub async fn serve(
     drain_timeout: Duration,
 ) {
     let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(api.cfg.duration("timeout"))
-        .keep_alive(true);
+    http.keep_alive(true);
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let epoch = Instant::now();
-    let now_ms = move || epoch.elapsed().as_millis() as u64;
+    let conns = Arc::new(Conns {
+        clock: AtomicU64::new(0),
+        next_id: AtomicU64::new(0),
+        open: Default::default(),
+    });
+    let idle = api.cfg.duration("timeout");
+    let sweeper = {
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP);
+            loop {
+                tick.tick().await;
+                conns.sweep(epoch, idle);
+            }
+        })
+    };
     let mut incoming = accept_thread(listener, drain.clone());
     loop {
         tokio::select! {
@@ -170,20 +244,19 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = Arc::new(ConnState::default());
-                state.last_ms.store(now_ms(), Ordering::Relaxed);
+                let (id, state) = conns.add();
                 let svc = {
-                    let (api, state, drain) = (api.clone(), state.clone(), drain.clone());
+                    let (api, state, drain, conns) = (api.clone(), state.clone(), drain.clone(), conns.clone());
                     hyper::service::service_fn(move |req| {
-                        let (api, state, drain) = (api.clone(), state.clone(), drain.clone());
+                        let (api, state, drain, conns) = (api.clone(), state.clone(), drain.clone(), conns.clone());
                         async move {
                             state.inflight.fetch_add(1, Ordering::SeqCst);
-                            state.last_ms.store(now_ms(), Ordering::Relaxed);
+                            state.last_ms.store(conns.now(), Ordering::Relaxed);
                             let mut reply = api.handle(req).await;
                             if *drain.borrow() {
                                 reply.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                             }
-                            state.last_ms.store(now_ms(), Ordering::Relaxed);
+                            state.last_ms.store(conns.now(), Ordering::Relaxed);
                             state.inflight.fetch_sub(1, Ordering::SeqCst);
                             Ok::<_, std::convert::Infallible>(reply)
                         }
@@ -192,12 +265,22 @@ pub async fn serve(
                 let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                 let mut drain = drain.clone();
                 let done = done.clone();
+                let conns = conns.clone();
                 tokio::spawn(async move {
                     let mut conn = std::pin::pin!(conn);
                     let r = tokio::select! {
                         r = conn.as_mut() => r,
+                        _ = state.close.notified() => {
+                            // Idle for -timeout: close (a request arriving now is still answered).
+                            // A client stuck in the middle of its headers gets one more second.
+                            conn.as_mut().graceful_shutdown();
+                            match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
+                                Ok(r) => r,
+                                Err(_) => Ok(()),
+                            }
+                        }
                         _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => loop {
-                            let idle = now_ms().saturating_sub(state.last_ms.load(Ordering::Relaxed));
+                            let idle = conns.now().saturating_sub(state.last_ms.load(Ordering::Relaxed));
                             if state.inflight.load(Ordering::SeqCst) == 0 && idle >= DRAIN_IDLE_GRACE.as_millis() as u64 {
                                 conn.as_mut().graceful_shutdown();
                                 break conn.await;
@@ -211,6 +294,7 @@ pub async fn serve(
                     if let Err(e) = r {
                         tracing::debug!("connection: {e}");
                     }
+                    conns.remove(id);
                     drop(done);
                 });
             }
@@ -218,6 +302,7 @@ pub async fn serve(
     }
     drop(done);
     tracing::info!("draining: no longer accepting connections");
+    let _stop_sweeper = AbortOnDrop(sweeper);
     tokio::select! {
         _ = all_done.recv() => tracing::info!("drained: all connections closed"),
         _ = tokio::time::sleep(drain_timeout) => tracing::warn!("drain deadline {drain_timeout:?} reached: closing the remaining connections"),

@@ -13,6 +13,8 @@
 //!   `bench-ipc ipc HOME N`              IPC CacheGet round trips, raw unix baseline, 32-way concurrency
 //!   `bench-ipc propagate HOME_A HOME_B HOME_C N`   put on A, poll B and C until both see it
 //!   `bench-ipc redis HOST:PORT N`       sequential Redis GET round trips
+//!
+//! `BENCH_IPC_ECHO_CPU=K` moves the raw baseline's echo thread to CPU K (where the server runs).
 
 use std::error::Error;
 use std::io::{Read, Write};
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use bkjs::cache::CacheStats;
 use bkjs::ipc::{Client, Msg};
 
 const USAGE: &str = "usage: bench-ipc ipc HOME N\n       \
@@ -259,7 +262,17 @@ fn raw_unix_round_trips(payload: &[u8], n: usize) -> Res<Samples> {
     let listener = UnixListener::bind(&path)
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     let _cleanup = RemoveOnDrop(path.clone());
+    let echo_cpu = match std::env::var("BENCH_IPC_ECHO_CPU") {
+        Ok(s) => Some(
+            s.parse::<usize>()
+                .map_err(|_| format!("BENCH_IPC_ECHO_CPU must be a CPU number, got {s:?}"))?,
+        ),
+        Err(_) => None,
+    };
     let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        if let Some(cpu) = echo_cpu {
+            pin_current_thread(cpu)?;
+        }
         let (mut conn, _) = listener.accept()?;
         let mut buf = Vec::new();
         loop {
@@ -306,6 +319,25 @@ fn raw_unix_round_trips(payload: &[u8], n: usize) -> Res<Samples> {
     Ok(Samples::new(times))
 }
 
+/// Moves the calling thread to `cpu`, so the echo side of the baseline runs where the bkjs
+/// server runs (`bench/cache` sets `BENCH_IPC_ECHO_CPU=0` when it pins the servers to CPU 0);
+/// otherwise the echo would share the load generator's CPU and the two sides would not compare.
+fn pin_current_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: `set` is a plain bit mask, zeroed and then filled by the libc macros; pid 0 means
+    // the calling thread, and the size passed is the size of the mask.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 // ---- propagation --------------------------------------------------------------------------
 
 /// Polls `client` without pause until `key` holds `want`; false at `deadline`.
@@ -326,8 +358,9 @@ async fn propagate(homes: [&Path; 3], n: usize) -> Res<()> {
     let (a, b, c) = (connect(a).await?, connect(b).await?, connect(c).await?);
     // A value no earlier run left behind, so sample 1 cannot be satisfied by stale data.
     let run = format!("{}-", std::process::id());
+    let before = [stats(&b).await?, stats(&c).await?];
     let mut times = Vec::with_capacity(n);
-    let mut timeouts = 0usize;
+    let mut timeouts = Vec::new();
     for i in 1..=n {
         let value = format!("{run}{i}");
         let t0 = Instant::now();
@@ -339,19 +372,42 @@ async fn propagate(homes: [&Path; 3], n: usize) -> Res<()> {
         )?;
         times.push(t0.elapsed());
         if !(on_b && on_c) {
-            timeouts += 1;
+            timeouts.push(i);
         }
     }
+    let after = [stats(&b).await?, stats(&c).await?];
     let s = Samples::new(times);
     println!(
         "peer propagation put A -> visible on B and C: p50 {:.3} ms p99 {:.3} ms ({n} samples, \
-         {timeouts} timeouts at {} ms, counted in the percentiles)",
+         {} timeouts at {} ms, counted in the percentiles)",
         s.ms(0.50),
         s.ms(0.99),
+        timeouts.len(),
         PROPAGATION_DEADLINE.as_millis()
     );
+    if !timeouts.is_empty() {
+        println!("  timed-out samples: {timeouts:?}");
+    }
+    // Whole-cache clears on B and C during the run explain timeouts: a cleared cache loses the
+    // value just applied, and it stays missing until the next put.
+    for (name, (x, y)) in ["B", "C"].iter().zip(before.iter().zip(after.iter())) {
+        println!(
+            "  {name} during the run: applied +{} duplicates +{} resyncs +{} reconnects +{}",
+            y.applied - x.applied,
+            y.duplicates - x.duplicates,
+            y.resyncs - x.resyncs,
+            y.reconnects - x.reconnects
+        );
+    }
     println!("target p99 <= 5 ms");
     Ok(())
+}
+
+async fn stats(client: &Client) -> Res<CacheStats> {
+    match client.request(Msg::CacheStats).await? {
+        Msg::Stats { stats } => Ok(stats),
+        other => Err(format!("unexpected reply to CacheStats: {other:?}").into()),
+    }
 }
 
 // ---- redis --------------------------------------------------------------------------------
