@@ -1,72 +1,55 @@
-//! The worker side of IPC: a REQ socket that dials the server's hub and reconnects by itself.
-//! Every request runs in an nng context of its own, so many requests from one worker are in
-//! flight at once; each completes through an aio callback that wakes the awaiting task. A request
-//! that gets no reply within `-ipc-timeout` fails with [`IpcError::Timeout`], it never hangs.
+//! The worker side of IPC: one unix-socket connection to the server's hub, speaking the nng REQ
+//! wire protocol natively on the worker's runtime. Requests are multiplexed by request id, so
+//! any number are in flight at once; a connection task writes requests and routes replies to
+//! their waiters. A request that gets no reply within `-ipc-timeout` fails with
+//! [`IpcError::Timeout`]; a lost connection fails the requests in flight and is re-dialled.
 
+use super::sp;
 use super::{IpcError, Msg};
-use nng::options::{Options, ReconnectMaxTime, ReconnectMinTime};
-use nng::{Aio, AioResult, Context, Socket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
-/// Requests in flight at once from one worker; more wait for a free context.
-const MAX_IN_FLIGHT: usize = 256;
-
-type Reply = oneshot::Sender<Result<Msg, IpcError>>;
-
-/// One context with its aio and the request it is serving.
-struct Slot {
-    ctx: Context,
-    aio: Aio,
-    state: Arc<Mutex<Pending>>,
-}
-
-#[derive(Default)]
-struct Pending {
-    reply: Option<Reply>,
-    permit: Option<OwnedSemaphorePermit>,
-    /// Keeps the aio alive while its operation runs (dropping the last handle would cancel it).
-    hold: Option<Aio>,
-}
+type Waiters = Mutex<HashMap<u32, oneshot::Sender<Result<Msg, IpcError>>>>;
 
 struct Inner {
-    socket: Socket,
     timeout: Duration,
-    free: Mutex<Vec<Slot>>,
-    permits: Arc<Semaphore>,
+    next_id: AtomicU32,
+    waiters: Waiters,
+    tx: mpsc::UnboundedSender<Vec<u8>>,
     /// Log the first failure of a streak and the recovery, not every heartbeat.
     failing: AtomicBool,
 }
 
-/// A handle to the worker's IPC socket; cheap to clone.
+/// A handle to the worker's IPC connection; cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
 }
 
 impl Client {
-    /// Dials `url` in the background; requests fail with a timeout until the server is there.
+    /// Starts dialling `url` (`ipc:///path`) on the current tokio runtime; requests wait for the
+    /// connection within their timeout.
     pub fn connect(url: &str, timeout: Duration) -> Result<Client, IpcError> {
-        let t = |e: nng::Error| IpcError::Transport(e.to_string());
-        let socket = Socket::new(nng::Protocol::Req0).map_err(t)?;
-        socket
-            .set_opt::<ReconnectMinTime>(Some(Duration::from_millis(10)))
-            .map_err(t)?;
-        socket
-            .set_opt::<ReconnectMaxTime>(Some(Duration::from_millis(500)))
-            .map_err(t)?;
-        socket.dial_async(url).map_err(t)?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                socket,
-                timeout,
-                free: Mutex::new(Vec::new()),
-                permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-                failing: AtomicBool::new(false),
-            }),
-        })
+        let path = PathBuf::from(
+            url.strip_prefix("ipc://")
+                .ok_or_else(|| IpcError::Transport(format!("{url} is not an ipc:// URL")))?,
+        );
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| IpcError::Transport("the IPC client needs a tokio runtime".into()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            timeout,
+            next_id: AtomicU32::new(rand::random::<u32>() & 0x7fff_ffff),
+            waiters: Mutex::new(HashMap::new()),
+            tx,
+            failing: AtomicBool::new(false),
+        });
+        handle.spawn(connection(path, rx, Arc::downgrade(&inner)));
+        Ok(Client { inner })
     }
 
     /// Sends a message whose reply nobody waits for (heartbeats).
@@ -77,7 +60,7 @@ impl Client {
         });
     }
 
-    /// Sends a message and waits for the server's reply, at most `-ipc-timeout` per direction.
+    /// Sends a message and waits for the server's reply, at most `-ipc-timeout`.
     pub async fn request(&self, msg: Msg) -> Result<Msg, IpcError> {
         let result = self.round_trip(msg).await;
         match &result {
@@ -93,113 +76,145 @@ impl Client {
     }
 
     async fn round_trip(&self, msg: Msg) -> Result<Msg, IpcError> {
-        let bytes = serde_json::to_vec(&msg).map_err(|e| IpcError::Decode(e.to_string()))?;
-        let permit = self
-            .inner
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| IpcError::Closed)?;
-        let slot = match self.take_slot() {
-            Ok(s) => s,
-            Err(e) => return Err(e),
-        };
+        let body = serde_json::to_vec(&msg).map_err(|e| IpcError::Decode(e.to_string()))?;
+        let id = (self.inner.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff) | 0x8000_0000;
         let (tx, rx) = oneshot::channel();
-        {
-            let mut p = slot.state.lock().unwrap_or_else(|e| e.into_inner());
-            p.reply = Some(tx);
-            p.permit = Some(permit);
-            p.hold = Some(slot.aio.clone());
-        }
-        slot.aio
-            .set_timeout(Some(self.inner.timeout))
-            .map_err(|e| IpcError::Transport(e.to_string()))?;
-        if let Err((_, e)) = slot.ctx.send(&slot.aio, &bytes[..]) {
-            let mut p = slot.state.lock().unwrap_or_else(|e| e.into_inner());
-            p.reply = None;
-            p.permit = None;
-            p.hold = None;
-            drop(p);
-            self.put_slot(slot);
-            return Err(map_err(e, self.inner.timeout));
-        }
-        // The callback completes the request and puts a handle to the slot back in the pool.
-        drop(slot);
-        rx.await.map_err(|_| IpcError::Closed)?
-    }
-
-    fn take_slot(&self) -> Result<Slot, IpcError> {
-        if let Some(s) = self
-            .inner
-            .free
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop()
-        {
-            return Ok(s);
-        }
-        let ctx =
-            Context::new(&self.inner.socket).map_err(|e| IpcError::Transport(e.to_string()))?;
-        let state = Arc::new(Mutex::new(Pending::default()));
-        let weak = Arc::downgrade(&self.inner);
-        let (cb_ctx, cb_state) = (ctx.clone(), state.clone());
-        let timeout = self.inner.timeout;
-        let aio = Aio::new(move |aio, res| {
-            let done = |aio: Aio, r: Result<Msg, IpcError>| {
-                let mut p = cb_state.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(tx) = p.reply.take() {
-                    let _ = tx.send(r);
-                }
-                p.permit = None;
-                p.hold = None;
-                drop(p);
-                // Back to the pool, unless the client is gone.
-                if let Some(inner) = weak.upgrade() {
-                    inner
-                        .free
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(Slot {
-                            ctx: cb_ctx.clone(),
-                            aio,
-                            state: cb_state.clone(),
-                        });
-                }
-            };
-            match res {
-                AioResult::Send(Ok(())) => {
-                    if let Err(e) = cb_ctx.recv(&aio) {
-                        done(aio, Err(map_err(e, timeout)));
-                    }
-                }
-                AioResult::Send(Err((_, e)))
-                | AioResult::Recv(Err(e))
-                | AioResult::Sleep(Err(e)) => done(aio, Err(map_err(e, timeout))),
-                AioResult::Recv(Ok(m)) => done(
-                    aio,
-                    serde_json::from_slice::<Msg>(&m).map_err(|e| IpcError::Decode(e.to_string())),
-                ),
-                AioResult::Sleep(Ok(())) => {}
-            }
-        })
-        .map_err(|e| IpcError::Transport(e.to_string()))?;
-        Ok(Slot { ctx, aio, state })
-    }
-
-    fn put_slot(&self, slot: Slot) {
         self.inner
-            .free
+            .waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(slot);
+            .insert(id, tx);
+        let mut frame = Vec::with_capacity(body.len() + 13);
+        sp::frame(&mut frame, &id.to_be_bytes(), &body);
+        if self.inner.tx.send(frame).is_err() {
+            self.forget(id);
+            return Err(IpcError::Closed);
+        }
+        match tokio::time::timeout(self.inner.timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(IpcError::Closed),
+            Err(_) => {
+                self.forget(id);
+                Err(IpcError::Timeout(self.inner.timeout))
+            }
+        }
+    }
+
+    fn forget(&self, id: u32) {
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
     }
 }
 
-fn map_err(e: nng::Error, timeout: Duration) -> IpcError {
-    match e {
-        nng::Error::TimedOut => IpcError::Timeout(timeout),
-        nng::Error::Closed => IpcError::Closed,
-        e => IpcError::Transport(e.to_string()),
+/// Fails every request in flight (their connection is gone).
+fn fail_all(inner: &Inner, why: &str) {
+    let waiters: Vec<_> = inner
+        .waiters
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .drain()
+        .collect();
+    for (_, w) in waiters {
+        let _ = w.send(Err(IpcError::Transport(why.to_string())));
+    }
+}
+
+/// Dials, shakes hands, then writes queued requests and routes replies until the connection
+/// breaks; then dials again. Ends when the client is dropped.
+async fn connection(
+    path: PathBuf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+    inner: std::sync::Weak<Inner>,
+) {
+    let mut delay = Duration::from_millis(10);
+    loop {
+        let stream = match tokio::net::UnixStream::connect(&path).await {
+            Ok(mut s) => match sp::handshake(&mut s, sp::REQ0, sp::REP0).await {
+                Ok(()) => s,
+                Err(e) => {
+                    tracing::warn!("ipc handshake with {}: {e}", path.display());
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            },
+            Err(_) => {
+                if inner.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(500));
+                continue;
+            }
+        };
+        delay = Duration::from_millis(10);
+        let (r, w) = stream.into_split();
+        // Reading runs in a task of its own: a read cut off half-way would lose the stream's
+        // framing, and select! would cut it off whenever a request is queued.
+        let mut reader = tokio::spawn(read_replies(r, inner.clone()));
+        let mut w = tokio::io::BufWriter::new(w);
+        let why = loop {
+            tokio::select! {
+                frame = rx.recv() => {
+                    let Some(frame) = frame else {
+                        reader.abort();
+                        return;
+                    };
+                    if let Err(e) = write_batch(&mut w, frame, &mut rx).await {
+                        reader.abort();
+                        break e.to_string();
+                    }
+                }
+                why = &mut reader => break why.unwrap_or_else(|e| e.to_string()),
+            }
+        };
+        match inner.upgrade() {
+            Some(i) => fail_all(&i, &format!("connection to the server lost: {why}")),
+            None => return,
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued, then flushes once.
+async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    first: Vec<u8>,
+    rx: &mut mpsc::UnboundedReceiver<Vec<u8>>,
+) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    w.write_all(&first).await?;
+    while let Ok(more) = rx.try_recv() {
+        w.write_all(&more).await?;
+    }
+    w.flush().await
+}
+
+/// Routes replies to their waiters until the connection fails; returns why it ended.
+async fn read_replies(r: tokio::net::unix::OwnedReadHalf, inner: std::sync::Weak<Inner>) -> String {
+    let mut r = tokio::io::BufReader::new(r);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        if let Err(e) = sp::read_frame(&mut r, &mut buf).await {
+            return e.to_string();
+        }
+        let Some(inner) = inner.upgrade() else {
+            return "client dropped".into();
+        };
+        if buf.len() < 4 {
+            return "reply without a request id".into();
+        }
+        let id = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        let waiter = inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        if let Some(w) = waiter {
+            let msg = serde_json::from_slice::<Msg>(&buf[4..])
+                .map_err(|e| IpcError::Decode(e.to_string()));
+            let _ = w.send(msg);
+        }
     }
 }

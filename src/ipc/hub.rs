@@ -1,47 +1,70 @@
-//! The server side of worker IPC: a REP socket served by several nng contexts at once, each
-//! looping receive → handle → reply in aio callbacks, so one slow request does not hold up the
-//! others. What a message means is up to the handler the server passes in (cache operations are
-//! answered in place, control messages go to the supervisor loop).
+//! The server side of worker IPC: a REP endpoint on `ipc://var/NAME-server.sock` served by a
+//! runtime of its own. Each worker connection is read in a task; every request is answered inline
+//! by the handler (cache operations in place, control messages forwarded to the supervisor loop),
+//! so requests from one worker are pipelined and answered in order without thread hand-offs.
 
+use super::sp;
 use super::{IpcError, Msg};
-use nng::{Aio, AioResult, Context, Socket};
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Contexts receiving at once.
-const CONTEXTS: usize = 16;
+use tokio::net::UnixStream;
 
 /// Answers one message.
 pub type Handler = Arc<dyn Fn(Msg) -> Msg + Send + Sync>;
 
 /// The server's listening IPC socket; closed and its file removed when dropped.
 pub struct Hub {
-    socket: Socket,
     path: PathBuf,
-    /// The contexts' aios; dropping them stops the callbacks.
-    aios: Vec<Aio>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Hub {
-    /// Listens on `url` (file `path`) and answers every message with `handler`.
-    pub fn start(url: &str, path: PathBuf, handler: Handler) -> Result<Hub, IpcError> {
-        let t = |e: nng::Error| IpcError::Transport(e.to_string());
-        // A socket file left by a killed server would make listen fail.
+    /// Listens on `path` (the file of `ipc://PATH`) and answers every message with `handler`.
+    pub fn start(path: PathBuf, handler: Handler) -> Result<Hub, IpcError> {
+        // A socket file left by a killed server would make bind fail.
         let _ = std::fs::remove_file(&path);
-        let socket = Socket::new(nng::Protocol::Rep0).map_err(t)?;
-        socket
-            .listen(url)
-            .map_err(|e| IpcError::Transport(format!("listen {url}: {e}")))?;
-        let mut aios = Vec::with_capacity(CONTEXTS);
-        for _ in 0..CONTEXTS {
-            let ctx = Context::new(&socket).map_err(t)?;
-            let cb_ctx = ctx.clone();
-            let h = handler.clone();
-            let aio = Aio::new(move |aio, res| serve(&cb_ctx, &aio, res, &h)).map_err(t)?;
-            ctx.recv(&aio).map_err(t)?;
-            aios.push(aio);
-        }
-        Ok(Hub { socket, path, aios })
+        let std_listener = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| IpcError::Transport(format!("listen ipc://{}: {e}", path.display())))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| IpcError::Transport(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| IpcError::Transport(e.to_string()))?;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("ipc-hub".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = match tokio::net::UnixListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!("ipc hub: {e}");
+                            return;
+                        }
+                    };
+                    loop {
+                        tokio::select! {
+                            r = listener.accept() => match r {
+                                Ok((s, _)) => {
+                                    tokio::spawn(serve(s, handler.clone()));
+                                }
+                                Err(e) => {
+                                    tracing::warn!("ipc hub accept: {e}");
+                                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                                }
+                            },
+                            _ = &mut stopped => return,
+                        }
+                    }
+                });
+            })
+            .map_err(|e| IpcError::Transport(e.to_string()))?;
+        Ok(Hub {
+            path,
+            stop: Some(stop),
+        })
     }
 
     /// The socket file, for changing its owner when workers drop privileges.
@@ -50,41 +73,55 @@ impl Hub {
     }
 }
 
-fn serve(ctx: &Context, aio: &Aio, res: AioResult, handler: &Handler) {
-    match res {
-        AioResult::Recv(Ok(msg)) => {
-            let reply = match serde_json::from_slice::<Msg>(&msg) {
-                Ok(m) => handler(m),
-                Err(e) => {
-                    tracing::warn!("ipc hub: undecodable message: {e}");
-                    Msg::Error {
-                        message: format!("undecodable message: {e}"),
-                    }
+async fn serve(mut s: UnixStream, handler: Handler) {
+    if let Err(e) = sp::handshake(&mut s, sp::REP0, sp::REQ0).await {
+        tracing::warn!("ipc hub: a client failed the handshake: {e}");
+        return;
+    }
+    let (r, w) = s.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    let mut w = tokio::io::BufWriter::new(w);
+    let mut buf = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(256);
+    loop {
+        if sp::read_frame(&mut r, &mut buf).await.is_err() {
+            return; // the worker went away
+        }
+        let Some((header, body)) = sp::split_backtrace(&buf) else {
+            tracing::warn!("ipc hub: a request without a request id");
+            return;
+        };
+        let reply = match serde_json::from_slice::<Msg>(body) {
+            Ok(m) => handler(m),
+            Err(e) => {
+                tracing::warn!("ipc hub: undecodable message: {e}");
+                Msg::Error {
+                    message: format!("undecodable message: {e}"),
                 }
-            };
-            let bytes = serde_json::to_vec(&reply).unwrap_or_default();
-            if let Err((_, e)) = ctx.send(aio, &bytes[..]) {
-                tracing::debug!("ipc hub reply: {e}");
-                let _ = ctx.recv(aio);
             }
+        };
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        out.clear();
+        sp::frame(&mut out, header, &body);
+        if tokio::io::AsyncWriteExt::write_all(&mut w, &out)
+            .await
+            .is_err()
+        {
+            return;
         }
-        AioResult::Send(_) => {
-            // Replied (or the requester went away): wait for the next request.
-            let _ = ctx.recv(aio);
+        // Answer at once unless another whole request is already buffered: then the replies go
+        // out together (never wait on a partial frame with replies unsent).
+        if !sp::has_frame(r.buffer()) && tokio::io::AsyncWriteExt::flush(&mut w).await.is_err() {
+            return;
         }
-        AioResult::Recv(Err(nng::Error::Closed)) => {}
-        AioResult::Recv(Err(e)) => {
-            tracing::debug!("ipc hub receive: {e}");
-            let _ = ctx.recv(aio);
-        }
-        AioResult::Sleep(_) => {}
     }
 }
 
 impl Drop for Hub {
     fn drop(&mut self) {
-        self.socket.close();
-        self.aios.clear();
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -1,13 +1,19 @@
-//! IPC between the server and its web workers over nng `ipc://` sockets under `var/`.
+//! IPC between the server and its web workers: the nng REQ/REP protocol over `ipc://` unix
+//! sockets under `var/`.
 //!
-//! The server owns a [`Hub`] (a REP socket); each worker owns a [`Client`] (a REQ socket) and reports
-//! `ready` once it accepts connections, then a `heartbeat` every `-server-heartbeat-interval` with
-//! its request count and memory. Callers see only [`Msg`] and [`IpcError`], so the transport can
-//! change without touching them. Every request carries a deadline (`-ipc-timeout`): a missing reply
-//! is an error the caller handles, never a hang.
+//! The server owns a [`Hub`] (the REP side); each worker owns a [`Client`] (the REQ side) and
+//! reports `ready` once it accepts connections, then a `heartbeat` every
+//! `-server-heartbeat-interval` with its request count and memory; cache requests go the same
+//! way. Both sides speak the nng wire protocol natively on tokio ([`sp`]): libnng's own REQ/REP
+//! sockets hand every message through several internal threads, which tripled the round trip
+//! of a cache read, and one connection multiplexed by request id keeps any number of requests in
+//! flight. The `nng` library itself is used for the peer bus between servers and, in tests, to
+//! prove wire compatibility. Callers see only [`Msg`] and [`IpcError`]; every request carries a
+//! deadline (`-ipc-timeout`), so a missing reply is an error the caller handles, never a hang.
 
 mod client;
 mod hub;
+pub mod sp;
 
 pub use client::Client;
 pub use hub::{Handler, Hub};
@@ -125,6 +131,111 @@ pub fn hub_path(cfg: &Config) -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sock(name: &str) -> (std::path::PathBuf, String) {
+        let p = std::env::temp_dir().join(format!("bkjs-ipc-{}-{name}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let url = format!("ipc://{}", p.display());
+        (p, url)
+    }
+
+    #[tokio::test]
+    async fn native_client_talks_to_a_libnng_rep_socket() {
+        let (path, url) = sock("rep");
+        let rep = nng::Socket::new(nng::Protocol::Rep0).expect("rep");
+        rep.listen(&url).expect("listen");
+        let server = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let m = rep.recv().expect("recv");
+                let got: Msg = serde_json::from_slice(&m).expect("decode");
+                assert_eq!(got, Msg::CacheExists { key: "k".into() });
+                let reply = serde_json::to_vec(&Msg::Bool { value: true }).expect("encode");
+                rep.send(&reply[..]).expect("send");
+            }
+        });
+        let c = Client::connect(&url, std::time::Duration::from_secs(5)).expect("client");
+        for _ in 0..3 {
+            let r = c
+                .request(Msg::CacheExists { key: "k".into() })
+                .await
+                .expect("reply");
+            assert_eq!(r, Msg::Bool { value: true });
+        }
+        server.join().expect("server thread");
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn a_libnng_req_socket_talks_to_the_native_hub() {
+        let (path, url) = sock("hub");
+        let hub = Hub::start(
+            path.clone(),
+            std::sync::Arc::new(|m: Msg| match m {
+                Msg::CacheIncr { delta, .. } => Msg::Int { value: delta * 2 },
+                _ => Msg::Ok,
+            }),
+        )
+        .expect("hub");
+        let req = nng::Socket::new(nng::Protocol::Req0).expect("req");
+        req.dial(&url).expect("dial");
+        for d in 1..4 {
+            let msg = serde_json::to_vec(&Msg::CacheIncr {
+                key: "n".into(),
+                delta: d,
+            })
+            .expect("encode");
+            req.send(&msg[..]).expect("send");
+            let reply = req.recv().expect("recv");
+            assert_eq!(
+                serde_json::from_slice::<Msg>(&reply).expect("decode"),
+                Msg::Int { value: d * 2 }
+            );
+        }
+        drop(hub);
+        assert!(!path.exists(), "the socket file is removed");
+    }
+
+    #[tokio::test]
+    async fn many_requests_in_flight_and_timeouts() {
+        let (path, url) = sock("many");
+        let _hub = Hub::start(
+            path,
+            std::sync::Arc::new(|m: Msg| match m {
+                Msg::CacheIncr { delta, .. } => Msg::Int { value: delta },
+                _ => Msg::Ok,
+            }),
+        )
+        .expect("hub");
+        let c = Client::connect(&url, std::time::Duration::from_secs(5)).expect("client");
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    c.request(Msg::CacheIncr {
+                        key: "n".into(),
+                        delta: i,
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            assert_eq!(
+                t.await.expect("task").expect("reply"),
+                Msg::Int { value: i as i64 }
+            );
+        }
+        // Nothing listens here: the request fails within the timeout instead of hanging.
+        let (_, nowhere) = sock("nowhere");
+        let lost =
+            Client::connect(&nowhere, std::time::Duration::from_millis(200)).expect("client");
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            lost.request(Msg::CacheStats).await,
+            Err(IpcError::Timeout(_))
+        ));
+        assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
 
     #[test]
     fn messages_round_trip_as_json() {

@@ -103,11 +103,7 @@ pub fn run_server(cfg: Config, boot: &Boot) -> i32 {
             },
         }
     });
-    let hub = match Hub::start(
-        &crate::ipc::hub_url(&cfg),
-        crate::ipc::hub_path(&cfg),
-        handler,
-    ) {
+    let hub = match Hub::start(crate::ipc::hub_path(&cfg), handler) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("cannot start IPC hub: {e}");

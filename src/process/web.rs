@@ -54,13 +54,6 @@ pub fn run_web(cfg: Config, boot: &Boot) -> i32 {
         tracing::error!("cannot drop privileges: {e}");
         return EXIT_BOOT;
     }
-    let ipc = match Client::connect(&crate::ipc::hub_url(&cfg), cfg.duration("ipc-timeout")) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot connect to the server: {e}");
-            return EXIT_BOOT;
-        }
-    };
     let threads = cfg.int("api-threads") as usize;
     let rt = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -79,10 +72,18 @@ pub fn run_web(cfg: Config, boot: &Boot) -> i32 {
             return EXIT_BOOT;
         }
     };
-    rt.block_on(serve(cfg, std_listener, ipc))
+    rt.block_on(serve(cfg, std_listener))
 }
 
-async fn serve(cfg: Config, std_listener: TcpListener, ipc: Client) -> i32 {
+async fn serve(cfg: Config, std_listener: TcpListener) -> i32 {
+    let ipc = match Client::connect(&crate::ipc::hub_url(&cfg), cfg.duration("ipc-timeout")) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot connect to the server: {e}");
+            return EXIT_BOOT;
+        }
+    };
+
     let mut signals = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
