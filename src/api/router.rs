@@ -68,8 +68,9 @@ impl Api {
     /// Handles one request; never fails, errors become JSON replies.
     pub async fn handle(&self, req: Request<Incoming>) -> Reply {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let path = req.uri().path().to_string();
-        let mut reply = self.route(req, &path).await;
+        // A Uri clone shares its bytes: the path stays borrowable while the body moves on.
+        let uri = req.uri().clone();
+        let mut reply = self.route(req, uri.path(), uri.query()).await;
         let h = reply.headers_mut();
         h.insert(SERVER, HeaderValue::from_static(SERVER_HEADER));
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
@@ -80,7 +81,7 @@ impl Api {
         reply
     }
 
-    async fn route(&self, req: Request<Incoming>, path: &str) -> Reply {
+    async fn route(&self, req: Request<Incoming>, path: &str, query: Option<&str>) -> Reply {
         if self.deny.is_match(path) {
             return error(StatusCode::FORBIDDEN, "Access denied");
         }
@@ -90,12 +91,7 @@ impl Api {
         if !self.allow.is_match(path) {
             return error(StatusCode::UNAUTHORIZED, "Not authenticated");
         }
-        let query = req.uri().query().map(str::to_string);
-        let content_type = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_ascii_lowercase);
+        let content_type = req.headers().get(CONTENT_TYPE).cloned();
         let limit = self.cfg.int("api-upload-limit") as usize;
         let body = if hyper::body::Body::size_hint(req.body()).exact() == Some(0) {
             Bytes::new()
@@ -119,7 +115,11 @@ impl Api {
         if path == "/ping" {
             return empty_object();
         }
-        let params = Params::new(query.as_deref(), content_type.as_deref(), &body);
+        let content_type = content_type
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        let params = Params::new(query, content_type.as_deref(), &body);
         if path.starts_with("/system/") {
             if let Some(reply) = endpoints::system::handle(self, path, &params).await {
                 return reply;
