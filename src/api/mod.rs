@@ -23,7 +23,7 @@ use crate::config::{Kind, Param};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -106,6 +106,8 @@ const SWEEP: Duration = Duration::from_millis(100);
 /// timer per request: requests only read an atomic, and idle connections (keep-alive, or headers
 /// never completed) are closed by the sweep after `-timeout`.
 struct Conns {
+    /// Set when the drain starts: replies then carry `Connection: close`.
+    draining: AtomicBool,
     clock: AtomicU64,
     next_id: AtomicU64,
     open: std::sync::Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
@@ -215,11 +217,20 @@ pub async fn serve(
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let epoch = Instant::now();
     let conns = Arc::new(Conns {
+        draining: AtomicBool::new(false),
         clock: AtomicU64::new(0),
         next_id: AtomicU64::new(0),
         open: Default::default(),
     });
     let idle = api.cfg.duration("timeout");
+    {
+        let (conns, mut drain) = (conns.clone(), drain.clone());
+        tokio::spawn(async move {
+            if drain.wait_for(|d| *d).await.is_ok() {
+                conns.draining.store(true, Ordering::Relaxed);
+            }
+        });
+    }
     let sweeper = {
         let conns = conns.clone();
         tokio::spawn(async move {
@@ -246,14 +257,16 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let (id, state) = conns.add();
                 let svc = {
-                    let (api, state, drain, conns) = (api.clone(), state.clone(), drain.clone(), conns.clone());
+                    // One shared context per connection: a request clones one Arc, not four.
+                    let ctx = Arc::new((api.clone(), state.clone(), conns.clone()));
                     hyper::service::service_fn(move |req| {
-                        let (api, state, drain, conns) = (api.clone(), state.clone(), drain.clone(), conns.clone());
+                        let ctx = ctx.clone();
                         async move {
+                            let (api, state, conns) = &*ctx;
                             state.inflight.fetch_add(1, Ordering::SeqCst);
                             state.last_ms.store(conns.now(), Ordering::Relaxed);
                             let mut reply = api.handle(req).await;
-                            if *drain.borrow() {
+                            if conns.draining.load(Ordering::Relaxed) {
                                 reply.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
                             }
                             state.last_ms.store(conns.now(), Ordering::Relaxed);

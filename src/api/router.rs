@@ -9,7 +9,7 @@ use crate::ipc::{Client, Msg};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE, SERVER};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, SERVER};
 use hyper::{Request, Response, StatusCode};
 use regex::RegexSet;
 use serde_json::{json, Value};
@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// A reply body.
 pub type Reply = Response<Full<Bytes>>;
 
+const ALLOW_ORIGIN: HeaderName = HeaderName::from_static("access-control-allow-origin");
+const ALLOW_HEADERS: HeaderName = HeaderName::from_static("access-control-allow-headers");
 const SERVER_HEADER: &str = concat!("bkjs/", env!("CARGO_PKG_VERSION"));
 
 /// Test-only fault switch: set by `/_test/hang` when faults are enabled; stops heartbeats.
@@ -73,9 +75,9 @@ impl Api {
         let mut reply = self.route(req, uri.path(), uri.query()).await;
         let h = reply.headers_mut();
         h.insert(SERVER, HeaderValue::from_static(SERVER_HEADER));
-        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+        h.insert(ALLOW_ORIGIN, HeaderValue::from_static("*"));
         h.insert(
-            "access-control-allow-headers",
+            ALLOW_HEADERS,
             HeaderValue::from_static("bk-signature, content-type"),
         );
         reply
