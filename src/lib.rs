@@ -13,6 +13,7 @@ pub mod app;
 pub mod cache;
 mod cli;
 pub mod config;
+pub mod db;
 pub mod ipc;
 pub mod log;
 pub mod process;

@@ -1,0 +1,1 @@
+//! The DB API (in progress): table descriptions and drivers.
