@@ -485,3 +485,45 @@ fn a_node_killed_during_writes_leaves_nothing_stale() {
     );
     assert_eq!(value(a, "w"), fresh);
 }
+
+#[test]
+fn a_node_listed_in_its_own_cache_host_stops_dialling_itself() {
+    // 127.0.0.2 is this machine but not a name the server knows as its own: only its node id
+    // coming back on the connection tells it that it dialled itself.
+    let cport = free_port().to_string();
+    let me = format!("127.0.0.2:{cport}");
+    let t = Tree::start(
+        "run",
+        &[
+            "-api-allow-path",
+            "^/system/cache/",
+            "-cache-host",
+            &me,
+            "-cache-port",
+            &cport,
+            "-cache-bind",
+            "0.0.0.0",
+            "-cache-peer-heartbeat",
+            "200ms",
+        ],
+    );
+    t.ready(2);
+    assert!(
+        t.wait_log("this server itself", Duration::from_secs(10)),
+        "{}",
+        t.log()
+    );
+    let settled = call(&t, "stats").1["reconnects"].as_u64().unwrap_or(0);
+    assert_eq!(call(&t, "put?name=k&value=1").0, 200);
+    // No reconnect loop: the cache is not cleared again and again.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    wait_for(Duration::from_secs(4), || {
+        std::time::Instant::now() >= until
+    });
+    assert_eq!(value(&t, "k"), json!({"value": "1"}), "{}", t.log());
+    let later = call(&t, "stats").1["reconnects"].as_u64().unwrap_or(0);
+    assert!(
+        later <= settled + 1,
+        "reconnects went from {settled} to {later}"
+    );
+}

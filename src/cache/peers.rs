@@ -242,7 +242,11 @@ fn receive(socket: Socket, shared: Arc<Shared>, me: u64) {
         if frame.o == me {
             // Our own broadcast came back: this connection leads to ourselves.
             if let Some(p) = msg.pipe() {
-                tracing::info!("cache peer bus: closing a connection to this server itself");
+                // Stop dialling that address too, or it would reconnect (and clear) forever.
+                if let Some(d) = p.dialer() {
+                    tracing::info!("cache peer bus: a -cache-host entry is this server itself; no longer dialling it");
+                    d.close();
+                }
                 p.close();
             }
             continue;

@@ -1,0 +1,423 @@
+//! The SQLite driver, the embedded default (SPEC §8): one database file in WAL mode with
+//! `synchronous=NORMAL` (an acknowledged write survives a crash of the process), reached through a
+//! small bounded pool of connections so concurrent readers do not queue behind one connection.
+//! Statements are built by [`super::sql`] with the SQLite dialect; this file only runs them and
+//! converts SQLite values back to JSON by column type.
+
+use super::schema::{Column, ColumnType, Table};
+use super::sql::{self, Conflict, Dialect, Sql};
+use super::{
+    decode_token, encode_token, key_params, prepare_write, DbError, Driver, Options, Param, Res,
+    Row, WriteMode,
+};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const D: Dialect = Dialect::Sqlite;
+
+impl ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        use rusqlite::types::Value as V;
+        Ok(match self {
+            Param::Null => ToSqlOutput::Owned(V::Null),
+            Param::Int(i) => ToSqlOutput::Owned(V::Integer(*i)),
+            Param::Real(f) => ToSqlOutput::Owned(V::Real(*f)),
+            Param::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+fn map_err(e: rusqlite::Error) -> DbError {
+    if let rusqlite::Error::SqliteFailure(f, msg) = &e {
+        let text = msg.clone().unwrap_or_else(|| f.to_string());
+        match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => return DbError::Busy(text),
+            ErrorCode::ConstraintViolation
+                if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                    || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                return DbError::Exists
+            }
+            ErrorCode::ConstraintViolation => {
+                return DbError::BadValue {
+                    column: String::new(),
+                    reason: text,
+                };
+            }
+            _ => return DbError::Driver(text),
+        }
+    }
+    DbError::Driver(e.to_string())
+}
+
+struct PoolState {
+    idle: Vec<Connection>,
+    open: usize,
+}
+
+/// A connection borrowed from the pool; returned on drop.
+struct Pooled<'a> {
+    driver: &'a SqliteDriver,
+    conn: Option<Connection>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+            .as_ref()
+            .expect("a pooled connection is present until drop")
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn
+            .as_mut()
+            .expect("a pooled connection is present until drop")
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let mut st = self.driver.lock();
+        match self.conn.take() {
+            // A connection left inside a transaction (a panic mid-way) is not reused.
+            Some(c) if c.is_autocommit() => st.idle.push(c),
+            _ => st.open -= 1,
+        }
+        drop(st);
+        self.driver.freed.notify_one();
+    }
+}
+
+/// The SQLite driver over one database file.
+pub struct SqliteDriver {
+    path: PathBuf,
+    max: usize,
+    wait: Duration,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+impl SqliteDriver {
+    /// Opens (creating) the database at `path` with at most `max` connections; `:memory:` gets a
+    /// single connection (each connection would be another database). Waits for a connection or a
+    /// lock at most 5 s before answering [`DbError::Busy`].
+    pub fn open(path: impl AsRef<Path>, max: usize) -> Result<SqliteDriver, DbError> {
+        let path = path.as_ref().to_path_buf();
+        let memory = path.as_os_str() == ":memory:";
+        if !memory {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| DbError::Driver(format!("{}: {e}", dir.display())))?;
+            }
+        }
+        let driver = SqliteDriver {
+            path,
+            max: if memory { 1 } else { max.max(1) },
+            wait: Duration::from_secs(5),
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: Condvar::new(),
+        };
+        // Fail now on a bad path, and switch the file to WAL (persistent) once.
+        drop(driver.conn()?);
+        Ok(driver)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        // The state stays consistent even if a holder panicked: every update is one statement.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn connect(&self) -> Result<Connection, DbError> {
+        let conn = Connection::open(&self.path).map_err(map_err)?;
+        conn.busy_timeout(self.wait).map_err(map_err)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
+            .map_err(map_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(map_err)?;
+        // `like` is case-sensitive, `ilike` is not (SPEC §8).
+        conn.pragma_update(None, "case_sensitive_like", true)
+            .map_err(map_err)?;
+        Ok(conn)
+    }
+
+    fn conn(&self) -> Result<Pooled<'_>, DbError> {
+        let deadline = Instant::now() + self.wait;
+        let mut st = self.lock();
+        loop {
+            if let Some(c) = st.idle.pop() {
+                return Ok(Pooled {
+                    driver: self,
+                    conn: Some(c),
+                });
+            }
+            if st.open < self.max {
+                st.open += 1;
+                drop(st);
+                return match self.connect() {
+                    Ok(c) => Ok(Pooled {
+                        driver: self,
+                        conn: Some(c),
+                    }),
+                    Err(e) => {
+                        self.lock().open -= 1;
+                        self.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(DbError::Busy("no free sqlite connection".into()));
+            }
+            st = self
+                .freed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+fn execute(conn: &Connection, s: &Sql) -> Result<u64, DbError> {
+    let mut stmt = conn.prepare_cached(&s.text).map_err(map_err)?;
+    stmt.execute(rusqlite::params_from_iter(s.params.iter()))
+        .map(|n| n as u64)
+        .map_err(map_err)
+}
+
+/// A stored value as JSON by column type; None for NULL.
+fn decode(kind: Option<ColumnType>, v: ValueRef<'_>) -> Option<Value> {
+    Some(match (kind, v) {
+        (_, ValueRef::Null) => return None,
+        (Some(ColumnType::Bool), ValueRef::Integer(i)) => Value::Bool(i != 0),
+        (Some(ColumnType::Bool), ValueRef::Real(f)) => Value::Bool(f != 0.0),
+        (Some(ColumnType::Json), ValueRef::Text(t)) => serde_json::from_slice(t)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(t).into_owned())),
+        (_, ValueRef::Integer(i)) => Value::from(i),
+        (_, ValueRef::Real(f)) => {
+            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+        }
+        (_, ValueRef::Text(t)) => Value::String(String::from_utf8_lossy(t).into_owned()),
+        (_, ValueRef::Blob(b)) => Value::String(b.iter().map(|x| format!("{x:02x}")).collect()),
+    })
+}
+
+/// Runs a select whose result columns are `cols`, in order.
+fn fetch(conn: &Connection, s: &Sql, cols: &[&Column]) -> Result<Vec<Row>, DbError> {
+    let mut stmt = conn.prepare_cached(&s.text).map_err(map_err)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(s.params.iter()))
+        .map_err(map_err)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        let mut row = Row::new();
+        for (i, c) in cols.iter().enumerate() {
+            if let Some(v) = decode(Some(c.kind), r.get_ref(i).map_err(map_err)?) {
+                row.insert(c.name.clone(), v);
+            }
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+fn get_row(
+    conn: &Connection,
+    table: &Table,
+    key: &Row,
+    opts: &Options,
+) -> Result<Option<Row>, DbError> {
+    let cols = sql::select_columns(table, opts);
+    let s = sql::get(D, table, &cols, key_params(table, key)?);
+    Ok(fetch(conn, &s, &cols)?.into_iter().next())
+}
+
+/// A JSON parameter of a native query.
+fn query_param(v: &Value) -> Param {
+    match v {
+        Value::Null => Param::Null,
+        Value::Bool(b) => Param::Int(*b as i64),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Param::Int)
+            .unwrap_or_else(|| Param::Real(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => Param::Text(s.clone()),
+        other => Param::Text(other.to_string()),
+    }
+}
+
+impl Driver for SqliteDriver {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn init(&self, tables: &[Table]) -> Result<(), DbError> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        for t in tables {
+            tx.execute(&sql::create_table(D, t), []).map_err(map_err)?;
+            let existing: Vec<String> = {
+                let mut stmt = tx
+                    .prepare("SELECT name FROM pragma_table_info(?1)")
+                    .map_err(map_err)?;
+                let names = stmt
+                    .query_map([t.name()], |r| r.get::<_, String>(0))
+                    .map_err(map_err)?;
+                names.collect::<Result<_, _>>().map_err(map_err)?
+            };
+            for c in t.columns().iter().filter(|c| !existing.contains(&c.name)) {
+                tracing::info!(table = t.name(), column = c.name, "db: adding column");
+                tx.execute(&sql::add_column(D, t, c), []).map_err(map_err)?;
+            }
+            for ddl in sql::create_indexes(D, t) {
+                tx.execute(&ddl, []).map_err(map_err)?;
+            }
+        }
+        tx.commit().map_err(map_err)
+    }
+
+    fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
+        get_row(&*self.conn()?, table, key, opts)
+    }
+
+    fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
+        let affected = execute(
+            &*self.conn()?,
+            &sql::insert(D, table, vals, Conflict::Replace),
+        )?;
+        Ok(Res {
+            affected,
+            ..Res::default()
+        })
+    }
+
+    fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
+        let affected = execute(&*self.conn()?, &sql::insert(D, table, vals, Conflict::Fail))?;
+        Ok(Res {
+            affected,
+            ..Res::default()
+        })
+    }
+
+    fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        let keys = key_params(table, row)?;
+        let vals = prepare_write(table, row, opts, WriteMode::Update)?;
+        let affected = execute(&*self.conn()?, &sql::update(D, table, vals, keys))?;
+        if affected == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(Res {
+            affected,
+            ..Res::default()
+        })
+    }
+
+    fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        let vals = prepare_write(table, row, opts, WriteMode::Incr)?;
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        let affected = execute(&tx, &sql::insert(D, table, vals, Conflict::Incr))?;
+        let rows = get_row(&tx, table, row, opts)?.into_iter().collect();
+        tx.commit().map_err(map_err)?;
+        Ok(Res {
+            rows,
+            affected,
+            ..Res::default()
+        })
+    }
+
+    fn del(&self, table: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
+        let affected = execute(
+            &*self.conn()?,
+            &sql::delete(D, table, key_params(table, key)?),
+        )?;
+        Ok(Res {
+            affected,
+            ..Res::default()
+        })
+    }
+
+    fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
+        let offset = opts
+            .start
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .map(decode_token)
+            .transpose()?
+            .unwrap_or(0);
+        let count = opts.page_size();
+        let cols = sql::select_columns(table, opts);
+        let (s, cs) = sql::select(D, table, &cols, query, opts, offset)?;
+        let conn = self.conn()?;
+        let mut rows = fetch(&conn, &s, &cols)?;
+        let mut next_token = None;
+        if rows.len() > count {
+            rows.truncate(count);
+            next_token = Some(encode_token(offset + count as u64));
+        }
+        let total = if opts.total {
+            let mut stmt = conn.prepare_cached(&cs.text).map_err(map_err)?;
+            let n: i64 = stmt
+                .query_row(rusqlite::params_from_iter(cs.params.iter()), |r| r.get(0))
+                .map_err(map_err)?;
+            Some(n.max(0) as u64)
+        } else {
+            None
+        };
+        Ok(Res {
+            rows,
+            affected: 0,
+            next_token,
+            total,
+        })
+    }
+
+    fn query(&self, text: &str, params: &[Value], _opts: &Options) -> Result<Res, DbError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(text).map_err(map_err)?;
+        let params: Vec<Param> = params.iter().map(query_param).collect();
+        if stmt.column_count() == 0 {
+            let affected = stmt
+                .execute(rusqlite::params_from_iter(params.iter()))
+                .map_err(map_err)? as u64;
+            return Ok(Res {
+                affected,
+                ..Res::default()
+            });
+        }
+        let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params.iter()))
+            .map_err(map_err)?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(map_err)? {
+            let mut row = Row::new();
+            for (i, name) in names.iter().enumerate() {
+                if let Some(v) = decode(None, r.get_ref(i).map_err(map_err)?) {
+                    row.insert(name.clone(), v);
+                }
+            }
+            out.push(row);
+        }
+        Ok(Res {
+            rows: out,
+            ..Res::default()
+        })
+    }
+}
