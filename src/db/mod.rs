@@ -13,6 +13,8 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 pub use schema::{builtin_tables, Column, ColumnType, Table};
 pub use sqlite::SqliteDriver;
 
@@ -209,9 +211,98 @@ pub struct Res {
     pub total: Option<u64>,
 }
 
-/// A storage backend. All methods are blocking; every identifier they use comes from the given
-/// [`Table`], never from row keys or option strings (those are only looked up in the table).
+/// A storage backend as the rest of bkjs uses it: asynchronous, so a worker's runtime never
+/// blocks on the database. Native async drivers (PostgreSQL, MySQL) implement it directly;
+/// blocking ones (SQLite, sled) implement [`BlockingDriver`] and run through [`Blocking`]. Every
+/// identifier a driver uses comes from the given [`Table`], never from row keys or option
+/// strings (those are only looked up in the table).
+#[async_trait::async_trait]
 pub trait Driver: Send + Sync {
+    /// Driver name (`sqlite`, `pgsql`, ...).
+    fn name(&self) -> &'static str;
+    /// Creates missing tables, adds missing columns and indexes. Only the master/server calls it.
+    async fn init(&self, tables: &[Table]) -> Result<(), DbError>;
+    /// The row with the primary key taken from `key`, or None.
+    async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError>;
+    /// Inserts or replaces the whole row.
+    async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Inserts; [`DbError::Exists`] when the key (or a unique column) exists.
+    async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Updates the given columns of an existing row; [`DbError::NotFound`] when there is none.
+    async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Adds the given numbers to numeric columns (creating the row when missing).
+    async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Deletes the row with this primary key (affected = 0 when there was none).
+    async fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Rows matching the conditions in `query` with `opts.ops`, paged.
+    async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Driver-native statement with bound parameters.
+    async fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError>;
+}
+
+/// Runs a blocking driver call on tokio's blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
+) -> Result<T, DbError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DbError::Driver(format!("database thread failed: {e}")))?
+}
+
+/// An async [`Driver`] over a [`BlockingDriver`]: every call runs on tokio's blocking pool.
+pub struct Blocking<D>(pub Arc<D>);
+
+macro_rules! off {
+    ($self:ident, $method:ident, $table:ident, $row:ident, $opts:ident) => {{
+        let (d, t, r, o) = ($self.0.clone(), $table.clone(), $row.clone(), $opts.clone());
+        off_runtime(move || d.$method(&t, &r, &o)).await
+    }};
+}
+
+#[async_trait::async_trait]
+impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    async fn init(&self, tables: &[Table]) -> Result<(), DbError> {
+        let (d, t) = (self.0.clone(), tables.to_vec());
+        off_runtime(move || d.init(&t)).await
+    }
+    async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
+        off!(self, get, table, key, opts)
+    }
+    async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        off!(self, put, table, row, opts)
+    }
+    async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        off!(self, add, table, row, opts)
+    }
+    async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        off!(self, update, table, row, opts)
+    }
+    async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        off!(self, incr, table, row, opts)
+    }
+    async fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError> {
+        off!(self, del, table, key, opts)
+    }
+    async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
+        off!(self, select, table, query, opts)
+    }
+    async fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError> {
+        let (d, t, p, o) = (
+            self.0.clone(),
+            text.to_string(),
+            params.to_vec(),
+            opts.clone(),
+        );
+        off_runtime(move || d.query(&t, &p, &o)).await
+    }
+}
+
+/// A storage backend whose calls block (SQLite, sled); wrap it in [`Blocking`] to use it.
+/// Every identifier it uses comes from the given [`Table`].
+pub trait BlockingDriver: Send + Sync {
     /// Driver name (`sqlite`, ...).
     fn name(&self) -> &'static str;
     /// Creates missing tables, adds missing columns and indexes. Only the master/server calls it.

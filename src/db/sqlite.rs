@@ -7,8 +7,8 @@
 use super::schema::{Column, ColumnType, Table};
 use super::sql::{self, Conflict, Dialect, Sql};
 use super::{
-    decode_token, encode_token, key_params, prepare_write, DbError, Driver, Options, Param, Res,
-    Row, WriteMode,
+    decode_token, encode_token, key_params, prepare_write, BlockingDriver, DbError, Options, Param,
+    Res, Row, WriteMode,
 };
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
@@ -256,7 +256,7 @@ fn query_param(v: &Value) -> Param {
     }
 }
 
-impl Driver for SqliteDriver {
+impl BlockingDriver for SqliteDriver {
     fn name(&self) -> &'static str {
         "sqlite"
     }
