@@ -12,6 +12,7 @@ use std::process::ExitCode;
 #[derive(Debug, Default)]
 pub struct App {
     params: Vec<&'static Param>,
+    tables: Vec<crate::db::Table>,
 }
 
 impl App {
@@ -23,6 +24,20 @@ impl App {
     pub fn params(mut self, params: &'static [Param]) -> App {
         self.params.extend(params.iter());
         self
+    }
+
+    /// Describes an application table; it is created or upgraded at start like the built-in ones.
+    pub fn table(mut self, table: crate::db::Table) -> App {
+        self.tables.push(table);
+        self
+    }
+
+    /// Every described table: the built-in ones, then the application's.
+    pub fn tables(&self) -> Vec<crate::db::Table> {
+        let mut t = crate::db::builtin_tables();
+        t.extend(self.tables.iter().cloned());
+        t.extend(test_table());
+        t
     }
 
     /// Every parameter: built-in modules first, then the application's.
@@ -64,8 +79,8 @@ pub fn run(app: App) -> ExitCode {
         }
     };
     let code = match command {
-        Command::Role => become_role(cfg),
-        Command::Shell => crate::shell::run(cfg),
+        Command::Role => become_role(cfg, &app),
+        Command::Shell => crate::shell::run(cfg, app.tables()),
         other => cli::command(other, cfg),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
@@ -82,7 +97,7 @@ fn role_of(args: &Args) -> Option<Role> {
     })
 }
 
-fn become_role(cfg: Config) -> i32 {
+fn become_role(cfg: Config, app: &App) -> i32 {
     let Some(role) = role_of(&cfg.args) else {
         eprintln!("bkjs: no command given (see `bkjs help`)");
         return config::EXIT_USAGE;
@@ -130,8 +145,8 @@ fn become_role(cfg: Config) -> i32 {
     };
     match role {
         Role::Monitor | Role::Master => process::run_supervisor(cfg, role, &boot),
-        Role::Server => process::run_server(cfg, &boot),
-        Role::Web => process::run_web(cfg, &boot),
+        Role::Server => process::run_server(cfg, &boot, app.tables()),
+        Role::Web => process::run_web(cfg, &boot, app.tables()),
     }
 }
 
@@ -150,10 +165,26 @@ pub fn shell_main(app: App) -> ExitCode {
     match Args::parse(&params, &registry)
         .and_then(|args| Config::load(&registry, &args, &config::env_map()))
     {
-        Ok(cfg) => ExitCode::from(crate::shell::run(cfg).clamp(0, 255) as u8),
+        Ok(cfg) => ExitCode::from(crate::shell::run(cfg, app.tables()).clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("bksh: {e}");
             ExitCode::from(config::EXIT_USAGE as u8)
         }
     }
+}
+
+/// Test-only (debug builds with `BKJS_TEST_FAULTS=1`): `BKJS_TEST_TABLE=1` describes table
+/// `bk_test_upgrade (id | a)`, `BKJS_TEST_TABLE=2` the same table with a new indexed column `b`,
+/// so a test can restart the real binary with an upgraded schema.
+fn test_table() -> Option<crate::db::Table> {
+    use crate::db::{Column, Table};
+    if !crate::api::faults_enabled() {
+        return None;
+    }
+    let version = std::env::var("BKJS_TEST_TABLE").ok()?;
+    let mut cols = vec![Column::text("id").primary(1), Column::text("a")];
+    if version == "2" {
+        cols.push(Column::text("b").index(1));
+    }
+    Table::new("bk_test_upgrade", cols).ok()
 }

@@ -324,8 +324,18 @@ impl Tree {
     }
 }
 
-impl Drop for Tree {
-    fn drop(&mut self) {
+impl Tree {
+    /// Kills the whole tree with SIGKILL (no graceful anything) and hands back its home.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        self.kill_all();
+        let home = tempfile::Builder::new()
+            .prefix("bkjs-t")
+            .tempdir()
+            .expect("placeholder");
+        std::mem::replace(&mut self.home, home)
+    }
+
+    fn kill_all(&mut self) {
         let mut pids = descendants(self.pid);
         pids.push(self.pid);
         for p in &pids {
@@ -335,6 +345,13 @@ impl Drop for Tree {
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
+        wait_for(Duration::from_secs(5), || pids.iter().all(|p| !alive(*p)));
+    }
+}
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        self.kill_all();
         if std::thread::panicking() {
             eprintln!(
                 "---- bkjs log ({}) ----\n{}",

@@ -5,6 +5,7 @@ mod harness;
 
 mod cache;
 mod config;
+mod db;
 mod lifecycle;
 mod operations;
 mod rolling;

@@ -67,6 +67,12 @@ pub static PARAMS: &[Param] = &[
         "largest request body accepted",
     ),
     Param::new(
+        "api-unsecure",
+        Kind::List,
+        "",
+        "endpoint groups that may use _pool, _noscan and _noprocessrows (e.g. data)",
+    ),
+    Param::new(
         "api-threads",
         Kind::Int { min: 1, max: 256 },
         "1",

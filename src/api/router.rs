@@ -31,6 +31,8 @@ pub struct Api {
     pub ipc: Option<Client>,
     /// The cache this worker uses (`None` outside a web worker).
     pub cache: Option<Cache>,
+    /// The database pools and tables (`None` when the worker has none).
+    pub db: Option<std::sync::Arc<crate::db::Db>>,
     /// Requests served, reported in heartbeats.
     pub requests: AtomicU64,
     faults: bool,
@@ -51,7 +53,12 @@ fn regex_set(cfg: &Config, params: &[&str]) -> RegexSet {
 }
 
 impl Api {
-    pub fn new(cfg: Config, ipc: Option<Client>, cache: Option<Cache>) -> Api {
+    pub fn new(
+        cfg: Config,
+        ipc: Option<Client>,
+        cache: Option<Cache>,
+        db: Option<std::sync::Arc<crate::db::Db>>,
+    ) -> Api {
         // Fault switches exist only in debug builds and only when a test asks for them.
         let faults =
             cfg!(debug_assertions) && std::env::var("BKJS_TEST_FAULTS").as_deref() == Ok("1");
@@ -62,6 +69,7 @@ impl Api {
             cfg,
             ipc,
             cache,
+            db,
             requests: AtomicU64::new(0),
             faults,
         }
@@ -121,7 +129,15 @@ impl Api {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase);
-        let params = Params::new(query, content_type.as_deref(), &body);
+        let params = match Params::new(query, content_type.as_deref(), &body) {
+            Ok(p) => p,
+            Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        };
+        if path.starts_with("/data/") {
+            if let Some(reply) = endpoints::data::handle(self, path, &params).await {
+                return reply;
+            }
+        }
         if path.starts_with("/system/") {
             if let Some(reply) = endpoints::system::handle(self, path, &params).await {
                 return reply;

@@ -218,6 +218,7 @@ pub fn builtin() -> Vec<&'static Param> {
         .chain(crate::process::PARAMS)
         .chain(crate::ipc::PARAMS)
         .chain(crate::cache::PARAMS)
+        .chain(crate::db::front::PARAMS)
         .chain(crate::api::PARAMS)
         .collect()
 }

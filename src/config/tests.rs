@@ -135,3 +135,39 @@ fn sizes_and_durations() {
     assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86400)));
     assert!(parse_duration("x").is_err());
 }
+
+/// Every parameter the code reads (`cfg.str("name")`, `cfg.int(..)`, ...) is registered: a typo or
+/// a missing declaration would otherwise panic at run time.
+#[test]
+fn every_parameter_read_in_the_code_is_registered() {
+    let reg = builtin();
+    let names: std::collections::HashSet<&str> = reg.iter().map(|p| p.name).collect();
+    let re = regex::Regex::new(
+        r#"cfg\.(?:str|int|bool|number|list|map|regexps|json|duration|path|display)\(\s*"([a-z0-9-]+)"\s*\)"#,
+    )
+    .expect("regex");
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    let mut stack = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src"
+    ))];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read src").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).expect("read file");
+                for c in re.captures_iter(&text) {
+                    seen += 1;
+                    if !names.contains(&c[1]) {
+                        missing.push(format!("{}: {}", p.display(), &c[1]));
+                    }
+                }
+            }
+        }
+    }
+    assert!(seen > 50, "the scan found the reads ({seen})");
+    assert!(missing.is_empty(), "read but not registered: {missing:?}");
+}

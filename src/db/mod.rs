@@ -6,15 +6,22 @@
 //!
 //! Driver methods are synchronous; async callers run them with `spawn_blocking`.
 
+pub mod front;
+pub mod mysql;
+pub mod pgsql;
 pub mod schema;
+pub mod sled;
 pub mod sql;
 pub mod sqlite;
 
+#[cfg(test)]
+pub(crate) mod conformance;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 
+pub use front::Db;
 pub use schema::{builtin_tables, Column, ColumnType, Table};
 pub use sqlite::SqliteDriver;
 
@@ -69,7 +76,7 @@ impl DbError {
         matches!(self, DbError::Busy(_))
     }
 
-    fn bad_value(column: &str, reason: impl Into<String>) -> DbError {
+    pub fn bad_value(column: &str, reason: impl Into<String>) -> DbError {
         DbError::BadValue {
             column: column.to_string(),
             reason: reason.into(),

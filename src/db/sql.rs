@@ -39,13 +39,31 @@ impl Dialect {
             (Dialect::Sqlite, ColumnType::Real) => "REAL",
             (Dialect::Sqlite, ColumnType::Text | ColumnType::Json) => "TEXT",
             (Dialect::Sqlite, _) => "INTEGER",
+            (Dialect::Mysql, ColumnType::Real) => "DOUBLE",
+            (Dialect::Mysql, ColumnType::Bool) => "TINYINT(1)",
+            (Dialect::Mysql, ColumnType::Int) => "INT",
             (_, ColumnType::Real) => "DOUBLE PRECISION",
-            (_, ColumnType::Bool) => "SMALLINT",
-            (Dialect::Postgres, ColumnType::Text | ColumnType::Json) => "TEXT",
-            // MySQL cannot index TEXT without a prefix length.
+            (Dialect::Postgres, ColumnType::Bool) => "BOOLEAN",
+            // Byte order like SQLite, whatever the server locale: sorting, ranges and the
+            // `begins_with` range then agree across drivers (and the range can use an index).
+            (Dialect::Postgres, ColumnType::Text | ColumnType::Json) => "TEXT COLLATE \"C\"",
+            (Dialect::Postgres, ColumnType::Int) => "INTEGER",
+            // MySQL cannot index TEXT without a prefix length; see `column_sql_type` for
+            // unindexed text.
             (Dialect::Mysql, ColumnType::Text) => "VARCHAR(255)",
             (Dialect::Mysql, ColumnType::Json) => "LONGTEXT",
             (_, _) => "BIGINT",
+        }
+    }
+
+    /// The storage type of one column: as [`Dialect::column_type`], except that MySQL keeps
+    /// text that is neither part of a key nor indexed in `TEXT` (no length limit, and it does
+    /// not count against MySQL's 64 KB row size).
+    pub fn column_sql_type(self, c: &Column) -> &'static str {
+        if self == Dialect::Mysql && c.kind == ColumnType::Text && !is_keyed(c) {
+            "TEXT"
+        } else {
+            self.column_type(c.kind)
         }
     }
 
@@ -106,6 +124,11 @@ impl Sql {
     }
 }
 
+/// Whether `c` is part of the primary key, a secondary index or a unique index.
+pub fn is_keyed(c: &Column) -> bool {
+    c.primary > 0 || c.unique || c.index.iter().any(|&p| p > 0)
+}
+
 /// `CREATE TABLE IF NOT EXISTS` with every column and the primary key.
 pub fn create_table(d: Dialect, t: &Table) -> String {
     let mut s = Sql::new(d);
@@ -115,7 +138,7 @@ pub fn create_table(d: Dialect, t: &Table) -> String {
     for c in t.columns() {
         s.ident(&c.name);
         s.push(" ");
-        s.push(d.column_type(c.kind));
+        s.push(d.column_sql_type(c));
         if c.primary > 0 {
             s.push(" NOT NULL");
         }
@@ -133,7 +156,7 @@ pub fn add_column(d: Dialect, t: &Table, c: &Column) -> String {
         "ALTER TABLE {} ADD COLUMN {} {}",
         d.quote(t.name()),
         d.quote(&c.name),
-        d.column_type(c.kind)
+        d.column_sql_type(c)
     )
 }
 
@@ -161,21 +184,30 @@ fn index_name(t: &Table, cols: &[&Column], unique: bool) -> String {
 
 /// `CREATE [UNIQUE] INDEX IF NOT EXISTS` for every secondary index and unique column.
 pub fn create_indexes(d: Dialect, t: &Table) -> Vec<String> {
+    index_defs(d, t).into_iter().map(|(_, ddl)| ddl).collect()
+}
+
+/// Every secondary index and unique column as (index name, `CREATE [UNIQUE] INDEX` statement).
+/// MySQL has no `IF NOT EXISTS` for indexes, so its statements lack it: the driver compares the
+/// names with the existing indexes first.
+pub fn index_defs(d: Dialect, t: &Table) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut make = |cols: Vec<&Column>, unique: bool| {
         let mut s = Sql::new(d);
-        s.push(if unique {
-            "CREATE UNIQUE INDEX IF NOT EXISTS "
-        } else {
-            "CREATE INDEX IF NOT EXISTS "
+        s.push(match (unique, d) {
+            (true, Dialect::Mysql) => "CREATE UNIQUE INDEX ",
+            (false, Dialect::Mysql) => "CREATE INDEX ",
+            (true, _) => "CREATE UNIQUE INDEX IF NOT EXISTS ",
+            (false, _) => "CREATE INDEX IF NOT EXISTS ",
         });
-        s.ident(&index_name(t, &cols, unique));
+        let name = index_name(t, &cols, unique);
+        s.ident(&name);
         s.push(" ON ");
         s.ident(t.name());
         s.push(" (");
         s.idents(cols.iter().map(|c| c.name.as_str()));
         s.push(")");
-        out.push(s.text);
+        out.push((name, s.text));
     };
     for cols in t.indexes() {
         make(cols, false);

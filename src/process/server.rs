@@ -67,7 +67,7 @@ struct Server<'a> {
 }
 
 /// Runs the server role until it is told to stop; returns the exit code.
-pub fn run_server(cfg: Config, boot: &Boot) -> i32 {
+pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i32 {
     let events = match Events::new() {
         Ok(e) => e,
         Err(e) => {
@@ -82,6 +82,11 @@ pub fn run_server(cfg: Config, boot: &Boot) -> i32 {
             return EXIT_BOOT;
         }
     };
+    // Tables are created and upgraded here, once, before any worker opens the pools.
+    if let Err(e) = init_db(&cfg, tables) {
+        tracing::error!("cannot prepare the database: {e}");
+        return EXIT_BOOT;
+    }
     let cache = match crate::cache::Server::start(&cfg) {
         Ok(c) => c,
         Err(e) => {
@@ -174,6 +179,18 @@ pub fn run_server(cfg: Config, boot: &Boot) -> i32 {
     let code = server.run(&events);
     drop(hub);
     code
+}
+
+/// Opens the pools and creates or upgrades every described table.
+fn init_db(cfg: &Config, tables: Vec<crate::db::Table>) -> Result<(), crate::db::DbError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| crate::db::DbError::Driver(e.to_string()))?;
+    rt.block_on(async {
+        let db = crate::db::Db::open(cfg, tables, None).await?;
+        db.init().await
+    })
 }
 
 /// The listening socket: inherited (systemd or parent) or bound here, retrying while the port is

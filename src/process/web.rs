@@ -42,7 +42,7 @@ fn listener(boot: &Boot) -> Result<TcpListener, String> {
 }
 
 /// Runs a web worker until it has drained; returns the exit code.
-pub fn run_web(cfg: Config, boot: &Boot) -> i32 {
+pub fn run_web(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i32 {
     let std_listener = match listener(boot) {
         Ok(l) => l,
         Err(e) => {
@@ -72,10 +72,10 @@ pub fn run_web(cfg: Config, boot: &Boot) -> i32 {
             return EXIT_BOOT;
         }
     };
-    rt.block_on(serve(cfg, std_listener))
+    rt.block_on(serve(cfg, std_listener, tables))
 }
 
-async fn serve(cfg: Config, std_listener: TcpListener) -> i32 {
+async fn serve(cfg: Config, std_listener: TcpListener, tables: Vec<crate::db::Table>) -> i32 {
     let ipc = match Client::connect(&crate::ipc::hub_url(&cfg), cfg.duration("ipc-timeout")) {
         Ok(c) => c,
         Err(e) => {
@@ -106,7 +106,14 @@ async fn serve(cfg: Config, std_listener: TcpListener) -> i32 {
             return EXIT_BOOT;
         }
     };
-    let api = Arc::new(Api::new(cfg, Some(ipc.clone()), Some(cache)));
+    let db = match crate::db::Db::open(&cfg, tables, Some(cache.clone())).await {
+        Ok(db) => Arc::new(db),
+        Err(e) => {
+            tracing::error!("cannot open the database: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let api = Arc::new(Api::new(cfg, Some(ipc.clone()), Some(cache), Some(db)));
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let pid = std::process::id();
     // Heartbeats run on the serving runtime, so a worker whose runtime hangs falls silent.

@@ -1,0 +1,578 @@
+//! The DB API as applications and endpoints use it: named pools from the configuration, the
+//! registry of described tables and which pool holds each, cached reads (`get_cached`, keys
+//! `TABLE|pk1|pk2...`) with invalidation on every write, row hooks, and the operations built on
+//! the driver primitives (`del_all`, `replace`, `batch`, `scan`).
+//!
+//! Only the server (and `bksh`) call [`Db::init`]; web workers open the same pools and never
+//! change schemas.
+
+use super::{Blocking, DbError, Driver, Op, Options, Res, Row, SqliteDriver, Table};
+use crate::cache::Cache;
+use crate::config::{Config, Kind, Param};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The drivers a pool can use.
+pub const DRIVERS: &[&str] = &["sqlite", "pgsql", "mysql", "sled"];
+
+/// DB parameters.
+pub static PARAMS: &[Param] = &[
+    Param::new(
+        "db-pool",
+        Kind::Enum(DRIVERS),
+        "sqlite",
+        "the default pool: tables not pinned elsewhere live there",
+    ),
+    Param::new(
+        "db-sqlite-pool",
+        Kind::Path,
+        "var/bkjs.db",
+        "SQLite database file",
+    ),
+    Param::new(
+        "db-sqlite-max",
+        Kind::Int { min: 1, max: 256 },
+        "4",
+        "connections of the SQLite pool per process",
+    ),
+    Param::new(
+        "db-sqlite-tables",
+        Kind::List,
+        "",
+        "tables kept in the SQLite pool whatever -db-pool says",
+    ),
+    Param::new(
+        "db-pgsql-pool",
+        Kind::String,
+        "",
+        "PostgreSQL URL, e.g. postgresql://user@host:5432/db",
+    ),
+    Param::new(
+        "db-pgsql-max",
+        Kind::Int { min: 1, max: 1024 },
+        "8",
+        "connections of the PostgreSQL pool per process",
+    ),
+    Param::new(
+        "db-pgsql-schema",
+        Kind::String,
+        "",
+        "PostgreSQL schema (created when missing; default: the server's search_path)",
+    ),
+    Param::new(
+        "db-pgsql-tables",
+        Kind::List,
+        "",
+        "tables kept in the PostgreSQL pool",
+    ),
+    Param::new(
+        "db-mysql-pool",
+        Kind::String,
+        "",
+        "MySQL/MariaDB URL, e.g. mysql://root@host:3306/db",
+    ),
+    Param::new(
+        "db-mysql-max",
+        Kind::Int { min: 1, max: 1024 },
+        "8",
+        "connections of the MySQL pool per process",
+    ),
+    Param::new(
+        "db-mysql-tables",
+        Kind::List,
+        "",
+        "tables kept in the MySQL pool",
+    ),
+    Param::new(
+        "db-sled-pool",
+        Kind::Path,
+        "",
+        "sled database directory (embedded key-value store)",
+    ),
+    Param::new(
+        "db-sled-tables",
+        Kind::List,
+        "",
+        "tables kept in the sled pool",
+    ),
+    Param::new(
+        "db-caching",
+        Kind::List,
+        "",
+        "tables whose gets go through the cache by default",
+    ),
+];
+
+/// Rewrites rows of one table after they are read (e.g. splits a composite column).
+pub type RowHook = Arc<dyn Fn(&Table, &mut Row) + Send + Sync>;
+
+/// Opens the pool of one driver from the configuration.
+async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driver>, DbError> {
+    match driver {
+        "sqlite" => {
+            let path = cfg
+                .path("db-sqlite-pool")
+                .ok_or_else(|| DbError::bad_value("db-sqlite-pool", "a file is required"))?;
+            let max = cfg.int("db-sqlite-max") as usize;
+            let d = tokio::task::spawn_blocking(move || SqliteDriver::open(path, max))
+                .await
+                .map_err(|e| DbError::Driver(e.to_string()))??;
+            Ok(Arc::new(Blocking(Arc::new(d))))
+        }
+        "pgsql" => {
+            let url = cfg.str("db-pgsql-pool");
+            if url.is_empty() {
+                return Err(DbError::bad_value(
+                    "db-pgsql-pool",
+                    "a postgresql:// URL is required",
+                ));
+            }
+            let schema = Some(cfg.str("db-pgsql-schema")).filter(|s| !s.is_empty());
+            let d =
+                super::pgsql::PgsqlDriver::connect(url, cfg.int("db-pgsql-max") as usize, schema)
+                    .await?;
+            Ok(Arc::new(d))
+        }
+        "mysql" => {
+            let url = cfg.str("db-mysql-pool");
+            if url.is_empty() {
+                return Err(DbError::bad_value(
+                    "db-mysql-pool",
+                    "a mysql:// URL is required",
+                ));
+            }
+            Ok(Arc::new(super::mysql::MysqlDriver::connect(
+                url,
+                cfg.int("db-mysql-max") as usize,
+            )?))
+        }
+        "sled" => {
+            let path = cfg
+                .path("db-sled-pool")
+                .unwrap_or_else(|| cfg.dir("var").join("bkjs.sled"));
+            let d = tokio::task::spawn_blocking(move || super::sled::SledDriver::open(path))
+                .await
+                .map_err(|e| DbError::Driver(e.to_string()))?
+                .map_err(|e| {
+                    // sled locks its directory to one process.
+                    DbError::Driver(format!("{e} (a sled database is used by one process at a time: run a sled pool with -server-web-workers 1)"))
+                })?;
+            Ok(Arc::new(Blocking(Arc::new(d))))
+        }
+        other => Err(DbError::Unsupported(format!("unknown driver {other}"))),
+    }
+}
+
+/// Every pool, table and hook of one process.
+pub struct Db {
+    pools: HashMap<String, Arc<dyn Driver>>,
+    tables: HashMap<String, Arc<Table>>,
+    /// Which pool holds each table.
+    placement: HashMap<String, String>,
+    caching: HashSet<String>,
+    cache: Option<Cache>,
+    hooks: HashMap<String, Vec<RowHook>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("pools", &self.pools.keys().collect::<Vec<_>>())
+            .field("tables", &self.tables.len())
+            .finish()
+    }
+}
+
+impl Db {
+    /// Opens the default pool and every pool named by `-db-<driver>-pool` with pinned tables.
+    pub async fn open(
+        cfg: &Config,
+        tables: Vec<Table>,
+        cache: Option<Cache>,
+    ) -> Result<Db, DbError> {
+        let default = cfg.str("db-pool").to_string();
+        let mut placement = HashMap::new();
+        let mut needed: Vec<String> = vec![default.clone()];
+        for t in &tables {
+            placement.insert(t.name().to_string(), default.clone());
+        }
+        for driver in DRIVERS {
+            let pinned = cfg.list(&format!("db-{driver}-tables"));
+            for name in pinned {
+                if !tables.iter().any(|t| t.name() == name) {
+                    return Err(DbError::BadName(format!(
+                        "-db-{driver}-tables names unknown table {name}"
+                    )));
+                }
+                placement.insert(name.clone(), driver.to_string());
+                if !needed.iter().any(|n| n == driver) {
+                    needed.push(driver.to_string());
+                }
+            }
+        }
+        let mut pools = HashMap::new();
+        for driver in needed {
+            let pool = open_pool(&driver, cfg).await?;
+            pools.insert(driver, pool);
+        }
+        Ok(Db {
+            pools,
+            tables: tables
+                .into_iter()
+                .map(|t| (t.name().to_string(), Arc::new(t)))
+                .collect(),
+            placement,
+            caching: cfg.list("db-caching").iter().cloned().collect(),
+            cache,
+            hooks: HashMap::new(),
+        })
+    }
+
+    /// A Db over given pools, for tests and for applications that build their own drivers.
+    pub fn with_pools(
+        pools: HashMap<String, Arc<dyn Driver>>,
+        default: &str,
+        tables: Vec<Table>,
+        cache: Option<Cache>,
+    ) -> Db {
+        let placement = tables
+            .iter()
+            .map(|t| (t.name().to_string(), default.to_string()))
+            .collect();
+        Db {
+            pools,
+            tables: tables
+                .into_iter()
+                .map(|t| (t.name().to_string(), Arc::new(t)))
+                .collect(),
+            placement,
+            caching: HashSet::new(),
+            cache,
+            hooks: HashMap::new(),
+        }
+    }
+
+    /// Rows of `table` read through this Db go through `hook`, in registration order.
+    pub fn hook(&mut self, table: &str, hook: RowHook) {
+        self.hooks.entry(table.to_string()).or_default().push(hook);
+    }
+
+    /// Creates missing tables and upgrades existing ones in every pool (server and shell only).
+    pub async fn init(&self) -> Result<(), DbError> {
+        for (name, pool) in &self.pools {
+            let tables: Vec<Table> = self
+                .tables
+                .values()
+                .filter(|t| self.placement.get(t.name()) == Some(name))
+                .map(|t| (**t).clone())
+                .collect();
+            pool.init(&tables).await?;
+            tracing::info!(
+                "db: pool {name} holds {} tables, all created and up to date",
+                tables.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Described tables, sorted by name.
+    pub fn tables(&self) -> Vec<Arc<Table>> {
+        let mut t: Vec<_> = self.tables.values().cloned().collect();
+        t.sort_by(|a, b| a.name().cmp(b.name()));
+        t
+    }
+
+    /// The description of `name`; an unknown table is the caller's error.
+    pub fn table(&self, name: &str) -> Result<Arc<Table>, DbError> {
+        self.tables
+            .get(name)
+            .cloned()
+            .ok_or_else(|| DbError::BadName(format!("unknown table {name:?}")))
+    }
+
+    fn pool(&self, table: &str) -> Result<(&Arc<dyn Driver>, Arc<Table>), DbError> {
+        let t = self.table(table)?;
+        let name = self
+            .placement
+            .get(table)
+            .map(String::as_str)
+            .unwrap_or("sqlite");
+        let pool = self
+            .pools
+            .get(name)
+            .ok_or_else(|| DbError::Driver(format!("pool {name} of table {table} is not open")))?;
+        Ok((pool, t))
+    }
+
+    /// The cache key of a row: `TABLE|pk1|pk2...`.
+    pub fn cache_key(table: &Table, row: &Row) -> Option<String> {
+        let mut key = table.name().to_string();
+        for c in table.primary_keys() {
+            let v = row.get(&c.name)?;
+            key.push('|');
+            match v {
+                Value::String(s) => key.push_str(s),
+                other => key.push_str(&other.to_string()),
+            }
+        }
+        Some(key)
+    }
+
+    fn process(&self, table: &Table, rows: &mut [Row]) {
+        if let Some(hooks) = self.hooks.get(table.name()) {
+            for r in rows.iter_mut() {
+                for h in hooks {
+                    h(table, r);
+                }
+            }
+        }
+    }
+
+    async fn invalidate(&self, table: &Table, row: &Row) {
+        if let (Some(cache), Some(key)) = (&self.cache, Self::cache_key(table, row)) {
+            if let Err(e) = cache.del(key).await {
+                tracing::warn!("db: cache invalidation of {}: {e}", table.name());
+            }
+        }
+    }
+
+    /// One row by primary key; through the cache when the table is in `-db-caching`.
+    pub async fn get(
+        &self,
+        table: &str,
+        key: &Row,
+        opts: &Options,
+    ) -> Result<Option<Row>, DbError> {
+        if self.caching.contains(table) && opts.select.is_empty() {
+            return self.get_cached(table, key, opts).await;
+        }
+        let (pool, t) = self.pool(table)?;
+        let mut row = pool.get(&t, key, opts).await?;
+        if let Some(r) = row.as_mut() {
+            self.process(&t, std::slice::from_mut(r));
+        }
+        Ok(row)
+    }
+
+    /// One row by primary key, read from the cache when there and stored there when not.
+    pub async fn get_cached(
+        &self,
+        table: &str,
+        key: &Row,
+        opts: &Options,
+    ) -> Result<Option<Row>, DbError> {
+        let (pool, t) = self.pool(table)?;
+        let Some(cache) = &self.cache else {
+            return pool.get(&t, key, opts).await;
+        };
+        let ckey = Self::cache_key(&t, key)
+            .ok_or_else(|| DbError::bad_value("key", "primary key value required"))?;
+        if let Some(Some(text)) = cache.get(vec![ckey.clone()]).await.into_iter().next() {
+            if let Ok(Value::Object(mut row)) = serde_json::from_str(&text) {
+                self.process(&t, std::slice::from_mut(&mut row));
+                return Ok(Some(row));
+            }
+        }
+        let row = pool.get(&t, key, &Options::default()).await?;
+        if let Some(r) = &row {
+            if let Err(e) = cache.put(ckey, Value::Object(r.clone()).to_string()).await {
+                tracing::warn!("db: cache put for {table}: {e}");
+            }
+        }
+        let mut row = row;
+        if let Some(r) = row.as_mut() {
+            self.process(&t, std::slice::from_mut(r));
+        }
+        Ok(row)
+    }
+
+    pub async fn put(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        let (pool, t) = self.pool(table)?;
+        let r = pool.put(&t, row, opts).await?;
+        self.invalidate(&t, row).await;
+        Ok(r)
+    }
+
+    pub async fn add(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        let (pool, t) = self.pool(table)?;
+        let r = pool.add(&t, row, opts).await?;
+        self.invalidate(&t, row).await;
+        Ok(r)
+    }
+
+    pub async fn update(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        let (pool, t) = self.pool(table)?;
+        let r = pool.update(&t, row, opts).await?;
+        self.invalidate(&t, row).await;
+        Ok(r)
+    }
+
+    pub async fn incr(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        let (pool, t) = self.pool(table)?;
+        let r = pool.incr(&t, row, opts).await?;
+        self.invalidate(&t, row).await;
+        Ok(r)
+    }
+
+    pub async fn del(&self, table: &str, key: &Row, opts: &Options) -> Result<Res, DbError> {
+        let (pool, t) = self.pool(table)?;
+        let r = pool.del(&t, key, opts).await?;
+        self.invalidate(&t, key).await;
+        Ok(r)
+    }
+
+    pub async fn select(&self, table: &str, query: &Row, opts: &Options) -> Result<Res, DbError> {
+        let (pool, t) = self.pool(table)?;
+        let mut r = pool.select(&t, query, opts).await?;
+        self.process(&t, &mut r.rows);
+        Ok(r)
+    }
+
+    /// Rows whose first primary key is one of `ids` (`/data/list`).
+    pub async fn list(&self, table: &str, ids: Vec<Value>, opts: &Options) -> Result<Res, DbError> {
+        let t = self.table(table)?;
+        let first = t
+            .primary_keys()
+            .first()
+            .map(|c| c.name.clone())
+            .ok_or_else(|| DbError::BadName(format!("{table} has no primary key")))?;
+        let mut q = Row::new();
+        q.insert(first.clone(), Value::Array(ids));
+        let opts = opts.clone().op(&first, Op::In);
+        self.select(table, &q, &opts).await
+    }
+
+    /// Every row of a select, page by page, handed to `each` (a select that may be large).
+    pub async fn scan(
+        &self,
+        table: &str,
+        query: &Row,
+        opts: &Options,
+        mut each: impl FnMut(Vec<Row>) -> Result<(), DbError>,
+    ) -> Result<u64, DbError> {
+        let mut opts = opts.clone();
+        let mut n = 0;
+        loop {
+            let r = self.select(table, query, &opts).await?;
+            n += r.rows.len() as u64;
+            each(r.rows)?;
+            match r.next_token {
+                Some(t) => opts.start = Some(t),
+                None => return Ok(n),
+            }
+        }
+    }
+
+    /// Deletes every row a select matches (keys first, then the rows one by one).
+    pub async fn del_all(&self, table: &str, query: &Row, opts: &Options) -> Result<Res, DbError> {
+        let t = self.table(table)?;
+        let keys: Vec<String> = t.primary_keys().iter().map(|c| c.name.clone()).collect();
+        let mut sel = opts.clone();
+        sel.select = keys;
+        sel.count = 500;
+        let mut rows = Vec::new();
+        self.scan(table, query, &sel, |page| {
+            rows.extend(page);
+            Ok(())
+        })
+        .await?;
+        let mut affected = 0;
+        for r in &rows {
+            affected += self.del(table, r, opts).await?.affected;
+        }
+        Ok(Res {
+            affected,
+            ..Res::default()
+        })
+    }
+
+    /// `put` unless the stored row is newer (`check_mtime` names the column compared) or already
+    /// holds the same data (`check_data`); affected = 0 when skipped.
+    pub async fn replace(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        if opts.check_mtime.is_some() || opts.check_data {
+            if let Some(old) = self.get(table, row, &Options::default()).await? {
+                if let Some(col) = &opts.check_mtime {
+                    let newer = match (
+                        old.get(col).and_then(Value::as_f64),
+                        row.get(col).and_then(num),
+                    ) {
+                        (Some(o), Some(n)) => o >= n,
+                        _ => false,
+                    };
+                    if newer {
+                        return Ok(Res::default());
+                    }
+                }
+                if opts.check_data
+                    && row
+                        .iter()
+                        .all(|(k, v)| old.get(k).is_none_or(|o| same(o, v)))
+                {
+                    return Ok(Res::default());
+                }
+            }
+        }
+        self.put(table, row, opts).await
+    }
+
+    /// Runs writes in order, stopping at the first error (not a transaction).
+    pub async fn batch(
+        &self,
+        ops: &[(String, String, Row)],
+        opts: &Options,
+    ) -> Result<Vec<Res>, DbError> {
+        let mut out = Vec::with_capacity(ops.len());
+        for (op, table, row) in ops {
+            out.push(match op.as_str() {
+                "add" => self.add(table, row, opts).await?,
+                "put" => self.put(table, row, opts).await?,
+                "update" => self.update(table, row, opts).await?,
+                "incr" => self.incr(table, row, opts).await?,
+                "del" => self.del(table, row, opts).await?,
+                "replace" => self.replace(table, row, opts).await?,
+                other => return Err(DbError::BadOp(other.to_string())),
+            });
+        }
+        Ok(out)
+    }
+
+    /// A driver-native statement on a pool (`/data` never exposes it).
+    pub async fn query(
+        &self,
+        pool: &str,
+        text: &str,
+        params: &[Value],
+        opts: &Options,
+    ) -> Result<Res, DbError> {
+        let p = self
+            .pools
+            .get(pool)
+            .ok_or_else(|| DbError::BadName(format!("pool {pool} is not open")))?;
+        p.query(text, params, opts).await
+    }
+}
+
+/// A number from a JSON number or numeric string.
+fn num(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Equal as stored: numbers and numeric strings compare by value, booleans also match their
+/// stored forms (`1`/`0`, `true`/`false`), everything else exactly.
+fn same(a: &Value, b: &Value) -> bool {
+    match (num(a), num(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => match (a, b) {
+            (Value::String(s), Value::Bool(v)) | (Value::Bool(v), Value::String(s)) => {
+                let (word, digit) = if *v { ("true", "1") } else { ("false", "0") };
+                s == word || s == digit
+            }
+            _ => a == b,
+        },
+    }
+}
