@@ -344,7 +344,7 @@ impl Db {
         key: &Row,
         opts: &Options,
     ) -> Result<Option<Row>, DbError> {
-        if self.caching.contains(table) && opts.select.is_empty() {
+        if (opts.cached || self.caching.contains(table)) && opts.select.is_empty() {
             return self.get_cached(table, key, opts).await;
         }
         let (pool, t) = self.pool(table)?;
@@ -574,5 +574,163 @@ fn same(a: &Value, b: &Value) -> bool {
             }
             _ => a == b,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::{Column, SqliteDriver};
+    use serde_json::json;
+
+    fn row(v: Value) -> Row {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    fn db(dir: &std::path::Path) -> Db {
+        let t = Table::new(
+            "items",
+            vec![
+                Column::text("id").primary(1),
+                Column::text("name"),
+                Column::bigint("mtime"),
+            ],
+        )
+        .expect("table");
+        let sqlite = SqliteDriver::open(dir.join("front.db"), 2).expect("open");
+        let mut pools: HashMap<String, Arc<dyn Driver>> = HashMap::new();
+        pools.insert("sqlite".into(), Arc::new(Blocking(Arc::new(sqlite))));
+        Db::with_pools(pools, "sqlite", vec![t], None)
+    }
+
+    fn tmp() -> std::path::PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "bkjs-front-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).expect("dir");
+        p
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replace_checks_mtime_and_data() {
+        let dir = tmp();
+        let db = db(&dir);
+        db.init().await.expect("init");
+        let o = Options::default();
+        db.put(
+            "items",
+            &row(json!({"id": "a", "name": "new", "mtime": 200})),
+            &o,
+        )
+        .await
+        .expect("put");
+        let older = Options {
+            check_mtime: Some("mtime".into()),
+            ..Options::default()
+        };
+        let r = db
+            .replace(
+                "items",
+                &row(json!({"id": "a", "name": "old", "mtime": 100})),
+                &older,
+            )
+            .await
+            .expect("replace");
+        assert_eq!(r.affected, 0, "older data does not overwrite newer");
+        assert_eq!(
+            db.get("items", &row(json!({"id": "a"})), &o)
+                .await
+                .expect("get")
+                .expect("row")["name"],
+            json!("new")
+        );
+        let r = db
+            .replace(
+                "items",
+                &row(json!({"id": "a", "name": "newer", "mtime": 300})),
+                &older,
+            )
+            .await
+            .expect("replace");
+        assert_eq!(r.affected, 1);
+        let same = Options {
+            check_data: true,
+            ..Options::default()
+        };
+        let r = db
+            .replace(
+                "items",
+                &row(json!({"id": "a", "name": "newer", "mtime": "300"})),
+                &same,
+            )
+            .await
+            .expect("replace");
+        assert_eq!(r.affected, 0, "the same data is not written again");
+        let r = db
+            .replace("items", &row(json!({"id": "b", "name": "x"})), &older)
+            .await
+            .expect("replace");
+        assert_eq!(r.affected, 1, "a missing row is written");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batch_scan_del_all_and_hooks() {
+        let dir = tmp();
+        let mut db = db(&dir);
+        db.init().await.expect("init");
+        let o = Options::default();
+        let ops: Vec<(String, String, Row)> = (0..7)
+            .map(|i| {
+                (
+                    "add".to_string(),
+                    "items".to_string(),
+                    row(json!({"id": format!("k{i}"), "name": "n"})),
+                )
+            })
+            .collect();
+        assert_eq!(db.batch(&ops, &o).await.expect("batch").len(), 7);
+        let bad = vec![("drop".to_string(), "items".to_string(), Row::new())];
+        assert!(matches!(db.batch(&bad, &o).await, Err(DbError::BadOp(_))));
+        let q = row(json!({"id": "k"}));
+        let by_prefix = o.clone().op("id", Op::BeginsWith);
+        let small = Options {
+            count: 2,
+            ..by_prefix.clone()
+        };
+        let mut seen = 0;
+        let n = db
+            .scan("items", &q, &small, |rows| {
+                seen += 1;
+                assert!(rows.len() <= 2);
+                Ok(())
+            })
+            .await
+            .expect("scan");
+        assert_eq!((n, seen), (7, 4), "7 rows in pages of 2");
+        db.hook(
+            "items",
+            Arc::new(|_t: &Table, r: &mut Row| {
+                r.insert("hooked".into(), json!(true));
+            }),
+        );
+        let got = db
+            .get("items", &row(json!({"id": "k1"})), &o)
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(got["hooked"], json!(true), "row hooks run on reads");
+        let r = db.del_all("items", &q, &by_prefix).await.expect("del_all");
+        assert_eq!(r.affected, 7);
+        assert!(db
+            .get("items", &row(json!({"id": "k1"})), &o)
+            .await
+            .expect("get")
+            .is_none());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -4,7 +4,8 @@
 //! descriptions live in [`schema`], SQL text building shared by SQL drivers in [`sql`], the SQLite
 //! driver in [`sqlite`].
 //!
-//! Driver methods are synchronous; async callers run them with `spawn_blocking`.
+//! The [`Driver`] trait is async; blocking drivers implement [`BlockingDriver`] and run on tokio's
+//! blocking pool through [`Blocking`]. The front that applications use is [`Db`] in [`front`].
 
 pub mod front;
 pub mod mysql;
@@ -168,10 +169,12 @@ pub struct Options {
     pub skip_columns: Vec<String>,
     /// `select` also counts all matching rows into [`Res::total`].
     pub total: bool,
-    /// For replace (not implemented yet): the column whose stored value must be older.
+    /// For replace: the column whose stored value must be older for the write to happen.
     pub check_mtime: Option<String>,
-    /// For replace (not implemented yet): write only when the data differ.
+    /// For replace: write only when the data differ.
     pub check_data: bool,
+    /// `get` reads through the cache (as if the table were in `-db-caching`).
+    pub cached: bool,
 }
 
 impl Default for Options {
@@ -189,6 +192,7 @@ impl Default for Options {
             total: false,
             check_mtime: None,
             check_data: false,
+            cached: false,
         }
     }
 }

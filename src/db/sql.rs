@@ -526,7 +526,13 @@ fn push_condition(s: &mut Sql, c: &Column, op: Op, v: Option<&Value>) -> Result<
         Op::Regexp => {
             need_text()?;
             match d {
-                Dialect::Sqlite => return Err(DbError::Unsupported("regexp on sqlite".into())),
+                Dialect::Sqlite => {
+                    // The pattern is compiled by the regex crate: refuse a bad one here, clearly.
+                    if let Err(e) = regex::Regex::new(&text_of(v)) {
+                        return Err(DbError::bad_value(&c.name, format!("bad regexp: {e}")));
+                    }
+                    s.push(&format!("{q} REGEXP "))
+                }
                 Dialect::Postgres => s.push(&format!("{q} ~ ")),
                 Dialect::Mysql => s.push(&format!("{q} REGEXP ")),
             }

@@ -147,6 +147,24 @@ impl SqliteDriver {
         // `like` is case-sensitive, `ilike` is not (SPEC §8).
         conn.pragma_update(None, "case_sensitive_like", true)
             .map_err(map_err)?;
+        // `X REGEXP P` calls regexp(P, X); the compiled pattern is cached per statement.
+        conn.create_scalar_function(
+            "regexp",
+            2,
+            rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+            |ctx| {
+                let re = ctx.get_or_create_aux(
+                    0,
+                    |v| -> Result<regex::Regex, Box<dyn std::error::Error + Send + Sync>> {
+                        Ok(regex::Regex::new(v.as_str()?)?)
+                    },
+                )?;
+                let text: Option<String> = ctx.get(1)?;
+                Ok(text.is_some_and(|t| re.is_match(&t)))
+            },
+        )
+        .map_err(map_err)?;
         Ok(conn)
     }
 

@@ -1,7 +1,7 @@
 //! `/data/*`: the DB API over HTTP for admins and trusted networks (SPEC §7). Every parameter not
 //! starting with `_` is a column value; control parameters: `_select`, `_count` (≤ 100),
 //! `_start`/`_token`, `_sort`, `_desc`, `_ops=col,op,col,op`, `_total`, `_skip_null`,
-//! `_check_mtime`, `_check_data`, and `_noscan` only for groups in `-api-unsecure`.
+//! `_check_mtime`, `_check_data`, `_cached`, and `_noscan` only for groups in `-api-unsecure`.
 
 use crate::api::params::Params;
 use crate::api::router::{error, ok, Api, Reply};
@@ -190,6 +190,7 @@ fn request(params: &Params, unsecure: bool) -> Result<(Row, Options), DbError> {
             Some("skip_null") => opts.skip_null = flag(v),
             Some("check_mtime") => opts.check_mtime = Some(v.clone()).filter(|s| !s.is_empty()),
             Some("check_data") => opts.check_data = flag(v),
+            Some("cached") => opts.cached = flag(v),
             Some("noscan") if unsecure => opts.noscan = flag(v),
             Some("ops") => {
                 let parts: Vec<&str> = v.split(',').collect();
