@@ -37,12 +37,11 @@ fn check_titles(t: &Tree, top: &str) {
     );
     for role in ["master", "server", "web"] {
         for pid in t.pids(role) {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            assert_eq!(
-                comm.trim(),
-                format!("bkjs: {role}"),
-                "comm of {role} pid {pid}"
-            );
+            // A process names itself right after it starts: give a just-started one that moment.
+            let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let want = format!("bkjs: {role}");
+            wait_for(Duration::from_secs(5), || comm().trim() == want);
+            assert_eq!(comm().trim(), want, "comm of {role} pid {pid}");
         }
     }
     assert_eq!(t.pids("master").len(), 1, "{:?}", t.titles());
@@ -316,7 +315,14 @@ fn web_workers_drop_privileges_after_bind() {
         home,
         free_port(),
         "run",
-        &["-uid", "nobody", "-gid", "nogroup"],
+        &[
+            "-uid",
+            "nobody",
+            "-gid",
+            "nogroup",
+            "-api-allow-path",
+            "^/data/",
+        ],
         |_| {},
     );
     t.ready(2);
@@ -335,6 +341,13 @@ fn web_workers_drop_privileges_after_bind() {
         });
         assert!(ok, "web pid {pid}: {}", uid_of(pid));
     }
+    // The workers can still write the embedded database the server created.
+    let put = t.get("/data/put/bk_property?name=x&value=1");
+    assert_eq!(put.status, 200, "{put:?}\n{}", t.log());
+    assert!(t
+        .get("/data/get/bk_property?name=x")
+        .body
+        .contains("\"value\":\"1\""));
     assert!(
         !t.log().contains("sent no heartbeat"),
         "workers reach the server after dropping privileges\n{}",

@@ -117,9 +117,25 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i3
     };
     let (uid, gid) = super::target_ids(&cfg);
     if uid.is_some() || gid.is_some() {
-        if let Err(e) = std::os::unix::fs::chown(hub.path(), uid, gid) {
-            tracing::error!("cannot hand the IPC socket to -uid/-gid: {e}");
-            return EXIT_BOOT;
+        // Workers run as -uid/-gid: they must reach the IPC socket and write the embedded
+        // databases (SQLite creates its -wal/-shm files next to the database file).
+        let mut paths = vec![hub.path().to_path_buf(), cfg.dir("var")];
+        if let Some(db) = cfg.path("db-sqlite-pool") {
+            for suffix in ["", "-wal", "-shm"] {
+                paths.push(std::path::PathBuf::from(format!(
+                    "{}{suffix}",
+                    db.display()
+                )));
+            }
+            if let Some(dir) = db.parent() {
+                paths.push(dir.to_path_buf());
+            }
+        }
+        for p in paths.iter().filter(|p| p.exists()) {
+            if let Err(e) = std::os::unix::fs::chown(p, uid, gid) {
+                tracing::error!("cannot hand {} to -uid/-gid: {e}", p.display());
+                return EXIT_BOOT;
+            }
         }
     }
     let backoff = match backoff(&cfg) {
