@@ -280,6 +280,9 @@ impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
         off_runtime(move || d.init(&t)).await
     }
     async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
+        if let Some(r) = self.0.try_get_now(table, key, opts) {
+            return r;
+        }
         off!(self, get, table, key, opts)
     }
     async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
@@ -314,6 +317,17 @@ impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
 /// A storage backend whose calls block (SQLite, sled); wrap it in [`Blocking`] to use it.
 /// Every identifier it uses comes from the given [`Table`].
 pub trait BlockingDriver: Send + Sync {
+    /// A read that completes now without waiting (no pool wait, no lock wait), or `None` when it
+    /// might wait; [`Blocking`] then runs [`BlockingDriver::get`] on the blocking pool. The
+    /// default never answers now.
+    fn try_get_now(
+        &self,
+        _table: &Table,
+        _key: &Row,
+        _opts: &Options,
+    ) -> Option<Result<Option<Row>, DbError>> {
+        None
+    }
     /// Driver name (`sqlite`, ...).
     fn name(&self) -> &'static str;
     /// Creates missing tables, adds missing columns and indexes. Only the master/server calls it.

@@ -310,6 +310,34 @@ impl BlockingDriver for SqliteDriver {
         get_row(&*self.conn()?, table, key, opts)
     }
 
+    /// A read by primary key on an idle connection with no busy wait: a few microseconds from the
+    /// page cache, so it runs on the caller's thread. Whatever could wait (no idle connection, a
+    /// lock held by a writer) is left to the blocking pool.
+    fn try_get_now(
+        &self,
+        table: &Table,
+        key: &Row,
+        opts: &Options,
+    ) -> Option<Result<Option<Row>, DbError>> {
+        let conn = {
+            let mut st = self.lock();
+            st.idle.pop()?
+        };
+        let pooled = Pooled {
+            driver: self,
+            conn: Some(conn),
+        };
+        if pooled.busy_timeout(Duration::ZERO).is_err() {
+            return None;
+        }
+        let r = get_row(&pooled, table, key, opts);
+        let _ = pooled.busy_timeout(self.wait);
+        match r {
+            Err(DbError::Busy(_)) => None,
+            other => Some(other),
+        }
+    }
+
     fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
         let affected = execute(
