@@ -185,6 +185,9 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
     w.write_all(&first).await?;
+    // Let the runtime look at its sockets once more: requests that are ready now join this
+    // batch, so the server wakes once for all of them.
+    tokio::task::yield_now().await;
     while let Ok(more) = rx.try_recv() {
         w.write_all(&more).await?;
     }
