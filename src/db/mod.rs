@@ -270,6 +270,31 @@ macro_rules! off {
     }};
 }
 
+/// Runs a short call on the caller's thread when the driver can do it without waiting (SQLite:
+/// an idle connection, no lock held by another writer: microseconds), else on the blocking pool.
+/// After a write, due housekeeping (a WAL checkpoint) is sent to the blocking pool.
+macro_rules! now_or_off {
+    ($self:ident, $method:ident, $table:ident, $row:ident, $opts:ident, $write:expr) => {{
+        let mut done = None;
+        if $self.0.begin_now() {
+            let r = $self.0.$method($table, $row, $opts);
+            $self.0.end_now();
+            if !matches!(r, Err(DbError::Busy(_))) {
+                done = Some(r);
+            }
+        }
+        let r = match done {
+            Some(r) => r,
+            None => off!($self, $method, $table, $row, $opts),
+        };
+        if $write && r.is_ok() && $self.0.maintenance_due() {
+            let d = $self.0.clone();
+            tokio::task::spawn_blocking(move || d.maintain());
+        }
+        r
+    }};
+}
+
 #[async_trait::async_trait]
 impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
     fn name(&self) -> &'static str {
@@ -280,25 +305,22 @@ impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
         off_runtime(move || d.init(&t)).await
     }
     async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
-        if let Some(r) = self.0.try_get_now(table, key, opts) {
-            return r;
-        }
-        off!(self, get, table, key, opts)
+        now_or_off!(self, get, table, key, opts, false)
     }
     async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        off!(self, put, table, row, opts)
+        now_or_off!(self, put, table, row, opts, true)
     }
     async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        off!(self, add, table, row, opts)
+        now_or_off!(self, add, table, row, opts, true)
     }
     async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        off!(self, update, table, row, opts)
+        now_or_off!(self, update, table, row, opts, true)
     }
     async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        off!(self, incr, table, row, opts)
+        now_or_off!(self, incr, table, row, opts, true)
     }
     async fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError> {
-        off!(self, del, table, key, opts)
+        now_or_off!(self, del, table, key, opts, true)
     }
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
         off!(self, select, table, query, opts)
@@ -317,17 +339,23 @@ impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
 /// A storage backend whose calls block (SQLite, sled); wrap it in [`Blocking`] to use it.
 /// Every identifier it uses comes from the given [`Table`].
 pub trait BlockingDriver: Send + Sync {
-    /// A read that completes now without waiting (no pool wait, no lock wait), or `None` when it
-    /// might wait; [`Blocking`] then runs [`BlockingDriver::get`] on the blocking pool. The
-    /// default never answers now.
-    fn try_get_now(
-        &self,
-        _table: &Table,
-        _key: &Row,
-        _opts: &Options,
-    ) -> Option<Result<Option<Row>, DbError>> {
-        None
+    /// Starts running calls on the caller's (runtime) thread: until [`BlockingDriver::end_now`]
+    /// they must not wait for a connection or a lock but fail with [`DbError::Busy`] at once, and
+    /// [`Blocking`] then runs them on the blocking pool. Returns false when the driver cannot.
+    fn begin_now(&self) -> bool {
+        false
     }
+
+    /// Ends what [`BlockingDriver::begin_now`] started.
+    fn end_now(&self) {}
+
+    /// Called after every write; true when [`BlockingDriver::maintain`] should run.
+    fn maintenance_due(&self) -> bool {
+        false
+    }
+
+    /// Housekeeping that may block (a WAL checkpoint); runs on the blocking pool.
+    fn maintain(&self) {}
     /// Driver name (`sqlite`, ...).
     fn name(&self) -> &'static str;
     /// Creates missing tables, adds missing columns and indexes. Only the master/server calls it.

@@ -57,12 +57,27 @@ fn map_err(e: rusqlite::Error) -> DbError {
 struct PoolState {
     idle: Vec<Connection>,
     open: usize,
+    /// Threads waiting for a connection: returning one wakes a waiter only when there is one
+    /// (a wake is a system call on every return otherwise).
+    waiting: usize,
 }
+
+thread_local! {
+    /// Set while a call runs on a runtime thread ([`BlockingDriver::begin_now`]): it must not
+    /// wait for a connection or a lock, it fails with `Busy` instead and goes to the blocking pool.
+    static NO_WAIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Writes between two WAL checkpoints (SQLite's own automatic checkpoint is off: it would run
+/// inside whichever write crosses the threshold, possibly on a runtime thread).
+const CHECKPOINT_EVERY: u64 = 1000;
 
 /// A connection borrowed from the pool; returned on drop.
 struct Pooled<'a> {
     driver: &'a SqliteDriver,
     conn: Option<Connection>,
+    /// Borrowed without waiting: its busy timeout was set to zero and is restored on drop.
+    no_wait: bool,
 }
 
 impl std::ops::Deref for Pooled<'_> {
@@ -84,22 +99,37 @@ impl std::ops::DerefMut for Pooled<'_> {
 
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
+        if self.no_wait {
+            if let Some(c) = &self.conn {
+                let _ = c.busy_timeout(self.driver.wait);
+            }
+        }
         let mut st = self.driver.lock();
         match self.conn.take() {
             // A connection left inside a transaction (a panic mid-way) is not reused.
             Some(c) if c.is_autocommit() => st.idle.push(c),
             _ => st.open -= 1,
         }
+        let wake = st.waiting > 0;
         drop(st);
-        self.driver.freed.notify_one();
+        if wake {
+            self.driver.freed.notify_one();
+        }
     }
 }
+
+type GetSql = std::collections::HashMap<String, (Vec<String>, std::sync::Arc<str>)>;
 
 /// The SQLite driver over one database file.
 pub struct SqliteDriver {
     path: PathBuf,
     max: usize,
     wait: Duration,
+    /// Writes so far, for the periodic WAL checkpoint.
+    writes: std::sync::atomic::AtomicU64,
+    /// `SELECT * ... WHERE key` text per table: built once, the hottest statement.
+    /// The columns it selects are kept with it: a table described differently gets new text.
+    get_sql: Mutex<GetSql>,
     state: Mutex<PoolState>,
     freed: Condvar,
 }
@@ -121,9 +151,12 @@ impl SqliteDriver {
             path,
             max: if memory { 1 } else { max.max(1) },
             wait: Duration::from_secs(5),
+            writes: std::sync::atomic::AtomicU64::new(0),
+            get_sql: Mutex::new(std::collections::HashMap::new()),
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         };
@@ -143,6 +176,9 @@ impl SqliteDriver {
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
             .map_err(map_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(map_err)?;
+        // Checkpoints run on the blocking pool every CHECKPOINT_EVERY writes, never inside a write.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(map_err)?;
         // `like` is case-sensitive, `ilike` is not (SPEC §8).
         conn.pragma_update(None, "case_sensitive_like", true)
@@ -169,6 +205,21 @@ impl SqliteDriver {
     }
 
     fn conn(&self) -> Result<Pooled<'_>, DbError> {
+        if NO_WAIT.get() {
+            // On a runtime thread: an idle connection and no lock wait, or Busy at once.
+            let c = self
+                .lock()
+                .idle
+                .pop()
+                .ok_or_else(|| DbError::Busy("no idle sqlite connection".into()))?;
+            let pooled = Pooled {
+                driver: self,
+                conn: Some(c),
+                no_wait: true,
+            };
+            pooled.busy_timeout(Duration::ZERO).map_err(map_err)?;
+            return Ok(pooled);
+        }
         let deadline = Instant::now() + self.wait;
         let mut st = self.lock();
         loop {
@@ -176,6 +227,7 @@ impl SqliteDriver {
                 return Ok(Pooled {
                     driver: self,
                     conn: Some(c),
+                    no_wait: false,
                 });
             }
             if st.open < self.max {
@@ -185,6 +237,7 @@ impl SqliteDriver {
                     Ok(c) => Ok(Pooled {
                         driver: self,
                         conn: Some(c),
+                        no_wait: false,
                     }),
                     Err(e) => {
                         self.lock().open -= 1;
@@ -197,11 +250,13 @@ impl SqliteDriver {
             if now >= deadline {
                 return Err(DbError::Busy("no free sqlite connection".into()));
             }
+            st.waiting += 1;
             st = self
                 .freed
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            st.waiting -= 1;
         }
     }
 }
@@ -307,34 +362,68 @@ impl BlockingDriver for SqliteDriver {
     }
 
     fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
-        get_row(&*self.conn()?, table, key, opts)
+        if !opts.select.is_empty() {
+            return get_row(&*self.conn()?, table, key, opts);
+        }
+        let params: Vec<Param> = key_params(table, key)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        let cols = sql::select_columns(table, opts);
+        let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
+        let cached = self
+            .get_sql
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(table.name())
+            .filter(|(n, _)| *n == names)
+            .map(|(_, t)| t.clone());
+        let text = match cached {
+            Some(t) => t,
+            None => {
+                let built: std::sync::Arc<str> = sql::get(D, table, &cols, key_params(table, key)?)
+                    .text
+                    .into();
+                self.get_sql
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(table.name().to_string(), (names, built.clone()));
+                built
+            }
+        };
+        let s = Sql {
+            dialect: D,
+            text: text.to_string(),
+            params,
+        };
+        Ok(fetch(&*self.conn()?, &s, &cols)?.into_iter().next())
     }
 
-    /// A read by primary key on an idle connection with no busy wait: a few microseconds from the
-    /// page cache, so it runs on the caller's thread. Whatever could wait (no idle connection, a
-    /// lock held by a writer) is left to the blocking pool.
-    fn try_get_now(
-        &self,
-        table: &Table,
-        key: &Row,
-        opts: &Options,
-    ) -> Option<Result<Option<Row>, DbError>> {
-        let conn = {
-            let mut st = self.lock();
-            st.idle.pop()?
-        };
-        let pooled = Pooled {
-            driver: self,
-            conn: Some(conn),
-        };
-        if pooled.busy_timeout(Duration::ZERO).is_err() {
-            return None;
-        }
-        let r = get_row(&pooled, table, key, opts);
-        let _ = pooled.busy_timeout(self.wait);
-        match r {
-            Err(DbError::Busy(_)) => None,
-            other => Some(other),
+    fn begin_now(&self) -> bool {
+        NO_WAIT.set(true);
+        true
+    }
+
+    fn end_now(&self) {
+        NO_WAIT.set(false);
+    }
+
+    fn maintenance_due(&self) -> bool {
+        let n = self
+            .writes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        n % CHECKPOINT_EVERY == 0
+    }
+
+    fn maintain(&self) {
+        match self.conn() {
+            Ok(c) => {
+                if let Err(e) = c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!("sqlite checkpoint: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("sqlite checkpoint: {e}"),
         }
     }
 
