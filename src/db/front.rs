@@ -37,6 +37,12 @@ pub static PARAMS: &[Param] = &[
         "connections of the SQLite pool per process",
     ),
     Param::new(
+        "db-sqlite-inline",
+        Kind::Bool,
+        "true",
+        "key lookups and single-row writes that need not wait (idle connection, no lock held) run on the worker's thread, microseconds; 0 sends every call to the blocking pool",
+    ),
+    Param::new(
         "db-sqlite-tables",
         Kind::List,
         "",
@@ -118,6 +124,7 @@ async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driver>, DbErro
             let d = tokio::task::spawn_blocking(move || SqliteDriver::open(path, max))
                 .await
                 .map_err(|e| DbError::Driver(e.to_string()))??;
+            d.set_inline(cfg.bool("db-sqlite-inline"));
             Ok(Arc::new(Blocking(Arc::new(d))))
         }
         "pgsql" => {

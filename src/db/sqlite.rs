@@ -127,6 +127,8 @@ pub struct SqliteDriver {
     wait: Duration,
     /// Writes so far, for the periodic WAL checkpoint.
     writes: std::sync::atomic::AtomicU64,
+    /// Short calls may run on the caller's thread (see [`SqliteDriver::set_inline`]).
+    inline: std::sync::atomic::AtomicBool,
     /// `SELECT * ... WHERE key` text per table: built once, the hottest statement.
     /// The columns it selects are kept with it: a table described differently gets new text.
     get_sql: Mutex<GetSql>,
@@ -152,6 +154,7 @@ impl SqliteDriver {
             max: if memory { 1 } else { max.max(1) },
             wait: Duration::from_secs(5),
             writes: std::sync::atomic::AtomicU64::new(0),
+            inline: std::sync::atomic::AtomicBool::new(true),
             get_sql: Mutex::new(std::collections::HashMap::new()),
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
@@ -168,6 +171,12 @@ impl SqliteDriver {
     fn lock(&self) -> MutexGuard<'_, PoolState> {
         // The state stays consistent even if a holder panicked: every update is one statement.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// With `false`, every call goes to the blocking pool, even a key lookup that would take
+    /// microseconds on the caller's thread (`-db-sqlite-inline 0`).
+    pub fn set_inline(&self, on: bool) {
+        self.inline.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn connect(&self) -> Result<Connection, DbError> {
@@ -400,6 +409,9 @@ impl BlockingDriver for SqliteDriver {
     }
 
     fn begin_now(&self) -> bool {
+        if !self.inline.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
         NO_WAIT.set(true);
         true
     }
