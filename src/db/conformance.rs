@@ -56,6 +56,7 @@ pub(crate) async fn run(d: &dyn Driver, prefix: &str) {
         injection_is_refused_or_harmless,
         join_columns,
         column_properties_on_write,
+        replace_respects_mtime_and_data,
         schema_upgrade_keeps_data,
     );
 }
@@ -1464,4 +1465,84 @@ async fn schema_upgrade_keeps_data(c: &Ck<'_>) {
         Some(row(json!({"id": "z", "a": 3}))),
         "the old description still reads the upgraded table"
     );
+}
+
+/// `replace` with `check_mtime` never overwrites newer data; with `check_data` an identical row
+/// is not written again; a missing row is written.
+async fn replace_respects_mtime_and_data(c: &Ck<'_>) {
+    let t = c.table(
+        "replace",
+        vec![
+            Column::text("id").primary(1),
+            Column::text("name"),
+            Column::bigint("ver"),
+        ],
+    );
+    c.fresh(std::slice::from_ref(&t)).await;
+    let by_ver = Options {
+        check_mtime: Some("ver".into()),
+        ..Options::default()
+    };
+    let replace = |v: Value, o: Options| {
+        let t = t.clone();
+        async move { crate::db::front::replace_on(c.d, &t, &row(v), &o).await }
+    };
+    let r = c.ok(
+        "replace of a missing row",
+        replace(json!({"id": "a", "name": "v2", "ver": 200}), by_ver.clone()).await,
+    );
+    same!(c, r.affected, 1, "a missing row is written");
+    let r = c.ok(
+        "replace with older data",
+        replace(json!({"id": "a", "name": "v1", "ver": 100}), by_ver.clone()).await,
+    );
+    same!(c, r.affected, 0, "older data does not overwrite newer");
+    same!(
+        c,
+        c.get(&t, json!({"id": "a"}))
+            .await
+            .and_then(|r| r.get("name").cloned()),
+        Some(json!("v2")),
+        "newer data kept"
+    );
+    let r = c.ok(
+        "replace with equal mtime",
+        replace(
+            json!({"id": "a", "name": "v1b", "ver": 200}),
+            by_ver.clone(),
+        )
+        .await,
+    );
+    same!(c, r.affected, 0, "same mtime does not overwrite");
+    let r = c.ok(
+        "replace with newer data",
+        replace(json!({"id": "a", "name": "v3", "ver": 300}), by_ver).await,
+    );
+    same!(c, r.affected, 1, "newer data is written");
+    same!(
+        c,
+        c.get(&t, json!({"id": "a"}))
+            .await
+            .and_then(|r| r.get("name").cloned()),
+        Some(json!("v3")),
+        "newer data stored"
+    );
+    let by_data = Options {
+        check_data: true,
+        ..Options::default()
+    };
+    let r = c.ok(
+        "replace with the same data",
+        replace(
+            json!({"id": "a", "name": "v3", "ver": "300"}),
+            by_data.clone(),
+        )
+        .await,
+    );
+    same!(c, r.affected, 0, "identical data is not written again");
+    let r = c.ok(
+        "replace with other data",
+        replace(json!({"id": "a", "name": "v4"}), by_data).await,
+    );
+    same!(c, r.affected, 1, "changed data is written");
 }

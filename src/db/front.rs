@@ -495,32 +495,14 @@ impl Db {
     }
 
     /// `put` unless the stored row is newer (`check_mtime` names the column compared) or already
-    /// holds the same data (`check_data`); affected = 0 when skipped.
+    /// holds the same data (`check_data`); affected = 0 when skipped. See [`replace_on`].
     pub async fn replace(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        if opts.check_mtime.is_some() || opts.check_data {
-            if let Some(old) = self.get(table, row, &Options::default()).await? {
-                if let Some(col) = &opts.check_mtime {
-                    let newer = match (
-                        old.get(col).and_then(Value::as_f64),
-                        row.get(col).and_then(num),
-                    ) {
-                        (Some(o), Some(n)) => o >= n,
-                        _ => false,
-                    };
-                    if newer {
-                        return Ok(Res::default());
-                    }
-                }
-                if opts.check_data
-                    && row
-                        .iter()
-                        .all(|(k, v)| old.get(k).is_none_or(|o| same(o, v)))
-                {
-                    return Ok(Res::default());
-                }
-            }
+        let (pool, t) = self.pool(table)?;
+        let r = replace_on(pool.as_ref(), &t, row, opts).await?;
+        if r.affected > 0 {
+            self.invalidate(&t, row).await;
         }
-        self.put(table, row, opts).await
+        Ok(r)
     }
 
     /// Runs writes in order, stopping at the first error (not a transaction).
@@ -558,6 +540,37 @@ impl Db {
             .ok_or_else(|| DbError::BadName(format!("pool {pool} is not open")))?;
         p.query(text, params, opts).await
     }
+}
+
+/// `replace` on one driver: reads the stored row and writes only when `check_mtime`'s column
+/// is older there (or absent) and, with `check_data`, when some given value differs.
+pub async fn replace_on(
+    d: &dyn Driver,
+    t: &Table,
+    row: &Row,
+    opts: &Options,
+) -> Result<Res, DbError> {
+    if opts.check_mtime.is_some() || opts.check_data {
+        if let Some(old) = d.get(t, row, &Options::default()).await? {
+            if let Some(col) = &opts.check_mtime {
+                let newer = match (old.get(col).and_then(num), row.get(col).and_then(num)) {
+                    (Some(o), Some(n)) => o >= n,
+                    _ => false,
+                };
+                if newer {
+                    return Ok(Res::default());
+                }
+            }
+            if opts.check_data
+                && row
+                    .iter()
+                    .all(|(k, v)| old.get(k).is_none_or(|o| same(o, v)))
+            {
+                return Ok(Res::default());
+            }
+        }
+    }
+    d.put(t, row, opts).await
 }
 
 /// A number from a JSON number or numeric string.
