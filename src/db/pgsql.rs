@@ -837,12 +837,16 @@ mod tests {
         assert_eq!(d.add(&t, &r, &o()).await, Err(DbError::Exists));
         let dup = row(json!({"id": "b", "rk": "1", "email": "a@x"}));
         assert_eq!(d.add(&t, &dup, &o()).await, Err(DbError::Exists));
-        // An int column takes 32 bits; more is a caller error, not a server failure.
+        // An int column takes 64 bits, like in SQLite.
         let big = row(json!({"id": "b", "rk": "2", "num": 1u64 << 40}));
-        assert!(matches!(
-            d.put(&t, &big, &o()).await,
-            Err(DbError::BadValue { .. })
-        ));
+        d.put(&t, &big, &o()).await.expect("64-bit int");
+        let got = d
+            .get(&t, &row(json!({"id": "b", "rk": "2"})), &o())
+            .await
+            .expect("get")
+            .expect("row");
+        assert_eq!(got["num"], json!(1u64 << 40));
+        d.del(&t, &big, &o()).await.expect("del");
 
         // update keeps other columns; a missing row is NotFound.
         d.update(&t, &row(json!({"id": "a", "rk": "1", "name": "n1"})), &o())

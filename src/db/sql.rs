@@ -41,13 +41,11 @@ impl Dialect {
             (Dialect::Sqlite, _) => "INTEGER",
             (Dialect::Mysql, ColumnType::Real) => "DOUBLE",
             (Dialect::Mysql, ColumnType::Bool) => "TINYINT(1)",
-            (Dialect::Mysql, ColumnType::Int) => "INT",
             (_, ColumnType::Real) => "DOUBLE PRECISION",
             (Dialect::Postgres, ColumnType::Bool) => "BOOLEAN",
             // Byte order like SQLite, whatever the server locale: sorting, ranges and the
             // `begins_with` range then agree across drivers (and the range can use an index).
             (Dialect::Postgres, ColumnType::Text | ColumnType::Json) => "TEXT COLLATE \"C\"",
-            (Dialect::Postgres, ColumnType::Int) => "INTEGER",
             // MySQL cannot index TEXT without a prefix length; see `column_sql_type` for
             // unindexed text.
             (Dialect::Mysql, ColumnType::Text) => "VARCHAR(255)",
