@@ -23,12 +23,13 @@ use crate::config::{Kind, Param};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 /// Paths that need no authentication by default (SPEC §5).
 const DEFAULT_ALLOW: &str =
@@ -86,15 +87,37 @@ pub static PARAMS: &[Param] = &[
 /// request is still in the socket buffer of a just-accepted connection).
 const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
 
-/// What the idle sweep and the drain need to know about one connection.
+/// What the idle sweep and the drain need to know about one connection. The connection task
+/// reads `closing` only when it is polled anyway; the sweep sets it and wakes the task, so the
+/// request path carries no timer and no extra future.
 #[derive(Default)]
 struct ConnState {
     inflight: AtomicUsize,
     /// Coarse clock reading (ms) of the last request start or end, or of the accept.
     last_ms: AtomicU64,
-    /// Tells the connection to close once idle (idle timeout).
-    close: Notify,
+    /// OPEN, then SHUTDOWN (finish the request in flight, close when idle), then ABORT (drop it).
+    closing: std::sync::atomic::AtomicU8,
+    /// Clock reading when SHUTDOWN was asked.
+    closing_ms: AtomicU64,
+    waker: atomic_waker::AtomicWaker,
 }
+
+const OPEN: u8 = 0;
+const SHUTDOWN: u8 = 1;
+const ABORT: u8 = 2;
+
+impl ConnState {
+    fn set(&self, to: u8, now: u64) {
+        if self.closing.load(Ordering::Acquire) < to {
+            self.closing.store(to, Ordering::Release);
+            self.closing_ms.store(now, Ordering::Relaxed);
+            self.waker.wake();
+        }
+    }
+}
+
+/// A connection that asked to shut down but sits idle mid-headers this long is dropped.
+const STUCK_GRACE_MS: u64 = 1000;
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -142,16 +165,32 @@ impl Conns {
             .remove(&id);
     }
 
-    /// Advances the clock and closes connections idle for `idle`.
+    /// Advances the clock; asks idle connections to close (after `idle`, or after the short
+    /// grace once draining) and drops those that stay stuck.
     fn sweep(&self, epoch: Instant, idle: Duration) {
         let now = epoch.elapsed().as_millis() as u64;
         self.clock.store(now, Ordering::Relaxed);
-        let idle = idle.as_millis() as u64;
+        let limit = if self.draining.load(Ordering::Relaxed) {
+            DRAIN_IDLE_GRACE
+        } else {
+            idle
+        }
+        .as_millis() as u64;
         for c in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            if c.inflight.load(Ordering::SeqCst) == 0
-                && now.saturating_sub(c.last_ms.load(Ordering::Relaxed)) >= idle
-            {
-                c.close.notify_one();
+            if c.inflight.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            match c.closing.load(Ordering::Acquire) {
+                OPEN if now.saturating_sub(c.last_ms.load(Ordering::Relaxed)) >= limit => {
+                    c.set(SHUTDOWN, now)
+                }
+                SHUTDOWN
+                    if now.saturating_sub(c.closing_ms.load(Ordering::Relaxed))
+                        >= STUCK_GRACE_MS =>
+                {
+                    c.set(ABORT, now)
+                }
+                _ => {}
             }
         }
     }
@@ -282,34 +321,25 @@ pub async fn serve(
                     })
                 };
                 let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-                let mut drain = drain.clone();
                 let done = done.clone();
                 let conns = conns.clone();
                 tokio::spawn(async move {
                     let mut conn = std::pin::pin!(conn);
-                    let r = tokio::select! {
-                        r = conn.as_mut() => r,
-                        _ = state.close.notified() => {
-                            // Idle for -timeout: close (a request arriving now is still answered).
-                            // A client stuck in the middle of its headers gets one more second.
-                            conn.as_mut().graceful_shutdown();
-                            match tokio::time::timeout(Duration::from_secs(1), conn.as_mut()).await {
-                                Ok(r) => r,
-                                Err(_) => Ok(()),
-                            }
-                        }
-                        _ = async { drain.wait_for(|d| *d).await.map(|_| ()) } => loop {
-                            let idle = conns.now().saturating_sub(state.last_ms.load(Ordering::Relaxed));
-                            if state.inflight.load(Ordering::SeqCst) == 0 && idle >= DRAIN_IDLE_GRACE.as_millis() as u64 {
+                    let mut shut = false;
+                    let r = std::future::poll_fn(|cx| {
+                        state.waker.register(cx.waker());
+                        match state.closing.load(Ordering::Acquire) {
+                            ABORT => return std::task::Poll::Ready(Ok(())),
+                            SHUTDOWN if !shut => {
+                                // Finish the request in flight, then close.
                                 conn.as_mut().graceful_shutdown();
-                                break conn.await;
+                                shut = true;
                             }
-                            tokio::select! {
-                                r = conn.as_mut() => break r,
-                                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                            }
-                        },
-                    };
+                            _ => {}
+                        }
+                        conn.as_mut().poll(cx)
+                    })
+                    .await;
                     if let Err(e) = r {
                         tracing::debug!("connection: {e}");
                     }
