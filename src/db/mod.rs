@@ -388,6 +388,20 @@ pub enum Param {
     Text(String),
 }
 
+/// A JSON parameter of a native query (drivers bind it by the type the statement expects).
+pub fn query_param(v: &Value) -> Param {
+    match v {
+        Value::Null => Param::Null,
+        Value::Bool(b) => Param::Int(*b as i64),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Param::Int)
+            .unwrap_or_else(|| Param::Real(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => Param::Text(s.clone()),
+        other => Param::Text(other.to_string()),
+    }
+}
+
 /// Current time in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

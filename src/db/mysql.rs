@@ -92,20 +92,6 @@ fn params(ps: &[Param]) -> Params {
     }
 }
 
-/// A JSON parameter of a native query.
-fn query_param(v: &Value) -> Param {
-    match v {
-        Value::Null => Param::Null,
-        Value::Bool(b) => Param::Int(*b as i64),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Param::Int)
-            .unwrap_or_else(|| Param::Real(n.as_f64().unwrap_or(0.0))),
-        Value::String(s) => Param::Text(s.clone()),
-        other => Param::Text(other.to_string()),
-    }
-}
-
 fn float(f: f64) -> Value {
     serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
 }
@@ -491,7 +477,7 @@ impl Driver for MysqlDriver {
     }
 
     async fn query(&self, text: &str, params_: &[Value], _opts: &Options) -> Result<Res, DbError> {
-        let ps: Vec<Param> = params_.iter().map(query_param).collect();
+        let ps: Vec<Param> = params_.iter().map(super::query_param).collect();
         let mut conn = self.conn().await?;
         // Arbitrary SQL may leave session state behind (variables, locks, an open
         // transaction): this connection is reset before it serves anyone else.

@@ -415,20 +415,6 @@ async fn get_row(
     Ok(fetch(c, &s, &cols).await?.into_iter().next())
 }
 
-/// A JSON parameter of a native query (bound by the type the server infers for it).
-fn query_param(v: &Value) -> Param {
-    match v {
-        Value::Null => Param::Null,
-        Value::Bool(b) => Param::Int(*b as i64),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Param::Int)
-            .unwrap_or_else(|| Param::Real(n.as_f64().unwrap_or(0.0))),
-        Value::String(s) => Param::Text(s.clone()),
-        other => Param::Text(other.to_string()),
-    }
-}
-
 impl PgsqlDriver {
     /// Builds a pool of at most `max` connections to `url` (`postgresql://user@host:port/db`).
     /// With `schema`, every pooled connection uses it as its `search_path` and the schema is
@@ -660,7 +646,7 @@ impl Driver for PgsqlDriver {
         let client = self.client().await?;
         // Not cached: native statements are arbitrary text.
         let stmt = client.prepare(text).await.map_err(map_err)?;
-        let ps: Vec<Param> = params.iter().map(query_param).collect();
+        let ps: Vec<Param> = params.iter().map(super::query_param).collect();
         let refs = self::params(&ps);
         if stmt.columns().is_empty() {
             let affected = client.execute(&stmt, &refs).await.map_err(map_err)?;

@@ -324,20 +324,6 @@ fn get_row(
     Ok(fetch(conn, &s, &cols)?.into_iter().next())
 }
 
-/// A JSON parameter of a native query.
-fn query_param(v: &Value) -> Param {
-    match v {
-        Value::Null => Param::Null,
-        Value::Bool(b) => Param::Int(*b as i64),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Param::Int)
-            .unwrap_or_else(|| Param::Real(n.as_f64().unwrap_or(0.0))),
-        Value::String(s) => Param::Text(s.clone()),
-        other => Param::Text(other.to_string()),
-    }
-}
-
 impl BlockingDriver for SqliteDriver {
     fn name(&self) -> &'static str {
         "sqlite"
@@ -538,7 +524,7 @@ impl BlockingDriver for SqliteDriver {
     fn query(&self, text: &str, params: &[Value], _opts: &Options) -> Result<Res, DbError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(text).map_err(map_err)?;
-        let params: Vec<Param> = params.iter().map(query_param).collect();
+        let params: Vec<Param> = params.iter().map(super::query_param).collect();
         if stmt.column_count() == 0 {
             let affected = stmt
                 .execute(rusqlite::params_from_iter(params.iter()))
