@@ -37,19 +37,52 @@ pub struct Api {
     pub requests: AtomicU64,
     faults: bool,
     /// `-api-allow` and `-api-allow-path` patterns compiled into one set.
-    allow: RegexSet,
-    deny: RegexSet,
-    disallow: RegexSet,
+    allow: PathRules,
+    deny: PathRules,
+    disallow: PathRules,
+    /// `-api-upload-limit`, read once.
+    upload_limit: usize,
 }
 
 /// One automaton for all the patterns of some parameters: a path is tested once, not per pattern.
-fn regex_set(cfg: &Config, params: &[&str]) -> RegexSet {
-    let patterns: Vec<&str> = params
-        .iter()
-        .flat_map(|p| cfg.regexps(p).iter().map(|r| r.as_str()))
-        .collect();
-    // Every pattern already compiled on its own when the configuration was loaded.
-    RegexSet::new(&patterns).expect("patterns validated by the config loader")
+fn regex_set(cfg: &Config, params: &[&str]) -> PathRules {
+    let mut exact = std::collections::HashSet::new();
+    let mut patterns: Vec<&str> = Vec::new();
+    for r in params.iter().flat_map(|p| cfg.regexps(p).iter()) {
+        match literal_path(r.as_str()) {
+            Some(path) => {
+                exact.insert(path);
+            }
+            None => patterns.push(r.as_str()),
+        }
+    }
+    PathRules {
+        exact,
+        // Every pattern already compiled on its own when the configuration was loaded.
+        set: RegexSet::new(&patterns).expect("patterns validated by the config loader"),
+    }
+}
+
+/// `^/some/path$` with no other regexp syntax: the one path it matches.
+fn literal_path(pattern: &str) -> Option<String> {
+    let inner = pattern.strip_prefix('^')?.strip_suffix('$')?;
+    let plain = inner.starts_with('/')
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'));
+    plain.then(|| inner.to_string())
+}
+
+/// Path patterns: exact paths in a hash set (the common `^/ping$` kind), the rest in one regex set.
+pub struct PathRules {
+    exact: std::collections::HashSet<String>,
+    set: RegexSet,
+}
+
+impl PathRules {
+    pub fn is_match(&self, path: &str) -> bool {
+        self.exact.contains(path) || self.set.is_match(path)
+    }
 }
 
 impl Api {
@@ -63,6 +96,7 @@ impl Api {
         let faults =
             cfg!(debug_assertions) && std::env::var("BKJS_TEST_FAULTS").as_deref() == Ok("1");
         Api {
+            upload_limit: cfg.int("api-upload-limit") as usize,
             allow: regex_set(&cfg, &["api-allow", "api-allow-path"]),
             deny: regex_set(&cfg, &["api-deny-path"]),
             disallow: regex_set(&cfg, &["api-disallow-path"]),
@@ -102,7 +136,7 @@ impl Api {
             return error(StatusCode::UNAUTHORIZED, "Not authenticated");
         }
         let content_type = req.headers().get(CONTENT_TYPE).cloned();
-        let limit = self.cfg.int("api-upload-limit") as usize;
+        let limit = self.upload_limit;
         let body = if hyper::body::Body::size_hint(req.body()).exact() == Some(0) {
             Bytes::new()
         } else {
@@ -177,6 +211,7 @@ impl Api {
 /// A 200 reply `{}`, without building JSON.
 pub fn empty_object() -> Reply {
     let mut r = Response::new(Full::new(Bytes::from_static(b"{}")));
+    r.headers_mut().reserve(6);
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
@@ -198,7 +233,34 @@ pub fn error(status: StatusCode, message: &str) -> Reply {
 fn json_reply(status: StatusCode, v: &Value) -> Reply {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
+    r.headers_mut().reserve(6);
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_patterns_become_exact_paths() {
+        assert_eq!(literal_path("^/ping$").as_deref(), Some("/ping"));
+        assert_eq!(literal_path("^/$").as_deref(), Some("/"));
+        assert_eq!(
+            literal_path("^/account/add$").as_deref(),
+            Some("/account/add")
+        );
+        assert_eq!(literal_path("^/public"), None, "a prefix is a regexp");
+        assert_eq!(literal_path("^/a.b$"), None, "a dot is a regexp");
+        assert_eq!(literal_path(r"^/x\d$"), None);
+        let rules = PathRules {
+            exact: ["/ping".to_string()].into_iter().collect(),
+            set: RegexSet::new([r"^/public"]).expect("set"),
+        };
+        assert!(rules.is_match("/ping"));
+        assert!(!rules.is_match("/ping/x"));
+        assert!(rules.is_match("/public/a"));
+        assert!(!rules.is_match("/other"));
+    }
 }
