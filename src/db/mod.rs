@@ -199,6 +199,15 @@ impl Default for Options {
 
 impl Options {
     /// The page size: `count` within 1..=[`MAX_COUNT`].
+    /// The offset the paging token `start` carries (0 without one); a malformed token is the
+    /// caller's error.
+    pub fn offset(&self) -> Result<u64, DbError> {
+        match self.start.as_deref().filter(|t| !t.is_empty()) {
+            Some(t) => decode_token(t),
+            None => Ok(0),
+        }
+    }
+
     pub fn page_size(&self) -> usize {
         self.count.clamp(1, MAX_COUNT)
     }
@@ -386,6 +395,17 @@ pub enum Param {
     Int(i64),
     Real(f64),
     Text(String),
+}
+
+/// One page of a select that fetched up to `count + 1` rows: the extra row only tells that more
+/// follow, and then the page carries the token of the next one.
+pub fn page(mut rows: Vec<Row>, count: usize, offset: u64) -> (Vec<Row>, Option<String>) {
+    if rows.len() > count {
+        rows.truncate(count);
+        (rows, Some(encode_token(offset + count as u64)))
+    } else {
+        (rows, None)
+    }
 }
 
 /// A JSON parameter of a native query (drivers bind it by the type the statement expects).

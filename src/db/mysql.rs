@@ -8,10 +8,7 @@
 
 use super::schema::{Column, ColumnType, Table};
 use super::sql::{self, Conflict, Dialect, Sql};
-use super::{
-    decode_token, encode_token, key_params, prepare_write, DbError, Driver, Options, Param, Res,
-    Row, WriteMode,
-};
+use super::{key_params, prepare_write, DbError, Driver, Options, Param, Res, Row, WriteMode};
 use mysql_async::consts::ColumnType as MyType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, TxOpts};
@@ -442,23 +439,13 @@ impl Driver for MysqlDriver {
     }
 
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let offset = opts
-            .start
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(decode_token)
-            .transpose()?
-            .unwrap_or(0);
+        let offset = opts.offset()?;
         let count = opts.page_size();
         let cols = sql::select_columns(table, opts);
         let (s, cs) = sql::select(D, table, &cols, query, opts, offset)?;
         let mut conn = self.conn().await?;
-        let mut rows = fetch(&mut conn, &s, &cols).await?;
-        let mut next_token = None;
-        if rows.len() > count {
-            rows.truncate(count);
-            next_token = Some(encode_token(offset + count as u64));
-        }
+        let rows = fetch(&mut conn, &s, &cols).await?;
+        let (rows, next_token) = super::page(rows, count, offset);
         let total = if opts.total {
             let n: Option<i64> = conn
                 .exec_first(cs.text.as_str(), params(&cs.params))

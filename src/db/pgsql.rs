@@ -8,10 +8,7 @@
 
 use super::schema::{valid_name, ColumnType, Table};
 use super::sql::{self, Conflict, Dialect, Sql};
-use super::{
-    decode_token, encode_token, key_params, prepare_write, DbError, Driver, Options, Param, Res,
-    Row, WriteMode,
-};
+use super::{key_params, prepare_write, DbError, Driver, Options, Param, Res, Row, WriteMode};
 use bytes::BytesMut;
 use deadpool_postgres::{
     Client, GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
@@ -607,23 +604,13 @@ impl Driver for PgsqlDriver {
     }
 
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let offset = opts
-            .start
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(decode_token)
-            .transpose()?
-            .unwrap_or(0);
+        let offset = opts.offset()?;
         let count = opts.page_size();
         let cols = sql::select_columns(table, opts);
         let (s, cs) = sql::select(D, table, &cols, query, opts, offset)?;
         let client = self.client().await?;
-        let mut rows = fetch(Conn::Client(&client), &s, &cols).await?;
-        let mut next_token = None;
-        if rows.len() > count {
-            rows.truncate(count);
-            next_token = Some(encode_token(offset + count as u64));
-        }
+        let rows = fetch(Conn::Client(&client), &s, &cols).await?;
+        let (rows, next_token) = super::page(rows, count, offset);
         let total = if opts.total {
             let r = Conn::Client(&client).query(&cs).await?;
             let n: i64 = match r.first() {

@@ -14,8 +14,8 @@
 
 use super::schema::{Column, ColumnType, Table};
 use super::{
-    decode_token, encode, encode_token, key_params, prepare_write, sql, BlockingDriver, DbError,
-    Op, Options, Param, Res, Row, WriteMode,
+    encode, encode_token, key_params, prepare_write, sql, BlockingDriver, DbError, Op, Options,
+    Param, Res, Row, WriteMode,
 };
 use ::sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use ::sled::Tree;
@@ -785,8 +785,10 @@ impl SledDriver {
         let db = loop {
             match ::sled::Config::new().path(path).open() {
                 Ok(db) => break db,
+                // sled reports the held lock as an I/O error whose kind is not always WouldBlock.
                 Err(::sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock"))
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -1231,13 +1233,7 @@ impl BlockingDriver for SledDriver {
     }
 
     fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let offset = opts
-            .start
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(decode_token)
-            .transpose()?
-            .unwrap_or(0);
+        let offset = opts.offset()?;
         let offset = usize::try_from(offset).unwrap_or(usize::MAX);
         let count = opts.page_size();
         let cols = sql::select_columns(table, opts);

@@ -7,8 +7,7 @@
 use super::schema::{Column, ColumnType, Table};
 use super::sql::{self, Conflict, Dialect, Sql};
 use super::{
-    decode_token, encode_token, key_params, prepare_write, BlockingDriver, DbError, Options, Param,
-    Res, Row, WriteMode,
+    key_params, prepare_write, BlockingDriver, DbError, Options, Param, Res, Row, WriteMode,
 };
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
@@ -487,23 +486,13 @@ impl BlockingDriver for SqliteDriver {
     }
 
     fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let offset = opts
-            .start
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .map(decode_token)
-            .transpose()?
-            .unwrap_or(0);
+        let offset = opts.offset()?;
         let count = opts.page_size();
         let cols = sql::select_columns(table, opts);
         let (s, cs) = sql::select(D, table, &cols, query, opts, offset)?;
         let conn = self.conn()?;
-        let mut rows = fetch(&conn, &s, &cols)?;
-        let mut next_token = None;
-        if rows.len() > count {
-            rows.truncate(count);
-            next_token = Some(encode_token(offset + count as u64));
-        }
+        let rows = fetch(&conn, &s, &cols)?;
+        let (rows, next_token) = super::page(rows, count, offset);
         let total = if opts.total {
             let mut stmt = conn.prepare_cached(&cs.text).map_err(map_err)?;
             let n: i64 = stmt
