@@ -7,12 +7,16 @@ use crate::process::{self, Role};
 use crate::Boot;
 use std::process::ExitCode;
 
-/// An application: its name and its own parameters (tables, routes and jobs come with later
-/// modules). The stock `bkjs` binary is `App::default()`.
+/// An application: its own parameters, tables, routes, hooks and jobs. The stock `bkjs` binary
+/// is `App::default()`.
 #[derive(Debug, Default)]
 pub struct App {
     params: Vec<&'static Param>,
     tables: Vec<crate::db::Table>,
+    routes: crate::api::Routes,
+    jobs: crate::jobs::Registry,
+    /// The first registration that failed; reported when the application starts.
+    route_error: Option<String>,
 }
 
 impl App {
@@ -30,6 +34,97 @@ impl App {
     pub fn table(mut self, table: crate::db::Table) -> App {
         self.tables.push(table);
         self
+    }
+
+    /// Adds a route: `method` (`GET`, `POST`, ..., or `*`), `pattern` (an exact path, a regexp, or
+    /// a template with `{name}` segments such as `/test/{id}`) and an async handler.
+    pub fn route<F, Fut>(mut self, method: &str, pattern: &str, f: F) -> App
+    where
+        F: Fn(std::sync::Arc<crate::api::Req>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<crate::api::Out, crate::api::ApiError>>
+            + Send
+            + 'static,
+    {
+        if let Err(e) = self.routes.add(method, pattern, "", f) {
+            self.route_error.get_or_insert(e.to_string());
+        }
+        self
+    }
+
+    /// [`App::route`] with a one-line description for `web/doc.html` (`bkjs doc`).
+    pub fn route_doc<F, Fut>(mut self, method: &str, pattern: &str, doc: &str, f: F) -> App
+    where
+        F: Fn(std::sync::Arc<crate::api::Req>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<crate::api::Out, crate::api::ApiError>>
+            + Send
+            + 'static,
+    {
+        if let Err(e) = self.routes.add(method, pattern, doc, f) {
+            self.route_error.get_or_insert(e.to_string());
+        }
+        self
+    }
+
+    /// Adds an access check, run after authentication for matching requests.
+    pub fn access<F, Fut>(mut self, method: &str, pattern: &str, f: F) -> App
+    where
+        F: Fn(std::sync::Arc<crate::api::Req>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::api::ApiError>> + Send + 'static,
+    {
+        if let Err(e) = self.routes.access(method, pattern, f) {
+            self.route_error.get_or_insert(e.to_string());
+        }
+        self
+    }
+
+    /// Adds a pre hook, run after the access checks for matching requests.
+    pub fn pre<F, Fut>(mut self, method: &str, pattern: &str, f: F) -> App
+    where
+        F: Fn(std::sync::Arc<crate::api::Req>) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::api::ApiError>> + Send + 'static,
+    {
+        if let Err(e) = self.routes.pre(method, pattern, f) {
+            self.route_error.get_or_insert(e.to_string());
+        }
+        self
+    }
+
+    /// Adds a post hook that may rewrite the JSON reply of matching requests.
+    pub fn post<F>(mut self, method: &str, pattern: &str, f: F) -> App
+    where
+        F: Fn(&crate::api::Req, &mut serde_json::Value) + Send + Sync + 'static,
+    {
+        if let Err(e) = self.routes.post(method, pattern, f) {
+            self.route_error.get_or_insert(e.to_string());
+        }
+        self
+    }
+
+    /// Registers job `name` (SPEC §9): run by the master from `etc/crontab`, `/system/jobs`,
+    /// `bksh -run-job`, `-server-job` or `bk_jobs`, in a job worker process (type `local`) or
+    /// inside the master (type `server`). The handler gets the job's arguments, the
+    /// configuration and the database.
+    pub fn job<F, Fut>(mut self, name: &str, f: F) -> App
+    where
+        F: Fn(crate::jobs::JobContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), crate::jobs::JobError>> + Send + 'static,
+    {
+        if let Err(e) = self.jobs.add(name, f) {
+            self.route_error.get_or_insert(e.to_string());
+        }
+        self
+    }
+
+    /// Every registered job (plus the test jobs when test faults are on).
+    pub fn jobs(&self) -> std::sync::Arc<crate::jobs::Registry> {
+        let mut r = self.jobs.clone();
+        crate::jobs::test_jobs(&mut r);
+        std::sync::Arc::new(r)
+    }
+
+    /// The application's routes and hooks (the built-in groups are added by the web worker).
+    pub fn routes(&self) -> crate::api::Routes {
+        self.routes.clone()
     }
 
     /// Every described table: the built-in ones, then the application's.
@@ -60,15 +155,30 @@ pub fn run(app: App) -> ExitCode {
         }
     };
     let registry = app.registry();
+    if let Some(e) = &app.route_error {
+        eprintln!("bkjs: {e}");
+        return ExitCode::from(config::EXIT_USAGE as u8);
+    }
     if command == Command::Help {
         print!("{}", cli::usage());
         print!("{}", config::help_text(&registry));
         return ExitCode::SUCCESS;
     }
+    if command == Command::Doc {
+        return ExitCode::from(doc_command(&app, &params) as u8);
+    }
+    if command == Command::InitApp {
+        return ExitCode::from(crate::init_app::command(&params) as u8);
+    }
     if command == Command::Version {
         println!("bkjs {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
+    let (params, sub) = if command == Command::Shell {
+        crate::shell::split_subcommand(&params)
+    } else {
+        (params, None)
+    };
     let loaded = Args::parse(&params, &registry)
         .and_then(|args| Config::load(&registry, &args, &config::env_map()));
     let cfg = match loaded {
@@ -80,10 +190,41 @@ pub fn run(app: App) -> ExitCode {
     };
     let code = match command {
         Command::Role => become_role(cfg, &app),
-        Command::Shell => crate::shell::run(cfg, app.tables()),
+        Command::Shell => shell(cfg, &app, sub),
         other => cli::command(other, cfg),
     };
     ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+/// `doc html|markdown|write [DIR]`: this application's reference, printed or written.
+fn doc_command(app: &App, words: &[String]) -> i32 {
+    let mut routes = app.routes();
+    routes.extend(crate::api::endpoints::builtin());
+    let params = app.registry();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        [] | ["html"] => print!("{}", crate::doc::html(&routes, &params)),
+        ["markdown"] => print!("{}", crate::doc::markdown(&params)),
+        ["write"] | ["write", _] => {
+            let dir = std::path::Path::new(words.get(1).copied().unwrap_or("."));
+            match crate::doc::write(dir, &routes, &params) {
+                Ok(paths) => {
+                    for p in paths {
+                        println!("wrote {}", p.display());
+                    }
+                }
+                Err(e) => {
+                    eprintln!("bkjs doc: {e}");
+                    return 1;
+                }
+            }
+        }
+        _ => {
+            eprintln!("bkjs doc: expected `html`, `markdown` or `write [DIR]`, got {words:?}");
+            return config::EXIT_USAGE;
+        }
+    }
+    0
 }
 
 /// Which role the role flags name: the first of them wins (SPEC §1).
@@ -93,6 +234,7 @@ fn role_of(args: &Args) -> Option<Role> {
         "master" => Some(Role::Master),
         "server" => Some(Role::Server),
         "web" => Some(Role::Web),
+        "worker" => Some(Role::Worker),
         _ => None,
     })
 }
@@ -103,7 +245,7 @@ fn become_role(cfg: Config, app: &App) -> i32 {
         return config::EXIT_USAGE;
     };
     let boot = Boot::detect(cfg.args.has_role("watch"));
-    if role != Role::Web {
+    if !matches!(role, Role::Web | Role::Worker) {
         if let Err(e) = make_home(&cfg) {
             eprintln!("bkjs: cannot prepare home {}: {e}", cfg.home.display());
             return process::EXIT_BOOT;
@@ -144,9 +286,11 @@ fn become_role(cfg: Config, app: &App) -> i32 {
         None
     };
     match role {
-        Role::Monitor | Role::Master => process::run_supervisor(cfg, role, &boot),
+        Role::Monitor => process::run_supervisor(cfg, role, &boot, None),
+        Role::Master => process::run_supervisor(cfg, role, &boot, Some((app.jobs(), app.tables()))),
         Role::Server => process::run_server(cfg, &boot, app.tables()),
-        Role::Web => process::run_web(cfg, &boot, app.tables()),
+        Role::Web => process::run_web(cfg, &boot, app.tables(), app.routes()),
+        Role::Worker => crate::jobs::run_worker(cfg, &boot, app.tables(), app.jobs()),
     }
 }
 
@@ -160,12 +304,13 @@ fn make_home(cfg: &Config) -> std::io::Result<()> {
 
 /// `bksh`: the shell with the same configuration sources as `bkjs`.
 pub fn shell_main(app: App) -> ExitCode {
-    let params: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    let (params, sub) = crate::shell::split_subcommand(&words);
     let registry = app.registry();
     match Args::parse(&params, &registry)
         .and_then(|args| Config::load(&registry, &args, &config::env_map()))
     {
-        Ok(cfg) => ExitCode::from(crate::shell::run(cfg, app.tables()).clamp(0, 255) as u8),
+        Ok(cfg) => ExitCode::from(shell(cfg, &app, sub).clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("bksh: {e}");
             ExitCode::from(config::EXIT_USAGE as u8)
@@ -187,4 +332,14 @@ fn test_table() -> Option<crate::db::Table> {
         cols.push(Column::text("b").index(1));
     }
     Table::new("bk_test_upgrade", cols).ok()
+}
+
+/// The shell: one subcommand, or commands from stdin.
+fn shell(cfg: Config, app: &App, sub: Option<(String, Vec<String>)>) -> i32 {
+    match sub {
+        Some((name, args)) => {
+            crate::shell::run_subcommand(cfg, app.tables(), app.jobs(), &name, &args)
+        }
+        None => crate::shell::run(cfg, app.tables(), &app.routes),
+    }
 }

@@ -20,6 +20,10 @@ pub enum Command {
     Restart,
     Help,
     Version,
+    /// `doc html|markdown|write [DIR]`: the reference generated from the registries.
+    Doc,
+    /// `init-app DIR`: a new application crate.
+    InitApp,
     /// No command: a re-executed child started with a role flag.
     Role,
 }
@@ -31,6 +35,8 @@ const COMMANDS: &[(&str, Command, &str)] = &[
     ("run-shell", Command::Shell, "the shell: configuration and pools, no HTTP server"),
     ("stop", Command::Stop, "stop the running tree found through var/bkjs.pid"),
     ("restart", Command::Restart, "reload the configuration and roll the web workers (-web: roll only)"),
+    ("init-app", Command::InitApp, "DIR [-bkjs-path PATH | -bkjs-version V]: create an application crate in DIR"),
+    ("doc", Command::Doc, "html | markdown | write [DIR]: the API and parameter reference (write: DIR/web/doc.html and DIR/README.md)"),
     ("help", Command::Help, "this text and every parameter"),
     ("version", Command::Version, "the version"),
 ];

@@ -3,7 +3,8 @@
 //! An application is a Rust binary that calls [`run`] with its [`App`]; the same binary becomes
 //! whichever role it is started as (monitor, master, server, web worker, shell), so an
 //! application's routes and parameters exist in every process without any registration protocol.
-//! Modules, one concern each: [`config`], [`process`], [`ipc`], [`api`], [`log`], [`app`].
+//! Modules, one concern each: [`config`], [`process`], [`ipc`], [`api`], [`log`], [`metrics`],
+//! [`msg`] (pub/sub), [`jobs`], [`shell`], [`doc`], [`app`].
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -14,8 +15,15 @@ pub mod cache;
 mod cli;
 pub mod config;
 pub mod db;
+pub mod doc;
+pub mod geo;
+pub mod image;
+mod init_app;
 pub mod ipc;
+pub mod jobs;
 pub mod log;
+pub mod metrics;
+pub mod msg;
 pub mod process;
 pub mod shell;
 

@@ -283,7 +283,7 @@ fn a_restart_with_a_new_column_and_index_upgrades_the_table_and_keeps_data() {
 }
 
 /// True when a service answers on 127.0.0.1:`port`; under CI=true a missing service fails the test.
-fn service(name: &str, port: u16) -> bool {
+pub(crate) fn service(name: &str, port: u16) -> bool {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
         return true;
@@ -295,7 +295,7 @@ fn service(name: &str, port: u16) -> bool {
     false
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
+pub(crate) fn sh(cmd: &str, args: &[&str]) -> String {
     let out = std::process::Command::new(cmd)
         .args(args)
         .output()

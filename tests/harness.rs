@@ -58,23 +58,44 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the kernel does not hand it out again soon).
+/// Ports are picked below the kernel's ephemeral range (32768-60999 by default): a port handed
+/// out by `bind(0)` and released could be taken at once by any outgoing connection's local end
+/// before the server under test binds it. Each test process starts at its own offset, and a
+/// port is only handed out once per process.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    free_ports(1)
 }
 
-/// Two consecutive free ports (for proxy mode).
+/// `n` consecutive free ports (proxy mode, several nodes); the first is returned.
 pub fn free_ports(n: u16) -> u16 {
-    for _ in 0..100 {
-        let base = free_port();
-        if base > 65000 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    let free = |port: u16| {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+    };
+    for _ in 0..SPAN {
+        let base = NEXT.fetch_add(u32::from(n), Ordering::SeqCst) % SPAN;
+        if base + u32::from(n) > SPAN {
             continue;
         }
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+        let base = (LOW + base) as u16;
+        if (0..n).all(|i| free(base + i)) {
             return base;
         }
     }
-    panic!("no {n} consecutive free ports");
+    panic!(
+        "no {n} consecutive free ports between {LOW} and {}",
+        LOW + SPAN
+    );
 }
 
 /// The argv of a process, from /proc.
@@ -164,6 +185,11 @@ pub struct Tree {
 
 /// Builds the command for `bkjs ARGS` in `home`, output to `home/out.log`.
 pub fn command(home: &Path, args: &[String]) -> (Command, PathBuf) {
+    command_of(Path::new(BIN), home, args)
+}
+
+/// [`command`] for another program built on bkjs (an application made by `init-app`).
+pub fn command_of(program: &Path, home: &Path, args: &[String]) -> (Command, PathBuf) {
     let log = home.join("out.log");
     let out = std::fs::OpenOptions::new()
         .create(true)
@@ -171,7 +197,7 @@ pub fn command(home: &Path, args: &[String]) -> (Command, PathBuf) {
         .open(&log)
         .expect("open log");
     let err = out.try_clone().expect("clone log");
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
         .stdout(out)
@@ -374,4 +400,53 @@ pub fn reads_eof(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// Whether the service `what` listens on 127.0.0.1:`port`. Under `CI=true` a missing service
+/// fails the test; elsewhere the caller skips (a message says so).
+pub fn service_up(port: u16, what: &str) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is not running on 127.0.0.1:{port} (required under CI=true)");
+    }
+    eprintln!("skipped: {what} is not running on 127.0.0.1:{port}");
+    false
+}
+
+/// A name no other test (of this run or a parallel one) uses: prefix, process id and a counter.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Runs `bksh ARGS` as a script (`bksh < input`, no terminal) and returns what it printed.
+pub fn bksh_script(args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(BKSH)
+        .args(args)
+        .env_remove("BKJS_HOME")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("bksh");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("bksh output")
 }

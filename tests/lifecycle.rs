@@ -239,6 +239,53 @@ fn systemd_notify_ready_and_watchdog() {
 }
 
 #[test]
+fn systemd_watchdog_pings_at_half_the_interval() {
+    // WATCHDOG_USEC = 2 s: one WATCHDOG=1 per second (sd_watchdog_enabled(3) asks for half).
+    let dir = tempfile::tempdir().expect("dir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let sp = sock_path.clone();
+    let started = std::time::Instant::now();
+    let t = Tree::start_with("run-server", &["-syslog", "0"], move |cmd| {
+        cmd.env("NOTIFY_SOCKET", &sp)
+            .env("WATCHDOG_USEC", "2000000");
+    });
+    let mut pings = 0u32;
+    let mut others = Vec::new();
+    // Full-interval pings (every 2 s) could not make 4 by 7 s; half-interval ones make 4 by 4 s.
+    let ok = wait_for(Duration::from_secs(7), || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).trim().to_string();
+            if msg == "WATCHDOG=1" {
+                pings += 1;
+            } else {
+                others.push(msg);
+            }
+        }
+        pings >= 4
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        ok,
+        "{pings} WATCHDOG=1 in {elapsed:.1} s; other messages {others:?}\n{}",
+        t.log()
+    );
+    // Never more often than every second: at most one per whole second since the start.
+    assert!(
+        f64::from(pings) <= elapsed.floor(),
+        "{pings} pings in {elapsed:.1} s"
+    );
+    assert!(
+        others.iter().any(|m| m.contains("READY=1")),
+        "the server's READY=1 reached the same socket: {others:?}"
+    );
+    assert_eq!(t.get("/ping").status, 200);
+}
+
+#[test]
 fn socket_activation_uses_the_passed_socket() {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;

@@ -3,10 +3,18 @@
 
 mod harness;
 
+mod api;
 mod cache;
 mod config;
+mod console;
 mod db;
+mod init_app;
+mod jobs;
 mod lifecycle;
 mod operations;
+mod packaging;
+mod realtime;
 mod rolling;
+mod shell;
+mod social;
 mod supervision;

@@ -2,11 +2,16 @@
 //! graceful drain (stop accepting, finish in-flight requests, close idle keep-alive connections,
 //! hard deadline), path access rules and JSON replies.
 
-mod endpoints;
+pub mod access;
+pub mod auth;
+pub mod endpoints;
 pub mod params;
 pub mod proxy;
+pub mod route;
 mod router;
+pub mod websocket;
 
+pub use route::{Account, ApiError, Out, Req, Routes};
 pub use router::{Api, Reply};
 
 /// Test-only fault switches exist only in debug builds and only when `BKJS_TEST_FAULTS=1`.
@@ -72,6 +77,54 @@ pub static PARAMS: &[Param] = &[
         Kind::List,
         "",
         "endpoint groups that may use _pool, _noscan and _noprocessrows (e.g. data)",
+    ),
+    Param::new(
+        "api-allow-admin",
+        Kind::Regexp,
+        "^/(system|data)/ ^/metrics$",
+        "paths only admins may call (unless an allow pattern opens them); a value replaces the default list",
+    ),
+    Param::new(
+        "api-disable",
+        Kind::List,
+        "",
+        "endpoint groups (first path segment: account, system, data, ...) that are not served",
+    ),
+    Param::new(
+        "api-max-expire",
+        Kind::Duration,
+        "1d",
+        "a signed request whose expiry is further ahead than this is refused",
+    ),
+    Param::new(
+        "api-session-age",
+        Kind::Duration,
+        "14d",
+        "lifetime of the session cookie set by /account/get?_session=1",
+    ),
+    Param::new(
+        "api-session-key",
+        Kind::String,
+        "",
+        "key that signs session cookies; empty: one generated once and kept in bk_property",
+    ),
+    Param::new(
+        "api-busy-latency",
+        Kind::Duration,
+        "1s",
+        "answer 503 while a worker's runtime runs timers later than this (0 = never)",
+    ),
+    Param::new(
+        "api-subscribe-timeout",
+        Kind::Duration,
+        "30m",
+        "a /account/subscribe long poll without events answers [] after this long",
+    ),
+    Param::new(
+        "api-subscribe-interval",
+        Kind::Duration,
+        "3s",
+        "after the first event, /account/subscribe gathers events this long before it answers",
     ),
     Param::new(
         "api-threads",
@@ -268,6 +321,7 @@ pub async fn serve(
         open: Default::default(),
     });
     let idle = api.cfg.duration("timeout");
+    api.watch_lag();
     {
         let (conns, mut drain) = (conns.clone(), drain.clone());
         tokio::spawn(async move {

@@ -9,9 +9,71 @@ pub struct Params {
     pairs: Vec<(String, String)>,
     /// The JSON body's fields with their types, when the body was a JSON object.
     json: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Files of a multipart body.
+    files: Vec<Upload>,
+}
+
+/// A file part of a `multipart/form-data` body.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    /// The form field's name.
+    pub name: String,
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Bytes,
 }
 
 impl Params {
+    /// [`Params::new`], plus `multipart/form-data` bodies: text fields become parameters and
+    /// file fields [`Upload`]s.
+    pub async fn parse(
+        query: Option<&str>,
+        content_type: Option<&str>,
+        body: &Bytes,
+    ) -> Result<Params, String> {
+        let Some(ct) = content_type.filter(|c| c.starts_with("multipart/form-data")) else {
+            return Params::new(query, content_type, body);
+        };
+        let boundary =
+            multer::parse_boundary(ct).map_err(|e| format!("bad multipart body: {e}"))?;
+        let boundary = exact_boundary(body, &boundary).unwrap_or(boundary);
+        let mut p = Params::new(query, None, body)?;
+        let chunk = body.clone();
+        let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(chunk) });
+        let mut parts = multer::Multipart::new(stream, boundary);
+        loop {
+            let field = match parts.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err(format!("bad multipart body: {e}")),
+            };
+            let name = field.name().unwrap_or("").to_string();
+            let file_name = field.file_name().map(str::to_string);
+            let content_type = field.content_type().map(|m| m.to_string());
+            let data = field
+                .bytes()
+                .await
+                .map_err(|e| format!("bad multipart body: {e}"))?;
+            if file_name.is_some() {
+                p.files.push(Upload {
+                    name,
+                    file_name,
+                    content_type,
+                    data,
+                });
+            } else {
+                p.pairs
+                    .push((name, String::from_utf8_lossy(&data).into_owned()));
+            }
+        }
+        Ok(p)
+    }
+
+    /// The file parts of a multipart body.
+    pub fn files(&self) -> &[Upload] {
+        &self.files
+    }
+
     /// The query string, then an `application/x-www-form-urlencoded` body; an `application/json`
     /// object body replaces both. A JSON body that does not parse, or is not an object, is refused.
     pub fn new(
@@ -35,6 +97,7 @@ impl Params {
             return Ok(Params {
                 pairs,
                 json: Some(map),
+                files: Vec::new(),
             });
         }
         let mut pairs: Vec<(String, String)> = query
@@ -43,7 +106,11 @@ impl Params {
         if content_type.is_some_and(|c| c.starts_with("application/x-www-form-urlencoded")) {
             pairs.extend(form_urlencoded::parse(body).into_owned());
         }
-        Ok(Params { pairs, json: None })
+        Ok(Params {
+            pairs,
+            json: None,
+            files: Vec::new(),
+        })
     }
 
     /// Every parameter, in order (the last of a repeated name wins where one value is wanted).
@@ -73,6 +140,20 @@ impl Params {
             .map(|(_, v)| v.clone())
             .collect()
     }
+}
+
+/// The boundary as the body spells it. The router hands the Content-Type over lower-cased,
+/// while a boundary is case-sensitive (browsers send `----WebKitFormBoundaryAbC...`): the body's
+/// first delimiter line (`--BOUNDARY`, after an optional preamble) gives back its exact case.
+fn exact_boundary(body: &[u8], lower: &str) -> Option<String> {
+    let want = format!("--{lower}");
+    let n = want.len();
+    (0..body.len().saturating_sub(n - 1))
+        .filter(|&i| i == 0 || body[i - 1] == b'\n')
+        .map(|i| &body[i..i + n])
+        .find(|line| line.eq_ignore_ascii_case(want.as_bytes()))
+        .and_then(|line| std::str::from_utf8(&line[2..]).ok())
+        .map(str::to_string)
 }
 
 #[cfg(test)]
@@ -110,5 +191,37 @@ mod tests {
             .contains("invalid JSON"));
         let arr = Bytes::from_static(b"[1]");
         assert!(Params::new(None, Some("application/json"), &arr).is_err());
+    }
+
+    #[tokio::test]
+    async fn multipart_fields_and_files() {
+        let body = Bytes::from_static(
+            b"--XX\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n\
+--XX\r\nContent-Disposition: form-data; name=\"icon\"; filename=\"i.png\"\r\n\
+Content-Type: image/png\r\n\r\nPNGDATA\r\n--XX--\r\n",
+        );
+        let p = Params::parse(Some("q=2"), Some("multipart/form-data; boundary=XX"), &body)
+            .await
+            .expect("multipart");
+        assert_eq!(p.get("a"), Some("1"));
+        assert_eq!(p.get("q"), Some("2"));
+        assert_eq!(p.files().len(), 1);
+        assert_eq!(p.files()[0].name, "icon");
+        assert_eq!(p.files()[0].file_name.as_deref(), Some("i.png"));
+        assert_eq!(&p.files()[0].data[..], b"PNGDATA");
+        // The router lower-cases the content type; the boundary's case comes from the body.
+        let body = Bytes::from_static(
+            b"preamble\r\n--AbC\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n1\r\n--AbC--\r\n",
+        );
+        let p = Params::parse(None, Some("multipart/form-data; boundary=abc"), &body)
+            .await
+            .expect("mixed-case boundary");
+        assert_eq!(p.get("a"), Some("1"));
+        let bad = Bytes::from_static(b"--XX\r\nnonsense");
+        assert!(
+            Params::parse(None, Some("multipart/form-data; boundary=XX"), &bad)
+                .await
+                .is_err()
+        );
     }
 }

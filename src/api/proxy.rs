@@ -2,7 +2,7 @@
 //! upgrades included, to a ready web worker on 127.0.0.1 ports N, N+1, ...; the worker with the
 //! fewest outstanding requests wins. With no ready worker the answer is 503.
 
-use super::router::error;
+use super::router::error_full as error;
 use crate::config::Config;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt};

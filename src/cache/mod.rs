@@ -2,12 +2,14 @@
 //! over IPC, kept coherent across machines by [`Peers`]; or Redis (`-cache-type redis`). Web code
 //! sees only [`Cache`], whose reads treat any failure as a miss and whose writes report errors.
 
+mod near;
 mod peers;
 mod redis;
 mod store;
 
+pub use near::NearCache;
 pub use peers::{PeerOp, Peers};
-pub use store::{CacheStats, LruStore};
+pub use store::{CacheStats, Change, ChangeListener, LruStore};
 
 use crate::config::{Config, Kind, Param};
 use crate::ipc::{self, Msg};
@@ -21,6 +23,7 @@ pub static PARAMS: &[Param] = &[
     Param::new("cache-port", Kind::Int { min: 1, max: 65535 }, "20194", "TCP port of the peer cache bus"),
     Param::new("cache-bind", Kind::String, "0.0.0.0", "address the peer cache bus listens on"),
     Param::new("cache-peer-heartbeat", Kind::Duration, "1s", "how often a server tells its peers its last sequence number; bounds how long a lost broadcast can go unnoticed"),
+    Param::new("cache-near-size", Kind::Size, "4MB", "bytes of values each web worker keeps of what it read from the server's LRU, kept coherent by invalidations the server pushes; 0 = every read crosses IPC"),
     Param::new("cache-prefix", Kind::String, "", "prefix of every key stored in Redis"),
     Param::new("redis-host", Kind::String, "127.0.0.1:6379", "Redis server (host:port or redis:// URL)"),
 ];
@@ -54,7 +57,11 @@ impl Cache {
     }
 
     async fn ask(ipc: &ipc::Client, msg: Msg) -> Result<Msg, CacheError> {
-        match ipc.request(msg).await {
+        Self::answer(ipc.request(msg).await)
+    }
+
+    fn answer(r: Result<Msg, ipc::IpcError>) -> Result<Msg, CacheError> {
+        match r {
             Ok(Msg::Error { message }) => Err(CacheError::Protocol(message)),
             Ok(m) => Ok(m),
             Err(e) => Err(CacheError::Unavailable(e.to_string())),
@@ -65,7 +72,7 @@ impl Cache {
     pub async fn get(&self, keys: Vec<String>) -> Vec<Option<String>> {
         let n = keys.len();
         let r = match self {
-            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheGet { keys }).await {
+            Cache::Local(ipc) => match Self::answer(ipc.cache_get(keys).await) {
                 Ok(Msg::Values { values }) if values.len() == n => Ok(values),
                 Ok(other) => Err(CacheError::Protocol(format!("{other:?}"))),
                 Err(e) => Err(e),
@@ -155,9 +162,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// The LRU of `-lru-max` entries, and the peer bus when `-cache-host` names peers.
-    pub fn start(cfg: &Config) -> Result<Server, CacheError> {
-        let store = Arc::new(Mutex::new(LruStore::new(cfg.int("lru-max") as usize)));
+    /// The LRU of `-lru-max` entries, and the peer bus when `-cache-host` names peers;
+    /// `listener` hears of every write (the hub's pushes to the workers' near caches).
+    pub fn start(cfg: &Config, listener: Option<ChangeListener>) -> Result<Server, CacheError> {
+        let mut lru = LruStore::new(cfg.int("lru-max") as usize);
+        if let Some(l) = listener {
+            lru.on_change(l);
+        }
+        let store = Arc::new(Mutex::new(lru));
         let peers = if cfg.list("cache-host").is_empty() || cfg.str("cache-type") != "local" {
             None
         } else {

@@ -222,6 +222,8 @@ fn send(socket: &Socket, frame: &Frame) {
 }
 
 fn receive(socket: Socket, shared: Arc<Shared>, me: u64) {
+    // Dialers found to lead back to this server, closed once each.
+    let mut closed: std::collections::HashSet<nng::Dialer> = std::collections::HashSet::new();
     loop {
         let mut msg = match socket.recv() {
             Ok(m) => m,
@@ -240,14 +242,18 @@ fn receive(socket: Socket, shared: Arc<Shared>, me: u64) {
             }
         };
         if frame.o == me {
-            // Our own broadcast came back: this connection leads to ourselves.
-            if let Some(p) = msg.pipe() {
-                // Stop dialling that address too, or it would reconnect (and clear) forever.
-                if let Some(d) = p.dialer() {
+            // Our own broadcast came back: this connection leads to ourselves. Closing the
+            // dialer closes its pipe and stops it reconnecting (and clearing) forever; the
+            // accepted end of the same connection then closes by itself. Pipes are not closed
+            // here: one may already be gone, and the nng crate panics on that (which would end
+            // this thread and with it the whole peer bus).
+            if let Some(d) = msg.pipe().and_then(|p| p.dialer()) {
+                if closed.insert(d) {
                     tracing::info!("cache peer bus: a -cache-host entry is this server itself; no longer dialling it");
-                    d.close();
+                    if std::panic::catch_unwind(move || d.close()).is_err() {
+                        tracing::warn!("cache peer bus: closing the dialer to this server failed");
+                    }
                 }
-                p.close();
             }
             continue;
         }

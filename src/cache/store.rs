@@ -31,10 +31,23 @@ pub struct CacheStats {
     pub applied: u64,
 }
 
+/// A change to the store that copies of its values (workers' near caches) must drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// This key was written or deleted.
+    Key(&'a str),
+    /// Everything was cleared.
+    All,
+}
+
+/// Told of every write, under the store's lock, so copies drop in the order writes happen.
+pub type ChangeListener = Box<dyn Fn(Change<'_>) + Send>;
+
 /// The LRU itself.
 pub struct LruStore {
     lru: LruCache<String, String>,
     stats: CacheStats,
+    listener: Option<ChangeListener>,
 }
 
 impl std::fmt::Debug for LruStore {
@@ -55,6 +68,19 @@ impl LruStore {
                 max: cap.get() as u64,
                 ..CacheStats::default()
             },
+            listener: None,
+        }
+    }
+
+    /// Calls `listener` on every put, incr, del and clear from now on (not on evictions: an
+    /// evicted value was still right).
+    pub fn on_change(&mut self, listener: ChangeListener) {
+        self.listener = Some(listener);
+    }
+
+    fn changed(&self, c: Change<'_>) {
+        if let Some(l) = &self.listener {
+            l(c);
         }
     }
 
@@ -81,6 +107,7 @@ impl LruStore {
         }
         self.stats.bytes += added;
         self.stats.inserted += 1;
+        self.changed(Change::Key(key));
     }
 
     /// Adds `delta` to the number stored under `key` (missing or not a number counts as 0) and
@@ -97,6 +124,8 @@ impl LruStore {
     }
 
     pub fn del(&mut self, key: &str) -> bool {
+        // A copy may outlive the server's own entry (evicted here, still held by a worker).
+        self.changed(Change::Key(key));
         match self.lru.pop(key) {
             Some(v) => {
                 self.stats.bytes -= (key.len() + v.len()) as u64;
@@ -111,6 +140,7 @@ impl LruStore {
         self.stats.deleted += self.lru.len() as u64;
         self.lru.clear();
         self.stats.bytes = 0;
+        self.changed(Change::All);
     }
 
     /// Keys starting with `prefix` (all keys for an empty one), most recently used first.
@@ -171,5 +201,25 @@ mod tests {
         s.clear();
         assert_eq!(s.stats().count, 0);
         assert_eq!(s.stats().bytes, 0);
+    }
+
+    #[test]
+    fn every_write_is_reported_but_no_eviction() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let mut s = LruStore::new(1);
+        let log = seen.clone();
+        s.on_change(Box::new(move |c| {
+            log.lock().expect("log").push(match c {
+                Change::Key(k) => k.to_string(),
+                Change::All => "*".to_string(),
+            })
+        }));
+        s.put("a", "1");
+        s.put("b", "2"); // evicts a: not reported as a change of a
+        s.incr("b", 1);
+        s.del("gone");
+        s.get("b");
+        s.clear();
+        assert_eq!(*seen.lock().expect("log"), ["a", "b", "b", "gone", "*"]);
     }
 }

@@ -22,7 +22,7 @@ pub const EXIT_USAGE: i32 = 64;
 
 /// Flags that choose what a process becomes; only read from the command line (SPEC §1).
 pub const ROLE_FLAGS: &[&str] = &[
-    "monitor", "master", "server", "web", "watch", "daemon", "shell",
+    "monitor", "master", "server", "web", "worker", "watch", "daemon", "shell",
 ];
 
 /// What went wrong while loading configuration, and where.

@@ -215,10 +215,14 @@ pub static CORE: &[Param] = &[
 pub fn builtin() -> Vec<&'static Param> {
     CORE.iter()
         .chain(crate::log::PARAMS)
+        .chain(crate::geo::PARAMS)
+        .chain(crate::api::endpoints::PARAMS)
         .chain(crate::process::PARAMS)
         .chain(crate::ipc::PARAMS)
         .chain(crate::cache::PARAMS)
         .chain(crate::db::front::PARAMS)
         .chain(crate::api::PARAMS)
+        .chain(crate::msg::PARAMS)
+        .chain(crate::jobs::PARAMS)
         .collect()
 }

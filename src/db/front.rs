@@ -180,6 +180,27 @@ pub struct Db {
     caching: HashSet<String>,
     cache: Option<Cache>,
     hooks: HashMap<String, Vec<RowHook>>,
+    /// `pool.NAME.cache_hits` and `pool.NAME.cache_misses` of each pool, looked up once.
+    cache_counters: HashMap<String, CacheCounters>,
+}
+
+type CacheCounters = (Arc<crate::metrics::Counter>, Arc<crate::metrics::Counter>);
+
+fn cache_counters(pools: &HashMap<String, Arc<dyn Driver>>) -> HashMap<String, CacheCounters> {
+    let r = crate::metrics::Registry::global();
+    pools
+        .values()
+        .map(|p| {
+            let n = p.name();
+            (
+                n.to_string(),
+                (
+                    r.counter(&format!("pool.{n}.cache_hits")),
+                    r.counter(&format!("pool.{n}.cache_misses")),
+                ),
+            )
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for Db {
@@ -221,9 +242,10 @@ impl Db {
         let mut pools = HashMap::new();
         for driver in needed {
             let pool = open_pool(&driver, cfg).await?;
-            pools.insert(driver, pool);
+            pools.insert(driver, super::metered::Metered::wrap(pool));
         }
         Ok(Db {
+            cache_counters: cache_counters(&pools),
             pools,
             tables: tables
                 .into_iter()
@@ -248,6 +270,7 @@ impl Db {
             .map(|t| (t.name().to_string(), default.to_string()))
             .collect();
         Db {
+            cache_counters: cache_counters(&pools),
             pools,
             tables: tables
                 .into_iter()
@@ -375,11 +398,18 @@ impl Db {
         };
         let ckey = Self::cache_key(&t, key)
             .ok_or_else(|| DbError::bad_value("key", "primary key value required"))?;
+        let counters = self.cache_counters.get(pool.name());
         if let Some(Some(text)) = cache.get(vec![ckey.clone()]).await.into_iter().next() {
             if let Ok(Value::Object(mut row)) = serde_json::from_str(&text) {
+                if let Some((hits, _)) = counters {
+                    hits.inc();
+                }
                 self.process(&t, std::slice::from_mut(&mut row));
                 return Ok(Some(row));
             }
+        }
+        if let Some((_, misses)) = counters {
+            misses.inc();
         }
         let row = pool.get(&t, key, &Options::default()).await?;
         if let Some(r) = &row {

@@ -8,6 +8,7 @@
 //! blocking pool through [`Blocking`]. The front that applications use is [`Db`] in [`front`].
 
 pub mod front;
+mod metered;
 pub mod mysql;
 pub mod pgsql;
 pub mod schema;

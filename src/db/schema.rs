@@ -365,7 +365,6 @@ pub fn builtin_tables() -> Vec<Table> {
         "zipcode",
         "country",
         "device_id",
-        "geohash",
         "location",
     ];
     let mut account_cols = vec![
@@ -374,6 +373,8 @@ pub fn builtin_tables() -> Vec<Table> {
     ];
     account_cols.extend(account.iter().map(|n| Column::text(n)));
     account_cols.extend([
+        // Searched by prefix (/account/select/location).
+        Column::text("geohash").index(1),
         Column::real("latitude"),
         Column::real("longitude"),
         Column::bigint("ltime"),
@@ -432,7 +433,8 @@ pub fn builtin_tables() -> Vec<Table> {
             "bk_location",
             vec![
                 Column::text("geohash").primary(1),
-                Column::text("id").primary(2),
+                // Found by id when the account is deleted.
+                Column::text("id").primary(2).index(1),
                 Column::real("latitude"),
                 Column::real("longitude"),
                 Column::text("alias"),
@@ -460,12 +462,13 @@ pub fn builtin_tables() -> Vec<Table> {
         ),
         table(
             "bk_status",
+            // Presence is public: anyone signed in reads it.
             vec![
-                Column::text("id").primary(1),
-                Column::text("status"),
-                Column::text("alias"),
-                Column::bigint("atime"),
-                Column::bigint("mtime").now(),
+                Column::text("id").primary(1).pub_(),
+                Column::text("status").pub_(),
+                Column::text("alias").pub_(),
+                Column::bigint("atime").pub_(),
+                Column::bigint("mtime").now().pub_(),
             ],
         ),
     ]

@@ -1,27 +1,173 @@
 //! The worker side of IPC: one unix-socket connection to the server's hub, speaking the nng REQ
 //! wire protocol natively on the worker's runtime. Requests are multiplexed by request id, so
-//! any number are in flight at once; a connection task writes requests and routes replies to
-//! their waiters. A request that gets no reply within `-ipc-timeout` fails with
-//! [`IpcError::Timeout`]; a lost connection fails the requests in flight and is re-dialled.
+//! any number are in flight at once; a connection task writes requests, and replies are routed to
+//! their waiters by whoever reads the socket first. A request that gets no reply within
+//! `-ipc-timeout` fails with [`IpcError::Timeout`]; a lost connection fails the requests in
+//! flight and is re-dialled.
+//!
+//! Besides replies, the server pushes cache invalidations on the same stream (frames whose id
+//! lacks the high bit). They keep the worker's [`NearCache`] coherent: before a cache read is
+//! answered from it, everything already waiting on the socket is read with a non-blocking
+//! `recv(2)` (not tokio's cached readiness, which may lag), so an invalidation the server sent
+//! before it acknowledged a write is always applied first.
 
 use super::sp;
 use super::{IpcError, Msg};
+use crate::cache::NearCache;
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tokio::io::Interest;
+use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 
-type Waiters = Mutex<HashMap<u32, oneshot::Sender<Result<Msg, IpcError>>>>;
+tokio::task_local! {
+    /// Set once the socket was drained during the current HTTP request (see [`request_scope`]).
+    static DRAINED: std::cell::Cell<bool>;
+}
+
+/// Runs one HTTP request's handling. Inside it, the socket is drained before the first
+/// near-cache read only: an invalidation the request must see was sent before the write it
+/// belongs to was acknowledged, hence before this request arrived, hence before that drain.
+pub async fn request_scope<F: std::future::Future>(f: F) -> F::Output {
+    DRAINED.scope(std::cell::Cell::new(false), f).await
+}
+
+/// Someone waiting for the reply to request `id`.
+struct Waiter {
+    tx: oneshot::Sender<Result<Msg, IpcError>>,
+    /// A cache read: its keys and the near cache's epoch when it was sent.
+    fill: Option<(u64, Vec<String>)>,
+}
+
+/// The read side of the current connection, the requests in flight and the near cache: one
+/// lock, because the order in which frames are read is the order in which they take effect.
+struct State {
+    waiters: HashMap<u32, Waiter>,
+    near: NearCache,
+    /// The live connection's read half; `None` while disconnected.
+    link: Option<Arc<OwnedReadHalf>>,
+    /// Bytes read but not yet a whole frame.
+    rbuf: Vec<u8>,
+    /// What `recv` reads into, allocated (and zeroed) once.
+    scratch: Box<[u8]>,
+}
 
 struct Inner {
     timeout: Duration,
     next_id: AtomicU32,
-    waiters: Waiters,
+    state: Mutex<State>,
     tx: mpsc::UnboundedSender<Vec<u8>>,
     /// Log the first failure of a streak and the recovery, not every heartbeat.
     failing: AtomicBool,
+}
+
+/// What reading the socket found.
+enum Drained {
+    /// Nothing more to read now.
+    Empty,
+    /// The server closed the connection, or reading failed.
+    Lost(String),
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads whatever the socket holds right now and applies it: replies to their waiters,
+    /// pushed invalidations to the near cache. On a lost connection everything in flight fails.
+    fn drain(&self, st: &mut State) -> Drained {
+        let Some(link) = st.link.clone() else {
+            return Drained::Empty;
+        };
+        let half: &OwnedReadHalf = &link;
+        let stream: &tokio::net::UnixStream = half.as_ref();
+        let fd = stream.as_raw_fd();
+        let outcome = loop {
+            let State { rbuf, scratch, .. } = &mut *st;
+            match nix::sys::socket::recv(fd, scratch, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => break Drained::Lost("the server closed the connection".into()),
+                Ok(n) => {
+                    rbuf.extend_from_slice(&scratch[..n]);
+                    if n < scratch.len() {
+                        break Drained::Empty;
+                    }
+                }
+                Err(nix::errno::Errno::EAGAIN) => break Drained::Empty,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => break Drained::Lost(format!("read: {e}")),
+            }
+        };
+        if let Err(why) = dispatch(st) {
+            return self.lose(st, &why);
+        }
+        match outcome {
+            Drained::Lost(why) => self.lose(st, &why),
+            empty => empty,
+        }
+    }
+
+    /// The connection is gone: nothing cached may be trusted, nothing in flight will be answered.
+    fn lose(&self, st: &mut State, why: &str) -> Drained {
+        if st.link.take().is_some() {
+            st.near.set_live(false);
+            st.rbuf.clear();
+            for (_, w) in st.waiters.drain() {
+                let _ = w.tx.send(Err(IpcError::Transport(format!(
+                    "connection to the server lost: {why}"
+                ))));
+            }
+        }
+        Drained::Lost(why.to_string())
+    }
+}
+
+/// Applies every whole frame in `st.rbuf`.
+fn dispatch(st: &mut State) -> Result<(), String> {
+    let mut at = 0;
+    while sp::has_frame(&st.rbuf[at..]) {
+        let len = frame_len(&st.rbuf[at..]);
+        let msg = &st.rbuf[at + 9..at + 9 + len];
+        at += 9 + len;
+        if msg.len() < 4 {
+            return Err("a frame without a request id".into());
+        }
+        let id = u32::from_be_bytes([msg[0], msg[1], msg[2], msg[3]]);
+        let decoded =
+            serde_json::from_slice::<Msg>(&msg[4..]).map_err(|e| IpcError::Decode(e.to_string()));
+        if id & 0x8000_0000 == 0 {
+            match decoded {
+                Ok(Msg::Invalidate { keys }) => st.near.invalidate(&keys),
+                Ok(Msg::InvalidateAll) => st.near.invalidate_all(),
+                // Unknown pushes are not fatal; unknown invalidations would be: forget it all.
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("ipc: undecodable push from the server: {e}");
+                    st.near.invalidate_all();
+                }
+            }
+            continue;
+        }
+        let Some(w) = st.waiters.remove(&id) else {
+            continue; // timed out already
+        };
+        if let (Some((epoch, keys)), Ok(Msg::Values { values })) = (&w.fill, &decoded) {
+            st.near.fill(*epoch, keys, values);
+        }
+        let _ = w.tx.send(decoded);
+    }
+    st.rbuf.drain(..at);
+    Ok(())
+}
+
+fn frame_len(buf: &[u8]) -> usize {
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&buf[1..9]);
+    u64::from_be_bytes(len) as usize
 }
 
 /// A handle to the worker's IPC connection; cheap to clone.
@@ -32,8 +178,17 @@ pub struct Client {
 
 impl Client {
     /// Starts dialling `url` (`ipc:///path`) on the current tokio runtime; requests wait for the
-    /// connection within their timeout.
+    /// connection within their timeout. No near cache: every read crosses IPC.
     pub fn connect(url: &str, timeout: Duration) -> Result<Client, IpcError> {
+        Client::connect_near(url, timeout, 0)
+    }
+
+    /// [`Client::connect`] with a near cache of `near_bytes` (0: none) for [`Client::cache_get`].
+    pub fn connect_near(
+        url: &str,
+        timeout: Duration,
+        near_bytes: usize,
+    ) -> Result<Client, IpcError> {
         let path = PathBuf::from(
             url.strip_prefix("ipc://")
                 .ok_or_else(|| IpcError::Transport(format!("{url} is not an ipc:// URL")))?,
@@ -44,7 +199,13 @@ impl Client {
         let inner = Arc::new(Inner {
             timeout,
             next_id: AtomicU32::new(rand::random::<u32>() & 0x7fff_ffff),
-            waiters: Mutex::new(HashMap::new()),
+            state: Mutex::new(State {
+                waiters: HashMap::new(),
+                near: NearCache::new(near_bytes),
+                link: None,
+                rbuf: Vec::with_capacity(4096),
+                scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
+            }),
             tx,
             failing: AtomicBool::new(false),
         });
@@ -62,7 +223,33 @@ impl Client {
 
     /// Sends a message and waits for the server's reply, at most `-ipc-timeout`.
     pub async fn request(&self, msg: Msg) -> Result<Msg, IpcError> {
-        let result = self.round_trip(msg).await;
+        self.logged(self.round_trip(msg, None).await)
+    }
+
+    /// The values of `keys` in the server's cache: from the near cache when it holds them all,
+    /// otherwise from the server (and then kept in the near cache).
+    pub async fn cache_get(&self, keys: Vec<String>) -> Result<Msg, IpcError> {
+        let epoch = {
+            let mut st = self.inner.lock();
+            if !st.near.enabled() {
+                None
+            } else {
+                // Apply whatever the server already sent, invalidations above all (once per
+                // request; outside a request scope, every time).
+                if DRAINED.try_with(|d| !d.replace(true)).unwrap_or(true) {
+                    self.inner.drain(&mut st);
+                }
+                if let Some(values) = st.near.lookup(&keys) {
+                    return Ok(Msg::Values { values });
+                }
+                Some(st.near.epoch())
+            }
+        };
+        let fill = epoch.map(|e| (e, keys.clone()));
+        self.logged(self.round_trip(Msg::CacheGet { keys }, fill).await)
+    }
+
+    fn logged(&self, result: Result<Msg, IpcError>) -> Result<Msg, IpcError> {
         match &result {
             Err(e) if !self.inner.failing.swap(true, Ordering::Relaxed) => {
                 tracing::warn!("ipc to the server failed: {e}");
@@ -75,15 +262,15 @@ impl Client {
         result
     }
 
-    async fn round_trip(&self, msg: Msg) -> Result<Msg, IpcError> {
+    async fn round_trip(
+        &self,
+        msg: Msg,
+        fill: Option<(u64, Vec<String>)>,
+    ) -> Result<Msg, IpcError> {
         let body = serde_json::to_vec(&msg).map_err(|e| IpcError::Decode(e.to_string()))?;
         let id = (self.inner.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff) | 0x8000_0000;
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
+        self.inner.lock().waiters.insert(id, Waiter { tx, fill });
         let mut frame = Vec::with_capacity(body.len() + 13);
         sp::frame(&mut frame, &id.to_be_bytes(), &body);
         if self.inner.tx.send(frame).is_err() {
@@ -101,28 +288,11 @@ impl Client {
     }
 
     fn forget(&self, id: u32) {
-        self.inner
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.inner.lock().waiters.remove(&id);
     }
 }
 
-/// Fails every request in flight (their connection is gone).
-fn fail_all(inner: &Inner, why: &str) {
-    let waiters: Vec<_> = inner
-        .waiters
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-        .collect();
-    for (_, w) in waiters {
-        let _ = w.send(Err(IpcError::Transport(why.to_string())));
-    }
-}
-
-/// Dials, shakes hands, then writes queued requests and routes replies until the connection
+/// Dials, shakes hands, then writes queued requests and reads replies until the connection
 /// breaks; then dials again. Ends when the client is dropped.
 async fn connection(
     path: PathBuf,
@@ -151,8 +321,14 @@ async fn connection(
         };
         delay = Duration::from_millis(10);
         let (r, w) = stream.into_split();
-        // Reading runs in a task of its own: a read cut off half-way would lose the stream's
-        // framing, and select! would cut it off whenever a request is queued.
+        let r = Arc::new(r);
+        {
+            let Some(i) = inner.upgrade() else { return };
+            let mut st = i.lock();
+            st.rbuf.clear();
+            st.link = Some(r.clone());
+            st.near.set_live(true);
+        }
         let mut reader = tokio::spawn(read_replies(r, inner.clone()));
         let mut w = tokio::io::BufWriter::new(w);
         let why = loop {
@@ -171,7 +347,10 @@ async fn connection(
             }
         };
         match inner.upgrade() {
-            Some(i) => fail_all(&i, &format!("connection to the server lost: {why}")),
+            Some(i) => {
+                let mut st = i.lock();
+                i.lose(&mut st, &why);
+            }
             None => return,
         }
     }
@@ -194,30 +373,35 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
     w.flush().await
 }
 
-/// Routes replies to their waiters until the connection fails; returns why it ended.
-async fn read_replies(r: tokio::net::unix::OwnedReadHalf, inner: std::sync::Weak<Inner>) -> String {
-    let mut r = tokio::io::BufReader::new(r);
-    let mut buf = Vec::with_capacity(256);
+/// Waits for the socket to become readable and drains it, until the connection fails (or is
+/// replaced); returns why it ended.
+async fn read_replies(r: Arc<OwnedReadHalf>, inner: std::sync::Weak<Inner>) -> String {
     loop {
-        if let Err(e) = sp::read_frame(&mut r, &mut buf).await {
+        if let Err(e) = r.readable().await {
             return e.to_string();
         }
-        let Some(inner) = inner.upgrade() else {
+        let Some(i) = inner.upgrade() else {
             return "client dropped".into();
         };
-        if buf.len() < 4 {
-            return "reply without a request id".into();
-        }
-        let id = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
-        let waiter = inner
-            .waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
-        if let Some(w) = waiter {
-            let msg = serde_json::from_slice::<Msg>(&buf[4..])
-                .map_err(|e| IpcError::Decode(e.to_string()));
-            let _ = w.send(msg);
+        // `try_io` clears tokio's readiness when the closure reports WouldBlock, so the next
+        // `readable()` waits for new data instead of spinning.
+        let half: &OwnedReadHalf = &r;
+        let stream: &tokio::net::UnixStream = half.as_ref();
+        let outcome = stream.try_io(Interest::READABLE, || {
+            let mut st = i.lock();
+            if !st.link.as_ref().is_some_and(|l| Arc::ptr_eq(l, &r)) {
+                return Ok(Some("connection replaced".to_string()));
+            }
+            match i.drain(&mut st) {
+                Drained::Empty => Err(std::io::ErrorKind::WouldBlock.into()),
+                Drained::Lost(why) => Ok(Some(why)),
+            }
+        });
+        match outcome {
+            Ok(Some(why)) => return why,
+            Ok(None) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return e.to_string(),
         }
     }
 }

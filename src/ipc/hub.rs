@@ -2,11 +2,21 @@
 //! runtime of its own. Each worker connection is read in a task; every request is answered inline
 //! by the handler (cache operations in place, control messages forwarded to the supervisor loop),
 //! so requests from one worker are pipelined and answered in order without thread hand-offs.
+//!
+//! The hub also pushes messages to every connected worker ([`Pushes`]): cache invalidations,
+//! written straight into each worker's socket, from whichever thread changed the cache, before
+//! the write that caused them is answered. A worker whose socket cannot take a push right away is
+//! disconnected rather than left with a copy that might be stale; it reconnects by itself with an
+//! empty near cache.
 
 use super::sp;
 use super::{IpcError, Msg};
+use nix::sys::socket::MsgFlags;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::Interest;
 use tokio::net::UnixStream;
 
 /// Answers one message.
@@ -16,11 +26,147 @@ pub type Handler = Arc<dyn Fn(Msg) -> Msg + Send + Sync>;
 pub struct Hub {
     path: PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One worker connection's outgoing side, shared by its own task (replies) and by pushes.
+struct Conn {
+    id: u64,
+    /// A duplicate of the socket's descriptor, so a push from another thread never writes to a
+    /// descriptor number that was closed and reused.
+    fd: OwnedFd,
+    out: Mutex<Out>,
+}
+
+#[derive(Default)]
+struct Out {
+    /// Bytes not yet written: replies batched by the connection's task.
+    buf: Vec<u8>,
+    /// Shut down after a push that did not fit; nothing more is written.
+    dead: bool,
+}
+
+impl Conn {
+    fn out(&self) -> std::sync::MutexGuard<'_, Out> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes as much of `out.buf` as the socket takes now; true when all of it went.
+    fn write_now(&self, out: &mut Out) -> std::io::Result<bool> {
+        let mut sent = 0;
+        let res = loop {
+            if sent == out.buf.len() {
+                break Ok(true);
+            }
+            match nix::sys::socket::send(
+                self.fd.as_raw_fd(),
+                &out.buf[sent..],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => sent += n,
+                Err(nix::errno::Errno::EAGAIN) => break Ok(false),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => break Err(std::io::Error::from(e)),
+            }
+        };
+        out.buf.drain(..sent);
+        res
+    }
+
+    /// Appends `frame` and writes everything pending now; false when the worker could not take
+    /// it and was disconnected.
+    fn push(&self, frame: &[u8]) -> bool {
+        let mut out = self.out();
+        if out.dead {
+            return false;
+        }
+        out.buf.extend_from_slice(frame);
+        match self.write_now(&mut out) {
+            Ok(true) => true,
+            other => {
+                out.dead = true;
+                let why = match other {
+                    Err(e) => e.to_string(),
+                    _ => "its socket is full".to_string(),
+                };
+                tracing::warn!(
+                    "ipc hub: dropping worker connection {}: cannot push an invalidation ({why}); it reconnects with an empty near cache",
+                    self.id
+                );
+                let _ = nix::sys::socket::shutdown(
+                    self.fd.as_raw_fd(),
+                    nix::sys::socket::Shutdown::Both,
+                );
+                false
+            }
+        }
+    }
+}
+
+/// The connected workers, for messages the server pushes to all of them.
+#[derive(Default)]
+pub struct Pushes {
+    conns: Mutex<Vec<Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+impl Pushes {
+    pub fn new() -> Arc<Pushes> {
+        Arc::new(Pushes::default())
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `msg` into every worker's socket now (it is there when this returns); a worker
+    /// that cannot take it is disconnected.
+    pub fn push(&self, msg: &Msg) {
+        let mut conns = self.conns();
+        if conns.is_empty() {
+            return;
+        }
+        let body = match serde_json::to_vec(msg) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!("ipc hub: cannot encode a push: {e}");
+                return;
+            }
+        };
+        let mut frame = Vec::with_capacity(body.len() + 13);
+        // A push carries id 0: no high bit, so it can never be taken for a reply.
+        sp::frame(&mut frame, &[0, 0, 0, 0], &body);
+        conns.retain(|c| c.push(&frame));
+    }
+
+    /// Connected workers.
+    pub fn len(&self) -> usize {
+        self.conns().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn add(&self, fd: OwnedFd) -> Arc<Conn> {
+        let c = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            fd,
+            out: Mutex::new(Out::default()),
+        });
+        self.conns().push(c.clone());
+        c
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns().retain(|c| c.id != id);
+    }
 }
 
 impl Hub {
-    /// Listens on `path` (the file of `ipc://PATH`) and answers every message with `handler`.
-    pub fn start(path: PathBuf, handler: Handler) -> Result<Hub, IpcError> {
+    /// Listens on `path` (the file of `ipc://PATH`) and answers every message with `handler`;
+    /// `pushes` learns of every worker connection.
+    pub fn start(path: PathBuf, handler: Handler, pushes: Arc<Pushes>) -> Result<Hub, IpcError> {
         // A socket file left by a killed server would make bind fail.
         let _ = std::fs::remove_file(&path);
         let std_listener = std::os::unix::net::UnixListener::bind(&path)
@@ -33,7 +179,7 @@ impl Hub {
             .build()
             .map_err(|e| IpcError::Transport(e.to_string()))?;
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ipc-hub".into())
             .spawn(move || {
                 rt.block_on(async move {
@@ -48,7 +194,7 @@ impl Hub {
                         tokio::select! {
                             r = listener.accept() => match r {
                                 Ok((s, _)) => {
-                                    tokio::spawn(serve(s, handler.clone()));
+                                    tokio::spawn(serve(s, handler.clone(), pushes.clone()));
                                 }
                                 Err(e) => {
                                     tracing::warn!("ipc hub accept: {e}");
@@ -64,6 +210,7 @@ impl Hub {
         Ok(Hub {
             path,
             stop: Some(stop),
+            thread: Some(thread),
         })
     }
 
@@ -73,25 +220,41 @@ impl Hub {
     }
 }
 
-async fn serve(mut s: UnixStream, handler: Handler) {
+async fn serve(mut s: UnixStream, handler: Handler, pushes: Arc<Pushes>) {
     if let Err(e) = sp::handshake(&mut s, sp::REP0, sp::REQ0).await {
         tracing::warn!("ipc hub: a client failed the handshake: {e}");
         return;
     }
+    let fd = match s.as_fd().try_clone_to_owned() {
+        Ok(fd) => fd,
+        Err(e) => {
+            tracing::warn!("ipc hub: cannot keep a worker connection: {e}");
+            return;
+        }
+    };
+    let conn = pushes.add(fd);
+    // Forget the connection however this task ends (also when the hub's runtime is dropped), so
+    // the duplicate descriptor closes with it and the worker sees the connection end.
+    struct Registered(Arc<Pushes>, u64);
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            self.0.remove(self.1);
+        }
+    }
+    let _registered = Registered(pushes, conn.id);
     let (r, w) = s.into_split();
     let mut r = tokio::io::BufReader::new(r);
-    let mut w = tokio::io::BufWriter::new(w);
     let mut buf = Vec::with_capacity(256);
-    let mut out = Vec::with_capacity(256);
+    let mut reply = Vec::with_capacity(256);
     loop {
         if sp::read_frame(&mut r, &mut buf).await.is_err() {
-            return; // the worker went away
+            break; // the worker went away
         }
         let Some((header, body)) = sp::split_backtrace(&buf) else {
             tracing::warn!("ipc hub: a request without a request id");
-            return;
+            break;
         };
-        let reply = match serde_json::from_slice::<Msg>(body) {
+        let answer = match serde_json::from_slice::<Msg>(body) {
             Ok(m) => handler(m),
             Err(e) => {
                 tracing::warn!("ipc hub: undecodable message: {e}");
@@ -100,19 +263,37 @@ async fn serve(mut s: UnixStream, handler: Handler) {
                 }
             }
         };
-        let body = serde_json::to_vec(&reply).unwrap_or_default();
-        out.clear();
-        sp::frame(&mut out, header, &body);
-        if tokio::io::AsyncWriteExt::write_all(&mut w, &out)
-            .await
-            .is_err()
-        {
-            return;
-        }
+        let body = serde_json::to_vec(&answer).unwrap_or_default();
+        reply.clear();
+        sp::frame(&mut reply, header, &body);
+        conn.out().buf.extend_from_slice(&reply);
         // Answer at once unless another whole request is already buffered: then the replies go
         // out together (never wait on a partial frame with replies unsent).
-        if !sp::has_frame(r.buffer()) && tokio::io::AsyncWriteExt::flush(&mut w).await.is_err() {
-            return;
+        if !sp::has_frame(r.buffer()) && flush(&conn, w.as_ref()).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Writes the connection's pending replies, waiting for room in the socket when needed.
+async fn flush(conn: &Conn, stream: &UnixStream) -> std::io::Result<()> {
+    loop {
+        // `try_io` clears tokio's write readiness when the closure reports WouldBlock, so
+        // `writable()` then waits for room instead of spinning.
+        let r = stream.try_io(Interest::WRITABLE, || {
+            let mut out = conn.out();
+            if out.dead {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            match conn.write_now(&mut out)? {
+                true => Ok(()),
+                false => Err(std::io::ErrorKind::WouldBlock.into()),
+            }
+        });
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
         }
     }
 }
@@ -121,6 +302,11 @@ impl Drop for Hub {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
+        }
+        // When this returns every worker connection is closed (the runtime and its tasks are
+        // gone), so no worker can keep trusting what this hub told it.
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
         let _ = std::fs::remove_file(&self.path);
     }

@@ -15,8 +15,8 @@ mod client;
 mod hub;
 pub mod sp;
 
-pub use client::Client;
-pub use hub::{Handler, Hub};
+pub use client::{request_scope, Client};
+pub use hub::{Handler, Hub, Pushes};
 
 use crate::config::{Config, Kind, Param};
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,12 @@ pub enum Msg {
     },
     /// Answered with `Stats`.
     CacheStats,
+    /// Pushed by the server (never a reply): these keys changed; drop them from near caches.
+    Invalidate {
+        keys: Vec<String>,
+    },
+    /// Pushed by the server: its whole cache was cleared (or may have changed).
+    InvalidateAll,
     /// Test-only fault: the server skips sending its next peer broadcast (debug builds with
     /// `BKJS_TEST_FAULTS=1` only).
     FaultDropBroadcast,
@@ -97,6 +103,19 @@ pub enum Msg {
     /// The server could not do what was asked.
     Error {
         message: String,
+    },
+    /// A worker's metrics, cumulative since it started (sent every few seconds).
+    Metrics {
+        pid: u32,
+        snapshot: crate::metrics::Snapshot,
+    },
+    /// The machine-wide figures of `/system/stats` (JSON) or `/metrics` (Prometheus text);
+    /// answered with `Text`.
+    SystemStats {
+        prometheus: bool,
+    },
+    Text {
+        text: String,
     },
 }
 
@@ -174,6 +193,7 @@ mod tests {
                 Msg::CacheIncr { delta, .. } => Msg::Int { value: delta * 2 },
                 _ => Msg::Ok,
             }),
+            Pushes::new(),
         )
         .expect("hub");
         let req = nng::Socket::new(nng::Protocol::Req0).expect("req");
@@ -204,6 +224,7 @@ mod tests {
                 Msg::CacheIncr { delta, .. } => Msg::Int { value: delta },
                 _ => Msg::Ok,
             }),
+            Pushes::new(),
         )
         .expect("hub");
         let c = Client::connect(&url, std::time::Duration::from_secs(5)).expect("client");
@@ -235,6 +256,154 @@ mod tests {
             Err(IpcError::Timeout(_))
         ));
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
+    }
+
+    /// A hub over a real LRU whose writes are pushed to every client, counting the reads it
+    /// answers.
+    fn cache_hub(name: &str) -> (Hub, String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+        use crate::cache::{Change, LruStore};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let (path, url) = sock(name);
+        let pushes = Pushes::new();
+        let mut lru = LruStore::new(100);
+        let p = pushes.clone();
+        lru.on_change(Box::new(move |c| match c {
+            Change::Key(k) => p.push(&Msg::Invalidate {
+                keys: vec![k.to_string()],
+            }),
+            Change::All => p.push(&Msg::InvalidateAll),
+        }));
+        let store = std::sync::Mutex::new(lru);
+        let reads = std::sync::Arc::new(AtomicU64::new(0));
+        let r = reads.clone();
+        let hub = Hub::start(
+            path,
+            std::sync::Arc::new(move |m: Msg| {
+                let mut s = store.lock().expect("store");
+                match m {
+                    Msg::CacheGet { keys } => {
+                        r.fetch_add(1, Ordering::SeqCst);
+                        Msg::Values {
+                            values: keys.iter().map(|k| s.get(k)).collect(),
+                        }
+                    }
+                    Msg::CachePut { key, value } => {
+                        s.put(&key, &value);
+                        Msg::Ok
+                    }
+                    Msg::CacheIncr { key, delta } => Msg::Int {
+                        value: s.incr(&key, delta),
+                    },
+                    Msg::CacheClear => {
+                        s.clear();
+                        Msg::Ok
+                    }
+                    _ => Msg::Ok,
+                }
+            }),
+            pushes,
+        )
+        .expect("hub");
+        (hub, url, reads)
+    }
+
+    async fn get(c: &Client, k: &str) -> Option<String> {
+        match c.cache_get(vec![k.to_string()]).await.expect("get") {
+            Msg::Values { mut values } => values.pop().flatten(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn near_cache_answers_repeated_reads_and_never_serves_a_stale_value() {
+        use std::sync::atomic::Ordering;
+        let (_hub, url, reads) = cache_hub("near");
+        let t = std::time::Duration::from_secs(5);
+        let a = Client::connect_near(&url, t, 1 << 20).expect("a");
+        let b = Client::connect_near(&url, t, 1 << 20).expect("b");
+        let put = |c: &Client, k: &str, v: String| {
+            let c = c.clone();
+            let k = k.to_string();
+            async move {
+                assert_eq!(
+                    c.request(Msg::CachePut { key: k, value: v })
+                        .await
+                        .expect("put"),
+                    Msg::Ok
+                );
+            }
+        };
+        put(&a, "k", "0".into()).await;
+        assert_eq!(get(&a, "k").await.as_deref(), Some("0"));
+        let before = reads.load(Ordering::SeqCst);
+        for _ in 0..10 {
+            assert_eq!(get(&a, "k").await.as_deref(), Some("0"));
+        }
+        assert_eq!(
+            reads.load(Ordering::SeqCst),
+            before,
+            "answered from the near cache"
+        );
+        // A write through another client is seen by the very next read, every time.
+        for i in 1..300 {
+            let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            assert_eq!(get(reader, "k").await, Some((i - 1).to_string()));
+            put(writer, "k", i.to_string()).await;
+            assert_eq!(get(reader, "k").await, Some(i.to_string()), "round {i}");
+        }
+        // incr and clear invalidate too; misses are not kept.
+        let n = b
+            .request(Msg::CacheIncr {
+                key: "k".into(),
+                delta: 1,
+            })
+            .await
+            .expect("incr");
+        assert_eq!(n, Msg::Int { value: 300 });
+        assert_eq!(get(&a, "k").await.as_deref(), Some("300"));
+        b.request(Msg::CacheClear).await.expect("clear");
+        assert_eq!(get(&a, "k").await, None);
+        put(&b, "k", "new".into()).await;
+        assert_eq!(get(&a, "k").await.as_deref(), Some("new"));
+        // Without a near cache every read reaches the server.
+        let plain = Client::connect(&url, t).expect("plain");
+        let before = reads.load(Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(get(&plain, "k").await.as_deref(), Some("new"));
+        }
+        assert_eq!(reads.load(Ordering::SeqCst), before + 3);
+    }
+
+    #[tokio::test]
+    async fn near_cache_forgets_everything_when_the_server_goes_away() {
+        let (hub, url, _) = cache_hub("gone");
+        let t = std::time::Duration::from_millis(300);
+        let a = Client::connect_near(&url, t, 1 << 20).expect("a");
+        assert_eq!(
+            a.request(Msg::CachePut {
+                key: "k".into(),
+                value: "1".into()
+            })
+            .await
+            .expect("put"),
+            Msg::Ok
+        );
+        assert_eq!(get(&a, "k").await.as_deref(), Some("1"));
+        drop(hub);
+        // A new server (empty) at the same address: the old value must not be served, even
+        // before the client noticed anything.
+        let (_hub2, _, _) = cache_hub("gone");
+        let mut seen = None;
+        for _ in 0..50 {
+            match a.cache_get(vec!["k".into()]).await {
+                Ok(Msg::Values { values }) => {
+                    seen = Some(values);
+                    break;
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        }
+        assert_eq!(seen, Some(vec![None]), "the new server knows nothing of k");
     }
 
     #[test]

@@ -4,17 +4,19 @@
 //! never a `fork()` of a running, threaded process. Children run in their own process group, die
 //! with their parent (`PR_SET_PDEATHSIG`), and are reaped by one loop per parent that reads a queue
 //! of signals and IPC events, in the manner of gunicorn's arbiter. The role loops are in
-//! `monitor.rs` (which also serves `master`), `server.rs` and `web.rs`.
+//! `monitor.rs` (which also serves `master`), `server.rs` and `web.rs`; job workers are in
+//! `crate::jobs`.
 
 mod backoff;
 mod child;
 mod monitor;
 mod server;
+mod stats;
 mod web;
 
 pub use backoff::{Backoff, BackoffError};
 pub use child::{descendants, kill_group, kill_tree, reap, spawn, ChildSpec, ExitInfo};
-pub use monitor::run_supervisor;
+pub use monitor::{run_supervisor, JobsSetup};
 pub use server::run_server;
 pub use web::run_web;
 
@@ -118,6 +120,8 @@ pub enum Role {
     Master,
     Server,
     Web,
+    /// A job worker (started by the master for one job).
+    Worker,
 }
 
 impl Role {
@@ -128,6 +132,7 @@ impl Role {
             Role::Master => "master",
             Role::Server => "server",
             Role::Web => "web",
+            Role::Worker => "worker",
         }
     }
 

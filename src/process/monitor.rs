@@ -1,7 +1,9 @@
 //! The monitor and the master: each keeps one child alive. The monitor (production and
-//! `run-backend`) supervises the master; the master supervises the server (and, later, job workers).
+//! `run-backend`) supervises the master; the master supervises the server and runs the jobs
+//! (`crate::jobs::Jobs`: crontab, queue, job workers), whose workers' exits it hands over.
 //! With `-watch` (run-backend) the monitor restarts the master when the executable or `etc/` files
-//! change, re-executing itself when its own binary was rebuilt.
+//! change (except `etc/crontab`, which the master reloads itself), re-executing itself when its
+//! own binary was rebuilt.
 
 use super::{
     kill_group, kill_tree, reap, spawn, Backoff, ChildSpec, Event, Events, ExitInfo, Role,
@@ -91,7 +93,7 @@ pub(super) fn stop_deadline(cfg: &Config, role: Role) -> Duration {
     match role {
         Role::Monitor => drain + Duration::from_secs(6),
         Role::Master => drain + Duration::from_secs(4),
-        Role::Server | Role::Web => drain + Duration::from_secs(2),
+        Role::Server | Role::Web | Role::Worker => drain + Duration::from_secs(2),
     }
 }
 
@@ -121,14 +123,28 @@ pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
     }
 }
 
-/// Runs a monitor or a master until it is told to stop; returns the exit code.
-pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot) -> i32 {
+/// What a master needs to run jobs: the application's registered jobs and its tables.
+pub type JobsSetup = (std::sync::Arc<crate::jobs::Registry>, Vec<crate::db::Table>);
+
+/// Runs a monitor or a master until it is told to stop; returns the exit code. A master runs
+/// the jobs of `jobs`.
+pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<JobsSetup>) -> i32 {
     let events = match Events::new() {
         Ok(e) => e,
         Err(e) => {
             tracing::error!("cannot install signal handlers: {e}");
             return super::EXIT_BOOT;
         }
+    };
+    let jobs = match jobs.filter(|_| role == Role::Master) {
+        Some((registry, tables)) => match crate::jobs::Jobs::start(&cfg, boot, registry, tables) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::error!("{e}");
+                return crate::config::EXIT_USAGE;
+            }
+        },
+        None => None,
     };
     let child_role = if role == Role::Monitor {
         Role::Master
@@ -175,7 +191,7 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot) -> i32 {
                     if Some(pid) == child.pid {
                         child.exited(pid, info, &cfg, stopping.is_some(), restart_now);
                         restart_now = false;
-                    } else {
+                    } else if !jobs.as_ref().is_some_and(|j| j.exited(pid, info)) {
                         tracing::debug!("reaped pid {pid}: {info}");
                     }
                 }
@@ -186,11 +202,17 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot) -> i32 {
                 if let Some(pid) = child.pid {
                     kill_group(pid, Signal::SIGTERM);
                 }
+                if let Some(j) = &jobs {
+                    j.stop();
+                }
             }
             Some(Event::Signal(libc::SIGQUIT)) => {
                 tracing::info!("SIGQUIT: immediate stop");
                 if let Some(pid) = child.pid {
                     kill_tree(pid, Signal::SIGKILL);
+                }
+                if let Some(j) = &jobs {
+                    j.kill();
                 }
                 return 0;
             }
@@ -198,6 +220,9 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot) -> i32 {
                 Ok(new) => {
                     tracing::info!("SIGHUP: configuration is valid, passing it on");
                     cfg = new;
+                    if let Some(j) = &jobs {
+                        j.reload();
+                    }
                     child.spec = child_spec(boot, &cfg, child_role);
                     if let Some(pid) = child.pid {
                         kill_group(pid, Signal::SIGHUP);
@@ -217,10 +242,15 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot) -> i32 {
             Some(_) | None => {}
         }
         if let Some(deadline) = stopping {
-            if child.pid.is_none() {
+            let workers = jobs.as_ref().map_or(0, |j| j.live());
+            if child.pid.is_none() && workers == 0 {
                 break;
             }
             if Instant::now() >= deadline {
+                if let Some(j) = jobs.as_ref().filter(|_| workers > 0) {
+                    tracing::warn!("{workers} job workers did not stop in time: killing them");
+                    j.kill();
+                }
                 if let Some(pid) = child.pid {
                     tracing::warn!(
                         "{} pid {pid} did not stop in time: killing its tree",
@@ -281,10 +311,13 @@ enum Change {
 }
 
 /// Polls modification times of the executable, `etc/` and `-watch-dirs`; a change is reported once
-/// it has been stable for one interval (the debounce).
+/// it has been stable for one interval (the debounce). `etc/crontab` is not watched: the master
+/// reloads it by itself without a restart (so running jobs are not interrupted by a schedule edit).
 struct Watcher {
     exe: PathBuf,
     dirs: Vec<PathBuf>,
+    /// Files whose changes do not restart anything.
+    ignored: Vec<PathBuf>,
     interval: Duration,
     last_check: Instant,
     exe_mtime: Option<SystemTime>,
@@ -298,6 +331,7 @@ impl Watcher {
         dirs.extend(cfg.list("watch-dirs").iter().map(|d| cfg.home.join(d)));
         let mut w = Watcher {
             exe: boot.exe.clone(),
+            ignored: vec![cfg.dir("etc").join("crontab")],
             dirs,
             interval: cfg.duration("watch-interval"),
             last_check: Instant::now(),
@@ -317,6 +351,9 @@ impl Watcher {
             };
             for e in entries.flatten() {
                 let p = e.path();
+                if self.ignored.contains(&p) {
+                    continue;
+                }
                 if let Some(t) = mtime(&p) {
                     out.insert(p, t);
                 }

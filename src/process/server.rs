@@ -64,6 +64,7 @@ struct Server<'a> {
     notified_ready: bool,
     conf_mtimes: Vec<Option<SystemTime>>,
     last_conf_check: Instant,
+    stats: std::sync::Arc<super::stats::Stats>,
 }
 
 /// Runs the server role until it is told to stop; returns the exit code.
@@ -87,16 +88,41 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i3
         tracing::error!("cannot prepare the database: {e}");
         return EXIT_BOOT;
     }
-    let cache = match crate::cache::Server::start(&cfg) {
+    // Every write to the LRU (from a worker, a peer or a resync) is pushed to the workers'
+    // near caches before it is answered.
+    let pushes = crate::ipc::Pushes::new();
+    let on_change: crate::cache::ChangeListener = {
+        let pushes = pushes.clone();
+        Box::new(move |c| match c {
+            crate::cache::Change::Key(k) => pushes.push(&Msg::Invalidate {
+                keys: vec![k.to_string()],
+            }),
+            crate::cache::Change::All => pushes.push(&Msg::InvalidateAll),
+        })
+    };
+    let cache = match crate::cache::Server::start(&cfg, Some(on_change)) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("cannot start the cache: {e}");
             return EXIT_BOOT;
         }
     };
+    // The nng pub/sub forwarder (SPEC §4) lives as long as this server.
+    let _forwarder = match crate::msg::Forwarder::start(&cfg) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("cannot start the pub/sub forwarder: {e}");
+            return EXIT_BOOT;
+        }
+    };
     // Cache requests are answered on the hub's threads; control messages go to the loop below.
     let tx = std::sync::Mutex::new(events.tx.clone());
+    let stats = std::sync::Arc::new(super::stats::Stats::new());
+    let hub_stats = stats.clone();
     let handler: crate::ipc::Handler = std::sync::Arc::new(move |msg: Msg| {
+        if let Some(reply) = hub_stats.handle(&msg, &cache) {
+            return reply;
+        }
         if let Some(reply) = cache.handle(&msg) {
             return reply;
         }
@@ -108,7 +134,7 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i3
             },
         }
     });
-    let hub = match Hub::start(crate::ipc::hub_path(&cfg), handler) {
+    let hub = match Hub::start(crate::ipc::hub_path(&cfg), handler, pushes) {
         Ok(h) => h,
         Err(e) => {
             tracing::error!("cannot start IPC hub: {e}");
@@ -171,6 +197,7 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i3
         notified_ready: false,
         conf_mtimes,
         last_conf_check: Instant::now(),
+        stats,
     };
     let addr = server
         .listener
@@ -474,6 +501,7 @@ impl Server<'_> {
     }
 
     fn exited(&mut self, pid: u32, info: ExitInfo) {
+        self.stats.retire(pid);
         let Some(w) = self.workers.remove(&pid) else {
             tracing::debug!("reaped pid {pid}: {info}");
             return;

@@ -42,7 +42,12 @@ fn listener(boot: &Boot) -> Result<TcpListener, String> {
 }
 
 /// Runs a web worker until it has drained; returns the exit code.
-pub fn run_web(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i32 {
+pub fn run_web(
+    cfg: Config,
+    boot: &Boot,
+    tables: Vec<crate::db::Table>,
+    routes: crate::api::Routes,
+) -> i32 {
     let std_listener = match listener(boot) {
         Ok(l) => l,
         Err(e) => {
@@ -72,11 +77,26 @@ pub fn run_web(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i32 {
             return EXIT_BOOT;
         }
     };
-    rt.block_on(serve(cfg, std_listener, tables))
+    rt.block_on(serve(cfg, std_listener, tables, routes))
 }
 
-async fn serve(cfg: Config, std_listener: TcpListener, tables: Vec<crate::db::Table>) -> i32 {
-    let ipc = match Client::connect(&crate::ipc::hub_url(&cfg), cfg.duration("ipc-timeout")) {
+async fn serve(
+    cfg: Config,
+    std_listener: TcpListener,
+    tables: Vec<crate::db::Table>,
+    routes: crate::api::Routes,
+) -> i32 {
+    // The near cache only mirrors the server's LRU; with Redis every read goes to Redis.
+    let near = if cfg.str("cache-type") == "local" {
+        cfg.int("cache-near-size") as usize
+    } else {
+        0
+    };
+    let ipc = match Client::connect_near(
+        &crate::ipc::hub_url(&cfg),
+        cfg.duration("ipc-timeout"),
+        near,
+    ) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("cannot connect to the server: {e}");
@@ -113,8 +133,32 @@ async fn serve(cfg: Config, std_listener: TcpListener, tables: Vec<crate::db::Ta
             return EXIT_BOOT;
         }
     };
-    let api = Arc::new(Api::new(cfg, Some(ipc.clone()), Some(cache), Some(db)));
+    let session_key = match api::access::session_key(&cfg, &db).await {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::error!("sessions are off: cannot read or create the session key: {e}");
+            None
+        }
+    };
+    let msg = match crate::msg::PubSub::start(&cfg).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("cannot set up pub/sub: {e}");
+            return EXIT_BOOT;
+        }
+    };
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let mut api = Api::new(
+        cfg,
+        Some(ipc.clone()),
+        Some(cache),
+        Some(db),
+        routes,
+        session_key,
+    );
+    api.msg = Some(msg);
+    api.drain = Some(drain_rx.clone());
+    let api = Arc::new(api);
     let pid = std::process::id();
     // Heartbeats run on the serving runtime, so a worker whose runtime hangs falls silent.
     let hb_api = api.clone();
@@ -148,6 +192,23 @@ async fn serve(cfg: Config, std_listener: TcpListener, tables: Vec<crate::db::Ta
         }
         let _ = drain_tx.send(true);
     });
+    // Metrics go to the server every tick; it merges every worker's into one machine view.
+    let metrics_ipc = ipc.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::metrics::TICK);
+        loop {
+            tick.tick().await;
+            metrics_ipc.send(Msg::Metrics {
+                pid,
+                snapshot: crate::metrics::Registry::global().snapshot(),
+            });
+        }
+    });
+    if let Err(e) =
+        crate::metrics::FacadeRecorder::new(crate::metrics::Registry::global().clone()).install()
+    {
+        tracing::debug!("metrics facade: {e}");
+    }
     ipc.send(Msg::Ready { pid });
     api::serve(std_listener, api, drain_rx, drain_timeout).await;
     0

@@ -160,7 +160,9 @@ fn check_got(side: &str, i: usize, name: String, val: Option<String>) -> Res<()>
     }
 }
 
-fn ratios(lib: &[&Samples; 2], raw: &[&Samples; 2]) {
+/// The ratio lines, and one `RESULT|...` line per operation for bench/run-all (the format is in
+/// bench/README.md): `driver` names the database, `raw` the baseline client.
+fn ratios(driver: &str, raw_name: &str, lib: &[&Samples; 2], raw: &[&Samples; 2]) {
     let r = |a: &Samples, b: &Samples| {
         let b = b.ops_per_s();
         if b > 0.0 {
@@ -174,6 +176,14 @@ fn ratios(lib: &[&Samples; 2], raw: &[&Samples; 2]) {
         r(lib[0], raw[0]),
         r(lib[1], raw[1])
     );
+    for (i, op) in ["put", "get"].iter().enumerate() {
+        println!(
+            "RESULT|bench/db-bench|{driver} library {op}|{:.0}|ops/s|{raw_name} {op}|{:.0}|{:.2}|>= 0.7",
+            lib[i].ops_per_s(),
+            raw[i].ops_per_s(),
+            r(lib[i], raw[i])
+        );
+    }
 }
 
 // ---- SQLite ---------------------------------------------------------------------------------
@@ -316,7 +326,7 @@ async fn sqlite(file: &str, n: usize) -> Res<()> {
     lg.print("library get");
     rg.print("raw rusqlite get");
     sg.print("raw via spawn_blocking get");
-    ratios(&[&lp, &lg], &[&rp, &rg]);
+    ratios("sqlite", "raw rusqlite", &[&lp, &lg], &[&rp, &rg]);
     let r = |a: &Samples, b: &Samples| a.ops_per_s() / b.ops_per_s().max(f64::MIN_POSITIVE);
     println!(
         "library/(raw via spawn_blocking) put = {:.2}, get = {:.2} (informational)",
@@ -461,7 +471,7 @@ async fn pgsql_run(url: &str, n: usize, schema: &str) -> Res<()> {
     rp.print("raw tokio-postgres put");
     lg.print("library get");
     rg.print("raw tokio-postgres get");
-    ratios(&[&lp, &lg], &[&rp, &rg]);
+    ratios("pgsql", "raw tokio-postgres", &[&lp, &lg], &[&rp, &rg]);
     Ok(())
 }
 

@@ -213,6 +213,10 @@ async fn ipc(home: &Path, n: usize) -> Res<()> {
         f64::INFINITY
     };
     println!("ratio ipc/raw p50 = {ratio:.2} (target <= 1.5)");
+    println!(
+        "RESULT|bench/cache|ipc get round trip p50|{:.1}|us|raw unix socket p50|{raw_p50:.1}|{ratio:.2}|<= 1.5",
+        ipc_rt.us(0.50)
+    );
 
     // Many requests in flight through one client, as a busy web worker has them.
     let per_task = (n / CONCURRENCY).max(1);
@@ -400,6 +404,10 @@ async fn propagate(homes: [&Path; 3], n: usize) -> Res<()> {
         );
     }
     println!("target p99 <= 5 ms");
+    println!(
+        "RESULT|bench/cache|peer propagation p99|{:.3}|ms|-|-|-|<= 5",
+        s.ms(0.99)
+    );
     Ok(())
 }
 

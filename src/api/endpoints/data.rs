@@ -158,7 +158,7 @@ fn flag(v: &str) -> bool {
 }
 
 /// The row (non-`_` parameters) and options (`_` parameters) of a request.
-fn request(params: &Params, unsecure: bool) -> Result<(Row, Options), DbError> {
+pub(crate) fn request(params: &Params, unsecure: bool) -> Result<(Row, Options), DbError> {
     let mut row = Row::new();
     let mut opts = Options::default();
     for (k, v) in params.pairs() {

@@ -156,3 +156,46 @@ async fn del(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
 async fn exists(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
     Ok(json!({ "value": cache.exists(name(params)?).await? }))
 }
+
+/// `/system/stats` (JSON) and `/metrics` (Prometheus text): the server's machine-wide view.
+pub async fn machine_stats(api: &Api, prometheus: bool) -> Result<Reply, crate::api::ApiError> {
+    use crate::api::ApiError;
+    let ipc = api
+        .ipc
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no server"))?;
+    // This worker's latest figures first, so the reply includes the requests just made.
+    let _ = ipc
+        .request(Msg::Metrics {
+            pid: std::process::id(),
+            snapshot: crate::metrics::Registry::global().snapshot(),
+        })
+        .await;
+    match ipc.request(Msg::SystemStats { prometheus }).await {
+        Ok(Msg::Text { text }) => {
+            let ct = if prometheus {
+                "text/plain; version=0.0.4"
+            } else {
+                "application/json"
+            };
+            let mut r = hyper::Response::new(http_body_util::Either::Left(
+                http_body_util::Full::new(bytes::Bytes::from(text)),
+            ));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(ct),
+            );
+            Ok(r)
+        }
+        Ok(other) => Err(ApiError::internal(format!(
+            "stats: unexpected reply {other:?}"
+        ))),
+        Err(e) => {
+            tracing::error!("/system/stats: {e}");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+            ))
+        }
+    }
+}

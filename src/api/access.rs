@@ -1,0 +1,235 @@
+//! Who is calling (SPEC §5): the `bk-signature` header or query parameter, or the `bk_sid`
+//! session cookie, verified against the caller's `bk_auth` row (read through the cache).
+//!
+//! The order of the checks differs from the original on purpose: the signature is verified right
+//! after the row is found, and only then are the account's expiry and ACLs looked at. Otherwise
+//! an unsigned probe could learn that a login exists (412 or 403 instead of 401). An unknown login
+//! and a wrong signature answer the same 401 "Not authenticated". The secret is never logged.
+
+use super::auth::{self, AuthError, Signature, Version};
+use super::route::{Account, ApiError};
+use super::router::Api;
+use crate::config::Config;
+use crate::db::{Db, Options, Row};
+use hyper::header::{CONTENT_TYPE, COOKIE, HOST};
+use hyper::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "bk_sid";
+
+/// `bk_property` row holding the generated session key when `-api-session-key` is not set.
+const SESSION_KEY_PROPERTY: &str = "api.session.key";
+
+fn refused(e: AuthError) -> ApiError {
+    ApiError::new(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+        e.message(),
+    )
+}
+
+fn not_authenticated() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The key session cookies are signed with: `-api-session-key`, or one generated once and kept
+/// in `bk_property`, so every worker and every machine sharing the database agrees on it.
+pub async fn session_key(cfg: &Config, db: &Db) -> Result<Vec<u8>, crate::db::DbError> {
+    let configured = cfg.str("api-session-key");
+    if !configured.is_empty() {
+        return Ok(configured.as_bytes().to_vec());
+    }
+    let mut key = Row::new();
+    key.insert("name".into(), json!(SESSION_KEY_PROPERTY));
+    for _ in 0..3 {
+        if let Some(row) = db.get("bk_property", &key, &Options::default()).await? {
+            if let Some(v) = row
+                .get("value")
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+            {
+                return Ok(v.as_bytes().to_vec());
+            }
+        }
+        let mut row = key.clone();
+        let fresh: [u8; 32] = rand::random();
+        row.insert("value".into(), json!(hex(&fresh)));
+        match db.add("bk_property", &row, &Options::default()).await {
+            Ok(_) | Err(crate::db::DbError::Exists) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(crate::db::DbError::Driver(
+        "the session key in bk_property cannot be read back".into(),
+    ))
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// The `Host` header as sent.
+pub fn host_of(headers: &HeaderMap) -> &str {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The value of cookie `name`.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The `bk-signature` query parameter, percent-decoded.
+fn query_signature(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "bk-signature")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Whether the request carries any credentials at all.
+pub fn has_credentials(headers: &HeaderMap, query: Option<&str>) -> bool {
+    headers.contains_key("bk-signature")
+        || query.is_some_and(|q| q.contains("bk-signature="))
+        || cookie(headers, SESSION_COOKIE).is_some()
+}
+
+/// The parts of a request the signature covers.
+pub struct Signed<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Verifies the caller's credentials; the account on success, the SPEC §5 refusal otherwise.
+pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError> {
+    let header = r
+        .headers
+        .get("bk-signature")
+        .map(|v| v.to_str().map(str::to_string).map_err(|_| ()));
+    let (text, from_cookie) = match header {
+        Some(Ok(h)) => (h, false),
+        Some(Err(())) => return Err(ApiError::bad("Invalid request: bad bk-signature header")),
+        None => match query_signature(r.query) {
+            Some(q) => (q, false),
+            None => match cookie(r.headers, SESSION_COOKIE) {
+                Some(c) => (c.to_string(), true),
+                None => return Err(not_authenticated()),
+            },
+        },
+    };
+    let sig = Signature::parse(&text).map_err(refused)?;
+    let now = now_ms();
+    // A session cookie lives for -api-session-age; only request signatures are held short.
+    let max_ahead = (!from_cookie).then(|| api.cfg.duration("api-max-expire").as_millis() as i64);
+    auth::check_expires(sig.expires, now, max_ahead).map_err(refused)?;
+    if (sig.version == Version::V2) != from_cookie {
+        return Err(refused(AuthError::WrongSource));
+    }
+    let content_type = r.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let form = auth::is_form_post(r.method.as_str(), content_type);
+    if !from_cookie && !form && !r.body.is_empty() && sig.checksum.is_empty() {
+        // Otherwise whoever sees the request could replace its body until it expires.
+        return Err(ApiError::bad(
+            "Invalid signature: a request with a body must sign its checksum",
+        ));
+    }
+    let db = api
+        .db
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no database"))?;
+    let mut key = Row::new();
+    key.insert("login".into(), json!(sig.login));
+    let row = db.get_cached("bk_auth", &key, &Options::default()).await?;
+    let Some(mut row) = row else {
+        tracing::info!("auth: unknown login {:?} for {}", sig.login, r.path);
+        return Err(not_authenticated());
+    };
+    let secret = match row.remove("secret") {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        _ => {
+            tracing::info!("auth: login {:?} has no secret", sig.login);
+            return Err(not_authenticated());
+        }
+    };
+    let host = host_of(r.headers);
+    let checked = if from_cookie {
+        match api.session_key.as_deref().filter(|k| !k.is_empty()) {
+            Some(key) => auth::verify_session(key, &sig, secret.as_bytes(), host),
+            None => Err(AuthError::NoServerKey),
+        }
+    } else {
+        let body = form.then(|| String::from_utf8_lossy(r.body));
+        let query = auth::signed_query(
+            r.method.as_str(),
+            content_type,
+            r.query.unwrap_or(""),
+            body.as_deref(),
+        );
+        let string = sig.string_to_sign(r.method.as_str(), host, r.path, &query, content_type);
+        auth::verify_request(&sig, secret.as_bytes(), &string, r.body)
+    };
+    if let Err(e) = checked {
+        tracing::info!(
+            "auth: refused v{} for login {:?} on {} {}: {}",
+            sig.version.number(),
+            sig.login,
+            r.method,
+            r.path,
+            e.message()
+        );
+        return Err(refused(e));
+    }
+    let expires = row.get("expires").and_then(Value::as_i64).unwrap_or(0);
+    if expires > 0 && expires < now {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "This account has expired",
+        ));
+    }
+    let acl = |name: &str| -> Option<regex::Regex> {
+        let p = row
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())?;
+        match regex::Regex::new(p) {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::warn!("auth: {name} of login {:?} is not a regexp: {e}", sig.login);
+                // An unusable rule must not open the account up: deny matches every path,
+                // allow matches none.
+                let fallback = if name == "acl_deny" { "^" } else { r"[^\s\S]" };
+                Some(regex::Regex::new(fallback).expect("a valid regexp"))
+            }
+        }
+    };
+    if acl("acl_deny").is_some_and(|rx| rx.is_match(r.path)) {
+        return Err(ApiError::denied("Access denied"));
+    }
+    if acl("acl_allow").is_some_and(|rx| !rx.is_match(r.path)) {
+        return Err(ApiError::denied("Access denied"));
+    }
+    Ok(Account { auth: row, secret })
+}

@@ -1,0 +1,316 @@
+//! Images in process with the `image` crate (the original shelled out to ImageMagick): decode an
+//! upload whatever its format, resize it (`_width`, `_height`; a negative size never upscales,
+//! 0 keeps the original), and re-encode it as jpg, png, gif or webp (`_quality` for jpg). Decoding
+//! is bounded (dimensions and memory), so a small file cannot expand into a huge bitmap.
+//!
+//! Everything here is CPU work: callers on an async runtime run it on the blocking pool.
+
+use ::image::{imageops::FilterType, DynamicImage, ImageFormat, ImageReader, Limits};
+use std::io::Cursor;
+
+/// The largest width or height accepted, decoded or asked for.
+pub const MAX_SIDE: u32 = 8192;
+
+/// Memory the decoder may use for one image.
+const MAX_ALLOC: u64 = 256 * 1024 * 1024;
+
+/// Why an image was refused (all but `Encode` are the caller's fault).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ImageError {
+    #[error("not an image or an unsupported format: {0}")]
+    NotAnImage(String),
+    #[error("the image is larger than {MAX_SIDE}x{MAX_SIDE} or needs too much memory")]
+    TooLarge,
+    #[error("bad size: {0}")]
+    BadSize(String),
+    #[error("unknown image format {0:?} (jpg, png, gif or webp)")]
+    BadFormat(String),
+    #[error("cannot encode the image: {0}")]
+    Encode(String),
+}
+
+impl ImageError {
+    /// The request was wrong (4xx) rather than the server.
+    pub fn is_caller_error(&self) -> bool {
+        !matches!(self, ImageError::Encode(_))
+    }
+}
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jpeg,
+    Png,
+    Gif,
+    Webp,
+}
+
+impl Format {
+    /// `jpg`/`jpeg`, `png`, `gif`, `webp` (case-insensitive, a leading dot allowed).
+    pub fn parse(ext: &str) -> Result<Format, ImageError> {
+        match ext.trim_start_matches('.').to_ascii_lowercase().as_str() {
+            "jpg" | "jpeg" => Ok(Format::Jpeg),
+            "png" => Ok(Format::Png),
+            "gif" => Ok(Format::Gif),
+            "webp" => Ok(Format::Webp),
+            _ => Err(ImageError::BadFormat(ext.to_string())),
+        }
+    }
+
+    /// The file extension stored images get.
+    pub fn ext(self) -> &'static str {
+        match self {
+            Format::Jpeg => "jpg",
+            Format::Png => "png",
+            Format::Gif => "gif",
+            Format::Webp => "webp",
+        }
+    }
+
+    /// The Content-Type served for it.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Jpeg => "image/jpeg",
+            Format::Png => "image/png",
+            Format::Gif => "image/gif",
+            Format::Webp => "image/webp",
+        }
+    }
+}
+
+/// What to make of an image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Convert {
+    /// Wanted width: 0 = from the height (or the original), negative = at most this, never larger
+    /// than the original.
+    pub width: i32,
+    /// Wanted height, the same way.
+    pub height: i32,
+    pub format: Format,
+    /// JPEG quality 1..=100.
+    pub quality: u8,
+}
+
+impl Default for Convert {
+    fn default() -> Convert {
+        Convert {
+            width: 0,
+            height: 0,
+            format: Format::Jpeg,
+            quality: 80,
+        }
+    }
+}
+
+/// An encoded image and its size.
+#[derive(Debug, Clone)]
+pub struct Converted {
+    pub data: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+    pub format: Format,
+}
+
+/// The output size for a `src_w`×`src_h` image (see [`Convert`]).
+pub fn target_size(
+    src_w: u32,
+    src_h: u32,
+    width: i32,
+    height: i32,
+) -> Result<(u32, u32), ImageError> {
+    let want = |v: i32, src: u32| -> Option<u32> {
+        match v {
+            0 => None,
+            v if v < 0 => Some(v.unsigned_abs().min(src)),
+            v => Some(v as u32),
+        }
+    };
+    let scale = |n: u32, num: u32, den: u32| -> u32 {
+        ((n as f64 * num as f64 / den.max(1) as f64).round() as u32).max(1)
+    };
+    let (w, h) = match (want(width, src_w), want(height, src_h)) {
+        (None, None) => (src_w, src_h),
+        (Some(w), Some(h)) => (w, h),
+        (Some(w), None) => (w, scale(src_h, w, src_w)),
+        (None, Some(h)) => (scale(src_w, h, src_h), h),
+    };
+    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+        return Err(ImageError::BadSize(format!(
+            "{w}x{h} is outside 1..{MAX_SIDE} on a side"
+        )));
+    }
+    Ok((w, h))
+}
+
+/// Decodes `data` (any supported format, found from its content), resizes and re-encodes it.
+pub fn convert(data: &[u8], c: &Convert) -> Result<Converted, ImageError> {
+    let mut reader = ImageReader::new(Cursor::new(data))
+        .with_guessed_format()
+        .map_err(|e| ImageError::NotAnImage(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(ImageError::NotAnImage("unknown content".into()));
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_ALLOC);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| match e {
+        ::image::ImageError::Limits(_) => ImageError::TooLarge,
+        other => ImageError::NotAnImage(other.to_string()),
+    })?;
+    let (w, h) = target_size(img.width(), img.height(), c.width, c.height)?;
+    let img = if (w, h) == (img.width(), img.height()) {
+        img
+    } else {
+        img.resize_exact(w, h, FilterType::Lanczos3)
+    };
+    let data = encode(&img, c)?;
+    Ok(Converted {
+        data,
+        width: w,
+        height: h,
+        format: c.format,
+    })
+}
+
+fn encode(img: &DynamicImage, c: &Convert) -> Result<Vec<u8>, ImageError> {
+    let mut out = Cursor::new(Vec::new());
+    let fail = |e: ::image::ImageError| ImageError::Encode(e.to_string());
+    match c.format {
+        Format::Jpeg => {
+            // JPEG has no alpha channel.
+            let rgb = DynamicImage::ImageRgb8(img.to_rgb8());
+            let enc = ::image::codecs::jpeg::JpegEncoder::new_with_quality(
+                &mut out,
+                c.quality.clamp(1, 100),
+            );
+            rgb.write_with_encoder(enc).map_err(fail)?;
+        }
+        Format::Png => match img {
+            DynamicImage::ImageLuma8(_)
+            | DynamicImage::ImageLumaA8(_)
+            | DynamicImage::ImageRgb8(_)
+            | DynamicImage::ImageRgba8(_) => {
+                img.write_to(&mut out, ImageFormat::Png).map_err(fail)?
+            }
+            other => DynamicImage::ImageRgba8(other.to_rgba8())
+                .write_to(&mut out, ImageFormat::Png)
+                .map_err(fail)?,
+        },
+        Format::Gif => DynamicImage::ImageRgba8(img.to_rgba8())
+            .write_to(&mut out, ImageFormat::Gif)
+            .map_err(fail)?,
+        Format::Webp => {
+            let converted = if img.color().has_alpha() {
+                DynamicImage::ImageRgba8(img.to_rgba8())
+            } else {
+                DynamicImage::ImageRgb8(img.to_rgb8())
+            };
+            converted
+                .write_to(&mut out, ImageFormat::WebP)
+                .map_err(fail)?
+        }
+    }
+    Ok(out.into_inner())
+}
+
+/// The format of encoded image data, from its content.
+pub fn sniff(data: &[u8]) -> Option<Format> {
+    match ::image::guess_format(data).ok()? {
+        ImageFormat::Jpeg => Some(Format::Jpeg),
+        ImageFormat::Png => Some(Format::Png),
+        ImageFormat::Gif => Some(Format::Gif),
+        ImageFormat::WebP => Some(Format::Webp),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = ::image::RgbaImage::from_fn(w, h, |x, y| {
+            ::image::Rgba([(x * 7) as u8, (y * 5) as u8, 90, 200])
+        });
+        let mut out = Cursor::new(Vec::new());
+        DynamicImage::ImageRgba8(img)
+            .write_to(&mut out, ImageFormat::Png)
+            .expect("png");
+        out.into_inner()
+    }
+
+    fn dims(data: &[u8]) -> (u32, u32) {
+        let img = ::image::load_from_memory(data).expect("decodes");
+        (img.width(), img.height())
+    }
+
+    #[test]
+    fn sizes_follow_the_original_rules() {
+        assert_eq!(target_size(400, 200, 0, 0), Ok((400, 200)));
+        assert_eq!(target_size(400, 200, 128, 128), Ok((128, 128)));
+        assert_eq!(target_size(400, 200, 100, 0), Ok((100, 50)), "aspect kept");
+        assert_eq!(target_size(400, 200, 0, 100), Ok((200, 100)));
+        assert_eq!(
+            target_size(100, 50, -200, 0),
+            Ok((100, 50)),
+            "negative: no upscale"
+        );
+        assert_eq!(
+            target_size(400, 200, -200, 0),
+            Ok((200, 100)),
+            "negative: downscale"
+        );
+        assert_eq!(
+            target_size(100, 50, 300, 0),
+            Ok((300, 150)),
+            "positive upscales"
+        );
+        assert!(target_size(10, 10, 100_000, 0).is_err());
+    }
+
+    #[test]
+    fn converts_between_formats_and_sizes() {
+        let src = png(300, 150);
+        for (ext, want) in [
+            ("jpg", Format::Jpeg),
+            ("png", Format::Png),
+            ("gif", Format::Gif),
+            ("webp", Format::Webp),
+        ] {
+            let c = Convert {
+                width: 128,
+                height: 128,
+                format: Format::parse(ext).expect("format"),
+                quality: 70,
+            };
+            let out = convert(&src, &c).expect("convert");
+            assert_eq!((out.width, out.height), (128, 128));
+            assert_eq!(sniff(&out.data), Some(want), "{ext}");
+            assert_eq!(dims(&out.data), (128, 128), "{ext} decodes at its size");
+        }
+        let kept = convert(
+            &src,
+            &Convert {
+                width: -1000,
+                format: Format::Png,
+                ..Convert::default()
+            },
+        )
+        .expect("convert");
+        assert_eq!(dims(&kept.data), (300, 150));
+        assert!(Format::parse("bmp").is_err());
+        assert_eq!(Format::parse(".JPEG"), Ok(Format::Jpeg));
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_image() {
+        let e = convert(b"hello, not an image", &Convert::default()).unwrap_err();
+        assert!(matches!(e, ImageError::NotAnImage(_)), "{e}");
+        assert!(e.is_caller_error());
+        let mut truncated = png(64, 64);
+        truncated.truncate(60);
+        assert!(convert(&truncated, &Convert::default()).is_err());
+    }
+}
