@@ -357,6 +357,17 @@ impl Cluster {
             n.ready(2);
         }
         let c = Cluster { nodes };
+        // Every pair keeps two connections (both sides dial): a late one clears both ends' caches,
+        // so the tests start only once all four of each node are up.
+        for (i, n) in c.nodes.iter().enumerate() {
+            assert!(
+                wait_for(Duration::from_secs(20), || call(n, "stats").1["peers"]
+                    == json!(4)),
+                "node {i} has {} of 4 peer connections\n{}",
+                call(n, "stats").1["peers"],
+                n.log()
+            );
+        }
         // Connected when a write on each node reaches the two others.
         for (i, n) in c.nodes.iter().enumerate() {
             let key = format!("hello{i}");

@@ -424,14 +424,18 @@ pub fn signed_query(
 
 /// The `Host` header without its port, lower-cased; a bracketed IPv6 literal keeps its brackets.
 pub fn normalize_host(host_header: &str) -> String {
-    let host = match host_header.strip_prefix('[') {
+    host_part(host_header).to_lowercase()
+}
+
+/// The `Host` header without its port, as sent ([`normalize_host`] lower-cases it).
+fn host_part(host_header: &str) -> &str {
+    match host_header.strip_prefix('[') {
         Some(rest) => match rest.find(']') {
             Some(end) => &host_header[..end + 2],
             None => host_header,
         },
         None => host_header.split(':').next().unwrap_or(""),
-    };
-    host.to_lowercase()
+    }
 }
 
 /// The session domain: the normalized host minus its first label when it has more than two
@@ -459,12 +463,45 @@ pub fn string_to_sign(
     content_type: Option<&str>,
     checksum: &str,
 ) -> String {
+    use std::fmt::Write;
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    format!(
-        "{method}\n{}\n{path}\n{query}\n{expires}\n{}\n{checksum}\n",
-        normalize_host(host_header),
-        content_type.unwrap_or("").to_lowercase(),
-    )
+    let host = host_part(host_header);
+    let content_type = content_type.unwrap_or("");
+    // Built in one allocation: this runs for every signed request.
+    let mut out = String::with_capacity(
+        method.len()
+            + host.len()
+            + path.len()
+            + query.len()
+            + content_type.len()
+            + checksum.len()
+            + 32,
+    );
+    out.push_str(method);
+    out.push('\n');
+    push_lowercase(&mut out, host);
+    out.push('\n');
+    out.push_str(path);
+    out.push('\n');
+    out.push_str(query);
+    out.push('\n');
+    let _ = write!(out, "{expires}");
+    out.push('\n');
+    push_lowercase(&mut out, content_type);
+    out.push('\n');
+    out.push_str(checksum);
+    out.push('\n');
+    out
+}
+
+/// Appends `s` lower-cased exactly as [`str::to_lowercase`] would, without a temporary string
+/// when it is ASCII.
+fn push_lowercase(out: &mut String, s: &str) {
+    if s.is_ascii() {
+        out.extend(s.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+    } else {
+        out.push_str(&s.to_lowercase());
+    }
 }
 
 /// The session string `*\n{domain}\n/\n*\n{EXPIRES}\n*\n*\n` ([`session_domain`]).
@@ -847,6 +884,19 @@ mod tests {
                 "ck"
             ),
             "POST\nexample.com\n/a/b\nq\n5\napplication/json; charset=utf-8\nck\n"
+        );
+        // Non-ASCII is lower-cased as str::to_lowercase does (final sigma included), with a port
+        // cut from the host and an IPv6 literal kept whole.
+        assert_eq!(
+            string_to_sign("GET", "ΟΔΟΣ.example:80", "/", "", 7, Some("X/ΣΑΣ"), ""),
+            format!(
+                "GET\n{}\n/\n\n7\n{}\n\n",
+                "ΟΔΟΣ.example".to_lowercase(),
+                "x/ΣΑΣ".to_lowercase()
+            )
+        );
+        assert!(
+            string_to_sign("GET", "[::1]:8000", "/", "", 7, None, "").starts_with("GET\n[::1]\n")
         );
     }
 

@@ -279,7 +279,7 @@ impl Api {
             Ok(empty_object())
         } else {
             // Boxed: the routing future is large, and moving it into the scope would copy it.
-            crate::ipc::request_scope(Box::pin(self.route(req, uri.path(), uri.query()))).await
+            Box::pin(self.route(req, uri.path(), uri.query())).await
         };
         let mut reply = match routed {
             Ok(r) => r,

@@ -63,6 +63,26 @@ struct Shared {
 
 impl Shared {
     /// Clears the whole cache because something may have been missed, counting why.
+    /// A peer connection came up or went down: what was missed meanwhile is unknown.
+    fn pipe(&self, up: bool) {
+        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let st = s.stats_mut();
+        st.peers = if up {
+            st.peers + 1
+        } else {
+            st.peers.saturating_sub(1)
+        };
+        drop(s);
+        self.clear(
+            if up {
+                "a peer connected"
+            } else {
+                "a peer disconnected"
+            },
+            false,
+        );
+    }
+
     fn clear(&self, why: &str, gap: bool) {
         let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
         s.clear();
@@ -119,8 +139,8 @@ impl Peers {
         let s2 = shared.clone();
         socket
             .pipe_notify(move |_pipe, event| match event {
-                PipeEvent::AddPost => s2.clear("a peer connected", false),
-                PipeEvent::RemovePost => s2.clear("a peer disconnected", false),
+                PipeEvent::AddPost => s2.pipe(true),
+                PipeEvent::RemovePost => s2.pipe(false),
                 _ => {}
             })
             .map_err(t)?;

@@ -29,6 +29,9 @@ pub struct CacheStats {
     /// Broadcasts applied from peers.
     #[serde(default)]
     pub applied: u64,
+    /// Peer bus connections up now (two per peer once both sides have dialled).
+    #[serde(default)]
+    pub peers: u64,
 }
 
 /// A change to the store that copies of its values (workers' near caches) must drop.

@@ -182,6 +182,55 @@ pub struct Db {
     hooks: HashMap<String, Vec<RowHook>>,
     /// `pool.NAME.cache_hits` and `pool.NAME.cache_misses` of each pool, looked up once.
     cache_counters: HashMap<String, CacheCounters>,
+    /// Rows parsed from cached JSON, by the text they came from ([`Parsed`]).
+    parsed: Parsed,
+}
+
+/// The last rows [`Db::get_cached`] parsed, each with the exact JSON text it came from, so that
+/// reading the same cached text again costs a clone instead of a parse (every signed request
+/// reads its `bk_auth` row this way). An entry is used only when the cached text is byte for
+/// byte the one it was parsed from, so it can never be stale: a changed row has changed text.
+struct Parsed {
+    rows: std::sync::Mutex<lru::LruCache<String, (String, Row)>>,
+}
+
+impl Parsed {
+    /// Rows kept; texts longer than [`Parsed::MAX_TEXT`] are parsed every time.
+    const ENTRIES: usize = 1024;
+    const MAX_TEXT: usize = 4096;
+
+    fn new() -> Parsed {
+        let n = std::num::NonZeroUsize::new(Self::ENTRIES).expect("ENTRIES is not zero");
+        Parsed {
+            rows: std::sync::Mutex::new(lru::LruCache::new(n)),
+        }
+    }
+
+    /// The row `text` (cached under `key`) holds, or `None` when it is not a JSON object.
+    fn row(&self, key: &str, text: String) -> Option<Row> {
+        if text.len() > Self::MAX_TEXT {
+            return Self::parse(&text);
+        }
+        {
+            let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((t, row)) = rows.get(key) {
+                if *t == text {
+                    return Some(row.clone());
+                }
+            }
+        }
+        let row = Self::parse(&text)?;
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        rows.put(key.to_string(), (text, row.clone()));
+        Some(row)
+    }
+
+    fn parse(text: &str) -> Option<Row> {
+        match serde_json::from_str(text) {
+            Ok(Value::Object(row)) => Some(row),
+            _ => None,
+        }
+    }
 }
 
 type CacheCounters = (Arc<crate::metrics::Counter>, Arc<crate::metrics::Counter>);
@@ -255,6 +304,7 @@ impl Db {
             caching: cfg.list("db-caching").iter().cloned().collect(),
             cache,
             hooks: HashMap::new(),
+            parsed: Parsed::new(),
         })
     }
 
@@ -280,6 +330,7 @@ impl Db {
             caching: HashSet::new(),
             cache,
             hooks: HashMap::new(),
+            parsed: Parsed::new(),
         }
     }
 
@@ -400,7 +451,7 @@ impl Db {
             .ok_or_else(|| DbError::bad_value("key", "primary key value required"))?;
         let counters = self.cache_counters.get(pool.name());
         if let Some(Some(text)) = cache.get(vec![ckey.clone()]).await.into_iter().next() {
-            if let Ok(Value::Object(mut row)) = serde_json::from_str(&text) {
+            if let Some(mut row) = self.parsed.row(&ckey, text) {
                 if let Some((hits, _)) = counters {
                     hits.inc();
                 }
@@ -632,6 +683,31 @@ mod tests {
     use super::*;
     use crate::db::{Column, SqliteDriver};
     use serde_json::json;
+
+    #[test]
+    fn parsed_rows_are_reused_only_for_the_same_text() {
+        let p = Parsed::new();
+        let a = r#"{"id":"1","name":"a"}"#;
+        let row = p.row("t|1", a.to_string()).expect("an object");
+        assert_eq!(Value::Object(row), json!({"id": "1", "name": "a"}));
+        assert_eq!(p.rows.lock().expect("lock").len(), 1);
+        // The same text again: the kept row, equal to a fresh parse.
+        let again = p.row("t|1", a.to_string()).expect("an object");
+        assert_eq!(Value::Object(again), json!({"id": "1", "name": "a"}));
+        // The row changed: its new text is parsed, never the old row returned.
+        let changed = p.row("t|1", r#"{"id":"1","name":"b"}"#.to_string());
+        assert_eq!(
+            changed.map(Value::Object),
+            Some(json!({"id": "1", "name": "b"}))
+        );
+        // Not an object, or not JSON: no row.
+        assert!(p.row("t|2", "[1]".into()).is_none());
+        assert!(p.row("t|3", "{".into()).is_none());
+        // Long texts are parsed every time and not kept.
+        let long = format!(r#"{{"id":"4","x":"{}"}}"#, "y".repeat(Parsed::MAX_TEXT));
+        assert!(p.row("t|4", long).is_some());
+        assert!(p.rows.lock().expect("lock").peek("t|4").is_none());
+    }
 
     fn row(v: Value) -> Row {
         v.as_object().cloned().unwrap_or_default()

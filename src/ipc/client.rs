@@ -9,8 +9,10 @@
 //! lacks the high bit). They keep the worker's [`NearCache`] coherent: before a cache read is
 //! answered from it, everything already waiting on the socket is read with a non-blocking
 //! `recv(2)` (not tokio's cached readiness, which may lag), so an invalidation the server sent
-//! before it acknowledged a write is always applied first.
+//! before it acknowledged a write is always applied first. That read is skipped when the
+//! server's [`PushCounter`] shows that nothing was pushed since the socket was last read.
 
+use super::pushcount::{counter_path, PushCounter};
 use super::sp;
 use super::{IpcError, Msg};
 use crate::cache::NearCache;
@@ -23,18 +25,6 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
-
-tokio::task_local! {
-    /// Set once the socket was drained during the current HTTP request (see [`request_scope`]).
-    static DRAINED: std::cell::Cell<bool>;
-}
-
-/// Runs one HTTP request's handling. Inside it, the socket is drained before the first
-/// near-cache read only: an invalidation the request must see was sent before the write it
-/// belongs to was acknowledged, hence before this request arrived, hence before that drain.
-pub async fn request_scope<F: std::future::Future>(f: F) -> F::Output {
-    DRAINED.scope(std::cell::Cell::new(false), f).await
-}
 
 /// Someone waiting for the reply to request `id`.
 struct Waiter {
@@ -54,6 +44,11 @@ struct State {
     rbuf: Vec<u8>,
     /// What `recv` reads into, allocated (and zeroed) once.
     scratch: Box<[u8]>,
+    /// The server's push counter, mapped when the connection was made; `None` (unreadable):
+    /// the socket is read before every near-cache read.
+    pushes: Option<PushCounter>,
+    /// The counter's value just before the socket was last read to the end.
+    seen: u64,
 }
 
 struct Inner {
@@ -87,6 +82,9 @@ impl Inner {
         let half: &OwnedReadHalf = &link;
         let stream: &tokio::net::UnixStream = half.as_ref();
         let fd = stream.as_raw_fd();
+        if let Some(c) = &st.pushes {
+            st.seen = c.load();
+        }
         let outcome = loop {
             let State { rbuf, scratch, .. } = &mut *st;
             match nix::sys::socket::recv(fd, scratch, nix::sys::socket::MsgFlags::MSG_DONTWAIT) {
@@ -205,6 +203,8 @@ impl Client {
                 link: None,
                 rbuf: Vec::with_capacity(4096),
                 scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
+                pushes: None,
+                seen: 0,
             }),
             tx,
             failing: AtomicBool::new(false),
@@ -234,9 +234,8 @@ impl Client {
             if !st.near.enabled() {
                 None
             } else {
-                // Apply whatever the server already sent, invalidations above all (once per
-                // request; outside a request scope, every time).
-                if DRAINED.try_with(|d| !d.replace(true)).unwrap_or(true) {
+                // Apply whatever the server pushed since the socket was last read.
+                if st.pushes.as_ref().is_none_or(|c| c.load() != st.seen) {
                     self.inner.drain(&mut st);
                 }
                 if let Some(values) = st.near.lookup(&keys) {
@@ -322,11 +321,24 @@ async fn connection(
         delay = Duration::from_millis(10);
         let (r, w) = stream.into_split();
         let r = Arc::new(r);
+        // Mapped anew on every connection: the counter belongs to the server now listening.
+        let counter = match PushCounter::open(&counter_path(&path)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(
+                    "ipc: no push counter ({e}); every near-cache read checks the socket"
+                );
+                None
+            }
+        };
         {
             let Some(i) = inner.upgrade() else { return };
             let mut st = i.lock();
             st.rbuf.clear();
             st.link = Some(r.clone());
+            st.pushes = counter;
+            // Nothing was read from this connection yet: the first cached read reads it.
+            st.seen = st.pushes.as_ref().map_or(0, |c| c.load().wrapping_sub(1));
             st.near.set_live(true);
         }
         let mut reader = tokio::spawn(read_replies(r, inner.clone()));

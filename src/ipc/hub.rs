@@ -7,8 +7,10 @@
 //! written straight into each worker's socket, from whichever thread changed the cache, before
 //! the write that caused them is answered. A worker whose socket cannot take a push right away is
 //! disconnected rather than left with a copy that might be stale; it reconnects by itself with an
-//! empty near cache.
+//! empty near cache. After each push the [`PushCounter`] next to the socket is bumped, which
+//! lets a worker skip reading its socket when nothing was pushed.
 
+use super::pushcount::{counter_path, PushCounter};
 use super::sp;
 use super::{IpcError, Msg};
 use nix::sys::socket::MsgFlags;
@@ -108,6 +110,8 @@ impl Conn {
 pub struct Pushes {
     conns: Mutex<Vec<Arc<Conn>>>,
     next_id: AtomicU64,
+    /// Bumped after every push, once the hub has mapped it ([`Hub::start`]).
+    counter: std::sync::OnceLock<PushCounter>,
 }
 
 impl Pushes {
@@ -123,20 +127,18 @@ impl Pushes {
     /// that cannot take it is disconnected.
     pub fn push(&self, msg: &Msg) {
         let mut conns = self.conns();
-        if conns.is_empty() {
-            return;
+        if !conns.is_empty() {
+            // Strings, numbers and enum tags only: JSON encoding cannot fail.
+            let body = serde_json::to_vec(msg).expect("an IPC message always encodes");
+            let mut frame = Vec::with_capacity(body.len() + 13);
+            // A push carries id 0: no high bit, so it can never be taken for a reply.
+            sp::frame(&mut frame, &[0, 0, 0, 0], &body);
+            conns.retain(|c| c.push(&frame));
         }
-        let body = match serde_json::to_vec(msg) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("ipc hub: cannot encode a push: {e}");
-                return;
-            }
-        };
-        let mut frame = Vec::with_capacity(body.len() + 13);
-        // A push carries id 0: no high bit, so it can never be taken for a reply.
-        sp::frame(&mut frame, &[0, 0, 0, 0], &body);
-        conns.retain(|c| c.push(&frame));
+        // Still under the lock, so the counter moves in the order the pushes were written.
+        if let Some(c) = self.counter.get() {
+            c.bump();
+        }
     }
 
     /// Connected workers.
@@ -167,6 +169,14 @@ impl Hub {
     /// Listens on `path` (the file of `ipc://PATH`) and answers every message with `handler`;
     /// `pushes` learns of every worker connection.
     pub fn start(path: PathBuf, handler: Handler, pushes: Arc<Pushes>) -> Result<Hub, IpcError> {
+        // Mapped before anyone can connect; bumped once so that workers still holding values of
+        // a previous server read their socket before trusting them again.
+        let counter_file = counter_path(&path);
+        let counter = PushCounter::create(&counter_file).map_err(|e| {
+            IpcError::Transport(format!("push counter {}: {e}", counter_file.display()))
+        })?;
+        counter.bump();
+        let _ = pushes.counter.set(counter);
         // A socket file left by a killed server would make bind fail.
         let _ = std::fs::remove_file(&path);
         let std_listener = std::os::unix::net::UnixListener::bind(&path)
@@ -217,6 +227,11 @@ impl Hub {
     /// The socket file, for changing its owner when workers drop privileges.
     pub fn path(&self) -> &std::path::Path {
         &self.path
+    }
+
+    /// The push counter file workers map (it stays when the hub is dropped; see [`PushCounter`]).
+    pub fn counter_path(&self) -> PathBuf {
+        counter_path(&self.path)
     }
 }
 

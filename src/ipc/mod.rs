@@ -13,10 +13,12 @@
 
 mod client;
 mod hub;
+mod pushcount;
 pub mod sp;
 
-pub use client::{request_scope, Client};
+pub use client::Client;
 pub use hub::{Handler, Hub, Pushes};
+pub use pushcount::PushCounter;
 
 use crate::config::{Config, Kind, Param};
 use serde::{Deserialize, Serialize};
@@ -211,14 +213,20 @@ mod tests {
                 Msg::Int { value: d * 2 }
             );
         }
+        let counter = hub.counter_path();
         drop(hub);
         assert!(!path.exists(), "the socket file is removed");
+        assert!(
+            counter.exists(),
+            "the push counter stays (it must never count again from 0)"
+        );
+        let _ = std::fs::remove_file(counter);
     }
 
     #[tokio::test]
     async fn many_requests_in_flight_and_timeouts() {
         let (path, url) = sock("many");
-        let _hub = Hub::start(
+        let hub = Hub::start(
             path,
             std::sync::Arc::new(|m: Msg| match m {
                 Msg::CacheIncr { delta, .. } => Msg::Int { value: delta },
@@ -256,6 +264,7 @@ mod tests {
             Err(IpcError::Timeout(_))
         ));
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
+        let _ = std::fs::remove_file(hub.counter_path());
     }
 
     /// A hub over a real LRU whose writes are pushed to every client, counting the reads it
@@ -314,64 +323,100 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn near_cache_answers_repeated_reads_and_never_serves_a_stale_value() {
+    /// A client on a runtime of its own that runs only while the test waits on it, like a
+    /// worker process whose background reader has not run yet when a request comes in.
+    struct Worker {
+        rt: tokio::runtime::Runtime,
+        c: Client,
+    }
+
+    impl Worker {
+        fn new(url: &str, near: usize) -> Worker {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let c = rt
+                .block_on(async {
+                    Client::connect_near(url, std::time::Duration::from_secs(5), near)
+                })
+                .expect("client");
+            Worker { rt, c }
+        }
+        fn get(&self, k: &str) -> Option<String> {
+            self.rt.block_on(get(&self.c, k))
+        }
+        fn ask(&self, m: Msg) -> Msg {
+            self.rt.block_on(self.c.request(m)).expect("request")
+        }
+        fn put(&self, k: &str, v: &str) {
+            let put = Msg::CachePut {
+                key: k.into(),
+                value: v.into(),
+            };
+            assert_eq!(self.ask(put), Msg::Ok);
+        }
+    }
+
+    /// Writes on one worker, each followed by reads on the other: every read sees the write.
+    fn alternate(a: &Worker, b: &Worker, rounds: usize) {
+        for i in 1..rounds {
+            let (writer, reader) = if i % 2 == 0 { (a, b) } else { (b, a) };
+            assert_eq!(reader.get("k"), Some((i - 1).to_string()), "before {i}");
+            writer.put("k", &i.to_string());
+            assert_eq!(reader.get("k"), Some(i.to_string()), "round {i}");
+            assert_eq!(reader.get("k"), Some(i.to_string()), "again {i}");
+        }
+    }
+
+    #[test]
+    fn near_cache_answers_repeated_reads_and_never_serves_a_stale_value() {
         use std::sync::atomic::Ordering;
-        let (_hub, url, reads) = cache_hub("near");
-        let t = std::time::Duration::from_secs(5);
-        let a = Client::connect_near(&url, t, 1 << 20).expect("a");
-        let b = Client::connect_near(&url, t, 1 << 20).expect("b");
-        let put = |c: &Client, k: &str, v: String| {
-            let c = c.clone();
-            let k = k.to_string();
-            async move {
-                assert_eq!(
-                    c.request(Msg::CachePut { key: k, value: v })
-                        .await
-                        .expect("put"),
-                    Msg::Ok
-                );
-            }
-        };
-        put(&a, "k", "0".into()).await;
-        assert_eq!(get(&a, "k").await.as_deref(), Some("0"));
+        let (hub, url, reads) = cache_hub("near");
+        let a = Worker::new(&url, 1 << 20);
+        let b = Worker::new(&url, 1 << 20);
+        a.put("k", "0");
+        assert_eq!(a.get("k").as_deref(), Some("0"));
         let before = reads.load(Ordering::SeqCst);
         for _ in 0..10 {
-            assert_eq!(get(&a, "k").await.as_deref(), Some("0"));
+            assert_eq!(a.get("k").as_deref(), Some("0"));
         }
         assert_eq!(
             reads.load(Ordering::SeqCst),
             before,
             "answered from the near cache"
         );
-        // A write through another client is seen by the very next read, every time.
-        for i in 1..300 {
-            let (writer, reader) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
-            assert_eq!(get(reader, "k").await, Some((i - 1).to_string()));
-            put(writer, "k", i.to_string()).await;
-            assert_eq!(get(reader, "k").await, Some(i.to_string()), "round {i}");
-        }
+        // A write through another worker is seen by the very next read, every time.
+        alternate(&a, &b, 300);
         // incr and clear invalidate too; misses are not kept.
-        let n = b
-            .request(Msg::CacheIncr {
-                key: "k".into(),
-                delta: 1,
-            })
-            .await
-            .expect("incr");
+        let n = b.ask(Msg::CacheIncr {
+            key: "k".into(),
+            delta: 1,
+        });
         assert_eq!(n, Msg::Int { value: 300 });
-        assert_eq!(get(&a, "k").await.as_deref(), Some("300"));
-        b.request(Msg::CacheClear).await.expect("clear");
-        assert_eq!(get(&a, "k").await, None);
-        put(&b, "k", "new".into()).await;
-        assert_eq!(get(&a, "k").await.as_deref(), Some("new"));
+        assert_eq!(a.get("k").as_deref(), Some("300"));
+        b.ask(Msg::CacheClear);
+        assert_eq!(a.get("k"), None);
+        b.put("k", "new");
+        assert_eq!(a.get("k").as_deref(), Some("new"));
         // Without a near cache every read reaches the server.
-        let plain = Client::connect(&url, t).expect("plain");
+        let plain = Worker::new(&url, 0);
         let before = reads.load(Ordering::SeqCst);
         for _ in 0..3 {
-            assert_eq!(get(&plain, "k").await.as_deref(), Some("new"));
+            assert_eq!(plain.get("k").as_deref(), Some("new"));
         }
         assert_eq!(reads.load(Ordering::SeqCst), before + 3);
+        let _ = std::fs::remove_file(hub.counter_path());
+    }
+
+    #[test]
+    fn near_cache_without_a_push_counter_reads_its_socket_every_time() {
+        let (hub, url, _) = cache_hub("nocounter");
+        std::fs::remove_file(hub.counter_path()).expect("remove the counter file");
+        let a = Worker::new(&url, 1 << 20);
+        let b = Worker::new(&url, 1 << 20);
+        a.put("k", "0");
+        alternate(&a, &b, 100);
     }
 
     #[tokio::test]
@@ -404,6 +449,7 @@ mod tests {
             }
         }
         assert_eq!(seen, Some(vec![None]), "the new server knows nothing of k");
+        let _ = std::fs::remove_file(_hub2.counter_path());
     }
 
     #[test]

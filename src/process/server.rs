@@ -145,7 +145,7 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<crate::db::Table>) -> i3
     if uid.is_some() || gid.is_some() {
         // Workers run as -uid/-gid: they must reach the IPC socket and write the embedded
         // databases (SQLite creates its -wal/-shm files next to the database file).
-        let mut paths = vec![hub.path().to_path_buf(), cfg.dir("var")];
+        let mut paths = vec![hub.path().to_path_buf(), hub.counter_path(), cfg.dir("var")];
         if let Some(db) = cfg.path("db-sqlite-pool") {
             for suffix in ["", "-wal", "-shm"] {
                 paths.push(std::path::PathBuf::from(format!(
