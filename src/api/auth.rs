@@ -222,11 +222,37 @@ impl Signature {
         if s.len() > MAX_SIGNATURE_LEN {
             return Err(AuthError::Malformed("longer than 1024 bytes"));
         }
-        if s.chars().any(char::is_control) {
+        let control = if s.is_ascii() {
+            s.bytes().any(|b| b.is_ascii_control())
+        } else {
+            s.chars().any(char::is_control)
+        };
+        if control {
             return Err(AuthError::Malformed("control character"));
         }
-        let fields: Vec<&str> = s.split('|').collect();
-        let [version, appdata, login, mac, expires, checksum, rest] = fields[..] else {
+        // Exactly seven fields: six, then the empty text after the final `|`.
+        let mut fields = s.split('|');
+        let mut next = || fields.next();
+        let (
+            Some(version),
+            Some(appdata),
+            Some(login),
+            Some(mac),
+            Some(expires),
+            Some(checksum),
+            Some(rest),
+            None,
+        ) = (
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+            next(),
+        )
+        else {
             return Err(AuthError::Malformed(
                 "expected VERSION|APPDATA|LOGIN|SIGNATURE|EXPIRES|CHECKSUM|",
             ));

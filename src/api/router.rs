@@ -622,7 +622,10 @@ pub fn error_full(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
 
 fn json_reply(status: StatusCode, v: &Value) -> Reply {
     // `to_vec` writes straight into a buffer; `to_string` goes through `fmt::Display`.
-    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut body = Vec::with_capacity(256);
+    if serde_json::to_writer(&mut body, v).is_err() {
+        body.clear();
+    }
     let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
     *r.status_mut() = status;
     r.headers_mut().reserve(6);

@@ -68,6 +68,24 @@ impl Cache {
         }
     }
 
+    /// The value of one key; a failure is logged and reads as a miss.
+    pub async fn get_one(&self, key: &str) -> Option<String> {
+        let r = match self {
+            Cache::Local(ipc) => ipc.cache_get_one(key).await.map_err(|e| match e {
+                ipc::IpcError::Decode(m) => CacheError::Protocol(m),
+                e => CacheError::Unavailable(e.to_string()),
+            }),
+            Cache::Redis(r) => r
+                .get(std::slice::from_ref(&key.to_string()))
+                .await
+                .map(|mut v| v.pop().flatten()),
+        };
+        r.unwrap_or_else(|e| {
+            tracing::warn!("cache get: {e}; treated as a miss");
+            None
+        })
+    }
+
     /// Values of `keys`; a failure is logged and reads as misses.
     pub async fn get(&self, keys: Vec<String>) -> Vec<Option<String>> {
         let n = keys.len();

@@ -66,6 +66,24 @@ impl NearCache {
         self.budget > 0
     }
 
+    /// The value of `key` when it is held ([`NearCache::lookup`] for one key, without
+    /// allocating a list); `None` sends the read to the server.
+    pub fn lookup_one(&mut self, key: &str) -> Option<String> {
+        if !self.live {
+            return None;
+        }
+        match self.lru.get(key) {
+            Some(v) => {
+                self.hits.add(1);
+                Some(v.clone())
+            }
+            None => {
+                self.misses.add(1);
+                None
+            }
+        }
+    }
+
     /// The values of all `keys` when every one is held; `None` sends the read to the server.
     pub fn lookup(&mut self, keys: &[String]) -> Option<Vec<Option<String>>> {
         if !self.live || keys.is_empty() {

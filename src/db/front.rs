@@ -450,7 +450,7 @@ impl Db {
         let ckey = Self::cache_key(&t, key)
             .ok_or_else(|| DbError::bad_value("key", "primary key value required"))?;
         let counters = self.cache_counters.get(pool.name());
-        if let Some(Some(text)) = cache.get(vec![ckey.clone()]).await.into_iter().next() {
+        if let Some(text) = cache.get_one(&ckey).await {
             if let Some(mut row) = self.parsed.row(&ckey, text) {
                 if let Some((hits, _)) = counters {
                     hits.inc();

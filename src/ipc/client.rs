@@ -109,6 +109,14 @@ impl Inner {
         }
     }
 
+    /// Applies whatever the server pushed since the socket was last read, before the near cache
+    /// answers: reads the socket unless the push counter shows nothing new.
+    fn catch_up(&self, st: &mut State) {
+        if st.pushes.as_ref().is_none_or(|c| c.load() != st.seen) {
+            self.drain(st);
+        }
+    }
+
     /// The connection is gone: nothing cached may be trusted, nothing in flight will be answered.
     fn lose(&self, st: &mut State, why: &str) -> Drained {
         if st.link.take().is_some() {
@@ -234,10 +242,7 @@ impl Client {
             if !st.near.enabled() {
                 None
             } else {
-                // Apply whatever the server pushed since the socket was last read.
-                if st.pushes.as_ref().is_none_or(|c| c.load() != st.seen) {
-                    self.inner.drain(&mut st);
-                }
+                self.inner.catch_up(&mut st);
                 if let Some(values) = st.near.lookup(&keys) {
                     return Ok(Msg::Values { values });
                 }
@@ -246,6 +251,24 @@ impl Client {
         };
         let fill = epoch.map(|e| (e, keys.clone()));
         self.logged(self.round_trip(Msg::CacheGet { keys }, fill).await)
+    }
+
+    /// The value of one key, from the near cache when it holds it: [`Client::cache_get`]
+    /// without building a key list on a near-cache hit.
+    pub async fn cache_get_one(&self, key: &str) -> Result<Option<String>, IpcError> {
+        {
+            let mut st = self.inner.lock();
+            if st.near.enabled() {
+                self.inner.catch_up(&mut st);
+                if let Some(v) = st.near.lookup_one(key) {
+                    return Ok(Some(v));
+                }
+            }
+        }
+        match self.cache_get(vec![key.to_string()]).await? {
+            Msg::Values { mut values } if values.len() == 1 => Ok(values.pop().flatten()),
+            other => Err(IpcError::Decode(format!("{other:?}"))),
+        }
     }
 
     fn logged(&self, result: Result<Msg, IpcError>) -> Result<Msg, IpcError> {
