@@ -108,22 +108,24 @@ async fn keys(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
 
 /// One name answers `{"value": v}` or `{}` for a miss; several answer one value or null each.
 async fn get(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
-    let names: Vec<String> = params
-        .all("name")
-        .into_iter()
-        .filter(|n| !n.is_empty())
+    let names: Vec<&str> = params
+        .pairs()
+        .iter()
+        .filter(|(n, v)| n == "name" && !v.is_empty())
+        .map(|(_, v)| v.as_str())
         .collect();
-    if names.is_empty() {
-        return Err(Refusal::bad("name is required"));
-    }
-    let many = names.len() > 1;
-    let values = cache.get(names).await;
-    Ok(if many {
-        json!({ "value": values })
-    } else {
-        match values.into_iter().next().flatten() {
+    Ok(match names[..] {
+        [] => return Err(Refusal::bad("name is required")),
+        // The common case: one key, read without building a key list.
+        [one] => match cache.get_one(one).await {
             Some(v) => json!({ "value": v }),
             None => json!({}),
+        },
+        _ => {
+            let values = cache
+                .get(names.iter().map(|n| n.to_string()).collect())
+                .await;
+            json!({ "value": values })
         }
     })
 }
