@@ -162,18 +162,15 @@ pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no database"))?;
     let mut key = Row::new();
     key.insert("login".into(), json!(sig.login));
-    let row = db.get_cached("bk_auth", &key, &Options::default()).await?;
-    let Some(mut row) = row else {
+    let Some(row) = db.get_cached_shared("bk_auth", &key).await? else {
         tracing::info!("auth: unknown login {:?} for {}", sig.login, r.path);
         return Err(not_authenticated());
     };
-    let secret = match row.remove("secret") {
-        Some(Value::String(s)) if !s.is_empty() => s,
-        _ => {
-            tracing::info!("auth: login {:?} has no secret", sig.login);
-            return Err(not_authenticated());
-        }
+    let Some(account) = api.accounts.account(&sig.login, &row) else {
+        tracing::info!("auth: login {:?} has no secret", sig.login);
+        return Err(not_authenticated());
     };
+    let secret = account.secret.clone();
     let host = host_of(r.headers);
     let checked = if from_cookie {
         match api.session_key.as_deref().filter(|k| !k.is_empty()) {
@@ -189,7 +186,7 @@ pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError
             body.as_deref(),
         );
         let string = sig.string_to_sign(r.method.as_str(), host, r.path, &query, content_type);
-        auth::verify_request(&sig, secret.as_bytes(), &string, r.body)
+        auth::verify_request_keyed(&sig, &account.keys, secret.as_bytes(), &string, r.body)
     };
     if let Err(e) = checked {
         tracing::info!(
@@ -231,5 +228,94 @@ pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError
     if acl("acl_allow").is_some_and(|rx| !rx.is_match(r.path)) {
         return Err(ApiError::denied("Access denied"));
     }
-    Ok(Account { auth: row, secret })
+    Ok(account)
+}
+
+/// The accounts built from `bk_auth` rows, by login, each with the shared row it was built from
+/// ([`crate::db::Db::get_cached_shared`]): while the cached row is the same, a signed request
+/// reuses its account instead of copying the row and taking the secret out again.
+pub struct Accounts {
+    built: std::sync::Mutex<lru::LruCache<String, (std::sync::Arc<Row>, Account)>>,
+}
+
+impl Default for Accounts {
+    fn default() -> Accounts {
+        Accounts::new(1024)
+    }
+}
+
+impl Accounts {
+    /// Keeps the accounts of the last `logins` logins that signed a request.
+    pub fn new(logins: usize) -> Accounts {
+        let n = std::num::NonZeroUsize::new(logins.max(1)).expect("at least one");
+        Accounts {
+            built: std::sync::Mutex::new(lru::LruCache::new(n)),
+        }
+    }
+
+    /// The account of `row` (the `bk_auth` row of `login`); `None` when it has no secret.
+    pub fn account(&self, login: &str, row: &std::sync::Arc<Row>) -> Option<Account> {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((from, account)) = built.get(login) {
+            if std::sync::Arc::ptr_eq(from, row) {
+                return Some(account.clone());
+            }
+        }
+        let mut auth = (**row).clone();
+        let secret: std::sync::Arc<str> = match auth.remove("secret") {
+            Some(Value::String(s)) if !s.is_empty() => s.into(),
+            _ => {
+                built.pop(login);
+                return None;
+            }
+        };
+        let account = Account {
+            auth: std::sync::Arc::new(auth),
+            secret,
+            keys: Default::default(),
+        };
+        built.put(login.to_string(), (row.clone(), account.clone()));
+        Some(account)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn auth_row(secret: &str, alias: &str) -> Arc<Row> {
+        let v = json!({"login": "al", "id": "1", "secret": secret, "alias": alias});
+        match v {
+            Value::Object(m) => Arc::new(m),
+            _ => unreachable!("an object literal"),
+        }
+    }
+
+    #[test]
+    fn accounts_are_reused_while_the_cached_row_is_the_same() {
+        let accounts = Accounts::new(2);
+        let row = auth_row("s1", "Al");
+        let a = accounts.account("al", &row).expect("an account");
+        assert_eq!(&*a.secret, "s1");
+        assert!(
+            a.auth.get("secret").is_none(),
+            "the secret is not in the row"
+        );
+        assert!(!format!("{a:?}").contains("s1"), "nor in its Debug form");
+        assert_eq!(a.alias(), "Al");
+        let again = accounts.account("al", &row).expect("an account");
+        assert!(
+            Arc::ptr_eq(&a.auth, &again.auth),
+            "the same row: the same account"
+        );
+        // A new cached row (a changed secret) builds the account again.
+        let changed = auth_row("s2", "Al");
+        let b = accounts.account("al", &changed).expect("an account");
+        assert_eq!(&*b.secret, "s2");
+        assert!(!Arc::ptr_eq(&a.auth, &b.auth));
+        // A row without a secret signs nothing, and forgets the account built before.
+        assert!(accounts.account("al", &auth_row("", "Al")).is_none());
+        assert!(accounts.built.lock().expect("lock").peek("al").is_none());
+    }
 }

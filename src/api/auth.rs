@@ -614,13 +614,61 @@ pub fn verify_request(
     string: &str,
     body: &[u8],
 ) -> Result<(), AuthError> {
+    verify_request_keyed(sig, &SecretKeys::default(), secret, string, body)
+}
+
+/// [`verify_request`] with HMAC states already keyed with `secret` (`keys` must belong to this
+/// secret: the caller keeps them together, as [`crate::api::Account`] does).
+pub fn verify_request_keyed(
+    sig: &Signature,
+    keys: &SecretKeys,
+    secret: &[u8],
+    string: &str,
+    body: &[u8],
+) -> Result<(), AuthError> {
     if sig.version == Version::V2 {
         return Err(AuthError::WrongSource);
     }
-    if !verify(sig.version, secret, string, &sig.signature) {
+    let good = match B64.decode(&sig.signature) {
+        Ok(tag) => keys.matches(sig.version.algorithm(), secret, string.as_bytes(), &tag),
+        Err(_) => false,
+    };
+    if !good {
         return Err(AuthError::NotAuthenticated);
     }
     verify_checksum(&sig.checksum, body)
+}
+
+/// HMAC states keyed with one account's secret, made on first use and cloned for each request:
+/// keying an HMAC hashes two blocks, about a third of the work for a short request string.
+#[derive(Default)]
+pub struct SecretKeys {
+    sha1: std::sync::OnceLock<Option<Hmac<Sha1>>>,
+    sha256: std::sync::OnceLock<Option<Hmac<Sha256>>>,
+}
+
+impl fmt::Debug for SecretKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKeys(<redacted>)")
+    }
+}
+
+impl SecretKeys {
+    /// Constant-time comparison of the HMAC of `msg` under `secret` with `tag`.
+    fn matches(&self, alg: Algorithm, secret: &[u8], msg: &[u8], tag: &[u8]) -> bool {
+        match alg {
+            Algorithm::Sha1 => self
+                .sha1
+                .get_or_init(|| <Hmac<Sha1> as KeyInit>::new_from_slice(secret).ok())
+                .clone()
+                .is_some_and(|m| m.chain_update(msg).verify_slice(tag).is_ok()),
+            Algorithm::Sha256 => self
+                .sha256
+                .get_or_init(|| <Hmac<Sha256> as KeyInit>::new_from_slice(secret).ok())
+                .clone()
+                .is_some_and(|m| m.chain_update(msg).verify_slice(tag).is_ok()),
+        }
+    }
 }
 
 /// The v2 key: HMAC-SHA256(HMAC-SHA256(server_key, secret), login); see the module doc.
@@ -1244,6 +1292,38 @@ mod tests {
             sign_request(Version::V1, "alice", b"s3cret", &bad),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn keyed_states_verify_like_fresh_ones_request_after_request() {
+        let keys = SecretKeys::default();
+        for version in [Version::V1, Version::V3, Version::V1, Version::V4] {
+            for msg in ["GET\nh\n/a\n\n1\n\n\n", "POST\nh\n/b\nx=1\n2\n\n\n"] {
+                let good = Signature {
+                    version,
+                    appdata: String::new(),
+                    login: "al".into(),
+                    signature: sign(version, b"s3cret", msg),
+                    expires: 1,
+                    checksum: String::new(),
+                };
+                assert_eq!(
+                    verify_request_keyed(&good, &keys, b"s3cret", msg, b""),
+                    Ok(())
+                );
+                let mut bad = good.clone();
+                bad.signature = sign(version, b"other", msg);
+                assert_eq!(
+                    verify_request_keyed(&bad, &keys, b"s3cret", msg, b""),
+                    Err(AuthError::NotAuthenticated)
+                );
+                assert_eq!(
+                    verify_request(&bad, b"s3cret", msg, b""),
+                    Err(AuthError::NotAuthenticated)
+                );
+            }
+        }
+        assert!(!format!("{keys:?}").contains("s3cret"));
     }
 
     #[test]

@@ -94,9 +94,12 @@ impl From<Value> for Out {
 /// The authenticated caller: its `bk_auth` row (without the secret).
 #[derive(Clone)]
 pub struct Account {
-    pub auth: Row,
+    /// Shared: an account is cloned into every request it signs.
+    pub auth: Arc<Row>,
     /// Kept apart from the row so that printing an account never shows it.
-    pub(crate) secret: String,
+    pub(crate) secret: Arc<str>,
+    /// HMAC states keyed with `secret`, shared by the clones of this account.
+    pub(crate) keys: Arc<super::auth::SecretKeys>,
 }
 
 impl std::fmt::Debug for Account {

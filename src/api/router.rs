@@ -48,6 +48,8 @@ pub struct Api {
     pub db: Option<std::sync::Arc<crate::db::Db>>,
     /// The key session cookies are signed with (`None`: sessions are off).
     pub session_key: Option<Vec<u8>>,
+    /// Accounts of the logins that signed requests lately, by their cached `bk_auth` rows.
+    pub(crate) accounts: super::access::Accounts,
     /// This worker's pub/sub (`None` outside a web worker).
     pub msg: Option<crate::msg::PubSub>,
     /// Turns true when the worker starts draining: long polls and WebSockets end early.
@@ -234,6 +236,7 @@ impl Api {
             cache,
             db,
             session_key,
+            accounts: super::access::Accounts::default(),
             msg: None,
             drain: None,
             requests: AtomicU64::new(0),

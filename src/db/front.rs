@@ -191,7 +191,7 @@ pub struct Db {
 /// reads its `bk_auth` row this way). An entry is used only when the cached text is byte for
 /// byte the one it was parsed from, so it can never be stale: a changed row has changed text.
 struct Parsed {
-    rows: std::sync::Mutex<lru::LruCache<String, (String, Row)>>,
+    rows: std::sync::Mutex<lru::LruCache<String, (String, Arc<Row>)>>,
 }
 
 impl Parsed {
@@ -206,10 +206,11 @@ impl Parsed {
         }
     }
 
-    /// The row `text` (cached under `key`) holds, or `None` when it is not a JSON object.
-    fn row(&self, key: &str, text: String) -> Option<Row> {
+    /// The row `text` (cached under `key`) holds, or `None` when it is not a JSON object. The
+    /// same text read again gives the same `Arc`.
+    fn row(&self, key: &str, text: String) -> Option<Arc<Row>> {
         if text.len() > Self::MAX_TEXT {
-            return Self::parse(&text);
+            return Self::parse(&text).map(Arc::new);
         }
         {
             let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
@@ -219,7 +220,7 @@ impl Parsed {
                 }
             }
         }
-        let row = Self::parse(&text)?;
+        let row = Arc::new(Self::parse(&text)?);
         let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
         rows.put(key.to_string(), (text, row.clone()));
         Some(row)
@@ -444,18 +445,48 @@ impl Db {
         opts: &Options,
     ) -> Result<Option<Row>, DbError> {
         let (pool, t) = self.pool(table)?;
-        let Some(cache) = &self.cache else {
+        if self.cache.is_none() {
             return pool.get(&t, key, opts).await;
+        }
+        let Some(row) = self.cached(table, key).await? else {
+            return Ok(None);
+        };
+        let mut row = Arc::try_unwrap(row).unwrap_or_else(|shared| (*shared).clone());
+        self.process(&t, std::slice::from_mut(&mut row));
+        Ok(Some(row))
+    }
+
+    /// [`Db::get_cached`] for a caller that only reads the row: when the same cached text is
+    /// read again it is the same `Arc`, neither parsed nor copied. Tables with row hooks get a
+    /// processed copy, as from [`Db::get_cached`].
+    pub async fn get_cached_shared(
+        &self,
+        table: &str,
+        key: &Row,
+    ) -> Result<Option<Arc<Row>>, DbError> {
+        if self.cache.is_none() || self.hooks.contains_key(table) {
+            return Ok(self
+                .get_cached(table, key, &Options::default())
+                .await?
+                .map(Arc::new));
+        }
+        self.cached(table, key).await
+    }
+
+    /// The row as stored, through the cache; row hooks not applied.
+    async fn cached(&self, table: &str, key: &Row) -> Result<Option<Arc<Row>>, DbError> {
+        let (pool, t) = self.pool(table)?;
+        let Some(cache) = &self.cache else {
+            return Ok(pool.get(&t, key, &Options::default()).await?.map(Arc::new));
         };
         let ckey = Self::cache_key(&t, key)
             .ok_or_else(|| DbError::bad_value("key", "primary key value required"))?;
         let counters = self.cache_counters.get(pool.name());
         if let Some(text) = cache.get_one(&ckey).await {
-            if let Some(mut row) = self.parsed.row(&ckey, text) {
+            if let Some(row) = self.parsed.row(&ckey, text) {
                 if let Some((hits, _)) = counters {
                     hits.inc();
                 }
-                self.process(&t, std::slice::from_mut(&mut row));
                 return Ok(Some(row));
             }
         }
@@ -468,11 +499,7 @@ impl Db {
                 tracing::warn!("db: cache put for {table}: {e}");
             }
         }
-        let mut row = row;
-        if let Some(r) = row.as_mut() {
-            self.process(&t, std::slice::from_mut(r));
-        }
-        Ok(row)
+        Ok(row.map(Arc::new))
     }
 
     pub async fn put(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
@@ -689,16 +716,22 @@ mod tests {
         let p = Parsed::new();
         let a = r#"{"id":"1","name":"a"}"#;
         let row = p.row("t|1", a.to_string()).expect("an object");
-        assert_eq!(Value::Object(row), json!({"id": "1", "name": "a"}));
-        assert_eq!(p.rows.lock().expect("lock").len(), 1);
-        // The same text again: the kept row, equal to a fresh parse.
-        let again = p.row("t|1", a.to_string()).expect("an object");
-        assert_eq!(Value::Object(again), json!({"id": "1", "name": "a"}));
-        // The row changed: its new text is parsed, never the old row returned.
-        let changed = p.row("t|1", r#"{"id":"1","name":"b"}"#.to_string());
         assert_eq!(
-            changed.map(Value::Object),
-            Some(json!({"id": "1", "name": "b"}))
+            Value::Object((*row).clone()),
+            json!({"id": "1", "name": "a"})
+        );
+        assert_eq!(p.rows.lock().expect("lock").len(), 1);
+        // The same text again: the kept row itself.
+        let again = p.row("t|1", a.to_string()).expect("an object");
+        assert!(Arc::ptr_eq(&row, &again));
+        // The row changed: its new text is parsed, never the old row returned.
+        let changed = p
+            .row("t|1", r#"{"id":"1","name":"b"}"#.to_string())
+            .expect("an object");
+        assert!(!Arc::ptr_eq(&row, &changed));
+        assert_eq!(
+            Value::Object((*changed).clone()),
+            json!({"id": "1", "name": "b"})
         );
         // Not an object, or not JSON: no row.
         assert!(p.row("t|2", "[1]".into()).is_none());

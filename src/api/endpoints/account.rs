@@ -298,7 +298,7 @@ fn target(req: &Req) -> Result<(String, bool), ApiError> {
 async fn auth_of(req: &Req, db: &Db, id: &str) -> Result<Row, ApiError> {
     let me = req.account()?;
     if me.id() == id {
-        return Ok(me.auth.clone());
+        return Ok((*me.auth).clone());
     }
     let res = db
         .select("bk_auth", &key("id", id), &Options::default())
