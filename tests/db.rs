@@ -193,25 +193,12 @@ fn an_acknowledged_write_survives_kill_9_of_the_whole_tree() {
 
 #[test]
 fn bksh_runs_db_commands() {
-    use std::io::Write;
     let home = tempfile::tempdir().expect("home");
-    let mut child = std::process::Command::new(BKSH)
-        .arg("-home")
-        .arg(home.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("bksh");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(
-            b"db put bk_property name=x value=1\ndb get bk_property name=x\ndb select bk_property name=x\ndb del bk_property name=x\ndb get bk_property name=x\ndb get nope a=1\n",
-        )
-        .expect("write");
-    let out = child.wait_with_output().expect("output");
+    let home_arg = home.path().to_str().expect("utf-8 temp path");
+    let out = bksh_script(
+        &["-home", home_arg],
+        "db put bk_property name=x value=1\ndb get bk_property name=x\ndb select bk_property name=x\ndb del bk_property name=x\ndb get bk_property name=x\ndb get nope a=1\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<Value> = stdout
         .lines()
@@ -282,19 +269,6 @@ fn a_restart_with_a_new_column_and_index_upgrades_the_table_and_keeps_data() {
     assert!(v2.log().contains("adding column"), "the upgrade is logged");
 }
 
-/// True when a service answers on 127.0.0.1:`port`; under CI=true a missing service fails the test.
-pub(crate) fn service(name: &str, port: u16) -> bool {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{name} is not running on 127.0.0.1:{port} (required under CI=true)");
-    }
-    eprintln!("skipped: {name} is not running on 127.0.0.1:{port}");
-    false
-}
-
 pub(crate) fn sh(cmd: &str, args: &[&str]) -> String {
     let out = std::process::Command::new(cmd)
         .args(args)
@@ -310,7 +284,7 @@ pub(crate) fn sh(cmd: &str, args: &[&str]) -> String {
 
 #[test]
 fn tables_pinned_to_postgresql_and_mysql_live_there() {
-    if !service("PostgreSQL", 5432) || !service("MariaDB", 3306) {
+    if !service_up(5432, "PostgreSQL") || !service_up(3306, "MariaDB") {
         return;
     }
     let tag = format!("bkjs_it_{}_{}", std::process::id(), free_port());

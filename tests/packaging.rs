@@ -134,25 +134,15 @@ fn the_packaged_config_is_valid() {
     // bksh loads it like the service would (command line -conf-file), and reports its values.
     let home = tempfile::tempdir().expect("home");
     let conf = repo().join("packaging/config");
-    let mut child = std::process::Command::new(BKSH)
-        .arg("-home")
-        .arg(home.path())
-        .arg("-conf-file")
-        .arg(&conf)
-        .env_remove("BKJS_HOME")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("bksh");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"config uid\nconfig web-dir\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("bksh");
+    let out = bksh_script(
+        &[
+            "-home",
+            home.path().to_str().expect("utf-8 temp path"),
+            "-conf-file",
+            conf.to_str().expect("utf-8 repo path"),
+        ],
+        "config uid\nconfig web-dir\n",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");

@@ -168,7 +168,7 @@ impl Store {
 
     /// `None` (the test is skipped) when PostgreSQL is not running outside CI.
     pub(crate) fn pgsql() -> Option<Store> {
-        if !crate::db::service("PostgreSQL", 5432) {
+        if !crate::harness::service_up(5432, "PostgreSQL") {
             return None;
         }
         let schema = format!("bkjs_social_{}_{}", std::process::id(), free_port());
