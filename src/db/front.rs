@@ -445,10 +445,10 @@ impl Db {
         opts: &Options,
     ) -> Result<Option<Row>, DbError> {
         let (pool, t) = self.pool(table)?;
-        if self.cache.is_none() {
+        let Some(cache) = &self.cache else {
             return pool.get(&t, key, opts).await;
-        }
-        let Some(row) = self.cached(table, key).await? else {
+        };
+        let Some(row) = self.cached(cache, (pool, t.clone()), key).await? else {
             return Ok(None);
         };
         let mut row = Arc::try_unwrap(row).unwrap_or_else(|shared| (*shared).clone());
@@ -464,21 +464,25 @@ impl Db {
         table: &str,
         key: &Row,
     ) -> Result<Option<Arc<Row>>, DbError> {
-        if self.cache.is_none() || self.hooks.contains_key(table) {
-            return Ok(self
+        match &self.cache {
+            Some(cache) if !self.hooks.contains_key(table) => {
+                self.cached(cache, self.pool(table)?, key).await
+            }
+            _ => Ok(self
                 .get_cached(table, key, &Options::default())
                 .await?
-                .map(Arc::new));
+                .map(Arc::new)),
         }
-        self.cached(table, key).await
     }
 
     /// The row as stored, through the cache; row hooks not applied.
-    async fn cached(&self, table: &str, key: &Row) -> Result<Option<Arc<Row>>, DbError> {
-        let (pool, t) = self.pool(table)?;
-        let Some(cache) = &self.cache else {
-            return Ok(pool.get(&t, key, &Options::default()).await?.map(Arc::new));
-        };
+    async fn cached(
+        &self,
+        cache: &Cache,
+        (pool, t): (&Arc<dyn Driver>, Arc<Table>),
+        key: &Row,
+    ) -> Result<Option<Arc<Row>>, DbError> {
+        let table = t.name();
         let ckey = Self::cache_key(&t, key)
             .ok_or_else(|| DbError::bad_value("key", "primary key value required"))?;
         let counters = self.cache_counters.get(pool.name());
