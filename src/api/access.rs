@@ -14,6 +14,7 @@ use crate::db::{Db, Options, Row};
 use hyper::header::{CONTENT_TYPE, COOKIE, HOST};
 use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "bk_sid";
@@ -101,10 +102,10 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The `bk-signature` query parameter, percent-decoded.
-fn query_signature(query: Option<&str>) -> Option<String> {
+fn query_signature(query: Option<&str>) -> Option<Cow<'_, str>> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == "bk-signature")
-        .map(|(_, v)| v.into_owned())
+        .map(|(_, v)| v)
 }
 
 /// Whether the request carries any credentials at all.
@@ -125,17 +126,14 @@ pub struct Signed<'a> {
 
 /// Verifies the caller's credentials; the account on success, the SPEC §5 refusal otherwise.
 pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError> {
-    let header = r
-        .headers
-        .get("bk-signature")
-        .map(|v| v.to_str().map(str::to_string).map_err(|_| ()));
-    let (text, from_cookie) = match header {
-        Some(Ok(h)) => (h, false),
-        Some(Err(())) => return Err(ApiError::bad("Invalid request: bad bk-signature header")),
+    let header = r.headers.get("bk-signature").map(|v| v.to_str());
+    let (text, from_cookie): (Cow<'_, str>, bool) = match header {
+        Some(Ok(h)) => (Cow::Borrowed(h), false),
+        Some(Err(_)) => return Err(ApiError::bad("Invalid request: bad bk-signature header")),
         None => match query_signature(r.query) {
             Some(q) => (q, false),
             None => match cookie(r.headers, SESSION_COOKIE) {
-                Some(c) => (c.to_string(), true),
+                Some(c) => (Cow::Borrowed(c), true),
                 None => return Err(not_authenticated()),
             },
         },
@@ -143,7 +141,7 @@ pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError
     let sig = Signature::parse(&text).map_err(refused)?;
     let now = now_ms();
     // A session cookie lives for -api-session-age; only request signatures are held short.
-    let max_ahead = (!from_cookie).then(|| api.cfg.duration("api-max-expire").as_millis() as i64);
+    let max_ahead = (!from_cookie).then_some(api.max_expire_ms);
     auth::check_expires(sig.expires, now, max_ahead).map_err(refused)?;
     if (sig.version == Version::V2) != from_cookie {
         return Err(refused(AuthError::WrongSource));

@@ -60,6 +60,7 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -199,64 +200,60 @@ impl Version {
 
 /// A parsed `VERSION|APPDATA|LOGIN|SIGNATURE|EXPIRES|CHECKSUM|` value. `Display` writes it back in
 /// that form; `Debug` hides SIGNATURE, which is a bearer credential until EXPIRES.
+/// A parsed signature borrows its fields from the text it was parsed from.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Signature {
+pub struct Signature<'a> {
     pub version: Version,
     /// Opaque client data; not covered by the signature.
-    pub appdata: String,
-    pub login: String,
+    pub appdata: Cow<'a, str>,
+    pub login: Cow<'a, str>,
     /// Base64 HMAC as sent.
-    pub signature: String,
+    pub signature: Cow<'a, str>,
     /// Milliseconds since the epoch; its decimal form is exactly the text that was signed.
     pub expires: i64,
     /// Empty, or base64 SHA1 of the body.
-    pub checksum: String,
+    pub checksum: Cow<'a, str>,
 }
 
-impl Signature {
+impl<'a> Signature<'a> {
     /// Parses a signature value; see the module doc for how strict this is.
-    pub fn parse(s: &str) -> Result<Signature, AuthError> {
+    pub fn parse(s: &'a str) -> Result<Signature<'a>, AuthError> {
         if s.is_empty() {
             return Err(AuthError::MissingField("signature"));
         }
         if s.len() > MAX_SIGNATURE_LEN {
             return Err(AuthError::Malformed("longer than 1024 bytes"));
         }
-        let control = if s.is_ascii() {
-            s.bytes().any(|b| b.is_ascii_control())
-        } else {
-            s.chars().any(char::is_control)
-        };
-        if control {
+        // One pass over the bytes: where the `|` are, and whether an ASCII control character
+        // or any non-ASCII byte (then checked for Unicode control characters) appears.
+        let mut bars = [0usize; 6];
+        let mut n = 0;
+        let (mut control, mut non_ascii) = (false, false);
+        for (i, &b) in s.as_bytes().iter().enumerate() {
+            if b == b'|' {
+                if n < bars.len() {
+                    bars[n] = i;
+                }
+                n += 1;
+            } else if b < 0x20 || b == 0x7f {
+                control = true;
+            } else if b >= 0x80 {
+                non_ascii = true;
+            }
+        }
+        if control || (non_ascii && s.chars().any(char::is_control)) {
             return Err(AuthError::Malformed("control character"));
         }
         // Exactly seven fields: six, then the empty text after the final `|`.
-        let mut fields = s.split('|');
-        let mut next = || fields.next();
-        let (
-            Some(version),
-            Some(appdata),
-            Some(login),
-            Some(mac),
-            Some(expires),
-            Some(checksum),
-            Some(rest),
-            None,
-        ) = (
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-        )
-        else {
+        if n != bars.len() {
             return Err(AuthError::Malformed(
                 "expected VERSION|APPDATA|LOGIN|SIGNATURE|EXPIRES|CHECKSUM|",
             ));
-        };
+        }
+        let field = |i: usize| &s[if i == 0 { 0 } else { bars[i - 1] + 1 }..bars[i]];
+        let (version, appdata, login, mac, expires, checksum) =
+            (field(0), field(1), field(2), field(3), field(4), field(5));
+        let rest = &s[bars[5] + 1..];
         if !rest.is_empty() {
             return Err(AuthError::Malformed("text after the final |"));
         }
@@ -295,11 +292,11 @@ impl Signature {
         }
         Ok(Signature {
             version,
-            appdata: appdata.to_string(),
-            login: login.to_string(),
-            signature: mac.to_string(),
+            appdata: Cow::Borrowed(appdata),
+            login: Cow::Borrowed(login),
+            signature: Cow::Borrowed(mac),
             expires,
-            checksum: checksum.to_string(),
+            checksum: Cow::Borrowed(checksum),
         })
     }
 
@@ -325,7 +322,7 @@ impl Signature {
     }
 }
 
-impl fmt::Display for Signature {
+impl fmt::Display for Signature<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -340,7 +337,7 @@ impl fmt::Display for Signature {
     }
 }
 
-impl fmt::Debug for Signature {
+impl fmt::Debug for Signature<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signature")
             .field("version", &self.version)
@@ -609,7 +606,7 @@ pub fn verify_checksum(expected: &str, body: &[u8]) -> Result<(), AuthError> {
 /// ([`AuthError::NotAuthenticated`]), then a non-empty CHECKSUM must match `body`
 /// ([`AuthError::BadChecksum`]). Expiry is [`check_expires`]'s job.
 pub fn verify_request(
-    sig: &Signature,
+    sig: &Signature<'_>,
     secret: &[u8],
     string: &str,
     body: &[u8],
@@ -620,7 +617,7 @@ pub fn verify_request(
 /// [`verify_request`] with HMAC states already keyed with `secret` (`keys` must belong to this
 /// secret: the caller keeps them together, as [`crate::api::Account`] does).
 pub fn verify_request_keyed(
-    sig: &Signature,
+    sig: &Signature<'_>,
     keys: &SecretKeys,
     secret: &[u8],
     string: &str,
@@ -629,7 +626,7 @@ pub fn verify_request_keyed(
     if sig.version == Version::V2 {
         return Err(AuthError::WrongSource);
     }
-    let good = match B64.decode(&sig.signature) {
+    let good = match B64.decode(sig.signature.as_bytes()) {
         Ok(tag) => keys.matches(sig.version.algorithm(), secret, string.as_bytes(), &tag),
         Err(_) => false,
     };
@@ -696,11 +693,15 @@ pub fn session_cookie(
     let key = session_key(server_key, login, secret).ok_or(AuthError::NoServerKey)?;
     let sig = Signature {
         version: Version::V2,
-        appdata: String::new(),
-        login: login.to_string(),
-        signature: sign(Version::V2, &key, &session_string(host_header, expires)),
+        appdata: Cow::Borrowed(""),
+        login: Cow::Borrowed(login),
+        signature: Cow::Owned(sign(
+            Version::V2,
+            &key,
+            &session_string(host_header, expires),
+        )),
         expires,
-        checksum: String::new(),
+        checksum: Cow::Borrowed(""),
     };
     Ok(sig.to_string())
 }
@@ -710,7 +711,7 @@ pub fn session_cookie(
 /// ([`AuthError::NotAuthenticated`]). Expiry is [`check_expires`]'s job.
 pub fn verify_session(
     server_key: &[u8],
-    sig: &Signature,
+    sig: &Signature<'_>,
     secret: &[u8],
     host_header: &str,
 ) -> Result<(), AuthError> {
@@ -813,11 +814,11 @@ pub fn sign_request(
     );
     let sig = Signature {
         version,
-        appdata: String::new(),
-        login: login.to_string(),
-        signature: sign(version, secret, &string),
+        appdata: Cow::Borrowed(""),
+        login: Cow::Borrowed(login),
+        signature: Cow::Owned(sign(version, secret, &string)),
         expires: req.expires,
-        checksum: body_checksum,
+        checksum: Cow::Owned(body_checksum),
     };
     Ok(sig.to_string())
 }
@@ -1009,6 +1010,27 @@ mod tests {
             Signature::parse(""),
             Err(AuthError::MissingField("signature"))
         );
+    }
+
+    #[test]
+    fn parse_refuses_control_characters_anywhere() {
+        for s in [
+            "1|\t|alice|QUJD|42||",
+            "1||ali\u{7f}ce|QUJD|42||",
+            "1||alice|QUJD|42|\n|",
+            "1|caf\u{e9} \u{85}|alice|QUJD|42||", // a C1 control after non-ASCII text
+            "\u{9f}1||alice|QUJD|42||",
+        ] {
+            assert_eq!(
+                Signature::parse(s),
+                Err(AuthError::Malformed("control character")),
+                "{s:?}"
+            );
+        }
+        // Non-ASCII text that is not a control character is fine where free text is allowed.
+        let sig = Signature::parse("1|caf\u{e9}|\u{e9}l\u{e8}ve|QUJD|42||").expect("parse");
+        assert_eq!(sig.appdata, "caf\u{e9}");
+        assert_eq!(sig.login, "\u{e9}l\u{e8}ve");
     }
 
     #[test]
@@ -1259,7 +1281,7 @@ mod tests {
         );
         // Dropping the checksum from the header breaks the HMAC.
         let mut stripped = sig.clone();
-        stripped.checksum.clear();
+        stripped.checksum = "".into();
         let string = stripped.string_to_sign("POST", HOST, "/account/update", &q, req.content_type);
         assert_eq!(
             verify_request(&stripped, b"s3cret", &string, body),
@@ -1301,18 +1323,18 @@ mod tests {
             for msg in ["GET\nh\n/a\n\n1\n\n\n", "POST\nh\n/b\nx=1\n2\n\n\n"] {
                 let good = Signature {
                     version,
-                    appdata: String::new(),
+                    appdata: "".into(),
                     login: "al".into(),
-                    signature: sign(version, b"s3cret", msg),
+                    signature: sign(version, b"s3cret", msg).into(),
                     expires: 1,
-                    checksum: String::new(),
+                    checksum: "".into(),
                 };
                 assert_eq!(
                     verify_request_keyed(&good, &keys, b"s3cret", msg, b""),
                     Ok(())
                 );
                 let mut bad = good.clone();
-                bad.signature = sign(version, b"other", msg);
+                bad.signature = sign(version, b"other", msg).into();
                 assert_eq!(
                     verify_request_keyed(&bad, &keys, b"s3cret", msg, b""),
                     Err(AuthError::NotAuthenticated)

@@ -70,6 +70,8 @@ pub struct Api {
     /// `-api-upload-limit`, read once.
     upload_limit: usize,
     busy_ms: u64,
+    /// `-api-max-expire` in milliseconds, read once: how far ahead a request signature may expire.
+    pub(crate) max_expire_ms: i64,
     /// `/ping` may be answered before routing: it is open (`-api-allow`), neither denied nor
     /// disallowed, and no hook could see it. Decided once, from this worker's configuration.
     ping_fast: bool,
@@ -120,7 +122,8 @@ impl ApiMetrics {
 
 /// One automaton for all the patterns of some parameters: a path is tested once, not per pattern.
 fn regex_set(cfg: &Config, params: &[&str]) -> PathRules {
-    let mut exact = std::collections::HashSet::new();
+    let mut exact: std::collections::HashSet<String, foldhash::fast::RandomState> =
+        std::collections::HashSet::default();
     let mut prefixes = Vec::new();
     let mut patterns: Vec<&str> = Vec::new();
     for r in params.iter().flat_map(|p| cfg.regexps(p).iter()) {
@@ -184,7 +187,7 @@ pub(crate) fn literal_prefix(pattern: &str) -> Option<String> {
 /// Path patterns: exact paths in a hash set (the common `^/ping$` kind), literal prefixes (the
 /// common `^/system/cache/` kind) compared as strings, the rest in one regex set.
 pub struct PathRules {
-    exact: std::collections::HashSet<String>,
+    exact: std::collections::HashSet<String, foldhash::fast::RandomState>,
     prefixes: Vec<String>,
     set: RegexSet,
 }
@@ -193,7 +196,7 @@ impl PathRules {
     pub fn is_match(&self, path: &str) -> bool {
         self.exact.contains(path)
             || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
-            || self.set.is_match(path)
+            || (!self.set.is_empty() && self.set.is_match(path))
     }
 }
 
@@ -224,6 +227,8 @@ impl Api {
         Api {
             upload_limit: cfg.int("api-upload-limit") as usize,
             busy_ms: cfg.duration("api-busy-latency").as_millis() as u64,
+            max_expire_ms: i64::try_from(cfg.duration("api-max-expire").as_millis())
+                .unwrap_or(i64::MAX),
             ping_fast,
             allow,
             deny,

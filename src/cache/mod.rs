@@ -68,8 +68,9 @@ impl Cache {
         }
     }
 
-    /// The value of one key; a failure is logged and reads as a miss.
-    pub async fn get_one(&self, key: &str) -> Option<String> {
+    /// The value of one key; a failure is logged and reads as a miss. Shared: a near-cache hit
+    /// hands out the value it holds, and the same value read again is the same `Arc`.
+    pub async fn get_one(&self, key: &str) -> Option<Arc<str>> {
         let r = match self {
             Cache::Local(ipc) => ipc.cache_get_one(key).await.map_err(|e| match e {
                 ipc::IpcError::Decode(m) => CacheError::Protocol(m),
@@ -78,7 +79,7 @@ impl Cache {
             Cache::Redis(r) => r
                 .get(std::slice::from_ref(&key.to_string()))
                 .await
-                .map(|mut v| v.pop().flatten()),
+                .map(|mut v| v.pop().flatten().map(Arc::from)),
         };
         r.unwrap_or_else(|e| {
             tracing::warn!("cache get: {e}; treated as a miss");

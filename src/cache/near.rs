@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 /// The near cache of one web worker.
 pub struct NearCache {
-    lru: LruCache<String, String>,
+    /// Shared values: a hit hands out the `Arc`, not a copy, and a caller that keeps what it
+    /// derived from a value ([`crate::db::Db`]'s parsed rows) knows it by the pointer.
+    lru: LruCache<String, Arc<str>>,
     /// Largest sum of key and value lengths held; 0 = disabled.
     budget: usize,
     bytes: usize,
@@ -68,7 +70,7 @@ impl NearCache {
 
     /// The value of `key` when it is held ([`NearCache::lookup`] for one key, without
     /// allocating a list); `None` sends the read to the server.
-    pub fn lookup_one(&mut self, key: &str) -> Option<String> {
+    pub fn lookup_one(&mut self, key: &str) -> Option<Arc<str>> {
         if !self.live {
             return None;
         }
@@ -92,7 +94,7 @@ impl NearCache {
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
             match self.lru.get(k.as_str()) {
-                Some(v) => out.push(Some(v.clone())),
+                Some(v) => out.push(Some(v.to_string())),
                 None => {
                     self.misses.add(1);
                     return None;
@@ -120,7 +122,7 @@ impl NearCache {
             if size > self.budget / 4 {
                 continue; // one value must not push out everything else
             }
-            if let Some(old) = self.lru.put(k.clone(), v.clone()) {
+            if let Some(old) = self.lru.put(k.clone(), Arc::from(v.as_str())) {
                 self.bytes -= k.len() + old.len();
             }
             self.bytes += size;

@@ -174,25 +174,52 @@ async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driver>, DbErro
 /// Every pool, table and hook of one process.
 pub struct Db {
     pools: HashMap<String, Arc<dyn Driver>>,
-    tables: HashMap<String, Arc<Table>>,
-    /// Which pool holds each table.
-    placement: HashMap<String, String>,
+    /// Each described table with its pool, resolved when the Db is built (the pools and the
+    /// placement never change afterwards): a read pays one lookup for both.
+    tables: HashMap<String, Placed, FastHash>,
     caching: HashSet<String>,
     cache: Option<Cache>,
-    hooks: HashMap<String, Vec<RowHook>>,
-    /// `pool.NAME.cache_hits` and `pool.NAME.cache_misses` of each pool, looked up once.
-    cache_counters: HashMap<String, CacheCounters>,
+    hooks: HashMap<String, Vec<RowHook>, FastHash>,
     /// Rows parsed from cached JSON, by the text they came from ([`Parsed`]).
     parsed: Parsed,
 }
 
-/// The last rows [`Db::get_cached`] parsed, each with the exact JSON text it came from, so that
-/// reading the same cached text again costs a clone instead of a parse (every signed request
-/// reads its `bk_auth` row this way). An entry is used only when the cached text is byte for
-/// byte the one it was parsed from, so it can never be stale: a changed row has changed text.
-struct Parsed {
-    rows: std::sync::Mutex<lru::LruCache<String, (String, Arc<Row>)>>,
+/// The hasher of the maps a request reads: table names come from the application's code, and
+/// SipHash was a measurable part of a cached read.
+type FastHash = foldhash::fast::RandomState;
+
+/// A described table, the pool that holds it and that pool's cache hit and miss counters.
+struct Placed {
+    table: Arc<Table>,
+    /// The pool's name, for the error when it is not open.
+    pool_name: String,
+    pool: Option<Arc<dyn Driver>>,
+    counters: Option<CacheCounters>,
 }
+
+impl Placed {
+    fn pool(&self) -> Result<&Arc<dyn Driver>, DbError> {
+        self.pool.as_ref().ok_or_else(|| {
+            DbError::Driver(format!(
+                "pool {} of table {} is not open",
+                self.pool_name,
+                self.table.name()
+            ))
+        })
+    }
+}
+
+/// The last rows [`Db::get_cached`] parsed, each with the JSON text it came from, so that
+/// reading the same cached text again costs no parse (every signed request reads its `bk_auth`
+/// row this way). An entry is used only when the cached text is the very value it was parsed
+/// from (the same shared text the near cache handed out) or byte for byte equal to it, so it
+/// can never be stale: a changed row has changed text.
+struct Parsed {
+    rows: std::sync::Mutex<lru::LruCache<String, ParsedRow>>,
+}
+
+/// A cached text and the row parsed from it.
+type ParsedRow = (Arc<str>, Arc<Row>);
 
 impl Parsed {
     /// Rows kept; texts longer than [`Parsed::MAX_TEXT`] are parsed every time.
@@ -208,14 +235,20 @@ impl Parsed {
 
     /// The row `text` (cached under `key`) holds, or `None` when it is not a JSON object. The
     /// same text read again gives the same `Arc`.
-    fn row(&self, key: &str, text: String) -> Option<Arc<Row>> {
+    fn row(&self, key: &str, text: Arc<str>) -> Option<Arc<Row>> {
         if text.len() > Self::MAX_TEXT {
             return Self::parse(&text).map(Arc::new);
         }
         {
             let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((t, row)) = rows.get(key) {
-                if *t == text {
+            if let Some((t, row)) = rows.get_mut(key) {
+                if Arc::ptr_eq(t, &text) {
+                    return Some(row.clone());
+                }
+                if **t == *text {
+                    // The same text in another allocation (the near cache refilled): keep the
+                    // new one so that the next read is recognised by its pointer.
+                    *t = text;
                     return Some(row.clone());
                 }
             }
@@ -236,19 +269,44 @@ impl Parsed {
 
 type CacheCounters = (Arc<crate::metrics::Counter>, Arc<crate::metrics::Counter>);
 
-fn cache_counters(pools: &HashMap<String, Arc<dyn Driver>>) -> HashMap<String, CacheCounters> {
+/// Each table with its pool (`placement`: table name -> pool name) and the pool's counters.
+fn place(
+    tables: Vec<Table>,
+    placement: &HashMap<String, String>,
+    default: &str,
+    pools: &HashMap<String, Arc<dyn Driver>>,
+) -> HashMap<String, Placed, FastHash> {
     let r = crate::metrics::Registry::global();
-    pools
+    let counters: HashMap<&str, CacheCounters> = pools
         .values()
         .map(|p| {
             let n = p.name();
             (
-                n.to_string(),
+                n,
                 (
                     r.counter(&format!("pool.{n}.cache_hits")),
                     r.counter(&format!("pool.{n}.cache_misses")),
                 ),
             )
+        })
+        .collect();
+    tables
+        .into_iter()
+        .map(|t| {
+            let pool_name = placement
+                .get(t.name())
+                .map(String::as_str)
+                .unwrap_or(default)
+                .to_string();
+            let pool = pools.get(&pool_name).cloned();
+            let counters = pool.as_ref().and_then(|p| counters.get(p.name()).cloned());
+            let placed = Placed {
+                table: Arc::new(t),
+                pool_name,
+                pool,
+                counters,
+            };
+            (placed.table.name().to_string(), placed)
         })
         .collect()
 }
@@ -295,16 +353,11 @@ impl Db {
             pools.insert(driver, super::metered::Metered::wrap(pool));
         }
         Ok(Db {
-            cache_counters: cache_counters(&pools),
+            tables: place(tables, &placement, &default, &pools),
             pools,
-            tables: tables
-                .into_iter()
-                .map(|t| (t.name().to_string(), Arc::new(t)))
-                .collect(),
-            placement,
             caching: cfg.list("db-caching").iter().cloned().collect(),
             cache,
-            hooks: HashMap::new(),
+            hooks: HashMap::default(),
             parsed: Parsed::new(),
         })
     }
@@ -316,21 +369,12 @@ impl Db {
         tables: Vec<Table>,
         cache: Option<Cache>,
     ) -> Db {
-        let placement = tables
-            .iter()
-            .map(|t| (t.name().to_string(), default.to_string()))
-            .collect();
         Db {
-            cache_counters: cache_counters(&pools),
+            tables: place(tables, &HashMap::new(), default, &pools),
             pools,
-            tables: tables
-                .into_iter()
-                .map(|t| (t.name().to_string(), Arc::new(t)))
-                .collect(),
-            placement,
             caching: HashSet::new(),
             cache,
-            hooks: HashMap::new(),
+            hooks: HashMap::default(),
             parsed: Parsed::new(),
         }
     }
@@ -346,8 +390,8 @@ impl Db {
             let tables: Vec<Table> = self
                 .tables
                 .values()
-                .filter(|t| self.placement.get(t.name()) == Some(name))
-                .map(|t| (**t).clone())
+                .filter(|p| p.pool_name == *name)
+                .map(|p| (*p.table).clone())
                 .collect();
             pool.init(&tables).await?;
             tracing::info!(
@@ -360,31 +404,25 @@ impl Db {
 
     /// Described tables, sorted by name.
     pub fn tables(&self) -> Vec<Arc<Table>> {
-        let mut t: Vec<_> = self.tables.values().cloned().collect();
+        let mut t: Vec<_> = self.tables.values().map(|p| p.table.clone()).collect();
         t.sort_by(|a, b| a.name().cmp(b.name()));
         t
     }
 
     /// The description of `name`; an unknown table is the caller's error.
     pub fn table(&self, name: &str) -> Result<Arc<Table>, DbError> {
+        self.placed(name).map(|p| p.table.clone())
+    }
+
+    fn placed(&self, table: &str) -> Result<&Placed, DbError> {
         self.tables
-            .get(name)
-            .cloned()
-            .ok_or_else(|| DbError::BadName(format!("unknown table {name:?}")))
+            .get(table)
+            .ok_or_else(|| DbError::BadName(format!("unknown table {table:?}")))
     }
 
     fn pool(&self, table: &str) -> Result<(&Arc<dyn Driver>, Arc<Table>), DbError> {
-        let t = self.table(table)?;
-        let name = self
-            .placement
-            .get(table)
-            .map(String::as_str)
-            .unwrap_or("sqlite");
-        let pool = self
-            .pools
-            .get(name)
-            .ok_or_else(|| DbError::Driver(format!("pool {name} of table {table} is not open")))?;
-        Ok((pool, t))
+        let p = self.placed(table)?;
+        Ok((p.pool()?, p.table.clone()))
     }
 
     /// The cache key of a row: `TABLE|pk1|pk2...`.
@@ -444,15 +482,15 @@ impl Db {
         key: &Row,
         opts: &Options,
     ) -> Result<Option<Row>, DbError> {
-        let (pool, t) = self.pool(table)?;
+        let p = self.placed(table)?;
         let Some(cache) = &self.cache else {
-            return pool.get(&t, key, opts).await;
+            return p.pool()?.get(&p.table, key, opts).await;
         };
-        let Some(row) = self.cached(cache, (pool, t.clone()), key).await? else {
+        let Some(row) = self.cached(cache, p, key).await? else {
             return Ok(None);
         };
         let mut row = Arc::try_unwrap(row).unwrap_or_else(|shared| (*shared).clone());
-        self.process(&t, std::slice::from_mut(&mut row));
+        self.process(&p.table, std::slice::from_mut(&mut row));
         Ok(Some(row))
     }
 
@@ -466,7 +504,7 @@ impl Db {
     ) -> Result<Option<Arc<Row>>, DbError> {
         match &self.cache {
             Some(cache) if !self.hooks.contains_key(table) => {
-                self.cached(cache, self.pool(table)?, key).await
+                self.cached(cache, self.placed(table)?, key).await
             }
             _ => Ok(self
                 .get_cached(table, key, &Options::default())
@@ -479,28 +517,28 @@ impl Db {
     async fn cached(
         &self,
         cache: &Cache,
-        (pool, t): (&Arc<dyn Driver>, Arc<Table>),
+        p: &Placed,
         key: &Row,
     ) -> Result<Option<Arc<Row>>, DbError> {
-        let table = t.name();
-        let ckey = Self::cache_key(&t, key)
+        let pool = p.pool()?;
+        let t = &p.table;
+        let ckey = Self::cache_key(t, key)
             .ok_or_else(|| DbError::bad_value("key", "primary key value required"))?;
-        let counters = self.cache_counters.get(pool.name());
         if let Some(text) = cache.get_one(&ckey).await {
             if let Some(row) = self.parsed.row(&ckey, text) {
-                if let Some((hits, _)) = counters {
+                if let Some((hits, _)) = &p.counters {
                     hits.inc();
                 }
                 return Ok(Some(row));
             }
         }
-        if let Some((_, misses)) = counters {
+        if let Some((_, misses)) = &p.counters {
             misses.inc();
         }
-        let row = pool.get(&t, key, &Options::default()).await?;
+        let row = pool.get(t, key, &Options::default()).await?;
         if let Some(r) = &row {
             if let Err(e) = cache.put(ckey, Value::Object(r.clone()).to_string()).await {
-                tracing::warn!("db: cache put for {table}: {e}");
+                tracing::warn!("db: cache put for {}: {e}", t.name());
             }
         }
         Ok(row.map(Arc::new))
@@ -719,18 +757,31 @@ mod tests {
     fn parsed_rows_are_reused_only_for_the_same_text() {
         let p = Parsed::new();
         let a = r#"{"id":"1","name":"a"}"#;
-        let row = p.row("t|1", a.to_string()).expect("an object");
+        let text: Arc<str> = Arc::from(a);
+        let row = p.row("t|1", text.clone()).expect("an object");
         assert_eq!(
             Value::Object((*row).clone()),
             json!({"id": "1", "name": "a"})
         );
         assert_eq!(p.rows.lock().expect("lock").len(), 1);
-        // The same text again: the kept row itself.
-        let again = p.row("t|1", a.to_string()).expect("an object");
+        // The same shared text again: the kept row itself.
+        let again = p.row("t|1", text).expect("an object");
         assert!(Arc::ptr_eq(&row, &again));
+        // Equal text in another allocation (the near cache refilled): still the kept row, and
+        // the kept text is now that allocation.
+        let refilled: Arc<str> = Arc::from(a);
+        let again = p.row("t|1", refilled.clone()).expect("an object");
+        assert!(Arc::ptr_eq(&row, &again));
+        let kept = p
+            .rows
+            .lock()
+            .expect("lock")
+            .peek("t|1")
+            .map(|(t, _)| t.clone());
+        assert!(kept.is_some_and(|t| Arc::ptr_eq(&t, &refilled)));
         // The row changed: its new text is parsed, never the old row returned.
         let changed = p
-            .row("t|1", r#"{"id":"1","name":"b"}"#.to_string())
+            .row("t|1", Arc::from(r#"{"id":"1","name":"b"}"#))
             .expect("an object");
         assert!(!Arc::ptr_eq(&row, &changed));
         assert_eq!(
@@ -742,7 +793,7 @@ mod tests {
         assert!(p.row("t|3", "{".into()).is_none());
         // Long texts are parsed every time and not kept.
         let long = format!(r#"{{"id":"4","x":"{}"}}"#, "y".repeat(Parsed::MAX_TEXT));
-        assert!(p.row("t|4", long).is_some());
+        assert!(p.row("t|4", Arc::from(long)).is_some());
         assert!(p.rows.lock().expect("lock").peek("t|4").is_none());
     }
 

@@ -255,7 +255,7 @@ impl Client {
 
     /// The value of one key, from the near cache when it holds it: [`Client::cache_get`]
     /// without building a key list on a near-cache hit.
-    pub async fn cache_get_one(&self, key: &str) -> Result<Option<String>, IpcError> {
+    pub async fn cache_get_one(&self, key: &str) -> Result<Option<Arc<str>>, IpcError> {
         {
             let mut st = self.inner.lock();
             if st.near.enabled() {
@@ -266,7 +266,9 @@ impl Client {
             }
         }
         match self.cache_get(vec![key.to_string()]).await? {
-            Msg::Values { mut values } if values.len() == 1 => Ok(values.pop().flatten()),
+            Msg::Values { mut values } if values.len() == 1 => {
+                Ok(values.pop().flatten().map(Arc::from))
+            }
             other => Err(IpcError::Decode(format!("{other:?}"))),
         }
     }

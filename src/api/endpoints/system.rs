@@ -118,7 +118,7 @@ async fn get(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
         [] => return Err(Refusal::bad("name is required")),
         // The common case: one key, read without building a key list.
         [one] => match cache.get_one(one).await {
-            Some(v) => json!({ "value": v }),
+            Some(v) => json!({ "value": &*v }),
             None => json!({}),
         },
         _ => {
