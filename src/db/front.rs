@@ -177,7 +177,7 @@ pub struct Db {
     /// Each described table with its pool, resolved when the Db is built (the pools and the
     /// placement never change afterwards): a read pays one lookup for both.
     tables: HashMap<String, Placed, FastHash>,
-    caching: HashSet<String>,
+    caching: HashSet<String, FastHash>,
     cache: Option<Cache>,
     hooks: HashMap<String, Vec<RowHook>, FastHash>,
     /// Rows parsed from cached JSON, by the text they came from ([`Parsed`]).
@@ -372,7 +372,7 @@ impl Db {
         Db {
             tables: place(tables, &HashMap::new(), default, &pools),
             pools,
-            caching: HashSet::new(),
+            caching: HashSet::default(),
             cache,
             hooks: HashMap::default(),
             parsed: Parsed::new(),
@@ -467,10 +467,10 @@ impl Db {
         if (opts.cached || self.caching.contains(table)) && opts.select.is_empty() {
             return self.get_cached(table, key, opts).await;
         }
-        let (pool, t) = self.pool(table)?;
-        let mut row = pool.get(&t, key, opts).await?;
+        let p = self.placed(table)?;
+        let mut row = p.pool()?.get(&p.table, key, opts).await?;
         if let Some(r) = row.as_mut() {
-            self.process(&t, std::slice::from_mut(r));
+            self.process(&p.table, std::slice::from_mut(r));
         }
         Ok(row)
     }

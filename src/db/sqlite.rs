@@ -295,9 +295,19 @@ fn decode(kind: Option<ColumnType>, v: ValueRef<'_>) -> Option<Value> {
 
 /// Runs a select whose result columns are `cols`, in order.
 fn fetch(conn: &Connection, s: &Sql, cols: &[&Column]) -> Result<Vec<Row>, DbError> {
-    let mut stmt = conn.prepare_cached(&s.text).map_err(map_err)?;
+    fetch_text(conn, &s.text, &s.params, cols)
+}
+
+/// [`fetch`] of a statement given as its text and parameters.
+fn fetch_text(
+    conn: &Connection,
+    text: &str,
+    params: &[Param],
+    cols: &[&Column],
+) -> Result<Vec<Row>, DbError> {
+    let mut stmt = conn.prepare_cached(text).map_err(map_err)?;
     let mut rows = stmt
-        .query(rusqlite::params_from_iter(s.params.iter()))
+        .query(rusqlite::params_from_iter(params.iter()))
         .map_err(map_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
@@ -364,13 +374,12 @@ impl BlockingDriver for SqliteDriver {
             .map(|(_, p)| p)
             .collect();
         let cols = sql::select_columns(table, opts);
-        let names: Vec<String> = cols.iter().map(|c| c.name.clone()).collect();
         let cached = self
             .get_sql
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(table.name())
-            .filter(|(n, _)| *n == names)
+            .filter(|(n, _)| n.iter().eq(cols.iter().map(|c| &c.name)))
             .map(|(_, t)| t.clone());
         let text = match cached {
             Some(t) => t,
@@ -378,6 +387,7 @@ impl BlockingDriver for SqliteDriver {
                 let built: std::sync::Arc<str> = sql::get(D, table, &cols, key_params(table, key)?)
                     .text
                     .into();
+                let names = cols.iter().map(|c| c.name.clone()).collect();
                 self.get_sql
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -385,12 +395,9 @@ impl BlockingDriver for SqliteDriver {
                 built
             }
         };
-        let s = Sql {
-            dialect: D,
-            text: text.to_string(),
-            params,
-        };
-        Ok(fetch(&*self.conn()?, &s, &cols)?.into_iter().next())
+        Ok(fetch_text(&*self.conn()?, &text, &params, &cols)?
+            .into_iter()
+            .next())
     }
 
     fn begin_now(&self) -> bool {

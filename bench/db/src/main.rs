@@ -29,6 +29,11 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// The allocator of the `bkjs` binary, so the library runs as it does there (the raw side, in the
+/// same process, gets it too).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TABLE: &str = "bk_property";
 const RAW: &str = "bench_raw_property";
 const RAW_SPAWN: &str = "bench_raw_spawn_property";
