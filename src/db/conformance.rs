@@ -94,7 +94,8 @@ macro_rules! same {
     };
 }
 
-fn row(v: Value) -> Row {
+/// A row from a JSON object literal (the tests of every driver use it).
+pub(crate) fn row(v: Value) -> Row {
     match v {
         Value::Object(m) => m,
         other => panic!("conformance: test row {other} is not a JSON object"),
@@ -159,6 +160,13 @@ fn set<T: Ord + Clone>(items: &[T]) -> BTreeSet<T> {
 /// A number as f64 (real columns may come back as `2` or `2.0`; JSON does not tell them apart).
 fn num(v: Option<&Value>) -> Option<f64> {
     v.and_then(Value::as_f64)
+}
+
+/// The drivers' own tests' table `t`: [`items_columns`] and then `extra`.
+pub(crate) fn items_table(extra: impl IntoIterator<Item = Column>) -> Table {
+    let mut columns = items_columns();
+    columns.extend(extra);
+    Table::new("t", columns).expect("valid table")
 }
 
 /// The general-purpose test table: composite key `id`, `rk` (range key) and one of each type.

@@ -750,6 +750,7 @@ fn same(a: &Value, b: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::conformance::row;
     use crate::db::{Column, SqliteDriver};
     use serde_json::json;
 
@@ -795,10 +796,6 @@ mod tests {
         let long = format!(r#"{{"id":"4","x":"{}"}}"#, "y".repeat(Parsed::MAX_TEXT));
         assert!(p.row("t|4", Arc::from(long)).is_some());
         assert!(p.rows.lock().expect("lock").peek("t|4").is_none());
-    }
-
-    fn row(v: Value) -> Row {
-        v.as_object().cloned().unwrap_or_default()
     }
 
     fn db(dir: &std::path::Path) -> Db {

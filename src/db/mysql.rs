@@ -511,6 +511,7 @@ impl Driver for MysqlDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::conformance::row;
     use serde_json::json;
 
     /// Whether InnoDB has a transaction open for `conn`.
@@ -591,13 +592,6 @@ mod tests {
         admin.close().await.expect("close admin pool");
         let d = MysqlDriver::connect(&format!("{BASE_URL}/{name}"), 4).expect("url");
         Some((d, guard))
-    }
-
-    fn row(v: Value) -> Row {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -663,6 +663,7 @@ impl Driver for PgsqlDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::conformance::{items_table, row};
     use crate::db::{Column, Op};
     use serde_json::json;
 
@@ -740,28 +741,8 @@ mod tests {
         panic!("PostgreSQL on {ADDR} refused every test URL: {errors:?}");
     }
 
-    fn row(v: Value) -> Row {
-        v.as_object().expect("a JSON object").clone()
-    }
-
     fn table() -> Table {
-        Table::new(
-            "t",
-            vec![
-                Column::text("id").primary(1),
-                Column::text("rk").primary(2),
-                Column::int("num"),
-                Column::text("name").index(1),
-                Column::json("data"),
-                Column::bool("flag"),
-                Column::counter("cnt"),
-                Column::real("score"),
-                Column::date("day"),
-                Column::text("email").unique(),
-                Column::bigint("mtime").now(),
-            ],
-        )
-        .expect("valid table")
+        items_table([Column::date("day"), Column::text("email").unique()])
     }
 
     fn o() -> Options {

@@ -1292,6 +1292,7 @@ impl BlockingDriver for SledDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::conformance::{items_table, row};
     use crate::db::SqliteDriver;
     use serde_json::json;
     use std::path::PathBuf;
@@ -1322,31 +1323,12 @@ mod tests {
         }
     }
 
-    fn row(v: Value) -> Row {
-        v.as_object().expect("a JSON object").clone()
-    }
-
     fn o() -> Options {
         Options::default()
     }
 
     fn test_table() -> Table {
-        Table::new(
-            "t",
-            vec![
-                Column::text("id").primary(1),
-                Column::text("rk").primary(2),
-                Column::int("num"),
-                Column::text("name").index(1),
-                Column::json("data"),
-                Column::bool("flag"),
-                Column::counter("cnt"),
-                Column::real("score"),
-                Column::text("email").unique(),
-                Column::bigint("mtime").now(),
-            ],
-        )
-        .expect("valid table")
+        items_table([Column::text("email").unique()])
     }
 
     fn setup(tmp: &Tmp) -> (SledDriver, Table) {

@@ -3,6 +3,7 @@
 //! queries, the connection pool) and driver-independent details (names, operators, tokens,
 //! built-in tables, SQL dialect text, value coercion).
 
+use super::conformance::{items_table, row};
 use super::*;
 use serde_json::json;
 use std::path::PathBuf;
@@ -33,26 +34,8 @@ impl Drop for Tmp {
     }
 }
 
-fn row(v: Value) -> Row {
-    v.as_object().expect("a JSON object").clone()
-}
-
 fn test_table() -> Table {
-    Table::new(
-        "t",
-        vec![
-            Column::text("id").primary(1),
-            Column::text("rk").primary(2),
-            Column::int("num"),
-            Column::text("name").index(1),
-            Column::json("data"),
-            Column::bool("flag"),
-            Column::counter("cnt"),
-            Column::real("score"),
-            Column::bigint("mtime").now(),
-        ],
-    )
-    .expect("valid table")
+    items_table([])
 }
 
 fn setup() -> (Tmp, SqliteDriver, Table) {
