@@ -552,60 +552,65 @@ async fn forward(
         .chain(pubs.into_iter().map(|l| (l, false)))
     {
         let (tx, stats) = (tx.clone(), stats.clone());
-        match l {
-            Listener::Unix(l) => match tokio::net::UnixListener::from_std(l) {
-                Ok(l) => {
-                    tasks.spawn(async move {
-                        loop {
-                            match l.accept().await {
-                                Ok((s, _)) => {
-                                    tokio::spawn(serve(
-                                        s,
-                                        true,
-                                        publisher_side,
-                                        tx.clone(),
-                                        stats.clone(),
-                                    ));
-                                }
-                                Err(e) => {
-                                    tracing::warn!("pub/sub forwarder accept: {e}");
-                                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                                }
-                            }
-                        }
-                    });
-                }
-                Err(e) => tracing::error!("pub/sub forwarder: {e}"),
-            },
-            Listener::Tcp(l) => match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => {
-                    tasks.spawn(async move {
-                        loop {
-                            match l.accept().await {
-                                Ok((s, _)) => {
-                                    let _ = s.set_nodelay(true);
-                                    tokio::spawn(serve(
-                                        s,
-                                        false,
-                                        publisher_side,
-                                        tx.clone(),
-                                        stats.clone(),
-                                    ));
-                                }
-                                Err(e) => {
-                                    tracing::warn!("pub/sub forwarder accept: {e}");
-                                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                                }
-                            }
-                        }
-                    });
-                }
-                Err(e) => tracing::error!("pub/sub forwarder: {e}"),
-            },
+        let spawned = match l {
+            Listener::Unix(l) => tokio::net::UnixListener::from_std(l)
+                .map(|l| tasks.spawn(accept_loop(l, publisher_side, tx, stats))),
+            Listener::Tcp(l) => tokio::net::TcpListener::from_std(l)
+                .map(|l| tasks.spawn(accept_loop(l, publisher_side, tx, stats))),
+        };
+        if let Err(e) = spawned {
+            tracing::error!("pub/sub forwarder: {e}");
         }
     }
     let _ = stopped.await;
     tasks.abort_all();
+}
+
+/// What [`accept_loop`] needs of a listener: its next connection, and whether it is the ipc://
+/// (unix socket) kind.
+trait Accept: Send + Sync + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    const IPC: bool;
+    fn next_conn(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> + Send;
+}
+
+impl Accept for tokio::net::UnixListener {
+    type Stream = tokio::net::UnixStream;
+    const IPC: bool = true;
+    async fn next_conn(&self) -> std::io::Result<Self::Stream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    const IPC: bool = false;
+    async fn next_conn(&self) -> std::io::Result<Self::Stream> {
+        let (s, _) = self.accept().await?;
+        let _ = s.set_nodelay(true);
+        Ok(s)
+    }
+}
+
+/// Serves every connection `l` accepts, until the task is aborted; a failed accept (out of file
+/// descriptors, say) is logged and retried shortly after.
+async fn accept_loop<L: Accept>(
+    l: L,
+    publisher_side: bool,
+    tx: broadcast::Sender<Bytes>,
+    stats: Arc<ForwarderStats>,
+) {
+    loop {
+        match l.next_conn().await {
+            Ok(s) => {
+                tokio::spawn(serve(s, L::IPC, publisher_side, tx.clone(), stats.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("pub/sub forwarder accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
 }
 
 /// One connection to the forwarder: a publisher whose messages are broadcast, or a subscriber
