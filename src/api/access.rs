@@ -168,11 +168,10 @@ pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError
         tracing::info!("auth: login {:?} has no secret", sig.login);
         return Err(not_authenticated());
     };
-    let secret = account.secret.clone();
     let host = host_of(r.headers);
     let checked = if from_cookie {
         match api.session_key.as_deref().filter(|k| !k.is_empty()) {
-            Some(key) => auth::verify_session(key, &sig, secret.as_bytes(), host),
+            Some(key) => auth::verify_session(key, &sig, account.secret.as_bytes(), host),
             None => Err(AuthError::NoServerKey),
         }
     } else {
@@ -184,7 +183,13 @@ pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError
             body.as_deref(),
         );
         let string = sig.string_to_sign(r.method.as_str(), host, r.path, &query, content_type);
-        auth::verify_request_keyed(&sig, &account.keys, secret.as_bytes(), &string, r.body)
+        auth::verify_request_keyed(
+            &sig,
+            &account.keys,
+            account.secret.as_bytes(),
+            &string,
+            r.body,
+        )
     };
     if let Err(e) = checked {
         tracing::info!(

@@ -200,6 +200,7 @@ impl Version {
 
 /// A parsed `VERSION|APPDATA|LOGIN|SIGNATURE|EXPIRES|CHECKSUM|` value. `Display` writes it back in
 /// that form; `Debug` hides SIGNATURE, which is a bearer credential until EXPIRES.
+///
 /// A parsed signature borrows its fields from the text it was parsed from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Signature<'a> {

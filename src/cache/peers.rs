@@ -62,8 +62,8 @@ struct Shared {
 }
 
 impl Shared {
-    /// Clears the whole cache because something may have been missed, counting why.
-    /// A peer connection came up or went down: what was missed meanwhile is unknown.
+    /// A peer connection came up or went down: counted in `peers`, and the cache cleared, since
+    /// what was missed meanwhile is unknown.
     fn pipe(&self, up: bool) {
         let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let st = s.stats_mut();
@@ -83,6 +83,7 @@ impl Shared {
         );
     }
 
+    /// Clears the whole cache because something may have been missed, counting why.
     fn clear(&self, why: &str, gap: bool) {
         let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
         s.clear();

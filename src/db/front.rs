@@ -420,9 +420,9 @@ impl Db {
             .ok_or_else(|| DbError::BadName(format!("unknown table {table:?}")))
     }
 
-    fn pool(&self, table: &str) -> Result<(&Arc<dyn Driver>, Arc<Table>), DbError> {
+    fn pool(&self, table: &str) -> Result<(&Arc<dyn Driver>, &Arc<Table>), DbError> {
         let p = self.placed(table)?;
-        Ok((p.pool()?, p.table.clone()))
+        Ok((p.pool()?, &p.table))
     }
 
     /// The cache key of a row: `TABLE|pk1|pk2...`.
@@ -483,13 +483,17 @@ impl Db {
         opts: &Options,
     ) -> Result<Option<Row>, DbError> {
         let p = self.placed(table)?;
-        let Some(cache) = &self.cache else {
-            return p.pool()?.get(&p.table, key, opts).await;
+        let row = match &self.cache {
+            Some(cache) => self
+                .cached(cache, p, key)
+                .await?
+                .map(|shared| Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone())),
+            // No cache in this process: a plain read, with the row hooks all reads get.
+            None => p.pool()?.get(&p.table, key, opts).await?,
         };
-        let Some(row) = self.cached(cache, p, key).await? else {
+        let Some(mut row) = row else {
             return Ok(None);
         };
-        let mut row = Arc::try_unwrap(row).unwrap_or_else(|shared| (*shared).clone());
         self.process(&p.table, std::slice::from_mut(&mut row));
         Ok(Some(row))
     }
@@ -546,43 +550,43 @@ impl Db {
 
     pub async fn put(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
-        let r = pool.put(&t, row, opts).await?;
-        self.invalidate(&t, row).await;
+        let r = pool.put(t, row, opts).await?;
+        self.invalidate(t, row).await;
         Ok(r)
     }
 
     pub async fn add(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
-        let r = pool.add(&t, row, opts).await?;
-        self.invalidate(&t, row).await;
+        let r = pool.add(t, row, opts).await?;
+        self.invalidate(t, row).await;
         Ok(r)
     }
 
     pub async fn update(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
-        let r = pool.update(&t, row, opts).await?;
-        self.invalidate(&t, row).await;
+        let r = pool.update(t, row, opts).await?;
+        self.invalidate(t, row).await;
         Ok(r)
     }
 
     pub async fn incr(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
-        let r = pool.incr(&t, row, opts).await?;
-        self.invalidate(&t, row).await;
+        let r = pool.incr(t, row, opts).await?;
+        self.invalidate(t, row).await;
         Ok(r)
     }
 
     pub async fn del(&self, table: &str, key: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
-        let r = pool.del(&t, key, opts).await?;
-        self.invalidate(&t, key).await;
+        let r = pool.del(t, key, opts).await?;
+        self.invalidate(t, key).await;
         Ok(r)
     }
 
     pub async fn select(&self, table: &str, query: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
-        let mut r = pool.select(&t, query, opts).await?;
-        self.process(&t, &mut r.rows);
+        let mut r = pool.select(t, query, opts).await?;
+        self.process(t, &mut r.rows);
         Ok(r)
     }
 
@@ -648,9 +652,9 @@ impl Db {
     /// holds the same data (`check_data`); affected = 0 when skipped. See [`replace_on`].
     pub async fn replace(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
-        let r = replace_on(pool.as_ref(), &t, row, opts).await?;
+        let r = replace_on(pool.as_ref(), t, row, opts).await?;
         if r.affected > 0 {
-            self.invalidate(&t, row).await;
+            self.invalidate(t, row).await;
         }
         Ok(r)
     }
@@ -935,6 +939,16 @@ mod tests {
             .expect("get")
             .expect("row");
         assert_eq!(got["hooked"], json!(true), "row hooks run on reads");
+        let got = db
+            .get_cached("items", &row(json!({"id": "k1"})), &o)
+            .await
+            .expect("get_cached")
+            .expect("row");
+        assert_eq!(
+            got["hooked"],
+            json!(true),
+            "and on cached reads, also in a process without a cache"
+        );
         let r = db.del_all("items", &q, &by_prefix).await.expect("del_all");
         assert_eq!(r.affected, 7);
         assert!(db
