@@ -1,0 +1,308 @@
+//! Who is calling (SPEC §5): the `bk-signature` header or query parameter, or the `bk_sid`
+//! session cookie, verified against the caller's `bk_auth` row (read through the cache).
+//!
+//! The order of the checks differs from the original on purpose: the signature is verified right
+//! after the row is found, and only then are the account's expiry and ACLs looked at. Otherwise
+//! an unsigned probe could learn that a login exists (412 or 403 instead of 401). An unknown login
+//! and a wrong signature answer the same 401 "Not authenticated". The secret is never logged.
+
+use super::auth::{self, AuthError, Signature, Version};
+use super::route::{Account, ApiError};
+use super::router::Api;
+use bkjs_base::config::Config;
+use bkjs_db::{Db, Options, Row};
+use hyper::header::{CONTENT_TYPE, COOKIE, HOST};
+use hyper::{HeaderMap, Method, StatusCode};
+use serde_json::{json, Value};
+use std::borrow::Cow;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "bk_sid";
+
+/// `bk_property` row holding the generated session key when `-api-session-key` is not set.
+const SESSION_KEY_PROPERTY: &str = "api.session.key";
+
+fn refused(e: AuthError) -> ApiError {
+    ApiError::new(
+        StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+        e.message(),
+    )
+}
+
+fn not_authenticated() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated")
+}
+
+/// The key session cookies are signed with: `-api-session-key`, or one generated once and kept
+/// in `bk_property`, so every worker and every machine sharing the database agrees on it.
+pub async fn session_key(cfg: &Config, db: &Db) -> Result<Vec<u8>, bkjs_db::DbError> {
+    let configured = cfg.str("api-session-key");
+    if !configured.is_empty() {
+        return Ok(configured.as_bytes().to_vec());
+    }
+    let mut key = Row::new();
+    key.insert("name".into(), json!(SESSION_KEY_PROPERTY));
+    for _ in 0..3 {
+        if let Some(row) = db.get("bk_property", &key, &Options::default()).await? {
+            if let Some(v) = row
+                .get("value")
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+            {
+                return Ok(v.as_bytes().to_vec());
+            }
+        }
+        let mut row = key.clone();
+        let fresh: [u8; 32] = rand::random();
+        row.insert("value".into(), json!(hex::encode(fresh)));
+        match db.add("bk_property", &row, &Options::default()).await {
+            Ok(_) | Err(bkjs_db::DbError::Exists) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(bkjs_db::DbError::Driver(
+        "the session key in bk_property cannot be read back".into(),
+    ))
+}
+
+/// The `Host` header as sent.
+pub fn host_of(headers: &HeaderMap) -> &str {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The value of cookie `name`.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The `bk-signature` query parameter, percent-decoded.
+fn query_signature(query: Option<&str>) -> Option<Cow<'_, str>> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "bk-signature")
+        .map(|(_, v)| v)
+}
+
+/// Whether the request carries any credentials at all.
+pub fn has_credentials(headers: &HeaderMap, query: Option<&str>) -> bool {
+    headers.contains_key("bk-signature")
+        || query.is_some_and(|q| q.contains("bk-signature="))
+        || cookie(headers, SESSION_COOKIE).is_some()
+}
+
+/// The parts of a request the signature covers.
+pub struct Signed<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Verifies the caller's credentials; the account on success, the SPEC §5 refusal otherwise.
+pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError> {
+    let header = r.headers.get("bk-signature").map(|v| v.to_str());
+    let (text, from_cookie): (Cow<'_, str>, bool) = match header {
+        Some(Ok(h)) => (Cow::Borrowed(h), false),
+        Some(Err(_)) => return Err(ApiError::bad("Invalid request: bad bk-signature header")),
+        None => match query_signature(r.query) {
+            Some(q) => (q, false),
+            None => match cookie(r.headers, SESSION_COOKIE) {
+                Some(c) => (Cow::Borrowed(c), true),
+                None => return Err(not_authenticated()),
+            },
+        },
+    };
+    let sig = Signature::parse(&text).map_err(refused)?;
+    let now = bkjs_base::time::now_ms();
+    // A session cookie lives for -api-session-age; only request signatures are held short.
+    let max_ahead = (!from_cookie).then_some(api.max_expire_ms);
+    auth::check_expires(sig.expires, now, max_ahead).map_err(refused)?;
+    if (sig.version == Version::V2) != from_cookie {
+        return Err(refused(AuthError::WrongSource));
+    }
+    let content_type = r.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let form = auth::is_form_post(r.method.as_str(), content_type);
+    if !from_cookie && !form && !r.body.is_empty() && sig.checksum.is_empty() {
+        // Otherwise whoever sees the request could replace its body until it expires.
+        return Err(ApiError::bad(
+            "Invalid signature: a request with a body must sign its checksum",
+        ));
+    }
+    let db = api
+        .db
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no database"))?;
+    let mut key = Row::new();
+    key.insert("login".into(), json!(sig.login));
+    let Some(row) = db.get_cached_shared("bk_auth", &key).await? else {
+        tracing::info!("auth: unknown login {:?} for {}", sig.login, r.path);
+        return Err(not_authenticated());
+    };
+    let Some(account) = api.accounts.account(&sig.login, &row) else {
+        tracing::info!("auth: login {:?} has no secret", sig.login);
+        return Err(not_authenticated());
+    };
+    let host = host_of(r.headers);
+    let checked = if from_cookie {
+        match api.session_key.as_deref().filter(|k| !k.is_empty()) {
+            Some(key) => auth::verify_session(key, &sig, account.secret.as_bytes(), host),
+            None => Err(AuthError::NoServerKey),
+        }
+    } else {
+        let body = form.then(|| String::from_utf8_lossy(r.body));
+        let query = auth::signed_query(
+            r.method.as_str(),
+            content_type,
+            r.query.unwrap_or(""),
+            body.as_deref(),
+        );
+        let string = sig.string_to_sign(r.method.as_str(), host, r.path, &query, content_type);
+        auth::verify_request_keyed(
+            &sig,
+            &account.keys,
+            account.secret.as_bytes(),
+            &string,
+            r.body,
+        )
+    };
+    if let Err(e) = checked {
+        tracing::info!(
+            "auth: refused v{} for login {:?} on {} {}: {}",
+            sig.version.number(),
+            sig.login,
+            r.method,
+            r.path,
+            e.message()
+        );
+        return Err(refused(e));
+    }
+    let expires = row.get("expires").and_then(Value::as_i64).unwrap_or(0);
+    if expires > 0 && expires < now {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "This account has expired",
+        ));
+    }
+    let acl = |name: &str| -> Option<regex::Regex> {
+        let p = row
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())?;
+        match regex::Regex::new(p) {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                tracing::warn!("auth: {name} of login {:?} is not a regexp: {e}", sig.login);
+                // An unusable rule must not open the account up: deny matches every path,
+                // allow matches none.
+                let fallback = if name == "acl_deny" { "^" } else { r"[^\s\S]" };
+                Some(regex::Regex::new(fallback).expect("a valid regexp"))
+            }
+        }
+    };
+    if acl("acl_deny").is_some_and(|rx| rx.is_match(r.path)) {
+        return Err(ApiError::denied("Access denied"));
+    }
+    if acl("acl_allow").is_some_and(|rx| !rx.is_match(r.path)) {
+        return Err(ApiError::denied("Access denied"));
+    }
+    Ok(account)
+}
+
+/// The accounts built from `bk_auth` rows, by login, each with the shared row it was built from
+/// ([`bkjs_db::Db::get_cached_shared`]): while the cached row is the same, a signed request
+/// reuses its account instead of copying the row and taking the secret out again.
+pub struct Accounts {
+    built: std::sync::Mutex<lru::LruCache<String, (std::sync::Arc<Row>, Account)>>,
+}
+
+impl Default for Accounts {
+    fn default() -> Accounts {
+        Accounts::new(1024)
+    }
+}
+
+impl Accounts {
+    /// Keeps the accounts of the last `logins` logins that signed a request.
+    pub fn new(logins: usize) -> Accounts {
+        let n = std::num::NonZeroUsize::new(logins.max(1)).expect("at least one");
+        Accounts {
+            built: std::sync::Mutex::new(lru::LruCache::new(n)),
+        }
+    }
+
+    /// The account of `row` (the `bk_auth` row of `login`); `None` when it has no secret.
+    pub fn account(&self, login: &str, row: &std::sync::Arc<Row>) -> Option<Account> {
+        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((from, account)) = built.get(login) {
+            if std::sync::Arc::ptr_eq(from, row) {
+                return Some(account.clone());
+            }
+        }
+        let mut auth = (**row).clone();
+        let secret: std::sync::Arc<str> = match auth.remove("secret") {
+            Some(Value::String(s)) if !s.is_empty() => s.into(),
+            _ => {
+                built.pop(login);
+                return None;
+            }
+        };
+        let account = Account {
+            auth: std::sync::Arc::new(auth),
+            secret,
+            keys: Default::default(),
+        };
+        built.put(login.to_string(), (row.clone(), account.clone()));
+        Some(account)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn auth_row(secret: &str, alias: &str) -> Arc<Row> {
+        let v = json!({"login": "al", "id": "1", "secret": secret, "alias": alias});
+        match v {
+            Value::Object(m) => Arc::new(m),
+            _ => unreachable!("an object literal"),
+        }
+    }
+
+    #[test]
+    fn accounts_are_reused_while_the_cached_row_is_the_same() {
+        let accounts = Accounts::new(2);
+        let row = auth_row("s1", "Al");
+        let a = accounts.account("al", &row).expect("an account");
+        assert_eq!(&*a.secret, "s1");
+        assert!(
+            a.auth.get("secret").is_none(),
+            "the secret is not in the row"
+        );
+        assert!(!format!("{a:?}").contains("s1"), "nor in its Debug form");
+        assert_eq!(a.alias(), "Al");
+        let again = accounts.account("al", &row).expect("an account");
+        assert!(
+            Arc::ptr_eq(&a.auth, &again.auth),
+            "the same row: the same account"
+        );
+        // A new cached row (a changed secret) builds the account again.
+        let changed = auth_row("s2", "Al");
+        let b = accounts.account("al", &changed).expect("an account");
+        assert_eq!(&*b.secret, "s2");
+        assert!(!Arc::ptr_eq(&a.auth, &b.auth));
+        // A row without a secret signs nothing, and forgets the account built before.
+        assert!(accounts.account("al", &auth_row("", "Al")).is_none());
+        assert!(accounts.built.lock().expect("lock").peek("al").is_none());
+    }
+}

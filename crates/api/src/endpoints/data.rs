@@ -1,0 +1,218 @@
+//! `/data/*`: the DB API over HTTP for admins and trusted networks (SPEC §7). Every parameter not
+//! starting with `_` is a column value; control parameters: `_select`, `_count` (≤ 100),
+//! `_start`/`_token`, `_sort`, `_desc`, `_ops=col,op,col,op`, `_total`, `_skip_null`,
+//! `_check_mtime`, `_check_data`, `_cached`, and `_noscan` only for groups in `-api-unsecure`.
+
+use crate::params::Params;
+use crate::router::{error, ok, Api, Reply};
+use bkjs_db::{Db, DbError, Op, Options, Row};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use std::str::FromStr;
+
+/// The status a DB error answers with.
+pub fn status_of(e: &DbError) -> StatusCode {
+    match e {
+        DbError::NotFound => StatusCode::NOT_FOUND,
+        DbError::Exists => StatusCode::CONFLICT,
+        DbError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DbError::Driver(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn refuse(e: DbError) -> Reply {
+    let status = status_of(&e);
+    if status.is_server_error() {
+        tracing::error!("/data: {e}");
+    }
+    error(status, &e.to_string())
+}
+
+/// Dispatches `/data/...`; `None` for a path that is not one of these endpoints.
+pub async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
+    let rest = path.strip_prefix("/data/")?;
+    let Some(db) = &api.db else {
+        return Some(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no database in this process",
+        ));
+    };
+    let (op, table) = rest.split_once('/').unwrap_or((rest, ""));
+    let unsecure = api.cfg.list("api-unsecure").iter().any(|g| g == "data");
+    Some(match run(db, op, table, params, unsecure).await? {
+        Ok(v) => ok(v),
+        Err(e) => refuse(e),
+    })
+}
+
+async fn run(
+    db: &Db,
+    op: &str,
+    table: &str,
+    params: &Params,
+    unsecure: bool,
+) -> Option<Result<Value, DbError>> {
+    Some(match (op, table) {
+        ("columns", "") => Ok(json!(db
+            .tables()
+            .iter()
+            .map(|t| (t.name().to_string(), describe(t)))
+            .collect::<serde_json::Map<_, _>>())),
+        ("columns", t) => db.table(t).map(|t| describe(&t)),
+        ("keys", t) => db.table(t).map(|t| {
+            json!(t
+                .primary_keys()
+                .iter()
+                .map(|c| c.name.clone())
+                .collect::<Vec<_>>())
+        }),
+        (_, "") => return None,
+        (op, t) => {
+            let (row, opts) = match request(params, unsecure) {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            match op {
+                "get" => db
+                    .get(t, &row, &opts)
+                    .await
+                    .map(|r| r.map(Value::Object).unwrap_or_else(|| json!({}))),
+                "select" | "search" => db.select(t, &row, &opts).await.map(list),
+                "list" => {
+                    let ids = match db.table(t) {
+                        Ok(desc) => desc
+                            .primary_keys()
+                            .first()
+                            .and_then(|c| row.get(&c.name))
+                            .map(split_list)
+                            .unwrap_or_default(),
+                        Err(e) => return Some(Err(e)),
+                    };
+                    db.list(t, ids, &opts).await.map(list)
+                }
+                "add" => db.add(t, &row, &opts).await.map(written),
+                "put" => db.put(t, &row, &opts).await.map(written),
+                "update" => db.update(t, &row, &opts).await.map(written),
+                "incr" => db.incr(t, &row, &opts).await.map(written),
+                "del" => db.del(t, &row, &opts).await.map(written),
+                "replace" => db.replace(t, &row, &opts).await.map(written),
+                _ => return None,
+            }
+        }
+    })
+}
+
+fn list(r: bkjs_db::Res) -> Value {
+    let mut v = json!({ "count": r.rows.len(), "data": r.rows });
+    if let Some(t) = r.next_token {
+        v["next_token"] = json!(t);
+    }
+    if let Some(total) = r.total {
+        v["total"] = json!(total);
+    }
+    v
+}
+
+fn written(r: bkjs_db::Res) -> Value {
+    let mut v = json!({ "affected": r.affected });
+    if !r.rows.is_empty() {
+        v["data"] = json!(r.rows);
+    }
+    v
+}
+
+fn describe(t: &bkjs_db::Table) -> Value {
+    let cols: serde_json::Map<String, Value> = t
+        .columns()
+        .iter()
+        .map(|c| {
+            let mut props = json!({ "type": format!("{:?}", c.kind).to_lowercase() });
+            if c.primary > 0 {
+                props["primary"] = json!(c.primary);
+            }
+            if c.public {
+                props["pub"] = json!(true);
+            }
+            (c.name.clone(), props)
+        })
+        .collect();
+    Value::Object(cols)
+}
+
+/// `a,b` → ["a","b"]; a JSON array stays as it is.
+fn split_list(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Array(a) => a.clone(),
+        Value::String(s) => s
+            .split(',')
+            .filter(|x| !x.is_empty())
+            .map(|x| json!(x))
+            .collect(),
+        other => vec![other.clone()],
+    }
+}
+
+fn flag(v: &str) -> bool {
+    matches!(v, "1" | "true" | "yes" | "on")
+}
+
+/// The row (non-`_` parameters) and options (`_` parameters) of a request.
+pub(crate) fn request(params: &Params, unsecure: bool) -> Result<(Row, Options), DbError> {
+    let mut row = Row::new();
+    let mut opts = Options::default();
+    for (k, v) in params.pairs() {
+        match k.strip_prefix('_') {
+            None => {
+                let value = params
+                    .json(k)
+                    .cloned()
+                    .unwrap_or_else(|| Value::String(v.clone()));
+                row.insert(k.clone(), value);
+            }
+            Some("select") => {
+                opts.select = v
+                    .split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
+            Some("count") => {
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| DbError::bad_value("_count", "not a number"))?;
+                opts.count = n.clamp(1, 100);
+            }
+            Some("start" | "token") => opts.start = Some(v.clone()).filter(|s| !s.is_empty()),
+            Some("sort") => opts.sort = Some(v.clone()).filter(|s| !s.is_empty()),
+            Some("desc") => opts.desc = flag(v),
+            Some("total") => opts.total = flag(v),
+            Some("skip_null") => opts.skip_null = flag(v),
+            Some("check_mtime") => opts.check_mtime = Some(v.clone()).filter(|s| !s.is_empty()),
+            Some("check_data") => opts.check_data = flag(v),
+            Some("cached") => opts.cached = flag(v),
+            Some("noscan") if unsecure => opts.noscan = flag(v),
+            Some("ops") => {
+                let parts: Vec<&str> = v.split(',').collect();
+                if parts.len() % 2 != 0 {
+                    return Err(DbError::bad_value("_ops", "expected col,op,col,op"));
+                }
+                for pair in parts.chunks(2) {
+                    let op = Op::from_str(pair[1].trim())?;
+                    opts.ops.insert(pair[0].trim().to_string(), op);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    // List operators take several values: `a,b` from a query string becomes an array.
+    for (col, op) in &opts.ops {
+        if matches!(op, Op::In | Op::NotIn | Op::Between | Op::NotBetween) {
+            if let Some(v @ Value::String(_)) = row.get(col) {
+                let list = split_list(v);
+                row.insert(col.clone(), Value::Array(list));
+            }
+        }
+    }
+    Ok((row, opts))
+}

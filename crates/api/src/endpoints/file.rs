@@ -1,0 +1,239 @@
+//! `/file/*` (SPEC §7): a file store under `files/PREFIX/NAME` for signed-in callers (restrict it
+//! with `-api-allow-admin` or an access check where that is too open). The content comes as a
+//! multipart file, a base64 `data` field of a JSON body, a base64 `data` parameter, or the raw
+//! body of any other content type. Names are checked before anything is touched: a relative
+//! path of normal components (no `..`, no `.`, no empty part), no absolute path, no NUL or other
+//! control character, no backslash, at most 255 bytes a part and 1024 in all; and the directory
+//! a file lands in must still be inside `files/` once symbolic links are resolved.
+
+use super::icon::{base64_decode, remove_file, send_file, write_file};
+use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use hyper::header::CONTENT_TYPE;
+use serde_json::{json, Value};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+/// Registers the file group.
+pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+    r.add("*", "/file/get", "the file prefix/name", get)?;
+    r.add(
+        "*",
+        "/file/put",
+        "store the file prefix/name from a multipart file, base64 data= or the raw body",
+        put,
+    )?;
+    r.add("*", "/file/del", "delete the file prefix/name", del)?;
+    Ok(())
+}
+
+/// The longest name accepted, and the longest part of one.
+const MAX_NAME: usize = 1024;
+const MAX_PART: usize = 255;
+
+/// A relative path of normal components, or 400 naming the parameter.
+pub(crate) fn check_name(param: &str, name: &str, nested: bool) -> Result<PathBuf, ApiError> {
+    let bad = |why: &str| Err(ApiError::bad(format!("{param} {why}")));
+    if name.is_empty() {
+        return bad("is required");
+    }
+    if name.len() > MAX_NAME {
+        return bad(&format!("is longer than {MAX_NAME} bytes"));
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return bad("must not contain NUL or control characters");
+    }
+    if name.contains('\\') {
+        return bad("must not contain a backslash");
+    }
+    if name.starts_with('/') {
+        return bad("must be a relative path");
+    }
+    if !nested && name.contains('/') {
+        return bad("must not contain /");
+    }
+    let mut out = PathBuf::new();
+    for part in name.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return bad("must not contain empty, . or .. parts");
+        }
+        if part.len() > MAX_PART {
+            return bad(&format!("has a part longer than {MAX_PART} bytes"));
+        }
+        out.push(part);
+    }
+    // What the checks above guarantee, stated once more in the path's own terms.
+    if !out.components().all(|c| matches!(c, Component::Normal(_))) {
+        return bad("must be a plain relative path");
+    }
+    Ok(out)
+}
+
+/// `files/PREFIX/NAME` of a request.
+fn path_of(req: &Req) -> Result<PathBuf, ApiError> {
+    let prefix = check_name("prefix", req.required("prefix")?, false)?;
+    let name = check_name("name", req.param("name").unwrap_or(""), true)?;
+    Ok(req.api.cfg.dir("files").join(prefix).join(name))
+}
+
+/// Refuses a path whose existing directories lead outside `root` through a symbolic link.
+async fn inside(root: PathBuf, path: PathBuf) -> Result<(), ApiError> {
+    let ok = tokio::task::spawn_blocking(move || {
+        let root = std::fs::canonicalize(&root).unwrap_or(root);
+        let mut dir: &Path = path.parent().unwrap_or(&path);
+        // The nearest directory that exists decides where the file really lands.
+        loop {
+            match std::fs::canonicalize(dir) {
+                Ok(real) => return real.starts_with(&root),
+                Err(_) => match dir.parent() {
+                    Some(p) => dir = p,
+                    None => return false,
+                },
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        tracing::warn!("/file: a path that leaves the files directory was refused");
+        Err(ApiError::bad("the path leaves the files directory"))
+    }
+}
+
+fn content_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "log" => "text/plain; charset=utf-8",
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css",
+        "js" => "application/javascript",
+        "json" => "application/json",
+        "csv" => "text/csv",
+        "xml" => "application/xml",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "mp3" => "audio/mpeg",
+        "mp4" => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
+/// `/file/get`.
+async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
+    let path = path_of(&req)?;
+    inside(req.api.cfg.dir("files"), path.clone()).await?;
+    let ct = content_type(&path);
+    send_file(path, ct).await
+}
+
+/// The content of a put.
+fn content(req: &Req) -> Result<Vec<u8>, ApiError> {
+    if let Some(data) = super::icon::upload(&req.params, "data")? {
+        return Ok(data);
+    }
+    let ct = req
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let parsed = ct.starts_with("application/json")
+        || ct.starts_with("application/x-www-form-urlencoded")
+        || ct.starts_with("multipart/form-data");
+    if !req.body.is_empty() && !parsed {
+        return Ok(req.body.to_vec());
+    }
+    if let Some(Value::String(s)) = req.params.json("data") {
+        return base64_decode("data", s);
+    }
+    Err(ApiError::bad(
+        "data is required (a multipart file, base64 data= or a raw body)",
+    ))
+}
+
+/// `/file/put`.
+async fn put(req: Arc<Req>) -> Result<Out, ApiError> {
+    let path = path_of(&req)?;
+    let data = content(&req)?;
+    let root = req.api.cfg.dir("files");
+    inside(root, path.clone()).await?;
+    let size = data.len();
+    write_file(path, data).await?;
+    Ok(Out::Json(json!({
+        "prefix": req.param("prefix").unwrap_or(""),
+        "name": req.param("name").unwrap_or(""),
+        "size": size,
+    })))
+}
+
+/// `/file/del`.
+async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
+    let path = path_of(&req)?;
+    inside(req.api.cfg.dir("files"), path.clone()).await?;
+    let exists = {
+        let p = path.clone();
+        tokio::task::spawn_blocking(move || p.is_file())
+            .await
+            .unwrap_or(false)
+    };
+    if !exists {
+        return Err(ApiError::not_found("no such file"));
+    }
+    remove_file(path).await;
+    Ok(Out::Json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain_relative_paths() {
+        assert_eq!(
+            check_name("name", "a.txt", true).expect("ok"),
+            PathBuf::from("a.txt")
+        );
+        assert_eq!(
+            check_name("name", "d/e/f.bin", true).expect("ok"),
+            PathBuf::from("d/e/f.bin")
+        );
+        for bad in [
+            "",
+            "..",
+            "../x",
+            "a/../b",
+            "a/./b",
+            "/etc/passwd",
+            "a//b",
+            "a/",
+            "x\0y",
+            "a\\..\\b",
+            "new\nline",
+        ] {
+            let e = check_name("name", bad, true).expect_err(bad);
+            assert_eq!(e.status, hyper::StatusCode::BAD_REQUEST);
+            assert!(e.message.starts_with("name "), "{}", e.message);
+        }
+        assert!(check_name("name", &"x".repeat(256), true).is_err());
+        assert!(check_name("name", &format!("{}/y", "x".repeat(255)), true).is_ok());
+        assert!(
+            check_name("name", &["abcdefgh"; 200].join("/"), true).is_err(),
+            "total length"
+        );
+        assert!(
+            check_name("prefix", "a/b", false).is_err(),
+            "a prefix is one part"
+        );
+    }
+}

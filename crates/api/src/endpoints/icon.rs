@@ -1,0 +1,643 @@
+//! Icons (SPEC §7): `/icon/*` with a `prefix`, the account's own `/account/*/icon` (prefix
+//! `account`, type `0`-`9` or `a`-`z`), and `/image/PREFIX/ID/TYPE`. An icon is a `bk_icon` row
+//! (`id`, `type` = `PREFIX:TYPE`, `acl_allow`, `ext`, ...) and a file
+//! `images/PREFIX/XX/YY/TYPE-ID.EXT`, where XX and YY are the last four digits of the id, so no
+//! directory grows without bound.
+//!
+//! Uploads come as a base64 `icon` query or form parameter, a base64 `icon` field of a JSON body,
+//! or a multipart file; they are decoded, resized and re-encoded in process ([`crate::image`]),
+//! so what is stored is always a valid image of the asked size and format. Reads check
+//! `acl_allow`: "" = the owner only, `all` = anyone (even without a signature where the path is
+//! open), `auth` = any signed-in account, else a comma-separated list of account ids.
+//! Admins read everything. Every path part is validated before any file is touched.
+
+use super::{db_of, list, row, text};
+use crate::image::{Convert, Converted, Format, ImageError};
+use crate::params::Params;
+use crate::route::{Account, ApiError, Out, Req, RouteError, Routes};
+use crate::router::Reply;
+use base64::Engine;
+use bkjs_db::{Db, DbError, Op, Options, Row};
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Registers the icon group and the account icon endpoints.
+pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+    r.add(
+        "*",
+        "/icon/get",
+        "the image of icon prefix+type of the caller or account id (acl_allow checked)",
+        |req| async move { get(req, None).await },
+    )?;
+    r.add(
+        "*",
+        "/icon/select",
+        "icons of prefix (type a prefix) of the caller or account id, readable ones only",
+        |req| async move { select(req, None).await },
+    )?;
+    for op in ["put", "upload"] {
+        r.add(
+            "*",
+            &format!("/icon/{op}"),
+            "store icon prefix+type from icon= (base64), a JSON icon field or a multipart file: _width, _height (negative: never upscale), _ext jpg|png|gif|webp, _quality; acl_allow, descr, latitude, longitude",
+            |req| async move { put(req, None).await },
+        )?;
+    }
+    r.add(
+        "*",
+        "/icon/del",
+        "delete icon prefix+type of the caller",
+        |req| async move { del(req, None).await },
+    )?;
+    r.add(
+        "*",
+        "/account/get/icon",
+        "the image of the caller's (or account id's) icon type (0-9, a-z; default 0)",
+        |req| async move { get(req, Some("account")).await },
+    )?;
+    r.add(
+        "*",
+        "/account/select/icon",
+        "the account icons of the caller or account id",
+        |req| async move { select(req, Some("account")).await },
+    )?;
+    r.add(
+        "*",
+        "/account/put/icon",
+        "store the caller's icon type (0-9, a-z; default 0), as /icon/put",
+        |req| async move { put(req, Some("account")).await },
+    )?;
+    r.add(
+        "*",
+        "/account/del/icon",
+        "delete the caller's icon type",
+        |req| async move { del(req, Some("account")).await },
+    )?;
+    r.add(
+        "GET",
+        "/image/{prefix}/{id}/{type}",
+        "the image of an icon (acl_allow checked; open to anyone for acl all where -api-allow-path allows ^/image/)",
+        image,
+    )?;
+    Ok(())
+}
+
+/// A request's icon address: prefix, owner id and type.
+struct Name {
+    prefix: String,
+    id: String,
+    kind: String,
+}
+
+fn check_prefix(p: &str) -> Result<(), ApiError> {
+    let ok = !p.is_empty()
+        && p.len() <= 32
+        && p.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad("prefix must be 1-32 of a-z, 0-9 and _"))
+    }
+}
+
+fn check_owner(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad(
+            "id must be 1-128 of letters, digits, _ and -",
+        ))
+    }
+}
+
+fn check_kind(prefix: &str, t: &str) -> Result<(), ApiError> {
+    if prefix == "account" {
+        let one = t.len() == 1
+            && t.bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        return if one {
+            Ok(())
+        } else {
+            Err(ApiError::bad("account icon type must be one of 0-9 or a-z"))
+        };
+    }
+    let ok = t.len() <= 64
+        && t.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad(
+            "type must be at most 64 of letters, digits, _, - and :",
+        ))
+    }
+}
+
+impl Name {
+    /// From the request: `prefix` (fixed for the account endpoints), `id` (default: the caller),
+    /// `type` (default "" or, for account icons, "0").
+    fn of(req: &Req, fixed: Option<&str>) -> Result<Name, ApiError> {
+        let prefix = match fixed {
+            Some(p) => p.to_string(),
+            None => req.required("prefix")?.to_string(),
+        };
+        let id = match req.param("id").filter(|i| !i.is_empty()) {
+            Some(i) => i.to_string(),
+            None => req.account()?.id().to_string(),
+        };
+        let default = if prefix == "account" { "0" } else { "" };
+        let kind = req
+            .param("type")
+            .filter(|t| !t.is_empty())
+            .unwrap_or(default)
+            .to_string();
+        Name::checked(prefix, id, kind)
+    }
+
+    fn checked(prefix: String, id: String, kind: String) -> Result<Name, ApiError> {
+        check_prefix(&prefix)?;
+        check_owner(&id)?;
+        check_kind(&prefix, &kind)?;
+        Ok(Name { prefix, id, kind })
+    }
+
+    fn key(&self) -> Row {
+        row(&[
+            ("id", &self.id),
+            ("type", &format!("{}:{}", self.prefix, self.kind)),
+        ])
+    }
+}
+
+/// `images/PREFIX/XX/YY/TYPE-ID.EXT`: XX, YY are the last four digits of the id (zero-padded).
+pub(crate) fn icon_path(images: &Path, prefix: &str, id: &str, kind: &str, ext: &str) -> PathBuf {
+    let digits: String = id.chars().filter(char::is_ascii_digit).collect();
+    let digits = format!("{digits:0>4}");
+    let n = digits.len();
+    let name = if kind.is_empty() {
+        format!("{id}.{ext}")
+    } else {
+        format!("{kind}-{id}.{ext}")
+    };
+    images
+        .join(prefix)
+        .join(&digits[n - 2..])
+        .join(&digits[n - 4..n - 2])
+        .join(name)
+}
+
+/// Whether `caller` may read an icon of `owner` with this `acl_allow`.
+pub(crate) fn allowed(acl: &str, owner: &str, caller: Option<&Account>) -> bool {
+    if caller.is_some_and(|c| c.is_admin() || c.id() == owner) {
+        return true;
+    }
+    match acl.trim() {
+        "all" => true,
+        "auth" => caller.is_some(),
+        "" => false,
+        list => caller.is_some_and(|c| list.split(',').any(|x| x.trim() == c.id())),
+    }
+}
+
+/// The image bytes of a request: a multipart file (field `field`, or the only file), a base64
+/// `field` of a JSON body, or a base64 `field` parameter. `None` when there is none.
+pub(crate) fn upload(params: &Params, field: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    let files = params.files();
+    if let Some(f) = files
+        .iter()
+        .find(|f| f.name == field)
+        .or_else(|| (files.len() == 1).then(|| &files[0]))
+    {
+        return Ok(Some(f.data.to_vec()));
+    }
+    let text = match params.json(field) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::bad(format!("{field} must be base64 text"))),
+        None => params.get(field).map(str::to_string),
+    };
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    Ok(Some(base64_decode(field, &text)?))
+}
+
+/// Standard or URL-safe base64, padded or not; a `+` turned into a space by form decoding counts
+/// as `+`, line breaks are ignored.
+pub(crate) fn base64_decode(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::engine::{
+        general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
+    };
+    let cleaned: String = text
+        .chars()
+        .filter(|c| !matches!(c, '\n' | '\r'))
+        .map(|c| if c == ' ' { '+' } else { c })
+        .collect();
+    let lenient =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let std = GeneralPurpose::new(&base64::alphabet::STANDARD, lenient);
+    let url = GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient);
+    std.decode(&cleaned)
+        .or_else(|_| url.decode(&cleaned))
+        .or_else(|_| general_purpose::STANDARD.decode(&cleaned))
+        .map_err(|_| ApiError::bad(format!("{field} is not valid base64")))
+}
+
+/// `_width`, `_height`, `_ext` and `_quality` of a request.
+pub(crate) fn convert_params(req: &Req) -> Result<Convert, ApiError> {
+    let int = |name: &str, min: i64, max: i64| -> Result<Option<i64>, ApiError> {
+        match req.param(name).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(ApiError::bad(format!(
+                    "{name} must be an integer within {min}..{max}"
+                ))),
+            },
+        }
+    };
+    let side = crate::image::MAX_SIDE as i64;
+    let mut c = Convert {
+        width: int("_width", -side, side)?.unwrap_or(0) as i32,
+        height: int("_height", -side, side)?.unwrap_or(0) as i32,
+        ..Convert::default()
+    };
+    if let Some(q) = int("_quality", 1, 100)? {
+        c.quality = q as u8;
+    }
+    if let Some(ext) = req.param("_ext").filter(|e| !e.is_empty()) {
+        c.format = Format::parse(ext).map_err(|e| ApiError::bad(e.to_string()))?;
+    }
+    Ok(c)
+}
+
+/// Converts an upload on the blocking pool.
+pub(crate) async fn convert(data: Vec<u8>, c: Convert) -> Result<Converted, ApiError> {
+    tokio::task::spawn_blocking(move || crate::image::convert(&data, &c))
+        .await
+        .map_err(|e| ApiError::internal(format!("image conversion failed: {e}")))?
+        .map_err(|e: ImageError| {
+            if e.is_caller_error() {
+                ApiError::bad(format!("icon: {e}"))
+            } else {
+                ApiError::internal(format!("icon: {e}"))
+            }
+        })
+}
+
+/// Writes a file atomically (a temporary sibling, then a rename), creating its directories.
+pub(crate) async fn write_file(path: PathBuf, data: Vec<u8>) -> Result<(), ApiError> {
+    let shown = path.display().to_string();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let dir = path
+            .parent()
+            .ok_or_else(|| std::io::Error::other("no directory"))?;
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+            hex::encode(rand::random::<[u8; 6]>())
+        ));
+        let written = std::fs::write(&tmp, &data).and_then(|_| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("write {shown}: {e}")))?
+    .map_err(|e| ApiError::internal(format!("write {shown}: {e}")))
+}
+
+/// Removes a file; a missing one is fine, other failures are logged.
+pub(crate) async fn remove_file(path: PathBuf) {
+    let shown = path.display().to_string();
+    match tokio::task::spawn_blocking(move || std::fs::remove_file(&path)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Ok(Err(e)) => tracing::warn!("remove {shown}: {e}"),
+        Err(e) => tracing::warn!("remove {shown}: {e}"),
+    }
+}
+
+/// A file as a reply, or 404 when it is not there.
+pub(crate) async fn send_file(path: PathBuf, content_type: &str) -> Result<Out, ApiError> {
+    let shown = path.display().to_string();
+    let data = match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!("{shown} is missing");
+            return Err(ApiError::not_found("Not found"));
+        }
+        Ok(Err(e)) => return Err(ApiError::internal(format!("read {shown}: {e}"))),
+        Err(e) => return Err(ApiError::internal(format!("read {shown}: {e}"))),
+    };
+    let mut reply: Reply = hyper::Response::new(Either::Left(Full::new(Bytes::from(data))));
+    let h = reply.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=0"),
+    );
+    Ok(Out::Reply(reply))
+}
+
+fn content_type(ext: &str) -> &'static str {
+    Format::parse(ext)
+        .map(Format::content_type)
+        .unwrap_or("application/octet-stream")
+}
+
+/// Whether `path` needs no signature (`-api-allow`, `-api-allow-path`).
+fn is_open(req: &Req, path: &str) -> bool {
+    let cfg = &req.api.cfg;
+    cfg.regexps("api-allow")
+        .iter()
+        .chain(cfg.regexps("api-allow-path"))
+        .any(|rx| rx.is_match(path))
+}
+
+/// A stored row as clients see it: `prefix` and `type` split, the `url` to fetch the image.
+fn format(req: &Req, mut r: Row) -> Row {
+    let stored = text(&r, "type").to_string();
+    let (prefix, kind) = stored.split_once(':').unwrap_or(("", stored.as_str()));
+    let (prefix, kind) = (prefix.to_string(), kind.to_string());
+    let id = text(&r, "id").to_string();
+    let image = format!("/image/{prefix}/{id}/{kind}");
+    let mine = req.account.as_ref().is_some_and(|a| a.id() == id);
+    let url = if text(&r, "acl_allow") == "all" && is_open(req, &image) {
+        image
+    } else {
+        let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let mut u = if prefix == "account" {
+            format!("/account/get/icon?type={}", enc(&kind))
+        } else {
+            format!("/icon/get?prefix={}&type={}", enc(&prefix), enc(&kind))
+        };
+        if !mine {
+            u.push_str(&format!("&id={}", enc(&id)));
+        }
+        u
+    };
+    r.insert("prefix".into(), json!(prefix));
+    r.insert("type".into(), json!(kind));
+    r.insert("url".into(), json!(url));
+    r
+}
+
+/// Serves the image of icon `n` when `caller` may read it; the same 404 when it does not exist
+/// and when it is not allowed, so others' private icons cannot be probed.
+async fn serve(req: &Req, n: &Name) -> Result<Out, ApiError> {
+    let db = db_of(req)?;
+    let refused = || ApiError::not_found("Not found or not allowed");
+    let found = db
+        .get("bk_icon", &n.key(), &Options::default())
+        .await?
+        .ok_or_else(refused)?;
+    if !allowed(text(&found, "acl_allow"), &n.id, req.account.as_ref()) {
+        return Err(refused());
+    }
+    let ext = match text(&found, "ext") {
+        "" => "jpg",
+        e => e,
+    };
+    Format::parse(ext).map_err(|_| ApiError::internal(format!("bk_icon has a bad ext {ext:?}")))?;
+    let path = icon_path(&req.api.cfg.dir("images"), &n.prefix, &n.id, &n.kind, ext);
+    send_file(path, content_type(ext)).await
+}
+
+/// `/icon/get`, `/account/get/icon`.
+async fn get(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError> {
+    let n = Name::of(&req, fixed)?;
+    serve(&req, &n).await
+}
+
+/// `/image/PREFIX/ID/TYPE` (a `.ext` after the type is ignored).
+async fn image(req: Arc<Req>) -> Result<Out, ApiError> {
+    let part = |name: &str| req.capture(name).unwrap_or("").to_string();
+    let kind = part("type");
+    let kind = match kind.rsplit_once('.') {
+        Some((k, ext)) if Format::parse(ext).is_ok() => k.to_string(),
+        _ => kind,
+    };
+    let n = Name::checked(part("prefix"), part("id"), kind)?;
+    serve(&req, &n).await
+}
+
+/// `/icon/select`, `/account/select/icon`.
+async fn select(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError> {
+    let db = db_of(&req)?;
+    let prefix = match fixed {
+        Some(p) => p.to_string(),
+        None => req.required("prefix")?.to_string(),
+    };
+    check_prefix(&prefix)?;
+    let id = match req.param("id").filter(|i| !i.is_empty()) {
+        Some(i) => i.to_string(),
+        None => req.account()?.id().to_string(),
+    };
+    check_owner(&id)?;
+    let kind = req.param("type").unwrap_or("");
+    if !kind.is_empty() {
+        check_kind(if fixed.is_some() { "" } else { &prefix }, kind)?;
+    }
+    let (_, mut opts) = super::data::request(&req.params, false)?;
+    opts.ops = Default::default();
+    opts = opts.op("type", Op::BeginsWith);
+    let q = row(&[("id", &id), ("type", &format!("{prefix}:{kind}"))]);
+    let res = db.select("bk_icon", &q, &opts).await?;
+    let rows: Vec<Row> = res
+        .rows
+        .into_iter()
+        .filter(|r| allowed(text(r, "acl_allow"), &id, req.account.as_ref()))
+        .map(|r| format(&req, r))
+        .collect();
+    Ok(Out::Json(list(rows, res.next_token)))
+}
+
+/// The `-api-icon-limit` when adding an icon of `kind`: its own entry, else `*`; it bounds how
+/// many icons of the prefix the account keeps.
+fn limit(req: &Req, kind: &str) -> Option<usize> {
+    let map = req.api.cfg.map("api-icon-limit");
+    let find = |k: &str| {
+        map.iter()
+            .find(|(t, _)| t == k)
+            .and_then(|(_, n)| n.trim().parse::<usize>().ok())
+    };
+    find(kind).or_else(|| find("*"))
+}
+
+/// `/icon/put`, `/icon/upload`, `/account/put/icon`.
+async fn put(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError> {
+    let db = db_of(&req)?;
+    let me = req.account()?;
+    let n = Name::of(&req, fixed)?;
+    if n.id != me.id() && !me.is_admin() {
+        return Err(ApiError::denied(
+            "only admins may store icons of other accounts",
+        ));
+    }
+    let acl = req.param("acl_allow").unwrap_or("").trim().to_string();
+    if acl.len() > 4096 || acl.chars().any(char::is_control) {
+        return Err(ApiError::bad(
+            "acl_allow must be \"\", all, auth or a list of ids",
+        ));
+    }
+    let data = upload(&req.params, "icon")?.ok_or_else(|| {
+        ApiError::bad("icon is required (base64 icon=, a JSON icon field or a multipart file)")
+    })?;
+    let c = convert_params(&req)?;
+    let place = match (req.param("latitude"), req.param("longitude")) {
+        (None, None) => None,
+        (Some(lat), Some(lon)) => {
+            let (lat, lon) = (lat.trim().parse::<f64>(), lon.trim().parse::<f64>());
+            let (Ok(lat), Ok(lon)) = (lat, lon) else {
+                return Err(ApiError::bad("latitude and longitude must be numbers"));
+            };
+            let hash = crate::geo::encode(lat, lon, crate::geo::MAX_LENGTH)
+                .map_err(|e| ApiError::bad(e.to_string()))?;
+            Some((lat, lon, hash))
+        }
+        _ => return Err(ApiError::bad("latitude and longitude go together")),
+    };
+    let descr = req.param("descr").unwrap_or("");
+    if descr.len() > 4096 {
+        return Err(ApiError::bad("descr is longer than 4096 bytes"));
+    }
+    // Everything the request says is checked before anything is written.
+    let existing = db
+        .select(
+            "bk_icon",
+            &row(&[("id", &n.id), ("type", &format!("{}:", n.prefix))]),
+            &Options {
+                count: 1000,
+                ..Options::default()
+            }
+            .op("type", Op::BeginsWith),
+        )
+        .await?
+        .rows;
+    let key = n.key();
+    let old = existing
+        .iter()
+        .find(|r| text(r, "type") == text(&key, "type"))
+        .cloned();
+    if let Some(max) = limit(&req, &n.kind) {
+        if old.is_none() && existing.len() >= max {
+            return Err(ApiError::bad(format!(
+                "no more icons allowed (limit {max} for prefix {})",
+                n.prefix
+            )));
+        }
+    }
+    let out = convert(data, c).await?;
+    let ext = out.format.ext();
+    let images = req.api.cfg.dir("images");
+    let path = icon_path(&images, &n.prefix, &n.id, &n.kind, ext);
+    write_file(path.clone(), out.data).await?;
+    let mut r = key.clone();
+    r.insert("prefix".into(), json!(n.prefix));
+    r.insert("acl_allow".into(), json!(acl));
+    r.insert("ext".into(), json!(ext));
+    if !descr.is_empty() {
+        r.insert("descr".into(), json!(descr));
+    }
+    if let Some((lat, lon, hash)) = place {
+        r.insert("latitude".into(), json!(lat));
+        r.insert("longitude".into(), json!(lon));
+        r.insert("geohash".into(), json!(hash));
+    }
+    if let Err(e) = db.put("bk_icon", &r, &Options::default()).await {
+        if old.is_none() {
+            remove_file(path).await;
+        }
+        return Err(e.into());
+    }
+    // A new format leaves the old file behind otherwise.
+    if let Some(o) = &old {
+        let old_ext = text(o, "ext");
+        if !old_ext.is_empty() && old_ext != ext && Format::parse(old_ext).is_ok() {
+            remove_file(icon_path(&images, &n.prefix, &n.id, &n.kind, old_ext)).await;
+        }
+    }
+    let mut shown = format(&req, r);
+    shown.insert("width".into(), json!(out.width));
+    shown.insert("height".into(), json!(out.height));
+    Ok(Out::Json(Value::Object(shown)))
+}
+
+/// Deletes a stored icon: its row and its file.
+pub(crate) async fn delete_icon(db: &Db, images: &Path, stored: &Row) -> Result<(), DbError> {
+    let id = text(stored, "id");
+    let t = text(stored, "type");
+    let (prefix, kind) = t.split_once(':').unwrap_or(("", t));
+    let ext = match text(stored, "ext") {
+        "" => "jpg",
+        e => e,
+    };
+    db.del(
+        "bk_icon",
+        &row(&[("id", id), ("type", t)]),
+        &Options::default(),
+    )
+    .await?;
+    if check_prefix(prefix).is_ok() && check_owner(id).is_ok() && Format::parse(ext).is_ok() {
+        remove_file(icon_path(images, prefix, id, kind, ext)).await;
+    }
+    Ok(())
+}
+
+/// `/icon/del`, `/account/del/icon`.
+async fn del(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError> {
+    let db = db_of(&req)?;
+    let me = req.account()?;
+    let n = Name::of(&req, fixed)?;
+    if n.id != me.id() && !me.is_admin() {
+        return Err(ApiError::denied(
+            "only admins may delete icons of other accounts",
+        ));
+    }
+    let stored = db
+        .get("bk_icon", &n.key(), &Options::default())
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such icon"))?;
+    delete_icon(db, &req.api.cfg.dir("images"), &stored).await?;
+    Ok(Out::Json(json!({})))
+}
+
+/// Removes every icon of account `id`, files included (`/account/del`).
+pub(crate) async fn delete_account(db: &Db, images: &Path, id: &str) -> Result<(), DbError> {
+    let opts = Options {
+        count: 500,
+        ..Options::default()
+    }
+    .op("type", Op::BeginsWith);
+    let mut rows = Vec::new();
+    db.scan(
+        "bk_icon",
+        &row(&[("id", id), ("type", "")]),
+        &opts,
+        |page| {
+            rows.extend(page);
+            Ok(())
+        },
+    )
+    .await?;
+    for r in &rows {
+        delete_icon(db, images, r).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! `/location/*` and `/account/select/location` (SPEC §7, §8): where accounts are and who is
+//! near a point. `/location/put` stores the caller's point in `bk_account` and in `bk_location`
+//! (key: the full-precision geohash and the id), ignoring moves within `-min-distance` (305).
+//! A search returns the rows within `distance` km (clamped to [min-distance, max-distance]) of
+//! a point, nearest first, in pages: it reads the cells of [`crate::geo::grid`] nearest first,
+//! stops once the next cell cannot hold anything nearer than what the page needs, and its
+//! `next_token` holds the search and the last row returned (distance, id), so the next page
+//! goes on exactly after it whichever cells that takes. Other accounts' rows show only `id`,
+//! `alias` and `distance` (rounded down to `_round`, default min-distance).
+
+use super::{db_of, details, flag, list, public_only, row, text};
+use crate::geo;
+use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use bkjs_db::{Db, Op, Options, Row};
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Cells a search reads at most (it picks the cell size to stay within this).
+const MAX_CELLS: usize = 64;
+
+/// Registers the location group and `/account/select/location`.
+pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+    r.add(
+        "*",
+        "/location/put",
+        "store the caller's latitude and longitude (305 when within -min-distance of the last one)",
+        put,
+    )?;
+    r.add(
+        "*",
+        "/location/get",
+        "locations within distance km of latitude/longitude, nearest first, paged (_count, _start, _round, _details)",
+        |req| async move { get(req, "bk_location").await },
+    )?;
+    r.add(
+        "*",
+        "/account/select/location",
+        "accounts within distance km of latitude/longitude, nearest first, as /location/get",
+        |req| async move { get(req, "bk_account").await },
+    )?;
+    Ok(())
+}
+
+fn number(req: &Req, name: &str) -> Result<Option<f64>, ApiError> {
+    match req.param(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .map(Some)
+            .ok_or_else(|| ApiError::bad(format!("{name} must be a number"))),
+    }
+}
+
+fn coordinates(req: &Req) -> Result<(f64, f64), ApiError> {
+    let missing = || ApiError::bad("latitude and longitude are required");
+    let lat = number(req, "latitude")?.ok_or_else(missing)?;
+    let lon = number(req, "longitude")?.ok_or_else(missing)?;
+    geo::encode(lat, lon, 1).map_err(|e| ApiError::bad(e.to_string()))?;
+    Ok((lat, lon))
+}
+
+fn float(r: &Row, col: &str) -> Option<f64> {
+    match r.get(col)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Stores the point of account `id` (bk_account and bk_location); a move within `min_distance`
+/// km of the stored point is ignored with 305. Answers the location row.
+pub async fn put_location(
+    db: &Db,
+    min_distance: f64,
+    id: &str,
+    lat: f64,
+    lon: f64,
+) -> Result<Row, ApiError> {
+    let hash = geo::encode(lat, lon, geo::MAX_LENGTH).map_err(|e| ApiError::bad(e.to_string()))?;
+    let o = Options::default();
+    let old = db
+        .get("bk_account", &row(&[("id", id)]), &o)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such account"))?;
+    if let (Some(a), Some(b)) = (float(&old, "latitude"), float(&old, "longitude")) {
+        if geo::distance(a, b, lat, lon) <= min_distance {
+            return Err(ApiError::new(
+                StatusCode::USE_PROXY,
+                format!("ignored, min distance: {min_distance} km"),
+            ));
+        }
+    }
+    let now = bkjs_base::time::now_ms();
+    let mut loc = row(&[
+        ("geohash", &hash),
+        ("id", id),
+        ("alias", text(&old, "alias")),
+    ]);
+    loc.insert("latitude".into(), json!(lat));
+    loc.insert("longitude".into(), json!(lon));
+    db.put("bk_location", &loc, &o).await?;
+    let mut account = row(&[("id", id), ("geohash", &hash)]);
+    account.insert("latitude".into(), json!(lat));
+    account.insert("longitude".into(), json!(lon));
+    account.insert("ltime".into(), json!(now));
+    if let Err(e) = db.update("bk_account", &account, &o).await {
+        let _ = db.del("bk_location", &loc, &o).await;
+        return Err(e.into());
+    }
+    let previous = text(&old, "geohash");
+    if !previous.is_empty() && previous != hash {
+        if let Err(e) = db
+            .del(
+                "bk_location",
+                &row(&[("geohash", previous), ("id", id)]),
+                &o,
+            )
+            .await
+        {
+            tracing::warn!("location of {id}: the old row {previous} stays: {e}");
+        }
+    }
+    loc.insert("mtime".into(), json!(now));
+    Ok(loc)
+}
+
+/// `/location/put`.
+async fn put(req: Arc<Req>) -> Result<Out, ApiError> {
+    let db = db_of(&req)?;
+    let me = req.account()?;
+    let (lat, lon) = coordinates(&req)?;
+    let min = req.api.cfg.number("min-distance");
+    let loc = put_location(db, min, me.id(), lat, lon).await?;
+    Ok(Out::Json(Value::Object(loc)))
+}
+
+/// One search, as asked or as carried on by a token.
+#[derive(Debug, Clone, PartialEq)]
+struct Search {
+    lat: f64,
+    lon: f64,
+    /// Radius, km.
+    d: f64,
+    /// The last row returned: its distance and id.
+    after: Option<(f64, String)>,
+}
+
+/// A token's form of a [`Search`]: numbers as Rust's shortest round-trip text, so the next page
+/// computes bit-identical distances and compares them with the cursor exactly (JSON numbers
+/// may come back one unit in the last place off).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Token {
+    lat: String,
+    lon: String,
+    d: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    after: Option<(String, String)>,
+}
+
+impl Search {
+    fn token(&self) -> String {
+        let t = Token {
+            lat: self.lat.to_string(),
+            lon: self.lon.to_string(),
+            d: self.d.to_string(),
+            after: self
+                .after
+                .as_ref()
+                .map(|(d, id)| (d.to_string(), id.clone())),
+        };
+        let text = serde_json::to_string(&t).expect("a token serializes");
+        hex::encode(text.as_bytes())
+    }
+
+    fn from_token(t: &str) -> Result<Search, ApiError> {
+        let bad = || ApiError::bad("malformed paging token");
+        if t.len() % 2 != 0 || t.len() > 2048 {
+            return Err(bad());
+        }
+        let bytes: Vec<u8> = (0..t.len())
+            .step_by(2)
+            .map(|i| t.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+            .collect::<Option<_>>()
+            .ok_or_else(bad)?;
+        let t: Token = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let num = |s: &str| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite())
+                .ok_or_else(bad)
+        };
+        let s = Search {
+            lat: num(&t.lat)?,
+            lon: num(&t.lon)?,
+            d: num(&t.d)?,
+            after: match &t.after {
+                Some((d, id)) => Some((num(d)?, id.clone())),
+                None => None,
+            },
+        };
+        geo::encode(s.lat, s.lon, 1).map_err(|_| bad())?;
+        if s.d < 0.0 {
+            return Err(bad());
+        }
+        Ok(s)
+    }
+
+    /// From `_start`/`_token`, else latitude, longitude and distance (clamped).
+    fn of(req: &Req) -> Result<Search, ApiError> {
+        let cfg = &req.api.cfg;
+        let (min, max) = (cfg.number("min-distance"), cfg.number("max-distance"));
+        let token = req
+            .param("_start")
+            .or_else(|| req.param("_token"))
+            .filter(|t| !t.is_empty());
+        let clamp = |d: f64| d.max(min).min(max.max(min));
+        if let Some(t) = token {
+            let mut s = Search::from_token(t)?;
+            s.d = clamp(s.d);
+            return Ok(s);
+        }
+        let (lat, lon) = coordinates(req)?;
+        let d = clamp(number(req, "distance")?.unwrap_or(min));
+        Ok(Search {
+            lat,
+            lon,
+            d,
+            after: None,
+        })
+    }
+}
+
+/// One page of a search on `table` (rows with geohash, latitude, longitude and id), nearest
+/// first, with the token of the next page when more rows are within the radius.
+async fn search(
+    db: &Db,
+    table: &str,
+    s: &Search,
+    count: usize,
+) -> Result<(Vec<(f64, Row)>, Option<String>), ApiError> {
+    let cells =
+        geo::grid(s.lat, s.lon, s.d, MAX_CELLS).map_err(|e| ApiError::bad(e.to_string()))?;
+    let after = s.after.as_ref();
+    let beyond = |d: f64, id: &str| match after {
+        None => true,
+        Some((ad, aid)) => d.total_cmp(ad).then_with(|| id.cmp(aid.as_str())).is_gt(),
+    };
+    let mut found: Vec<(f64, String, Row)> = Vec::new();
+    let order = |a: &(f64, String, Row), b: &(f64, String, Row)| {
+        a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1))
+    };
+    let opts = Options {
+        count: 1000,
+        ..Options::default()
+    }
+    .op("geohash", Op::BeginsWith);
+    for cell in &cells {
+        if cell.lower > s.d {
+            break;
+        }
+        // Enough rows nearer than anything this cell (and every later one) can hold.
+        if found.len() > count {
+            found.select_nth_unstable_by(count, order);
+            if found[count].0 < cell.lower {
+                break;
+            }
+        }
+        // Every row of the cell was on an earlier page.
+        if after.is_some_and(|(ad, _)| cell.upper < *ad) {
+            continue;
+        }
+        let mut rows = Vec::new();
+        db.scan(table, &row(&[("geohash", &cell.prefix)]), &opts, |page| {
+            rows.extend(page);
+            Ok(())
+        })
+        .await?;
+        for r in rows {
+            let (Some(lat), Some(lon)) = (float(&r, "latitude"), float(&r, "longitude")) else {
+                continue;
+            };
+            let d = geo::distance(s.lat, s.lon, lat, lon);
+            let id = text(&r, "id").to_string();
+            if d <= s.d && beyond(d, &id) {
+                found.push((d, id, r));
+            }
+        }
+    }
+    found.sort_by(order);
+    let next = (found.len() > count).then(|| {
+        let (d, id, _) = &found[count - 1];
+        Search {
+            after: Some((*d, id.clone())),
+            ..s.clone()
+        }
+        .token()
+    });
+    found.truncate(count);
+    Ok((found.into_iter().map(|(d, _, r)| (d, r)).collect(), next))
+}
+
+/// `/location/get` (table bk_location), `/account/select/location` (bk_account).
+async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
+    let db = db_of(&req)?;
+    let me = req.account()?;
+    let s = Search::of(&req)?;
+    let (_, opts) = super::data::request(&req.params, false)?;
+    let round = match number(&req, "_round")? {
+        Some(r) if r >= 0.0 => r,
+        Some(_) => return Err(ApiError::bad("_round must be at least 0")),
+        None => req.api.cfg.number("min-distance"),
+    };
+    let (found, next) = search(db, table, &s, opts.page_size().min(100)).await?;
+    let t = db.table(table)?;
+    let mut rows: Vec<Row> = found
+        .into_iter()
+        .map(|(d, mut r)| {
+            let mine = text(&r, "id") == me.id() || me.is_admin();
+            if !mine {
+                if table == "bk_location" {
+                    r.retain(|k, _| k == "id" || k == "alias");
+                } else {
+                    public_only(&t, &mut r);
+                }
+            } else if table == "bk_account" {
+                super::for_client(&t, &mut r, me.is_admin());
+            }
+            r.insert("distance".into(), json!(geo::round_down(d, round)));
+            r
+        })
+        .collect();
+    if flag(&req, "_details") && table == "bk_location" {
+        details(db, &mut rows, "id").await?;
+    }
+    Ok(Out::Json(list(rows, next)))
+}
+
+/// Removes every location row of account `id` (`/account/del`).
+pub(crate) async fn delete_account(db: &Db, id: &str) -> Result<(), bkjs_db::DbError> {
+    let opts = Options {
+        count: 500,
+        noscan: false,
+        ..Options::default()
+    };
+    db.del_all("bk_location", &row(&[("id", id)]), &opts)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_the_search_exactly() {
+        let s = Search {
+            lat: 0.1 + 0.2,
+            lon: -179.99999999999997,
+            d: std::f64::consts::PI * 10.0,
+            after: Some((7.000000000000001, "id-1".into())),
+        };
+        let back = Search::from_token(&s.token()).expect("token");
+        assert_eq!(back, s, "bit for bit");
+        assert_eq!(
+            back.after.as_ref().map(|a| a.0.to_bits()),
+            Some(7.000000000000001f64.to_bits())
+        );
+        for bad in [
+            "",
+            "zz",
+            "7b7d",
+            &hex::encode(br#"{"lat":"95","lon":"0","d":"5"}"#),
+        ] {
+            assert!(Search::from_token(bad).is_err(), "{bad}");
+        }
+    }
+}

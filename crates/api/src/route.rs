@@ -1,0 +1,787 @@
+//! What an application registers with the API: routes (method + path pattern → handler), access
+//! checks, pre hooks and post hooks, each matched by method and path regexp in registration order
+//! (SPEC §6). The built-in endpoint groups are registered the same way, so `-api-disable GROUP`
+//! and `web/doc.html` see one list.
+//!
+//! A request runs: access rules and authentication (`access`), then every matching access check,
+//! then every matching pre hook, then the first matching route, then every matching post hook on
+//! its JSON reply. A check or hook that returns an error ends the request with that error.
+
+use super::params::Params;
+use super::router::{Api, Reply};
+use bkjs_db::{DbError, Row};
+use bytes::Bytes;
+use hyper::{HeaderMap, Method, StatusCode};
+use regex::Regex;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// A boxed future returned by handlers and hooks.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A route handler: answers one request.
+pub type Handler = Arc<dyn Fn(Arc<Req>) -> BoxFuture<Result<Out, ApiError>> + Send + Sync>;
+/// An access check or pre hook: `Ok(())` lets the request go on.
+pub type Check = Arc<dyn Fn(Arc<Req>) -> BoxFuture<Result<(), ApiError>> + Send + Sync>;
+/// A post hook: may rewrite the JSON reply of a successful request.
+pub type PostHook = Arc<dyn Fn(&Req, &mut Value) + Send + Sync>;
+
+/// An error reply `{status, message}`: whose fault it is follows from the status (4xx the
+/// caller's, 5xx ours; 503 means a retry may help).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the caller sent something wrong.
+    pub fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// 403: the caller may not do this.
+    pub fn denied(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// 500, logged: a fault of ours.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        tracing::error!("{message}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> ApiError {
+        let status = super::endpoints::data::status_of(&e);
+        if status.is_server_error() {
+            tracing::error!("db: {e}");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// What a handler answers: JSON (post hooks may rewrite it) or a finished reply (a file, an image).
+pub enum Out {
+    Json(Value),
+    Reply(Reply),
+}
+
+impl From<Value> for Out {
+    fn from(v: Value) -> Out {
+        Out::Json(v)
+    }
+}
+
+/// The authenticated caller: its `bk_auth` row (without the secret).
+#[derive(Clone)]
+pub struct Account {
+    /// Shared: an account is cloned into every request it signs.
+    pub auth: Arc<Row>,
+    /// Kept apart from the row so that printing an account never shows it.
+    pub(crate) secret: Arc<str>,
+    /// HMAC states keyed with `secret`, shared by the clones of this account.
+    pub(crate) keys: Arc<super::auth::SecretKeys>,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Account {
+    fn text(&self, name: &str) -> &str {
+        self.auth.get(name).and_then(Value::as_str).unwrap_or("")
+    }
+    pub fn id(&self) -> &str {
+        self.text("id")
+    }
+    pub fn login(&self) -> &str {
+        self.text("login")
+    }
+    pub fn alias(&self) -> &str {
+        self.text("alias")
+    }
+    /// `bk_auth.type == "admin"`.
+    pub fn is_admin(&self) -> bool {
+        self.text("type") == "admin"
+    }
+}
+
+/// One request as handlers and hooks see it.
+pub struct Req {
+    pub api: Arc<Api>,
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub params: Params,
+    /// The raw body (already parsed into `params` where it was a form or JSON).
+    pub body: Bytes,
+    /// `{name}` segments of the matched route pattern.
+    pub captures: Vec<(String, String)>,
+    /// The signed-in caller; `None` on paths that need no authentication.
+    pub account: Option<Account>,
+    /// Headers to add to the reply (`Set-Cookie`, ...), set by handlers and hooks.
+    reply_headers: Mutex<Vec<(hyper::header::HeaderName, String)>>,
+    /// Values hooks leave for later hooks and the handler.
+    pub vars: Mutex<Row>,
+}
+
+impl Req {
+    pub(crate) fn new(
+        api: Arc<Api>,
+        method: Method,
+        path: String,
+        headers: HeaderMap,
+        params: Params,
+        body: Bytes,
+        account: Option<Account>,
+    ) -> Req {
+        Req {
+            api,
+            method,
+            path,
+            headers,
+            params,
+            body,
+            captures: Vec::new(),
+            account,
+            reply_headers: Mutex::new(Vec::new()),
+            vars: Mutex::new(Row::new()),
+        }
+    }
+
+    /// A `{name}` segment of the route pattern.
+    pub fn capture(&self, name: &str) -> Option<&str> {
+        self.captures
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The last value of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    /// A required, non-empty parameter, or 400 naming it.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        match self.params.get(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(ApiError::bad(format!("{name} is required"))),
+        }
+    }
+
+    /// The caller, or 401 when the path was open and nobody signed in.
+    pub fn account(&self) -> Result<&Account, ApiError> {
+        self.account
+            .as_ref()
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated"))
+    }
+
+    /// Adds a header to the reply.
+    pub fn add_reply_header(&self, name: hyper::header::HeaderName, value: String) {
+        self.reply_headers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, value));
+    }
+
+    pub(crate) fn take_reply_headers(&self) -> Vec<(hyper::header::HeaderName, String)> {
+        std::mem::take(&mut *self.reply_headers.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// What [`Routes::find`] found.
+pub struct Found {
+    pub handler: Handler,
+    pub captures: Vec<(String, String)>,
+    pub timer: Arc<bkjs_base::metrics::Timer>,
+}
+
+/// A path pattern: a regexp (`^/account/get$`, anchored by the caller) or a template with
+/// `{name}` segments (`/test/{id}`, matching the whole path).
+#[derive(Debug, Clone)]
+enum Pattern {
+    Exact(String),
+    /// A template whose `{name}`s are whole path segments, matched segment by segment.
+    Segments(String, Vec<Segment>),
+    Regex(Regex, Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+enum Segment {
+    Literal(String),
+    Capture(String),
+}
+
+impl Pattern {
+    fn parse(pattern: &str) -> Result<Pattern, regex::Error> {
+        if let Some(segments) = whole_segment_template(pattern) {
+            return Ok(Pattern::Segments(pattern.to_string(), segments));
+        }
+        if pattern.contains('{') {
+            let mut rx = String::from("^");
+            let mut names = Vec::new();
+            let mut rest = pattern;
+            while let Some(open) = rest.find('{') {
+                rx.push_str(&regex::escape(&rest[..open]));
+                let Some(close) = rest[open..].find('}') else {
+                    return Err(regex::Error::Syntax(format!("unclosed {{ in {pattern}")));
+                };
+                let name = &rest[open + 1..open + close];
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(regex::Error::Syntax(format!(
+                        "bad parameter name {name:?} in {pattern}"
+                    )));
+                }
+                rx.push_str(&format!("(?P<{name}>[^/]+)"));
+                names.push(name.to_string());
+                rest = &rest[open + close + 1..];
+            }
+            rx.push_str(&regex::escape(rest));
+            rx.push('$');
+            return Ok(Pattern::Regex(Regex::new(&rx)?, names));
+        }
+        let regexp = pattern.starts_with('^')
+            || pattern.ends_with('$')
+            || pattern.chars().any(|c| "()[]|*+?\\.".contains(c));
+        if !regexp {
+            return Ok(Pattern::Exact(pattern.to_string()));
+        }
+        match super::router::literal_path(pattern) {
+            Some(p) => Ok(Pattern::Exact(p)),
+            None => Ok(Pattern::Regex(Regex::new(pattern)?, Vec::new())),
+        }
+    }
+
+    /// `None` when `path` does not match; the `{name}` captures when it does.
+    fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        match self {
+            Pattern::Exact(p) => (p == path).then(Vec::new),
+            Pattern::Segments(_, segments) => {
+                let mut caps = Vec::new();
+                let mut parts = path.split('/');
+                for seg in segments {
+                    let part = parts.next()?;
+                    match seg {
+                        Segment::Literal(l) if l == part => {}
+                        Segment::Capture(n) if !part.is_empty() => {
+                            caps.push((n.clone(), percent_decode(part)));
+                        }
+                        _ => return None,
+                    }
+                }
+                parts.next().is_none().then_some(caps)
+            }
+            Pattern::Regex(rx, names) if names.is_empty() => rx.is_match(path).then(Vec::new),
+            Pattern::Regex(rx, names) => {
+                let caps = rx.captures(path)?;
+                Some(
+                    names
+                        .iter()
+                        .filter_map(|n| {
+                            let v = caps.name(n)?.as_str();
+                            let v = percent_decode(v);
+                            Some((n.clone(), v))
+                        })
+                        .collect(),
+                )
+            }
+        }
+    }
+
+    fn source(&self) -> &str {
+        match self {
+            Pattern::Exact(p) | Pattern::Segments(p, _) => p,
+            Pattern::Regex(rx, _) => rx.as_str(),
+        }
+    }
+}
+
+/// `/a/{x}/b`: every `{name}` is a whole segment (then no regexp is needed); `None` otherwise.
+fn whole_segment_template(pattern: &str) -> Option<Vec<Segment>> {
+    if !pattern.starts_with('/') || !pattern.contains('{') {
+        return None;
+    }
+    pattern
+        .split('/')
+        .map(
+            |seg| match seg.strip_prefix('{').and_then(|x| x.strip_suffix('}')) {
+                Some(name)
+                    if !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    Some(Segment::Capture(name.to_string()))
+                }
+                _ if seg.contains(['{', '}']) => None,
+                _ => Some(Segment::Literal(seg.to_string())),
+            },
+        )
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains(['%', '+']) {
+        return s.to_string();
+    }
+    form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// A method filter: `None` or `"*"` matches any.
+fn method_of(m: &str) -> Result<Option<Method>, String> {
+    if m.is_empty() || m == "*" {
+        return Ok(None);
+    }
+    Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+        .map(Some)
+        .map_err(|_| format!("bad method {m:?}"))
+}
+
+#[derive(Clone)]
+struct Route {
+    method: Option<Method>,
+    pattern: Pattern,
+    /// `urls.PATTERN.response`, made on first use (bounded: one per route, not per path).
+    timer: Arc<std::sync::OnceLock<Arc<bkjs_base::metrics::Timer>>>,
+    /// The endpoint group (`account`, `system`, ...) `-api-disable` refers to.
+    group: String,
+    /// One line for `web/doc.html` and `bkjs help`.
+    doc: String,
+    handler: Handler,
+}
+
+#[derive(Clone)]
+struct Hook<F> {
+    method: Option<Method>,
+    rx: Regex,
+    f: F,
+}
+
+impl<F> Hook<F> {
+    fn applies(&self, method: &Method, path: &str) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method) && self.rx.is_match(path)
+    }
+}
+
+/// Every route and hook of an application, built-in groups included.
+#[derive(Default, Clone)]
+pub struct Routes {
+    routes: Vec<Route>,
+    /// Exact paths to the routes registered for them, in order, so most requests skip the regexps.
+    exact: HashMap<String, Vec<usize>>,
+    /// Routes whose pattern is a regexp, in registration order.
+    patterns: Vec<usize>,
+    access: Vec<Hook<Check>>,
+    pre: Vec<Hook<Check>>,
+    post: Vec<Hook<PostHook>>,
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routes")
+            .field("routes", &self.routes.len())
+            .field("access", &self.access.len())
+            .field("pre", &self.pre.len())
+            .field("post", &self.post.len())
+            .finish()
+    }
+}
+
+/// A registration that cannot work: a bad method or pattern. The application's fault, reported
+/// at start.
+#[derive(Debug, thiserror::Error)]
+#[error("route {method} {pattern}: {reason}")]
+pub struct RouteError {
+    method: String,
+    pattern: String,
+    reason: String,
+}
+
+/// The endpoint group of a path: its first segment (`/account/get` → `account`).
+pub fn group_of(path: &str) -> &str {
+    path.trim_start_matches(['^', '/'])
+        .split(['/', '$', '{', '('])
+        .next()
+        .unwrap_or("")
+}
+
+fn boxed_handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Out, ApiError>> + Send + 'static,
+{
+    Arc::new(move |r| Box::pin(f(r)))
+}
+
+fn boxed_check<F, Fut>(f: F) -> Check
+where
+    F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
+{
+    Arc::new(move |r| Box::pin(f(r)))
+}
+
+impl Routes {
+    pub fn new() -> Routes {
+        Routes::default()
+    }
+
+    /// Adds a route: `method` (`GET`, `POST`, ... or `*`), `pattern` (an exact path, a regexp, or
+    /// a template with `{name}` segments) and an async handler.
+    pub fn add<F, Fut>(
+        &mut self,
+        method: &str,
+        pattern: &str,
+        doc: &str,
+        f: F,
+    ) -> Result<(), RouteError>
+    where
+        F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Out, ApiError>> + Send + 'static,
+    {
+        self.add_handler(method, pattern, doc, boxed_handler(f))
+    }
+
+    pub fn add_handler(
+        &mut self,
+        method: &str,
+        pattern: &str,
+        doc: &str,
+        handler: Handler,
+    ) -> Result<(), RouteError> {
+        let fail = |reason: String| RouteError {
+            method: method.to_string(),
+            pattern: pattern.to_string(),
+            reason,
+        };
+        let m = method_of(method).map_err(fail)?;
+        let p = Pattern::parse(pattern).map_err(|e| fail(e.to_string()))?;
+        let i = self.routes.len();
+        match &p {
+            Pattern::Exact(path) => self.exact.entry(path.clone()).or_default().push(i),
+            Pattern::Regex(..) | Pattern::Segments(..) => self.patterns.push(i),
+        }
+        self.routes.push(Route {
+            timer: Default::default(),
+            method: m,
+            group: group_of(pattern).to_string(),
+            pattern: p,
+            doc: doc.to_string(),
+            handler,
+        });
+        Ok(())
+    }
+
+    fn hook<F>(method: &str, pattern: &str, f: F) -> Result<Hook<F>, RouteError> {
+        let fail = |reason: String| RouteError {
+            method: method.to_string(),
+            pattern: pattern.to_string(),
+            reason,
+        };
+        Ok(Hook {
+            method: method_of(method).map_err(fail)?,
+            rx: Regex::new(pattern).map_err(|e| fail(e.to_string()))?,
+            f,
+        })
+    }
+
+    /// An access check, run after authentication for requests whose method and path match.
+    pub fn access<F, Fut>(&mut self, method: &str, pattern: &str, f: F) -> Result<(), RouteError>
+    where
+        F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
+    {
+        let h = Self::hook(method, pattern, boxed_check(f))?;
+        self.access.push(h);
+        Ok(())
+    }
+
+    /// A pre hook, run after the access checks.
+    pub fn pre<F, Fut>(&mut self, method: &str, pattern: &str, f: F) -> Result<(), RouteError>
+    where
+        F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
+    {
+        let h = Self::hook(method, pattern, boxed_check(f))?;
+        self.pre.push(h);
+        Ok(())
+    }
+
+    /// A post hook: rewrites the JSON reply of a successful request.
+    pub fn post<F>(&mut self, method: &str, pattern: &str, f: F) -> Result<(), RouteError>
+    where
+        F: Fn(&Req, &mut Value) + Send + Sync + 'static,
+    {
+        let h = Self::hook(method, pattern, Arc::new(f) as PostHook)?;
+        self.post.push(h);
+        Ok(())
+    }
+
+    /// Moves every registration of `other` after this one's.
+    pub fn extend(&mut self, other: Routes) {
+        let base = self.routes.len();
+        for (path, idx) in other.exact {
+            self.exact
+                .entry(path)
+                .or_default()
+                .extend(idx.into_iter().map(|i| i + base));
+        }
+        self.patterns
+            .extend(other.patterns.into_iter().map(|i| i + base));
+        self.routes.extend(other.routes);
+        self.access.extend(other.access);
+        self.pre.extend(other.pre);
+        self.post.extend(other.post);
+    }
+
+    /// Drops the routes of disabled groups (`-api-disable`).
+    pub fn disable(&mut self, groups: &[String]) {
+        if groups.is_empty() {
+            return;
+        }
+        let keep: Vec<bool> = self
+            .routes
+            .iter()
+            .map(|r| !groups.contains(&r.group))
+            .collect();
+        let mut renumber = Vec::with_capacity(keep.len());
+        let mut n = 0;
+        for k in &keep {
+            renumber.push(n);
+            if *k {
+                n += 1;
+            }
+        }
+        let old = std::mem::take(&mut self.routes);
+        self.routes = old
+            .into_iter()
+            .zip(&keep)
+            .filter_map(|(r, k)| k.then_some(r))
+            .collect();
+        let map = |v: &mut Vec<usize>| {
+            v.retain(|i| keep[*i]);
+            for i in v.iter_mut() {
+                *i = renumber[*i];
+            }
+        };
+        for v in self.exact.values_mut() {
+            map(v);
+        }
+        self.exact.retain(|_, v| !v.is_empty());
+        map(&mut self.patterns);
+    }
+
+    /// The first route for `method` and `path`: its handler, captures and per-route timer.
+    /// `Err(true)` when the path exists for another method (405), `Err(false)` when it does not.
+    pub fn find(&self, method: &Method, path: &str) -> Result<Found, bool> {
+        let (i, captures) = self.find_index(method, path)?;
+        let r = &self.routes[i];
+        let timer = r
+            .timer
+            .get_or_init(|| {
+                bkjs_base::metrics::Registry::global()
+                    .timer(&format!("urls.{}.response", r.pattern.source()))
+            })
+            .clone();
+        Ok(Found {
+            handler: r.handler.clone(),
+            captures,
+            timer,
+        })
+    }
+
+    fn find_index(
+        &self,
+        method: &Method,
+        path: &str,
+    ) -> Result<(usize, Vec<(String, String)>), bool> {
+        let mut other_method = false;
+        let accepts = |r: &Route| match &r.method {
+            None => true,
+            Some(m) => m == method || (method == Method::HEAD && m == Method::GET),
+        };
+        if let Some(idx) = self.exact.get(path) {
+            for &i in idx {
+                let r = &self.routes[i];
+                if accepts(r) {
+                    return Ok((i, Vec::new()));
+                }
+                other_method = true;
+            }
+        }
+        for &i in &self.patterns {
+            let r = &self.routes[i];
+            if let Some(caps) = r.pattern.matches(path) {
+                if accepts(r) {
+                    return Ok((i, caps));
+                }
+                other_method = true;
+            }
+        }
+        Err(other_method)
+    }
+
+    /// Runs the access checks, then the pre hooks, that match this request.
+    pub async fn before(&self, req: &Arc<Req>) -> Result<(), ApiError> {
+        for h in self.access.iter().chain(self.pre.iter()) {
+            if h.applies(&req.method, &req.path) {
+                (h.f)(req.clone()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the post hooks that match this request on its JSON reply.
+    pub fn after(&self, req: &Req, reply: &mut Value) {
+        for h in &self.post {
+            if h.applies(&req.method, &req.path) {
+                (h.f)(req, reply);
+            }
+        }
+    }
+
+    /// `(method, pattern, group, doc)` of every route, for documentation.
+    pub fn describe(&self) -> Vec<(String, String, String, String)> {
+        self.routes
+            .iter()
+            .map(|r| {
+                (
+                    r.method
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| "*".into()),
+                    r.pattern.source().to_string(),
+                    r.group.clone(),
+                    r.doc.clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// True when some pre hook, access check or post hook exists (the fast path skips them).
+    pub fn has_hooks(&self) -> bool {
+        !(self.access.is_empty() && self.pre.is_empty() && self.post.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_exact_regexp_and_templates() {
+        let p = Pattern::parse("/account/get").expect("exact");
+        assert!(matches!(p, Pattern::Exact(_)));
+        assert_eq!(p.matches("/account/get"), Some(vec![]));
+        assert_eq!(p.matches("/account/get/x"), None);
+        let p = Pattern::parse("^/account/get$").expect("literal regexp");
+        assert!(matches!(p, Pattern::Exact(_)));
+        let p = Pattern::parse("^/system/").expect("prefix");
+        assert!(p.matches("/system/cache/get").is_some());
+        assert!(p.matches("/x/system/").is_none());
+        let p = Pattern::parse("/test/{id}/icon/{type}").expect("template");
+        assert_eq!(
+            p.matches("/test/a%20b/icon/9"),
+            Some(vec![
+                ("id".into(), "a b".into()),
+                ("type".into(), "9".into())
+            ])
+        );
+        assert_eq!(
+            p.matches("/test/a/b/icon/9"),
+            None,
+            "a segment has no slash"
+        );
+        assert_eq!(p.matches("/test//icon/9"), None, "a segment is not empty");
+        assert!(matches!(p, Pattern::Segments(..)), "no regexp needed");
+        assert_eq!(p.source(), "/test/{id}/icon/{type}");
+        assert_eq!(p.matches("/test/a/icon/9/more"), None);
+        assert_eq!(p.matches("/test/a/icon"), None);
+        let p = Pattern::parse("/img/{id}.png").expect("template within a segment");
+        assert!(matches!(p, Pattern::Regex(..)));
+        assert_eq!(
+            p.matches("/img/x.png"),
+            Some(vec![("id".into(), "x".into())])
+        );
+        assert!(Pattern::parse("/x/{").is_err());
+        assert!(Pattern::parse("/x/{a-b}").is_err());
+        assert!(Pattern::parse("^/x(").is_err());
+    }
+
+    #[test]
+    fn groups_come_from_the_first_segment() {
+        assert_eq!(group_of("/account/get"), "account");
+        assert_eq!(group_of("^/system/"), "system");
+        assert_eq!(group_of("/ping"), "ping");
+        assert_eq!(group_of("^/data/(get|put)/"), "data");
+        assert_eq!(group_of("/test/{id}"), "test");
+    }
+
+    async fn answer(_r: Arc<Req>) -> Result<Out, ApiError> {
+        Ok(Out::Json(Value::Null))
+    }
+
+    #[test]
+    fn find_prefers_registration_order_and_reports_wrong_methods() {
+        let mut r = Routes::new();
+        r.add("GET", "/a/b", "", answer).expect("add");
+        r.add("POST", "/a/{x}", "", answer).expect("add");
+        r.add("*", "^/c/", "", answer).expect("add");
+        assert!(r.find(&Method::GET, "/a/b").is_ok());
+        assert!(
+            r.find(&Method::HEAD, "/a/b").is_ok(),
+            "HEAD is served by GET"
+        );
+        let Ok(found) = r.find(&Method::POST, "/a/b") else {
+            panic!("the template route matches")
+        };
+        assert_eq!(found.captures, vec![("x".into(), "b".into())]);
+        assert_eq!(r.find(&Method::PUT, "/a/b").err(), Some(true));
+        assert_eq!(r.find(&Method::GET, "/nope").err(), Some(false));
+        assert!(r.find(&Method::DELETE, "/c/d").is_ok());
+        r.disable(&["a".to_string()]);
+        assert_eq!(r.find(&Method::GET, "/a/b").err(), Some(false));
+        assert!(r.find(&Method::GET, "/c/d").is_ok(), "other groups stay");
+        assert!(r.add("GET", "/x/{", "", answer).is_err());
+        assert!(r.add("FOO BAR", "/x", "", answer).is_err());
+    }
+
+    #[test]
+    fn extend_keeps_both_sets_of_routes() {
+        let mut a = Routes::new();
+        a.add("GET", "/a", "", answer).expect("add");
+        let mut b = Routes::new();
+        b.add("GET", "/b", "", answer).expect("add");
+        b.add("GET", "^/b/", "", answer).expect("add");
+        a.extend(b);
+        assert!(a.find(&Method::GET, "/a").is_ok());
+        assert!(a.find(&Method::GET, "/b").is_ok());
+        assert!(a.find(&Method::GET, "/b/x").is_ok());
+        assert_eq!(a.describe().len(), 3);
+    }
+}

@@ -1,0 +1,891 @@
+//! Request dispatch: access rules (deny, disallow, allow), authentication and the admin rule,
+//! then the application's checks and hooks around the first matching route; static files from
+//! `web/` when no route matches. Every reply carries the `Server` and CORS headers.
+
+use super::access::{self, Signed};
+use super::params::Params;
+use super::route::{Account, ApiError, Out, Req, Routes};
+use bkjs_base::config::Config;
+use bkjs_cache::Cache;
+use bkjs_ipc::{Client, Msg};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, SERVER};
+use hyper::{Method, Request, Response, StatusCode};
+use regex::RegexSet;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tower_http::services::fs::ServeFileSystemResponseBody;
+
+/// A reply body: JSON built in memory, or a file streamed from `web/`.
+pub type Body = Either<Full<Bytes>, ServeFileSystemResponseBody>;
+/// A reply.
+pub type Reply = Response<Body>;
+
+const ALLOW_ORIGIN: HeaderName = HeaderName::from_static("access-control-allow-origin");
+const ALLOW_HEADERS: HeaderName = HeaderName::from_static("access-control-allow-headers");
+const ALLOW_METHODS: HeaderName = HeaderName::from_static("access-control-allow-methods");
+const MAX_AGE: HeaderName = HeaderName::from_static("access-control-max-age");
+const REQUEST_METHOD: HeaderName = HeaderName::from_static("access-control-request-method");
+/// The methods a CORS preflight allows: every method a route may be registered with.
+const PREFLIGHT_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+/// How long (s) a browser may keep a preflight answer.
+const PREFLIGHT_MAX_AGE: &str = "86400";
+const SERVER_HEADER: &str = concat!("bkjs/", env!("CARGO_PKG_VERSION"));
+
+/// Test-only fault switch: set by `/_test/hang` when faults are enabled; stops heartbeats.
+pub static HANG: AtomicBool = AtomicBool::new(false);
+
+/// The state a web worker serves requests with.
+pub struct Api {
+    pub cfg: Config,
+    pub ipc: Option<Client>,
+    /// The cache this worker uses (`None` outside a web worker).
+    pub cache: Option<Cache>,
+    /// The database pools and tables (`None` when the worker has none).
+    pub db: Option<std::sync::Arc<bkjs_db::Db>>,
+    /// The key session cookies are signed with (`None`: sessions are off).
+    pub session_key: Option<Vec<u8>>,
+    /// Accounts of the logins that signed requests lately, by their cached `bk_auth` rows.
+    pub(crate) accounts: super::access::Accounts,
+    /// This worker's pub/sub (`None` outside a web worker).
+    pub msg: Option<bkjs_msg::PubSub>,
+    /// Turns true when the worker starts draining: long polls and WebSockets end early.
+    pub drain: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Requests served, reported in heartbeats.
+    pub requests: AtomicU64,
+    /// How late (ms) the runtime's last timer tick ran: the queue latency `-api-busy-latency`
+    /// compares against.
+    pub lag_ms: AtomicU64,
+    faults: bool,
+    routes: Routes,
+    /// `-api-allow` and `-api-allow-path` patterns compiled into one set.
+    allow: PathRules,
+    deny: PathRules,
+    disallow: PathRules,
+    /// `-api-allow-admin`: paths only admins may call.
+    admin: PathRules,
+    /// `-api-upload-limit`, read once.
+    upload_limit: usize,
+    busy_ms: u64,
+    /// `-api-max-expire` in milliseconds, read once: how far ahead a request signature may expire.
+    pub(crate) max_expire_ms: i64,
+    /// `/ping` may be answered before routing: it is open (`-api-allow`), neither denied nor
+    /// disallowed, and no hook could see it. Decided once, from this worker's configuration.
+    ping_fast: bool,
+    web: tower_http::services::ServeDir,
+    metrics: ApiMetrics,
+}
+
+/// The request metrics of SPEC §10 (`api`): held here so the hot path does no name lookups.
+struct ApiMetrics {
+    /// Every request, as a timer: its count and rates are the request count and rates.
+    response: Arc<bkjs_base::metrics::Timer>,
+    /// Requests refused with 503.
+    busy: Arc<bkjs_base::metrics::Meter>,
+    /// How late the runtime runs timers (ms), sampled every 100 ms.
+    queue: Arc<bkjs_base::metrics::Histogram>,
+    /// Requests in progress (a gauge: the machine-wide figure is the sum over the workers).
+    count: Arc<bkjs_base::metrics::Gauge>,
+}
+
+/// One request in progress in `api.count`; counted out when dropped, also when the client goes
+/// away and the request's future is dropped.
+struct InProgress<'a>(&'a bkjs_base::metrics::Gauge);
+
+impl<'a> InProgress<'a> {
+    fn enter(g: &'a bkjs_base::metrics::Gauge) -> InProgress<'a> {
+        g.add(1.0);
+        InProgress(g)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.add(-1.0);
+    }
+}
+
+impl ApiMetrics {
+    fn new() -> ApiMetrics {
+        let r = bkjs_base::metrics::Registry::global();
+        ApiMetrics {
+            response: r.timer("api.response"),
+            busy: r.meter("api.busy"),
+            queue: r.histogram("api.queue"),
+            count: r.gauge("api.count"),
+        }
+    }
+}
+
+/// One automaton for all the patterns of some parameters: a path is tested once, not per pattern.
+fn regex_set(cfg: &Config, params: &[&str]) -> PathRules {
+    let mut exact: std::collections::HashSet<String, foldhash::fast::RandomState> =
+        std::collections::HashSet::default();
+    let mut prefixes = Vec::new();
+    let mut patterns: Vec<&str> = Vec::new();
+    for r in params.iter().flat_map(|p| cfg.regexps(p).iter()) {
+        if let Some(path) = literal_path(r.as_str()) {
+            exact.insert(path);
+        } else if let Some(prefix) = literal_prefix(r.as_str()) {
+            prefixes.push(prefix);
+        } else {
+            patterns.push(r.as_str());
+        }
+    }
+    PathRules {
+        exact,
+        prefixes,
+        // Every pattern already compiled on its own when the configuration was loaded.
+        set: RegexSet::new(&patterns).expect("patterns validated by the config loader"),
+    }
+}
+
+/// Whether a request path has a `.` or `..` segment, also percent-encoded (`%2e`) or behind an
+/// encoded separator (`%2f`, `%5c`, a backslash). No route or file has one, so such a path can only be a
+/// traversal attempt; without this check one whose segments no longer fit a route would answer
+/// 404 rather than 400.
+pub(crate) fn has_dot_segment(path: &str) -> bool {
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
+    // A plain path (`/js/bkjs.js`) is checked without copying it.
+    if !path.bytes().any(|b| b == b'%' || b == b'\\') {
+        return path.split('/').any(|seg| seg == "." || seg == "..");
+    }
+    let plain = path
+        .to_ascii_lowercase()
+        .replace("%2e", ".")
+        .replace("%2f", "/")
+        .replace("%5c", "/")
+        .replace('\\', "/");
+    plain.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+/// `^/some/path$` with no other regexp syntax: the one path it matches.
+pub(crate) fn literal_path(pattern: &str) -> Option<String> {
+    let inner = pattern.strip_prefix('^')?.strip_suffix('$')?;
+    let plain = inner.starts_with('/')
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'));
+    plain.then(|| inner.to_string())
+}
+
+/// `^/some/prefix` with no other regexp syntax: the prefix every matching path starts with.
+pub(crate) fn literal_prefix(pattern: &str) -> Option<String> {
+    let inner = pattern.strip_prefix('^')?;
+    let plain = inner.starts_with('/')
+        && inner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'));
+    plain.then(|| inner.to_string())
+}
+
+/// Path patterns: exact paths in a hash set (the common `^/ping$` kind), literal prefixes (the
+/// common `^/system/cache/` kind) compared as strings, the rest in one regex set.
+pub struct PathRules {
+    exact: std::collections::HashSet<String, foldhash::fast::RandomState>,
+    prefixes: Vec<String>,
+    set: RegexSet,
+}
+
+impl PathRules {
+    pub fn is_match(&self, path: &str) -> bool {
+        self.exact.contains(path)
+            || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+            || (!self.set.is_empty() && self.set.is_match(path))
+    }
+}
+
+impl Api {
+    /// The state of one web worker: its configuration, connections and the application's routes
+    /// (the built-in groups are added here, after the application's, minus `-api-disable`).
+    pub fn new(
+        cfg: Config,
+        ipc: Option<Client>,
+        cache: Option<Cache>,
+        db: Option<std::sync::Arc<bkjs_db::Db>>,
+        app_routes: Routes,
+        session_key: Option<Vec<u8>>,
+    ) -> Api {
+        // Fault switches exist only in debug builds and only when a test asks for them.
+        let faults =
+            cfg!(debug_assertions) && std::env::var("BKJS_TEST_FAULTS").as_deref() == Ok("1");
+        let mut routes = app_routes;
+        routes.extend(super::endpoints::builtin());
+        routes.disable(cfg.list("api-disable"));
+        let allow = regex_set(&cfg, &["api-allow", "api-allow-path"]);
+        let deny = regex_set(&cfg, &["api-deny-path"]);
+        let disallow = regex_set(&cfg, &["api-disallow-path"]);
+        let ping_fast = allow.is_match("/ping")
+            && !deny.is_match("/ping")
+            && !disallow.is_match("/ping")
+            && !routes.has_hooks();
+        Api {
+            upload_limit: cfg.int("api-upload-limit") as usize,
+            busy_ms: cfg.duration("api-busy-latency").as_millis() as u64,
+            max_expire_ms: i64::try_from(cfg.duration("api-max-expire").as_millis())
+                .unwrap_or(i64::MAX),
+            ping_fast,
+            allow,
+            deny,
+            disallow,
+            admin: regex_set(&cfg, &["api-allow-admin"]),
+            web: tower_http::services::ServeDir::new(cfg.dir("web"))
+                .append_index_html_on_directories(true),
+            cfg,
+            ipc,
+            cache,
+            db,
+            session_key,
+            accounts: super::access::Accounts::default(),
+            msg: None,
+            drain: None,
+            requests: AtomicU64::new(0),
+            lag_ms: AtomicU64::new(0),
+            metrics: ApiMetrics::new(),
+            faults,
+            routes,
+        }
+    }
+
+    /// Resolves once this worker starts draining (never outside a web worker).
+    pub async fn draining(&self) {
+        match &self.drain {
+            Some(rx) => {
+                let mut rx = rx.clone();
+                // A dropped sender means the worker is ending: the same as draining.
+                let _ = rx.wait_for(|d| *d).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The routes this worker serves.
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// Handles one request; never fails, errors become JSON replies.
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let start = std::time::Instant::now();
+        let _in_progress = InProgress::enter(&self.metrics.count);
+        // A Uri clone shares its bytes: the path stays borrowable while the body moves on.
+        let uri = req.uri().clone();
+        let routed = if self.ping_fast
+            && uri.path() == "/ping"
+            && matches!(*req.method(), Method::GET | Method::HEAD)
+            && !self.is_busy()
+            && hyper::body::Body::size_hint(req.body()).exact() == Some(0)
+            && !super::websocket::is_upgrade(req.headers())
+        {
+            // The answer `route` would give, without its allocations and path rule scans.
+            Ok(empty_object())
+        } else {
+            // Boxed: the routing future is large, and moving it into the scope would copy it.
+            Box::pin(self.route(req, uri.path(), uri.query())).await
+        };
+        let mut reply = match routed {
+            Ok(r) => r,
+            Err(e) => {
+                if e.status == StatusCode::SERVICE_UNAVAILABLE {
+                    self.metrics.busy.mark(1);
+                }
+                error(e.status, &e.message)
+            }
+        };
+        self.metrics.response.since(start);
+        let h = reply.headers_mut();
+        h.insert(SERVER, HeaderValue::from_static(SERVER_HEADER));
+        h.insert(ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        h.insert(
+            ALLOW_HEADERS,
+            HeaderValue::from_static("bk-signature, content-type"),
+        );
+        reply
+    }
+
+    /// The path rules every request meets first: a `.` or `..` segment (400), deny (403),
+    /// disallow (404), busy (503).
+    pub(crate) fn gate(&self, path: &str) -> Result<(), ApiError> {
+        if has_dot_segment(path) {
+            return Err(ApiError::bad("a path may not have . or .. segments"));
+        }
+        if self.deny.is_match(path) {
+            return Err(ApiError::denied("Access denied"));
+        }
+        if self.disallow.is_match(path) {
+            return Err(ApiError::not_found("Not found"));
+        }
+        if self.is_busy() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Server is busy, try again later",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the runtime runs timers later than `-api-busy-latency` (answer 503).
+    fn is_busy(&self) -> bool {
+        self.busy_ms > 0 && self.lag_ms.load(Ordering::Relaxed) > self.busy_ms
+    }
+
+    /// Whether `path` needs no authentication (`-api-allow`, `-api-allow-path`).
+    pub(crate) fn is_open(&self, path: &str) -> bool {
+        self.allow.is_match(path)
+    }
+
+    /// The admin rule: a path that is not open and matches `-api-allow-admin` needs an admin.
+    pub(crate) fn check_admin(
+        &self,
+        path: &str,
+        open: bool,
+        account: Option<&Account>,
+    ) -> Result<(), ApiError> {
+        if !open && self.admin.is_match(path) && !account.is_some_and(Account::is_admin) {
+            return Err(ApiError::denied("Access denied: admins only"));
+        }
+        Ok(())
+    }
+
+    /// Counts one request answered outside [`Api::handle`] (a WebSocket frame).
+    pub(crate) fn count(&self, start: std::time::Instant) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.response.since(start);
+    }
+
+    async fn route(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Reply, ApiError> {
+        self.gate(path)?;
+        if is_preflight(&req) {
+            return Ok(preflight());
+        }
+        let open = self.is_open(path);
+        let upgrade =
+            super::websocket::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let no_body = hyper::body::Body::size_hint(&body).exact() == Some(0);
+        let body = if no_body {
+            Bytes::new()
+        } else {
+            let limit = self.upload_limit;
+            match Limited::new(body, limit).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body is larger than -api-upload-limit ({limit} bytes)"),
+                    ))
+                }
+                Err(e) => return Err(ApiError::bad(format!("cannot read the request body: {e}"))),
+            }
+        };
+        let signed = Signed {
+            method: &parts.method,
+            headers: &parts.headers,
+            path,
+            query,
+            body: &body,
+        };
+        let account: Option<Account> = if !open {
+            Some(access::authenticate(self, &signed).await?)
+        } else if access::has_credentials(&parts.headers, query) {
+            // An open path still learns who signed, when the signature is good.
+            access::authenticate(self, &signed).await.ok()
+        } else {
+            None
+        };
+        self.check_admin(path, open, account.as_ref())?;
+        if let Some(on) = upgrade {
+            return super::websocket::accept(self.clone(), &parts, account, on);
+        }
+        self.dispatch(
+            parts.method,
+            parts.headers,
+            path,
+            query,
+            body,
+            account,
+            true,
+        )
+        .await
+    }
+
+    /// Runs the route for an authenticated request (static files from `web/` when `statics`
+    /// and no route matches): parameters, checks and hooks, the handler, post hooks, headers.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn dispatch(
+        self: &Arc<Self>,
+        method: Method,
+        headers: hyper::HeaderMap,
+        path: &str,
+        query: Option<&str>,
+        body: Bytes,
+        account: Option<Account>,
+        statics: bool,
+    ) -> Result<Reply, ApiError> {
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        let found = match self.routes.find(&method, path) {
+            Ok(found) => found,
+            Err(other_method) => {
+                if statics && matches!(method, Method::GET | Method::HEAD) {
+                    if let Some(r) = self.static_file(&method, &headers, path).await {
+                        return Ok(r);
+                    }
+                }
+                if self.faults {
+                    if let Some(reply) = self.fault(path, query).await {
+                        return Ok(reply);
+                    }
+                }
+                return Err(if other_method {
+                    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+                } else {
+                    ApiError::not_found("Not found")
+                });
+            }
+        };
+        let params = Params::parse(query, content_type.as_deref(), &body)
+            .await
+            .map_err(ApiError::bad)?;
+        let mut r = Req::new(
+            self.clone(),
+            method,
+            path.to_string(),
+            headers,
+            params,
+            body,
+            account,
+        );
+        r.captures = found.captures;
+        let r = Arc::new(r);
+        let start = std::time::Instant::now();
+        let out = async {
+            self.routes.before(&r).await?;
+            (found.handler)(r.clone()).await
+        }
+        .await;
+        found.timer.since(start);
+        let out = out?;
+        let mut reply = match out {
+            Out::Json(mut v) => {
+                self.routes.after(&r, &mut v);
+                ok(v)
+            }
+            Out::Reply(reply) => reply,
+        };
+        for (name, value) in r.take_reply_headers() {
+            match HeaderValue::from_str(&value) {
+                Ok(v) => {
+                    reply.headers_mut().append(name, v);
+                }
+                Err(_) => tracing::warn!("reply header {name} has a value that is not ASCII"),
+            }
+        }
+        Ok(reply)
+    }
+
+    /// A file under `web/`, or `None` when there is none (directory traversal is refused by
+    /// tower-http's ServeDir).
+    async fn static_file(
+        &self,
+        method: &Method,
+        headers: &hyper::HeaderMap,
+        path: &str,
+    ) -> Option<Reply> {
+        use tower::ServiceExt;
+        let mut req = Request::new(http_body_util::Empty::<Bytes>::new());
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = path.parse().ok()?;
+        for h in [
+            hyper::header::RANGE,
+            hyper::header::IF_MODIFIED_SINCE,
+            hyper::header::IF_NONE_MATCH,
+            hyper::header::ACCEPT_ENCODING,
+        ] {
+            if let Some(v) = headers.get(&h) {
+                req.headers_mut().insert(h, v.clone());
+            }
+        }
+        let resp = match self.web.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(e) => match e {},
+        };
+        if resp.status() == StatusCode::NOT_FOUND {
+            return None;
+        }
+        Some(resp.map(Either::Right))
+    }
+
+    /// Test-only fault switches (debug builds with `BKJS_TEST_FAULTS=1`).
+    async fn fault(&self, path: &str, query: Option<&str>) -> Option<Reply> {
+        match path {
+            "/_test/block" => {
+                // Block the runtime thread for `ms`, like a long synchronous computation.
+                let ms: u64 = query
+                    .and_then(|q| q.strip_prefix("ms="))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000);
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                Some(ok(json!({})))
+            }
+            "/_test/hang" => {
+                tracing::warn!("test fault: this worker hangs now");
+                HANG.store(true, Ordering::SeqCst);
+                // Block the runtime thread like a real hang would.
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Some(ok(json!({})))
+            }
+            "/_test/cache/drop-broadcast" => {
+                let ipc = self.ipc.as_ref()?;
+                Some(match ipc.request(Msg::FaultDropBroadcast).await {
+                    Ok(Msg::Ok) => ok(json!({})),
+                    Ok(other) => error(StatusCode::BAD_REQUEST, &format!("{other:?}")),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Measures how late the runtime runs a 100 ms timer, for `-api-busy-latency`.
+    pub fn watch_lag(self: &Arc<Self>) {
+        let api = Arc::downgrade(self);
+        tokio::spawn(async move {
+            const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+            loop {
+                let start = std::time::Instant::now();
+                tokio::time::sleep(TICK).await;
+                let late = start.elapsed().saturating_sub(TICK).as_millis() as u64;
+                let Some(api) = api.upgrade() else { return };
+                // One stall keeps the worker busy for a few ticks (halving each tick), so load is
+                // shed for a while after it instead of only by the requests of one tick.
+                let smoothed = late.max(api.lag_ms.load(Ordering::Relaxed) / 2);
+                api.lag_ms.store(smoothed, Ordering::Relaxed);
+                api.metrics.queue.update(late as f64);
+            }
+        });
+    }
+}
+
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`. Browsers send
+/// it without credentials before a cross-origin request that carries `bk-signature` or a JSON
+/// body, so it is answered before authentication (the real request is still authenticated).
+fn is_preflight<B>(req: &Request<B>) -> bool {
+    req.method() == Method::OPTIONS
+        && req.headers().contains_key(hyper::header::ORIGIN)
+        && req.headers().contains_key(REQUEST_METHOD)
+}
+
+/// The 204 answer to a preflight; [`Api::handle`] adds the origin and headers CORS fields.
+fn preflight() -> Reply {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(ALLOW_METHODS, HeaderValue::from_static(PREFLIGHT_METHODS));
+    h.insert(MAX_AGE, HeaderValue::from_static(PREFLIGHT_MAX_AGE));
+    r
+}
+
+/// A 200 reply `{}`, without building JSON.
+pub fn empty_object() -> Reply {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(b"{}"))));
+    r.headers_mut().reserve(6);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A 200 JSON reply.
+pub fn ok(v: Value) -> Reply {
+    json_reply(StatusCode::OK, &v)
+}
+
+/// An error reply `{status, message}` with that HTTP status.
+pub fn error(status: StatusCode, message: &str) -> Reply {
+    error_full(status, message).map(Either::Left)
+}
+
+/// [`error`] with a plain in-memory body (for the proxy).
+pub fn error_full(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let v = json!({"status": status.as_u16(), "message": message});
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Reply {
+    // `to_vec` writes straight into a buffer; `to_string` goes through `fmt::Display`.
+    let mut body = Vec::with_capacity(256);
+    if serde_json::to_writer(&mut body, v).is_err() {
+        body.clear();
+    }
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut().reserve(6);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_patterns_skip_the_regex_set() {
+        assert_eq!(literal_path("^/ping$").as_deref(), Some("/ping"));
+        assert_eq!(literal_path("^/ping"), None);
+        assert_eq!(
+            literal_prefix("^/system/cache/").as_deref(),
+            Some("/system/cache/")
+        );
+        assert_eq!(literal_prefix("^/public").as_deref(), Some("/public"));
+        for not_literal in ["/public", "^/a.b", "^/a$", "^/(a|b)", "^/a+", r"\.(png)$"] {
+            assert_eq!(literal_prefix(not_literal), None, "{not_literal}");
+        }
+        let rules = PathRules {
+            exact: ["/ping".to_string()].into_iter().collect(),
+            prefixes: vec!["/system/cache/".into()],
+            set: RegexSet::new([r"\.png$"]).expect("regex"),
+        };
+        for (path, want) in [
+            ("/ping", true),
+            ("/pingx", false),
+            ("/system/cache/get", true),
+            ("/system/cachex", false),
+            ("/x/a.png", true),
+            ("/x/a.pngx", false),
+        ] {
+            assert_eq!(rules.is_match(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_are_found_however_written() {
+        for bad in [
+            "/..",
+            "/image/../../etc/passwd",
+            "/image/pics/./1",
+            "/image/pics/x/..",
+            "/image/%2e%2e/x/1",
+            "/image/%2E./x/1",
+            "/image/..%2F..%2Fetc/x/1",
+            "/image/pics/x/a%5c..%5cb",
+            "/image/pics/x/a\\..\\b",
+            "/file/./x",
+        ] {
+            assert!(has_dot_segment(bad), "{bad}");
+        }
+        for ok in [
+            "/",
+            "/ping",
+            "/app.js",
+            "/.well-known/acme-challenge/x",
+            "/a..b/c",
+            "/image/pics/x/1.jpg",
+            "/image/pics/x/...",
+            "/account/get%20x",
+        ] {
+            assert!(!has_dot_segment(ok), "{ok}");
+        }
+    }
+
+    #[test]
+    fn literal_patterns_become_exact_paths() {
+        assert_eq!(literal_path("^/ping$").as_deref(), Some("/ping"));
+        assert_eq!(literal_path("^/$").as_deref(), Some("/"));
+        assert_eq!(
+            literal_path("^/account/add$").as_deref(),
+            Some("/account/add")
+        );
+        assert_eq!(literal_path("^/public"), None, "a prefix is a regexp");
+        assert_eq!(literal_path("^/a.b$"), None, "a dot is a regexp");
+        assert_eq!(literal_path(r"^/x\d$"), None);
+        let rules = PathRules {
+            exact: ["/ping".to_string()].into_iter().collect(),
+            prefixes: Vec::new(),
+            set: RegexSet::new([r"^/public"]).expect("set"),
+        };
+        assert!(rules.is_match("/ping"));
+        assert!(!rules.is_match("/ping/x"));
+        assert!(rules.is_match("/public/a"));
+        assert!(!rules.is_match("/other"));
+    }
+
+    fn api_with(routes: Routes) -> (tempfile::TempDir, Arc<Api>) {
+        let home = tempfile::tempdir().expect("temp home");
+        let reg = bkjs_base::config::registry(&[
+            crate::geo::PARAMS,
+            crate::endpoints::PARAMS,
+            bkjs_ipc::PARAMS,
+            bkjs_cache::PARAMS,
+            bkjs_db::front::PARAMS,
+            crate::PARAMS,
+            bkjs_msg::PARAMS,
+            bkjs_jobs::PARAMS,
+        ]);
+        let words = vec!["-home".to_string(), home.path().display().to_string()];
+        let args = bkjs_base::config::Args::parse(&words, &reg).expect("args");
+        let cfg = Config::load(&reg, &args, &Default::default()).expect("config");
+        let api = Api::new(cfg, None, None, None, routes, None);
+        (home, Arc::new(api))
+    }
+
+    /// Dispatches an unauthenticated request straight to the routes; status and JSON body.
+    async fn call(api: &Arc<Api>, method: Method, path: &str) -> (StatusCode, Value) {
+        let out = api
+            .dispatch(
+                method,
+                hyper::HeaderMap::new(),
+                path,
+                None,
+                Bytes::new(),
+                None,
+                false,
+            )
+            .await;
+        match out {
+            Ok(reply) => {
+                let status = reply.status();
+                let Either::Left(body) = reply.into_body() else {
+                    panic!("a JSON reply, not a file")
+                };
+                let bytes = body.collect().await.expect("body").to_bytes();
+                (status, serde_json::from_slice(&bytes).expect("JSON"))
+            }
+            Err(e) => (e.status, json!({"message": e.message})),
+        }
+    }
+
+    type Log = Arc<std::sync::Mutex<Vec<String>>>;
+
+    fn note(log: &Log, what: &str) {
+        log.lock().expect("log").push(what.to_string());
+    }
+
+    /// A check that notes it ran; `Ok`.
+    fn noting(
+        log: &Log,
+        what: &'static str,
+    ) -> impl Fn(Arc<Req>) -> std::future::Ready<Result<(), ApiError>> + Send + Sync + 'static {
+        let log = log.clone();
+        move |_r| {
+            note(&log, what);
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn hooks_and_checks_run_by_method_and_path_in_registration_order() {
+        let log: Log = Default::default();
+        let mut routes = Routes::new();
+        // Pre hooks registered before the access check still run after it.
+        routes
+            .pre("GET", "^/t/", noting(&log, "pre GET"))
+            .expect("pre");
+        routes
+            .access("*", "^/t/", noting(&log, "access *"))
+            .expect("access");
+        routes
+            .pre("POST", "^/t/", noting(&log, "pre POST"))
+            .expect("pre");
+        routes
+            .pre("*", "^/other/", noting(&log, "pre other"))
+            .expect("pre");
+        routes.pre("*", "^/t/", noting(&log, "pre *")).expect("pre");
+        routes
+            .pre("GET", "^/t/locked$", |_r| async {
+                Err(ApiError::new(StatusCode::PAYMENT_REQUIRED, "pay first"))
+            })
+            .expect("pre");
+        routes
+            .pre("GET", "^/t/", noting(&log, "pre GET 2"))
+            .expect("pre");
+        // Post hooks see each other's changes in registration order; POST ones never run here.
+        routes
+            .post("GET", "^/t/", |_r, v| v["added"] = json!(1))
+            .expect("post");
+        routes
+            .post("POST", "^/t/", |_r, v| v["added"] = json!("by POST"))
+            .expect("post");
+        routes
+            .post("*", "^/t/[a-z]+$", |_r, v| {
+                let n = v["added"].as_i64().unwrap_or(0);
+                v["added"] = json!(n + 1);
+            })
+            .expect("post");
+        let handler_log = log.clone();
+        routes
+            .add("GET", "/t/{name}", "", move |r: Arc<Req>| {
+                let log = handler_log.clone();
+                async move {
+                    note(&log, "handler");
+                    Ok(Out::Json(json!({"name": r.capture("name")})))
+                }
+            })
+            .expect("route");
+        let (_home, api) = api_with(routes);
+
+        let (status, v) = call(&api, Method::GET, "/t/x").await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v, json!({"name": "x", "added": 2}));
+        assert_eq!(
+            *log.lock().expect("log"),
+            ["access *", "pre GET", "pre *", "pre GET 2", "handler"]
+        );
+
+        // A pre hook refuses with its own status: later hooks and the handler do not run.
+        log.lock().expect("log").clear();
+        let (status, v) = call(&api, Method::GET, "/t/locked").await;
+        assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{v}");
+        assert_eq!(v["message"], json!("pay first"));
+        assert_eq!(*log.lock().expect("log"), ["access *", "pre GET", "pre *"]);
+
+        // No route for the method: no hook runs.
+        log.lock().expect("log").clear();
+        let (status, _) = call(&api, Method::POST, "/t/x").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert!(log.lock().expect("log").is_empty());
+    }
+
+    #[test]
+    fn preflight_needs_options_origin_and_a_requested_method() {
+        let req = |method: Method, headers: &[(&str, &str)]| {
+            let mut b = Request::builder().method(method).uri("/account/get");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).expect("request")
+        };
+        let full = [
+            ("origin", "http://app.example"),
+            ("access-control-request-method", "POST"),
+        ];
+        assert!(is_preflight(&req(Method::OPTIONS, &full)));
+        assert!(!is_preflight(&req(Method::GET, &full)));
+        assert!(!is_preflight(&req(Method::OPTIONS, &full[..1])));
+        assert!(!is_preflight(&req(Method::OPTIONS, &full[1..])));
+        let r = preflight();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert!(r.headers()[ALLOW_METHODS]
+            .to_str()
+            .expect("ascii")
+            .contains("POST"));
+        assert_eq!(r.headers()[MAX_AGE], "86400");
+    }
+}

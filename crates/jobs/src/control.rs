@@ -1,0 +1,59 @@
+//! The master's control socket, `var/NAME-jobs.sock`: one JSON request line, one JSON reply line.
+//! Web workers use it for `/system/jobs` (queue a job, read the queue's state); it is separate
+//! from the server's IPC hub because the queue lives in the master.
+//!
+//! Requests: `{"op": "run", "job": SPEC, "type": "local"|"server"}` answered
+//! `{"queued": [names], "skipped": [{"name", "reason"}]}`, and `{"op": "status"}` answered with
+//! the running and waiting jobs and the crontab. A refused request is answered
+//! `{"status": 400, "message": ...}`.
+
+use super::JobError;
+use bkjs_base::config::Config;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// The socket file of this home's master.
+pub fn socket_path(cfg: &Config) -> PathBuf {
+    cfg.dir("var")
+        .join(format!("{}-jobs.sock", cfg.str("name")))
+}
+
+/// The longest request or reply line.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Sends one request to the master and returns its reply; a refusal is [`JobError::Bad`].
+pub async fn request(cfg: &Config, req: &Value) -> Result<Value, JobError> {
+    let path = socket_path(cfg);
+    let down = |e: &dyn std::fmt::Display| {
+        JobError::Unavailable(format!(
+            "the master at {} does not answer: {e}",
+            path.display()
+        ))
+    };
+    let exchange = async {
+        let mut s = tokio::net::UnixStream::connect(&path)
+            .await
+            .map_err(|e| down(&e))?;
+        let mut line = req.to_string();
+        line.push('\n');
+        s.write_all(line.as_bytes()).await.map_err(|e| down(&e))?;
+        let mut r = BufReader::new(s);
+        let mut reply = String::new();
+        r.read_line(&mut reply).await.map_err(|e| down(&e))?;
+        serde_json::from_str::<Value>(&reply).map_err(|e| down(&e))
+    };
+    let v = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| down(&"no reply within 5 s"))??;
+    if v.get("status").and_then(Value::as_u64) == Some(400) {
+        return Err(JobError::Bad(
+            v.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("refused")
+                .to_string(),
+        ));
+    }
+    Ok(v)
+}

@@ -1,0 +1,760 @@
+//! The master's side of jobs: the crontab and its schedule, the queue, the job worker processes,
+//! `server` jobs, the control socket, `-server-job` at start and the `bk_jobs` poll. It runs on a
+//! thread of its own (a tokio runtime for the socket, the timers and the database); the
+//! supervisor loop of the master (process/monitor.rs) only hands it the exits it reaps and its
+//! signals through [`Jobs`]. Job workers are spawned from that thread, which lives as long as
+//! the master, so their `PDEATHSIG` holds.
+
+use super::control::{socket_path, MAX_LINE};
+use super::crontab::{self, Entry};
+use super::queue::{Queue, Submitted};
+use super::{host_name, parse_spec, Job, JobContext, JobError, JobType, Registry};
+use bkjs_base::config::Config;
+use bkjs_base::sys::Boot;
+use bkjs_base::sys::{kill_group, spawn, ChildSpec, ExitInfo};
+use chrono::{DateTime, Local};
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+/// The environment variable a job worker finds its job in (JSON of [`Job`]).
+pub const JOB_ENV: &str = "_BKJS_JOB";
+
+enum Ctl {
+    Exited(u32, ExitInfo),
+    Reload,
+    Stop,
+    Kill,
+    Request(Value, oneshot::Sender<Value>),
+    Polled(Vec<Job>),
+    ServerDone(u64, Result<(), String>),
+}
+
+/// The master's handle on its jobs thread.
+pub struct Jobs {
+    tx: mpsc::UnboundedSender<Ctl>,
+    /// Pids of running job workers, to tell the supervisor loop which exits are ours.
+    pids: Arc<Mutex<HashSet<u32>>>,
+    live: Arc<AtomicUsize>,
+    socket: PathBuf,
+}
+
+impl Jobs {
+    /// Reads `-server-job` (a bad value is an error naming it), loads the crontab (a bad one is
+    /// logged and waits to be fixed), opens the control socket and starts the jobs thread.
+    pub fn start(
+        cfg: &Config,
+        boot: &Boot,
+        registry: Arc<Registry>,
+        tables: Vec<bkjs_db::Table>,
+    ) -> Result<Jobs, String> {
+        use base64::Engine;
+        let mut initial = Vec::new();
+        for b64 in cfg.list("server-job") {
+            let bad = |why: String| format!("invalid value for -server-job ({b64}): {why}");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| bad(format!("not base64: {e}")))?;
+            let text = String::from_utf8(bytes).map_err(|e| bad(e.to_string()))?;
+            let jobs = super::parse_text(&text, JobType::Local).map_err(|e| bad(e.to_string()))?;
+            registry.check(&jobs).map_err(|e| bad(e.to_string()))?;
+            initial.extend(jobs);
+        }
+        let path = cfg.dir("etc").join("crontab");
+        let entries = match crontab::load(&path) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!("crontab not loaded: {e}");
+                Vec::new()
+            }
+        };
+        let socket = socket_path(cfg);
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket)
+            .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let (uid, gid) = bkjs_base::sys::target_ids(cfg);
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::chown(&socket, uid, gid)
+                .map_err(|e| format!("cannot hand {} to -uid/-gid: {e}", socket.display()))?;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let pids = Arc::new(Mutex::new(HashSet::new()));
+        let live = Arc::new(AtomicUsize::new(0));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let server_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("server-jobs")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut state = State {
+            cfg: cfg.clone(),
+            exe: boot.exe.clone(),
+            registry,
+            tables,
+            queue: Queue::new(),
+            crontab: Vec::new(),
+            crontab_path: path.clone(),
+            crontab_seen: file_stamp(&path),
+            crontab_checked: Instant::now(),
+            runs: HashMap::new(),
+            by_pid: HashMap::new(),
+            pids: pids.clone(),
+            live: live.clone(),
+            stopping: false,
+            tx: tx.clone(),
+            db: Arc::new(tokio::sync::OnceCell::new()),
+            server_rt,
+            last_poll: Instant::now(),
+            polling: false,
+            poll_failing: false,
+        };
+        state.set_crontab(entries);
+        let n = initial.len();
+        if n > 0 {
+            let r = state.submit(initial);
+            tracing::info!("-server-job: {r}");
+        }
+        std::thread::Builder::new()
+            .name("jobs".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => state.run(rx, l).await,
+                        Err(e) => tracing::error!("jobs: control socket: {e}"),
+                    }
+                })
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Jobs {
+            tx,
+            pids,
+            live,
+            socket,
+        })
+    }
+
+    /// Hands the jobs thread a reaped exit; false when `pid` is not a job worker.
+    pub fn exited(&self, pid: u32, info: ExitInfo) -> bool {
+        let ours = self
+            .pids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+        if ours {
+            let _ = self.tx.send(Ctl::Exited(pid, info));
+        }
+        ours
+    }
+
+    /// Reads the crontab again (SIGHUP).
+    pub fn reload(&self) {
+        let _ = self.tx.send(Ctl::Reload);
+    }
+
+    /// Starts no more jobs and asks the running workers to stop (SIGTERM).
+    pub fn stop(&self) {
+        let _ = self.tx.send(Ctl::Stop);
+    }
+
+    /// Kills every job worker now (the stop deadline passed, or SIGQUIT).
+    pub fn kill(&self) {
+        for pid in self.pids.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            kill_group(*pid, Signal::SIGKILL);
+        }
+        let _ = self.tx.send(Ctl::Kill);
+    }
+
+    /// Job workers still running.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Jobs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// A job that runs: in a worker process (`pid`) or inside the master (`task`).
+struct Run {
+    job: Job,
+    pid: Option<u32>,
+    task: Option<tokio::task::AbortHandle>,
+    started: Instant,
+    started_ms: i64,
+    killed: bool,
+}
+
+fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(p)
+        .ok()
+        .and_then(|m| Some((m.modified().ok()?, m.len())))
+}
+
+struct State {
+    cfg: Config,
+    exe: PathBuf,
+    registry: Arc<Registry>,
+    tables: Vec<bkjs_db::Table>,
+    queue: Queue,
+    crontab: Vec<(Entry, Option<DateTime<Local>>)>,
+    crontab_path: PathBuf,
+    crontab_seen: Option<(SystemTime, u64)>,
+    crontab_checked: Instant,
+    runs: HashMap<u64, Run>,
+    by_pid: HashMap<u32, u64>,
+    pids: Arc<Mutex<HashSet<u32>>>,
+    live: Arc<AtomicUsize>,
+    stopping: bool,
+    tx: mpsc::UnboundedSender<Ctl>,
+    db: Arc<tokio::sync::OnceCell<Arc<bkjs_db::Db>>>,
+    server_rt: tokio::runtime::Runtime,
+    last_poll: Instant,
+    polling: bool,
+    poll_failing: bool,
+}
+
+impl State {
+    async fn run(
+        &mut self,
+        mut rx: mpsc::UnboundedReceiver<Ctl>,
+        listener: tokio::net::UnixListener,
+    ) {
+        tracing::info!(
+            "jobs: {} crontab entries, up to {} job workers, registered: {}",
+            self.crontab.len(),
+            self.cfg.int("server-job-workers"),
+            self.registry.names().join(", ")
+        );
+        loop {
+            self.housekeeping();
+            let wake = self.next_wake();
+            tokio::select! {
+                ctl = rx.recv() => match ctl {
+                    Some(c) => self.handle(c),
+                    None => return,
+                },
+                conn = listener.accept() => match conn {
+                    Ok((s, _)) => { tokio::spawn(serve_conn(s, self.tx.clone())); }
+                    Err(e) => tracing::warn!("jobs: control socket accept: {e}"),
+                },
+                _ = tokio::time::sleep(wake) => {}
+            }
+        }
+    }
+
+    /// How long the loop may sleep: until the next cron time, at most 250 ms (for the
+    /// max-time checks, the crontab and bk_jobs polls).
+    fn next_wake(&self) -> Duration {
+        let now = Local::now();
+        let cap = Duration::from_millis(250);
+        self.crontab
+            .iter()
+            .filter_map(|(_, next)| *next)
+            .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
+            .min()
+            .map_or(cap, |d| d.min(cap))
+    }
+
+    fn housekeeping(&mut self) {
+        self.fire_cron();
+        self.check_crontab();
+        self.poll_bk_jobs();
+        self.check_max_time();
+        self.dispatch();
+    }
+
+    fn handle(&mut self, ctl: Ctl) {
+        match ctl {
+            Ctl::Exited(pid, info) => self.exited(pid, info),
+            Ctl::Reload => self.reload_crontab("SIGHUP"),
+            Ctl::Stop => {
+                self.stopping = true;
+                let dropped = self.queue.clear_waiting();
+                if dropped > 0 {
+                    tracing::info!("jobs: stopping; {dropped} waiting jobs dropped");
+                }
+                for run in self.runs.values() {
+                    if let Some(pid) = run.pid {
+                        kill_group(pid, Signal::SIGTERM);
+                    }
+                    if let Some(t) = &run.task {
+                        t.abort();
+                    }
+                }
+            }
+            Ctl::Kill => self.stopping = true,
+            Ctl::Request(req, reply) => {
+                let _ = reply.send(self.request(&req));
+            }
+            Ctl::Polled(jobs) => {
+                self.polling = false;
+                if !jobs.is_empty() {
+                    let r = self.submit(jobs);
+                    tracing::info!("bk_jobs for {}: {r}", host_name(&self.cfg));
+                }
+            }
+            Ctl::ServerDone(id, r) => {
+                if let Some(run) = self.runs.remove(&id) {
+                    self.queue.finish(id);
+                    let took = run.started.elapsed().as_secs_f64();
+                    match r {
+                        Ok(()) => tracing::info!(
+                            "job {} (in the master) finished in {took:.3}s",
+                            run.job.name
+                        ),
+                        Err(e) if run.killed => {
+                            tracing::info!("job {} (in the master) ended: {e}", run.job.name)
+                        }
+                        Err(e) => tracing::error!(
+                            "job {} (in the master) failed after {took:.3}s: {e}",
+                            run.job.name
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: u32, info: ExitInfo) {
+        let Some(id) = self.by_pid.remove(&pid) else {
+            return;
+        };
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        self.queue.finish(id);
+        let Some(run) = self.runs.remove(&id) else {
+            return;
+        };
+        let took = run.started.elapsed().as_secs_f64();
+        let name = &run.job.name;
+        match info {
+            ExitInfo::Code(0) => {
+                tracing::info!("job {name} (worker pid {pid}) finished in {took:.3}s")
+            }
+            _ if run.killed => tracing::info!("job {name} (worker pid {pid}) ended: {info}"),
+            ExitInfo::Code(_) => tracing::warn!(
+                "job {name} (worker pid {pid}) failed: {info} after {took:.3}s (its reason is logged above)"
+            ),
+            ExitInfo::Signal(_) => tracing::error!(
+                "job {name} (worker pid {pid}) crashed: {info} after {took:.3}s; the master goes on"
+            ),
+        }
+    }
+
+    /// Queues jobs from any source; answers what happened to each.
+    fn submit(&mut self, jobs: Vec<Job>) -> Value {
+        let mut queued = Vec::new();
+        let mut skipped = Vec::new();
+        for job in jobs {
+            let name = job.name.clone();
+            if let Err(e) = self.registry.check(std::slice::from_ref(&job)) {
+                skipped.push(json!({"name": name, "reason": e.to_string()}));
+                continue;
+            }
+            if self.stopping {
+                skipped.push(json!({"name": name, "reason": "the master is stopping"}));
+                continue;
+            }
+            match self.queue.submit(job, self.free_slots()) {
+                Submitted::Queued => queued.push(json!(name)),
+                Submitted::Skipped(why) => {
+                    tracing::debug!("jobs: {why}");
+                    skipped.push(json!({"name": name, "reason": why}));
+                }
+            }
+        }
+        self.dispatch();
+        json!({"queued": queued, "skipped": skipped})
+    }
+
+    fn free_slots(&self) -> usize {
+        let max = self.cfg.int("server-job-workers").max(0) as usize;
+        max.saturating_sub(self.live.load(Ordering::SeqCst))
+    }
+
+    /// Whether jobs may run: the server has created the tables (its IPC socket exists once it
+    /// has), or there is no server (`-no-web`: the master prepares the database itself).
+    fn ready(&self) -> bool {
+        self.cfg.bool("no-web") || bkjs_ipc::hub_path(&self.cfg).exists()
+    }
+
+    /// Starts every waiting job that may start now.
+    fn dispatch(&mut self) {
+        if self.stopping || !self.ready() {
+            return;
+        }
+        while let Some((id, job)) = self.queue.next(self.free_slots()) {
+            match job.kind {
+                JobType::Local => self.start_worker(id, job),
+                JobType::Server => self.start_server_job(id, job),
+            }
+        }
+    }
+
+    fn start_worker(&mut self, id: u64, job: Job) {
+        let text = match serde_json::to_string(&job) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("job {}: {e}", job.name);
+                self.queue.finish(id);
+                return;
+            }
+        };
+        let mut args = vec!["-worker".to_string()];
+        args.extend(self.cfg.args.to_words());
+        let spec = ChildSpec {
+            exe: self.exe.clone(),
+            title: format!("{}: worker {}", self.cfg.str("name"), job.name),
+            args,
+            env: vec![(JOB_ENV.to_string(), text)],
+            fds: Vec::new(),
+        };
+        // Held across the spawn, so the supervisor cannot reap the pid before it is known here.
+        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        match spawn(&spec) {
+            Ok(pid) => {
+                pids.insert(pid);
+                drop(pids);
+                self.live.fetch_add(1, Ordering::SeqCst);
+                self.by_pid.insert(pid, id);
+                tracing::info!("job {} started in worker pid {pid}", job.name);
+                self.runs.insert(
+                    id,
+                    Run {
+                        job,
+                        pid: Some(pid),
+                        task: None,
+                        started: Instant::now(),
+                        started_ms: bkjs_base::time::now_ms(),
+                        killed: false,
+                    },
+                );
+            }
+            Err(e) => {
+                drop(pids);
+                tracing::error!("job {}: cannot start a job worker: {e}", job.name);
+                self.queue.finish(id);
+            }
+        }
+    }
+
+    /// The database of the master (opened on first use, on the server-jobs runtime).
+    fn db_task(&self) -> impl std::future::Future<Output = Result<Arc<bkjs_db::Db>, String>> {
+        let (cell, cfg, tables) = (self.db.clone(), self.cfg.clone(), self.tables.clone());
+        async move {
+            cell.get_or_try_init(|| async {
+                let cache = if cfg.str("cache-type") != "local" || !cfg.bool("no-web") {
+                    bkjs_ipc::Client::connect(&bkjs_ipc::hub_url(&cfg), cfg.duration("ipc-timeout"))
+                        .ok()
+                        .and_then(|c| bkjs_cache::Cache::new(&cfg, c).ok())
+                } else {
+                    None
+                };
+                let db = bkjs_db::Db::open(&cfg, tables, cache)
+                    .await
+                    .map_err(|e| format!("cannot open the database: {e}"))?;
+                if cfg.bool("no-web") {
+                    // No server creates the tables then.
+                    db.init()
+                        .await
+                        .map_err(|e| format!("cannot prepare the database: {e}"))?;
+                }
+                Ok::<_, String>(Arc::new(db))
+            })
+            .await
+            .cloned()
+        }
+    }
+
+    fn start_server_job(&mut self, id: u64, job: Job) {
+        let Some(handler) = self.registry.get(&job.name) else {
+            self.queue.finish(id);
+            return;
+        };
+        let (tx, cfg, name, args) = (
+            self.tx.clone(),
+            self.cfg.clone(),
+            job.name.clone(),
+            job.args.clone(),
+        );
+        let db = self.db_task();
+        let inner = self.server_rt.spawn(async move {
+            let db = db.await?;
+            handler(JobContext {
+                name,
+                args,
+                cfg,
+                db,
+            })
+            .await
+            .map_err(|e| e.to_string())
+        });
+        let abort = inner.abort_handle();
+        self.server_rt.spawn(async move {
+            let r = match inner.await {
+                Ok(r) => r,
+                Err(e) if e.is_panic() => Err(format!("panicked: {e}")),
+                Err(_) => Err("stopped".to_string()),
+            };
+            let _ = tx.send(Ctl::ServerDone(id, r));
+        });
+        tracing::info!("job {} started in the master", job.name);
+        self.runs.insert(
+            id,
+            Run {
+                job,
+                pid: None,
+                task: Some(abort),
+                started: Instant::now(),
+                started_ms: bkjs_base::time::now_ms(),
+                killed: false,
+            },
+        );
+    }
+
+    fn check_max_time(&mut self) {
+        let max = self.cfg.duration("server-job-max-time");
+        if max.is_zero() {
+            return;
+        }
+        for run in self.runs.values_mut() {
+            if run.killed || run.started.elapsed() <= max {
+                continue;
+            }
+            run.killed = true;
+            tracing::error!(
+                "job {} ran longer than -server-job-max-time ({}): killing it",
+                run.job.name,
+                humantime::format_duration(max)
+            );
+            if let Some(pid) = run.pid {
+                kill_group(pid, Signal::SIGKILL);
+            }
+            if let Some(t) = &run.task {
+                t.abort();
+            }
+        }
+    }
+
+    fn set_crontab(&mut self, entries: Vec<Entry>) {
+        let now = Local::now();
+        self.crontab = entries
+            .into_iter()
+            .map(|e| {
+                let next = e.next_after(&now);
+                (e, next)
+            })
+            .collect();
+    }
+
+    fn fire_cron(&mut self) {
+        let now = Local::now();
+        let mut due = Vec::new();
+        for (entry, next) in self.crontab.iter_mut() {
+            if next.is_some_and(|t| t <= now) {
+                due.extend(entry.jobs.iter().cloned());
+                *next = entry.next_after(&now);
+            }
+        }
+        if !due.is_empty() && !self.stopping {
+            let r = self.submit(due);
+            tracing::debug!("cron: {r}");
+        }
+    }
+
+    fn reload_crontab(&mut self, why: &str) {
+        match crontab::load(&self.crontab_path) {
+            Ok(entries) => {
+                tracing::info!(
+                    "{why}: crontab {} reloaded, {} entries",
+                    self.crontab_path.display(),
+                    entries.len()
+                );
+                self.set_crontab(entries);
+            }
+            Err(e) => {
+                tracing::error!("{why}: crontab not applied, the previous schedule stays: {e}")
+            }
+        }
+    }
+
+    fn check_crontab(&mut self) {
+        // Also under run-backend: its watcher leaves etc/crontab to us rather than restarting.
+        if self.crontab_checked.elapsed() < self.cfg.duration("watch-interval") {
+            return;
+        }
+        self.crontab_checked = Instant::now();
+        let stamp = file_stamp(&self.crontab_path);
+        if stamp != self.crontab_seen {
+            self.crontab_seen = stamp;
+            self.reload_crontab("crontab changed");
+        }
+    }
+
+    /// Claims the rows of `bk_jobs` for this host (a row is ours once we deleted it) and queues
+    /// their jobs; at most one poll at a time.
+    fn poll_bk_jobs(&mut self) {
+        let every = self.cfg.duration("server-jobs-interval");
+        if every.is_zero()
+            || self.polling
+            || self.stopping
+            || self.last_poll.elapsed() < every
+            || !self.ready()
+        {
+            return;
+        }
+        self.last_poll = Instant::now();
+        self.polling = true;
+        let (tx, host, db) = (self.tx.clone(), host_name(&self.cfg), self.db_task());
+        let first_failure = !self.poll_failing;
+        self.poll_failing = false;
+        self.server_rt.spawn(async move {
+            let r: Result<Vec<Job>, String> = async {
+                let db = db.await?;
+                let mut q = bkjs_db::Row::new();
+                q.insert("host".into(), json!(host));
+                let opts = bkjs_db::Options {
+                    count: 100,
+                    ..Default::default()
+                };
+                let rows = db
+                    .select("bk_jobs", &q, &opts)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut jobs = Vec::new();
+                for row in rows.rows {
+                    let mut key = bkjs_db::Row::new();
+                    for k in ["id", "tag"] {
+                        key.insert(k.into(), row.get(k).cloned().unwrap_or(Value::Null));
+                    }
+                    let claimed = db
+                        .del("bk_jobs", &key, &bkjs_db::Options::default())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if claimed.affected != 1 {
+                        continue;
+                    }
+                    let kind =
+                        JobType::parse(row.get("type").and_then(Value::as_str).unwrap_or(""))
+                            .unwrap_or_default();
+                    let spec = match row.get("job") {
+                        Some(Value::String(s)) => {
+                            serde_json::from_str(s).unwrap_or(Value::String(s.clone()))
+                        }
+                        Some(v) => v.clone(),
+                        None => Value::Null,
+                    };
+                    match parse_spec(&spec, kind) {
+                        Ok(j) => jobs.extend(j),
+                        Err(e) => tracing::error!("bk_jobs row {:?}: {e}; dropped", row.get("id")),
+                    }
+                }
+                Ok(jobs)
+            }
+            .await;
+            match r {
+                Ok(jobs) => {
+                    let _ = tx.send(Ctl::Polled(jobs));
+                }
+                Err(e) => {
+                    if first_failure {
+                        tracing::warn!("bk_jobs poll: {e}");
+                    }
+                    let _ = tx.send(Ctl::Polled(Vec::new()));
+                }
+            }
+        });
+    }
+
+    /// A control request (see `control.rs`).
+    fn request(&mut self, req: &Value) -> Value {
+        let refuse = |e: JobError| json!({"status": 400, "message": e.to_string()});
+        match req.get("op").and_then(Value::as_str) {
+            Some("run") => {
+                let kind =
+                    match JobType::parse(req.get("type").and_then(Value::as_str).unwrap_or("")) {
+                        Ok(k) => k,
+                        Err(e) => return refuse(e),
+                    };
+                let spec = req.get("job").cloned().unwrap_or(Value::Null);
+                let jobs = match &spec {
+                    Value::String(s) => super::parse_text(s, kind),
+                    v => parse_spec(v, kind),
+                };
+                let jobs = match jobs.and_then(|j| self.registry.check(&j).map(|()| j)) {
+                    Ok(j) => j,
+                    Err(e) => return refuse(e),
+                };
+                self.submit(jobs)
+            }
+            Some("status") => {
+                let running: Vec<Value> = self
+                    .runs
+                    .values()
+                    .map(|r| {
+                        json!({"name": r.job.name, "type": r.job.kind, "pid": r.pid,
+                               "started": r.started_ms, "args": r.job.args})
+                    })
+                    .collect();
+                let waiting: Vec<Value> = self
+                    .queue
+                    .waiting()
+                    .map(|j| json!({"name": j.name, "type": j.kind, "args": j.args}))
+                    .collect();
+                let crontab: Vec<Value> = self
+                    .crontab
+                    .iter()
+                    .map(|(e, next)| {
+                        json!({"cron": e.cron, "id": e.id,
+                               "jobs": e.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>(),
+                               "next": next.map(|t| t.timestamp_millis())})
+                    })
+                    .collect();
+                json!({"host": host_name(&self.cfg), "running": running, "waiting": waiting,
+                       "crontab": crontab, "registered": self.registry.names()})
+            }
+            _ => refuse(JobError::Bad("op must be run or status".into())),
+        }
+    }
+}
+
+/// One control connection: a request line in, the reply line out.
+async fn serve_conn(s: tokio::net::UnixStream, tx: mpsc::UnboundedSender<Ctl>) {
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r).take(MAX_LINE as u64);
+    let mut line = String::new();
+    let reply = match r.read_line(&mut line).await {
+        Ok(_) => match serde_json::from_str::<Value>(&line) {
+            Ok(req) => {
+                let (otx, orx) = oneshot::channel();
+                if tx.send(Ctl::Request(req, otx)).is_err() {
+                    return;
+                }
+                match orx.await {
+                    Ok(v) => v,
+                    Err(_) => return,
+                }
+            }
+            Err(e) => json!({"status": 400, "message": format!("the request is not JSON: {e}")}),
+        },
+        Err(e) => {
+            tracing::debug!("jobs: control read: {e}");
+            return;
+        }
+    };
+    let mut out = reply.to_string();
+    out.push('\n');
+    let _ = w.write_all(out.as_bytes()).await;
+}

@@ -1,0 +1,441 @@
+//! The monitor and the master: each keeps one child alive. The monitor (production and
+//! `run-backend`) supervises the master; the master supervises the server and runs the jobs
+//! (`bkjs_jobs::Jobs`: crontab, queue, job workers), whose workers' exits it hands over.
+//! With `-watch` (run-backend) the monitor restarts the master when the executable or `etc/` files
+//! change (except `etc/crontab`, which the master reloads itself), re-executing itself when its
+//! own binary was rebuilt.
+
+use super::{
+    kill_group, kill_tree, reap, spawn, Backoff, ChildSpec, Event, Events, ExitInfo, Role,
+};
+use bkjs_base::config::Config;
+use bkjs_base::sys::Boot;
+use nix::sys::signal::Signal;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+/// One supervised child slot: its spec, its current pid and when to start it again.
+struct Supervised {
+    role: Role,
+    spec: ChildSpec,
+    pid: Option<u32>,
+    started: Instant,
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+}
+
+impl Supervised {
+    fn start(&mut self) {
+        self.restart_at = None;
+        match spawn(&self.spec) {
+            Ok(pid) => {
+                tracing::info!("started {} pid {pid}", self.role.flag());
+                self.pid = Some(pid);
+                self.started = Instant::now();
+            }
+            Err(e) => {
+                let delay = self.backoff.next_delay(Duration::ZERO);
+                tracing::error!(
+                    "cannot start {}: {e}; retrying in {delay:?}",
+                    self.role.flag()
+                );
+                self.restart_at = Some(Instant::now() + delay);
+            }
+        }
+    }
+
+    /// Logs why the child ended and decides when it comes back.
+    fn exited(&mut self, pid: u32, info: ExitInfo, cfg: &Config, stopping: bool, immediate: bool) {
+        let uptime = self.started.elapsed();
+        self.pid = None;
+        let role = self.role.flag();
+        if stopping {
+            tracing::info!(
+                "{role} pid {pid} exited: {info}, uptime {:.1}s",
+                uptime.as_secs_f64()
+            );
+            return;
+        }
+        if immediate {
+            tracing::info!(
+                "{role} pid {pid} exited: {info}, uptime {:.1}s; restarting now",
+                uptime.as_secs_f64()
+            );
+            self.restart_at = Some(Instant::now());
+            return;
+        }
+        let delay = if info.is_boot_failure() {
+            let d = cfg.duration("server-crash-delay");
+            tracing::error!(
+                "{role} pid {pid} failed at boot ({info}), uptime {:.1}s; see its log above; retrying in {:.1}s",
+                uptime.as_secs_f64(),
+                d.as_secs_f64()
+            );
+            d
+        } else {
+            let d = self.backoff.next_delay(uptime);
+            tracing::warn!(
+                "{role} pid {pid} exited: {info}, uptime {:.1}s; restarting in {:.1}s (attempt {})",
+                uptime.as_secs_f64(),
+                d.as_secs_f64(),
+                self.backoff.attempts()
+            );
+            d
+        };
+        self.restart_at = Some(Instant::now() + delay);
+    }
+}
+
+/// How long a parent waits for a stopping child before it kills the child's whole subtree.
+pub(super) fn stop_deadline(cfg: &Config, role: Role) -> Duration {
+    let drain = cfg.duration("server-drain-timeout");
+    match role {
+        Role::Monitor => drain + Duration::from_secs(6),
+        Role::Master => drain + Duration::from_secs(4),
+        Role::Server | Role::Web | Role::Worker => drain + Duration::from_secs(2),
+    }
+}
+
+/// Builds the backoff from the restart parameters; they were validated at start-up.
+pub(super) fn backoff(cfg: &Config) -> Result<Backoff, super::BackoffError> {
+    Backoff::new(
+        cfg.duration("server-restart-delay"),
+        cfg.duration("server-restart-max-delay"),
+        cfg.duration("server-restart-reset"),
+    )
+}
+
+/// The spec of a child role: same executable, same parameters, the role flag first.
+pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
+    let mut args = vec![format!("-{}", role.flag())];
+    args.extend(cfg.args.to_words());
+    let mut env = Vec::new();
+    if boot.watch || boot.watched {
+        env.push(("_BKJS_WATCHED".to_string(), "1".to_string()));
+    }
+    ChildSpec {
+        exe: boot.exe.clone(),
+        title: role.title(cfg),
+        args,
+        env,
+        fds: boot.listen_fds.clone(),
+    }
+}
+
+/// What a master needs to run jobs: the application's registered jobs and its tables.
+pub type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
+
+/// Runs a monitor or a master until it is told to stop; returns the exit code. A master runs
+/// the jobs of `jobs`.
+pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<JobsSetup>) -> i32 {
+    let events = match Events::new() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return super::EXIT_BOOT;
+        }
+    };
+    let jobs = match jobs.filter(|_| role == Role::Master) {
+        Some((registry, tables)) => match bkjs_jobs::Jobs::start(&cfg, boot, registry, tables) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                tracing::error!("{e}");
+                return bkjs_base::config::EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
+    let child_role = if role == Role::Monitor {
+        Role::Master
+    } else {
+        Role::Server
+    };
+    let backoff = match backoff(&cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            return bkjs_base::config::EXIT_USAGE;
+        }
+    };
+    let mut child = Supervised {
+        role: child_role,
+        spec: child_spec(boot, &cfg, child_role),
+        pid: None,
+        started: Instant::now(),
+        backoff,
+        restart_at: None,
+    };
+    let runs_child = !(role == Role::Master && cfg.bool("no-web"));
+    if runs_child {
+        child.start();
+    } else {
+        tracing::info!("-no-web: the master does not start the web server");
+    }
+    let mut watcher = boot.watch.then(|| Watcher::new(&cfg, boot));
+    let mut watchdog = Watchdog::new(boot);
+    let mut stopping: Option<Instant> = None;
+    let mut restart_now = false;
+    let mut exec_self = false;
+    loop {
+        if stopping.is_none() && child.pid.is_none() {
+            if let Some(at) = child.restart_at {
+                if Instant::now() >= at {
+                    child.start();
+                }
+            }
+        }
+        match events.next(Duration::from_millis(200)) {
+            Some(Event::Signal(libc::SIGCHLD)) => {
+                for (pid, info) in reap() {
+                    if Some(pid) == child.pid {
+                        child.exited(pid, info, &cfg, stopping.is_some(), restart_now);
+                        restart_now = false;
+                    } else if !jobs.as_ref().is_some_and(|j| j.exited(pid, info)) {
+                        tracing::debug!("reaped pid {pid}: {info}");
+                    }
+                }
+            }
+            Some(Event::Signal(sig @ (libc::SIGTERM | libc::SIGINT))) => {
+                tracing::info!("signal {sig}: stopping");
+                stopping.get_or_insert(Instant::now() + stop_deadline(&cfg, role));
+                if let Some(pid) = child.pid {
+                    kill_group(pid, Signal::SIGTERM);
+                }
+                if let Some(j) = &jobs {
+                    j.stop();
+                }
+            }
+            Some(Event::Signal(libc::SIGQUIT)) => {
+                tracing::info!("SIGQUIT: immediate stop");
+                if let Some(pid) = child.pid {
+                    kill_tree(pid, Signal::SIGKILL);
+                }
+                if let Some(j) = &jobs {
+                    j.kill();
+                }
+                return 0;
+            }
+            Some(Event::Signal(libc::SIGHUP)) => match cfg.reload() {
+                Ok(new) => {
+                    tracing::info!("SIGHUP: configuration is valid, passing it on");
+                    cfg = new;
+                    if let Some(j) = &jobs {
+                        j.reload();
+                    }
+                    child.spec = child_spec(boot, &cfg, child_role);
+                    if let Some(pid) = child.pid {
+                        kill_group(pid, Signal::SIGHUP);
+                    }
+                }
+                Err(e) => tracing::error!("SIGHUP: configuration not applied: {e}"),
+            },
+            Some(Event::Signal(sig @ (libc::SIGUSR1 | libc::SIGUSR2))) => {
+                if sig == libc::SIGUSR1 {
+                    bkjs_base::log::reopen();
+                }
+                if let Some(pid) = child.pid {
+                    let s = Signal::try_from(sig).unwrap_or(Signal::SIGUSR2);
+                    kill_group(pid, s);
+                }
+            }
+            Some(_) | None => {}
+        }
+        if let Some(deadline) = stopping {
+            let workers = jobs.as_ref().map_or(0, |j| j.live());
+            if child.pid.is_none() && workers == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                if let Some(j) = jobs.as_ref().filter(|_| workers > 0) {
+                    tracing::warn!("{workers} job workers did not stop in time: killing them");
+                    j.kill();
+                }
+                if let Some(pid) = child.pid {
+                    tracing::warn!(
+                        "{} pid {pid} did not stop in time: killing its tree",
+                        child_role.flag()
+                    );
+                    kill_tree(pid, Signal::SIGKILL);
+                    std::thread::sleep(Duration::from_millis(50));
+                    for (p, info) in reap() {
+                        tracing::info!("reaped pid {p}: {info}");
+                    }
+                }
+                break;
+            }
+        }
+        if let Some(w) = watcher.as_mut() {
+            if stopping.is_none() {
+                match w.check() {
+                    Change::None => {}
+                    Change::Files(what) => {
+                        tracing::info!("{what} changed: restarting the {}", child_role.flag());
+                        if let Ok(new) = cfg.reload() {
+                            cfg = new;
+                            child.spec = child_spec(boot, &cfg, child_role);
+                        }
+                        if let Some(pid) = child.pid {
+                            restart_now = true;
+                            kill_group(pid, Signal::SIGTERM);
+                        } else {
+                            child.restart_at = Some(Instant::now());
+                        }
+                    }
+                    Change::Executable => {
+                        tracing::info!("the executable changed: stopping and starting it again");
+                        exec_self = true;
+                        stopping = Some(Instant::now() + stop_deadline(&cfg, role));
+                        if let Some(pid) = child.pid {
+                            kill_group(pid, Signal::SIGTERM);
+                        }
+                    }
+                }
+            }
+        }
+        watchdog.tick();
+    }
+    if exec_self {
+        let err = boot.reexec();
+        tracing::error!("cannot re-execute {}: {err}", boot.exe.display());
+        return 1;
+    }
+    tracing::info!("stopped");
+    0
+}
+
+enum Change {
+    None,
+    Files(String),
+    Executable,
+}
+
+/// Polls modification times of the executable, `etc/` and `-watch-dirs`; a change is reported once
+/// it has been stable for one interval (the debounce). `etc/crontab` is not watched: the master
+/// reloads it by itself without a restart (so running jobs are not interrupted by a schedule edit).
+struct Watcher {
+    exe: PathBuf,
+    dirs: Vec<PathBuf>,
+    /// Files whose changes do not restart anything.
+    ignored: Vec<PathBuf>,
+    interval: Duration,
+    last_check: Instant,
+    exe_mtime: Option<SystemTime>,
+    seen: HashMap<PathBuf, SystemTime>,
+    pending: Option<(bool, String)>,
+}
+
+impl Watcher {
+    fn new(cfg: &Config, boot: &Boot) -> Watcher {
+        let mut dirs = vec![cfg.dir("etc")];
+        dirs.extend(cfg.list("watch-dirs").iter().map(|d| cfg.home.join(d)));
+        let mut w = Watcher {
+            exe: boot.exe.clone(),
+            ignored: vec![cfg.dir("etc").join("crontab")],
+            dirs,
+            interval: cfg.duration("watch-interval"),
+            last_check: Instant::now(),
+            exe_mtime: mtime(&boot.exe),
+            seen: HashMap::new(),
+            pending: None,
+        };
+        w.seen = w.scan();
+        w
+    }
+
+    fn scan(&self) -> HashMap<PathBuf, SystemTime> {
+        let mut out = HashMap::new();
+        for dir in &self.dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                if self.ignored.contains(&p) {
+                    continue;
+                }
+                if let Some(t) = mtime(&p) {
+                    out.insert(p, t);
+                }
+            }
+        }
+        out
+    }
+
+    fn check(&mut self) -> Change {
+        if self.last_check.elapsed() < self.interval {
+            return Change::None;
+        }
+        self.last_check = Instant::now();
+        let exe_mtime = mtime(&self.exe);
+        let exe_changed = exe_mtime.is_some() && exe_mtime != self.exe_mtime;
+        let now = self.scan();
+        let mut changed: Vec<String> = Vec::new();
+        for (p, t) in &now {
+            if self.seen.get(p) != Some(t) {
+                changed.push(p.display().to_string());
+            }
+        }
+        for p in self.seen.keys() {
+            if !now.contains_key(p) {
+                changed.push(p.display().to_string());
+            }
+        }
+        self.seen = now;
+        self.exe_mtime = exe_mtime;
+        if exe_changed || !changed.is_empty() {
+            // Something is still changing: wait until it settles.
+            let (exe, what) = self.pending.take().unwrap_or((false, String::new()));
+            let what = if changed.is_empty() {
+                what
+            } else {
+                changed.join(", ")
+            };
+            self.pending = Some((exe || exe_changed, what));
+            return Change::None;
+        }
+        match self.pending.take() {
+            Some((true, _)) => Change::Executable,
+            Some((false, what)) => Change::Files(what),
+            None => Change::None,
+        }
+    }
+}
+
+fn mtime(p: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+/// Sends `WATCHDOG=1` to systemd at half the `WATCHDOG_USEC` interval when this is the top process.
+struct Watchdog {
+    every: Option<Duration>,
+    last: Instant,
+}
+
+impl Watchdog {
+    fn new(boot: &Boot) -> Watchdog {
+        // sd_watchdog_enabled(3): on when WATCHDOG_USEC is set and WATCHDOG_PID, if set, is us.
+        let usec = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok());
+        let pid_ok = std::env::var("WATCHDOG_PID")
+            .map(|p| p == std::process::id().to_string())
+            .unwrap_or(true);
+        let every = usec
+            .filter(|u| boot.top && pid_ok && *u > 0)
+            .map(|u| Duration::from_micros(u / 2));
+        Watchdog {
+            every,
+            last: Instant::now(),
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Some(every) = self.every {
+            if self.last.elapsed() >= every {
+                self.last = Instant::now();
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }
+}

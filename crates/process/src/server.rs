@@ -1,0 +1,754 @@
+//! The server: binds the HTTP socket once, keeps `-server-web-workers` web workers alive on it,
+//! hears their `ready` and `heartbeat` over IPC, replaces silent ones, recycles tired ones and
+//! performs rolling restarts one worker at a time. With `-proxy-port` it also serves the public
+//! socket itself and forwards each request to the least busy ready worker.
+
+use super::monitor::{backoff, child_spec, stop_deadline};
+use super::{
+    kill_group, kill_tree, reap, spawn, Backoff, Event, Events, ExitInfo, Role, EXIT_BOOT,
+};
+use crate::proxy::Proxy;
+use bkjs_base::config::Config;
+use bkjs_base::sys::Boot;
+use bkjs_ipc::{Hub, Msg};
+use nix::sys::signal::Signal;
+use rand::Rng;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::TcpListener;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The youngest a worker can be to be recycled for its request count or memory.
+const MIN_AGE_TO_RECYCLE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Starting,
+    Ready,
+    Draining { deadline: Instant },
+}
+
+#[derive(Debug)]
+struct Worker {
+    port: u16,
+    started: Instant,
+    last_seen: Instant,
+    state: State,
+    requests: u64,
+    rss: u64,
+    /// Requests after which this worker is recycled (with jitter), 0 = never.
+    max_requests: u64,
+    /// When it was sent SIGABRT or SIGKILL for being silent or late.
+    killed_at: Option<Instant>,
+    recycling: bool,
+}
+
+/// A rolling restart in progress: the workers still to replace, one at a time.
+#[derive(Debug, Default)]
+struct Roll {
+    queue: VecDeque<u32>,
+    /// The replacement being started and the worker it replaces.
+    waiting: Option<(u32, u32, Instant)>,
+}
+
+struct Server<'a> {
+    cfg: Config,
+    boot: &'a Boot,
+    listener: Option<TcpListener>,
+    proxy: Option<Proxy>,
+    workers: BTreeMap<u32, Worker>,
+    roll: Option<Roll>,
+    backoff: Backoff,
+    next_spawn: Instant,
+    stopping: Option<Instant>,
+    notified_ready: bool,
+    conf_mtimes: Vec<Option<SystemTime>>,
+    last_conf_check: Instant,
+    stats: std::sync::Arc<super::stats::Stats>,
+}
+
+/// Runs the server role until it is told to stop; returns the exit code.
+pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 {
+    let events = match Events::new() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let listener = match listen(&cfg, boot) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_BOOT;
+        }
+    };
+    // Tables are created and upgraded here, once, before any worker opens the pools.
+    if let Err(e) = init_db(&cfg, tables) {
+        tracing::error!("cannot prepare the database: {e}");
+        return EXIT_BOOT;
+    }
+    // Every write to the LRU (from a worker, a peer or a resync) is pushed to the workers'
+    // near caches before it is answered.
+    let pushes = bkjs_ipc::Pushes::new();
+    let on_change: bkjs_cache::ChangeListener = {
+        let pushes = pushes.clone();
+        Box::new(move |c| match c {
+            bkjs_cache::Change::Key(k) => pushes.push(&Msg::Invalidate {
+                keys: vec![k.to_string()],
+            }),
+            bkjs_cache::Change::All => pushes.push(&Msg::InvalidateAll),
+        })
+    };
+    let cache = match bkjs_cache::Server::start(&cfg, Some(on_change)) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot start the cache: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    // The nng pub/sub forwarder (SPEC §4) lives as long as this server.
+    let _forwarder = match bkjs_msg::Forwarder::start(&cfg) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!("cannot start the pub/sub forwarder: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    // Cache requests are answered on the hub's threads; control messages go to the loop below.
+    let tx = std::sync::Mutex::new(events.tx.clone());
+    let stats = std::sync::Arc::new(super::stats::Stats::new());
+    let hub_stats = stats.clone();
+    let handler: bkjs_ipc::Handler = std::sync::Arc::new(move |msg: Msg| {
+        if let Some(reply) = hub_stats.handle(&msg, &cache) {
+            return reply;
+        }
+        if let Some(reply) = cache.handle(&msg) {
+            return reply;
+        }
+        let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
+        match tx.send(Event::Ipc(msg)) {
+            Ok(()) => Msg::Ok,
+            Err(_) => Msg::Error {
+                message: "the server is stopping".into(),
+            },
+        }
+    });
+    let hub = match Hub::start(bkjs_ipc::hub_path(&cfg), handler, pushes) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!("cannot start IPC hub: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let (uid, gid) = super::target_ids(&cfg);
+    if uid.is_some() || gid.is_some() {
+        // Workers run as -uid/-gid: they must reach the IPC socket and write the embedded
+        // databases (SQLite creates its -wal/-shm files next to the database file).
+        let mut paths = vec![hub.path().to_path_buf(), hub.counter_path(), cfg.dir("var")];
+        if let Some(db) = cfg.path("db-sqlite-pool") {
+            for suffix in ["", "-wal", "-shm"] {
+                paths.push(std::path::PathBuf::from(format!(
+                    "{}{suffix}",
+                    db.display()
+                )));
+            }
+            if let Some(dir) = db.parent() {
+                paths.push(dir.to_path_buf());
+            }
+        }
+        for p in paths.iter().filter(|p| p.exists()) {
+            if let Err(e) = std::os::unix::fs::chown(p, uid, gid) {
+                tracing::error!("cannot hand {} to -uid/-gid: {e}", p.display());
+                return EXIT_BOOT;
+            }
+        }
+    }
+    let backoff = match backoff(&cfg) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("{e}");
+            return bkjs_base::config::EXIT_USAGE;
+        }
+    };
+    let proxy_port = cfg.int("proxy-port") as u16;
+    let (listener, proxy) = if proxy_port > 0 {
+        match Proxy::start(listener, &cfg) {
+            Ok(p) => (None, Some(p)),
+            Err(e) => {
+                tracing::error!("cannot start the proxy: {e}");
+                return EXIT_BOOT;
+            }
+        }
+    } else {
+        (Some(listener), None)
+    };
+    let conf_mtimes = mtimes(&cfg);
+    let mut server = Server {
+        cfg,
+        boot,
+        listener,
+        proxy,
+        workers: BTreeMap::new(),
+        roll: None,
+        backoff,
+        next_spawn: Instant::now(),
+        stopping: None,
+        notified_ready: false,
+        conf_mtimes,
+        last_conf_check: Instant::now(),
+        stats,
+    };
+    let addr = server
+        .listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| format!("{}:{}", server.cfg.str("bind"), server.cfg.int("port")));
+    tracing::info!(
+        "server listening on {addr}{}, {} web workers{}",
+        if boot.listen_fds.is_empty() {
+            ""
+        } else {
+            " (inherited socket)"
+        },
+        server.desired(),
+        if proxy_port > 0 {
+            format!(", proxying to ports from {proxy_port}")
+        } else {
+            String::new()
+        }
+    );
+    let code = server.run(&events);
+    drop(hub);
+    code
+}
+
+/// Opens the pools and creates or upgrades every described table.
+fn init_db(cfg: &Config, tables: Vec<bkjs_db::Table>) -> Result<(), bkjs_db::DbError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| bkjs_db::DbError::Driver(e.to_string()))?;
+    rt.block_on(async {
+        let db = bkjs_db::Db::open(cfg, tables, None).await?;
+        db.init().await
+    })
+}
+
+/// The listening socket: inherited (systemd or parent) or bound here, retrying while the port is
+/// still held by a previous server for up to `-server-bind-retry`.
+fn listen(cfg: &Config, boot: &Boot) -> Result<TcpListener, String> {
+    if let Some(fd) = boot.listen_fds.first() {
+        use std::os::fd::FromRawFd;
+        // SAFETY: the fd was handed to this process as a listening socket (LISTEN_FDS protocol)
+        // and nothing else in this process owns it.
+        let l = unsafe { TcpListener::from_raw_fd(*fd) };
+        return Ok(l);
+    }
+    let addr = format!("{}:{}", cfg.str("bind"), cfg.int("port"));
+    let sa: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("invalid -bind/-port {addr}: {e}"))?;
+    let deadline = Instant::now() + cfg.duration("server-bind-retry");
+    let mut logged = false;
+    loop {
+        match bind(sa, cfg.int("backlog") as i32) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!("cannot listen on {addr}: {e}; retrying");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+        }
+    }
+}
+
+fn bind(sa: std::net::SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(sa),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&sa.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+fn mtimes(cfg: &Config) -> Vec<Option<SystemTime>> {
+    cfg.files()
+        .iter()
+        .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+        .collect()
+}
+
+impl Server<'_> {
+    fn desired(&self) -> usize {
+        match self.cfg.int("server-web-workers") {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n as usize,
+        }
+    }
+
+    fn run(&mut self, events: &Events) -> i32 {
+        loop {
+            match events.next(Duration::from_millis(100)) {
+                Some(Event::Signal(libc::SIGCHLD)) => {
+                    for (pid, info) in reap() {
+                        self.exited(pid, info);
+                    }
+                }
+                Some(Event::Signal(sig @ (libc::SIGTERM | libc::SIGINT))) => {
+                    if self.stopping.is_none() {
+                        tracing::info!("signal {sig}: stopping {} web workers", self.workers.len());
+                        self.stop();
+                    }
+                }
+                Some(Event::Signal(libc::SIGQUIT)) => {
+                    for pid in self.workers.keys() {
+                        kill_group(*pid, Signal::SIGKILL);
+                    }
+                    return 0;
+                }
+                Some(Event::Signal(libc::SIGHUP)) => match self.cfg.reload() {
+                    Ok(new) => {
+                        tracing::info!("SIGHUP: configuration reloaded, rolling restart");
+                        self.apply(new);
+                    }
+                    Err(e) => tracing::error!(
+                        "SIGHUP: configuration not applied, keeping the old one: {e}"
+                    ),
+                },
+                Some(Event::Signal(libc::SIGUSR2)) => {
+                    tracing::info!("SIGUSR2: rolling restart");
+                    self.roll_all();
+                }
+                Some(Event::Signal(libc::SIGUSR1)) => {
+                    bkjs_base::log::reopen();
+                    for pid in self.workers.keys() {
+                        kill_group(*pid, Signal::SIGUSR1);
+                    }
+                }
+                Some(Event::Ipc(msg)) => self.ipc(msg),
+                Some(Event::Signal(_)) | None => {}
+            }
+            if let Some(deadline) = self.stopping {
+                if self.workers.is_empty() {
+                    tracing::info!("stopped");
+                    return 0;
+                }
+                if Instant::now() >= deadline {
+                    for (pid, w) in &self.workers {
+                        tracing::warn!(
+                            "web pid {pid} did not stop in time ({:?}): killing it",
+                            w.state
+                        );
+                        kill_tree(*pid, Signal::SIGKILL);
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    for (pid, info) in reap() {
+                        tracing::info!("web pid {pid} exited: {info}");
+                    }
+                    return 0;
+                }
+                continue;
+            }
+            self.check_health();
+            self.check_config();
+            self.step_roll();
+            self.manage_count();
+        }
+    }
+
+    fn ipc(&mut self, msg: Msg) {
+        match msg {
+            Msg::Ready { pid } => {
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.last_seen = Instant::now();
+                    if w.state == State::Starting {
+                        w.state = State::Ready;
+                        tracing::info!(
+                            "web pid {pid} ready in {:.0} ms",
+                            w.started.elapsed().as_secs_f64() * 1000.0
+                        );
+                        if let Some(p) = &self.proxy {
+                            p.backends().add(pid, w.port);
+                        }
+                    }
+                }
+                self.notify_ready();
+            }
+            Msg::Heartbeat { pid, requests, rss } => {
+                let max_rss = self.cfg.int("server-max-rss") as u64 * 1024 * 1024;
+                let mut recycle = None;
+                if let Some(w) = self.workers.get_mut(&pid) {
+                    w.last_seen = Instant::now();
+                    w.requests = requests;
+                    w.rss = rss;
+                    // A worker gets at least a second before it is recycled, so a limit below a
+                    // fresh worker's size cannot turn into a restart loop.
+                    if !w.recycling
+                        && w.state == State::Ready
+                        && w.started.elapsed() >= MIN_AGE_TO_RECYCLE
+                    {
+                        if w.max_requests > 0 && requests >= w.max_requests {
+                            recycle = Some(format!("served {requests} requests"));
+                        } else if max_rss > 0 && rss > max_rss {
+                            recycle = Some(format!("uses {} MB", rss / 1024 / 1024));
+                        }
+                    }
+                    if recycle.is_some() {
+                        w.recycling = true;
+                    }
+                }
+                if let Some(why) = recycle {
+                    tracing::info!("web pid {pid} {why}: recycling it");
+                    self.roll
+                        .get_or_insert_with(Roll::default)
+                        .queue
+                        .push_back(pid);
+                }
+            }
+            Msg::Restart { pid } => {
+                tracing::info!("rolling restart requested by web pid {pid}");
+                self.roll_all();
+            }
+            _ => {}
+        }
+    }
+
+    /// Tells systemd (when it started us with `Type=notify`) that the first workers are ready.
+    fn notify_ready(&mut self) {
+        if self.notified_ready {
+            return;
+        }
+        let ready = self
+            .workers
+            .values()
+            .filter(|w| w.state == State::Ready)
+            .count();
+        if ready >= self.desired() {
+            self.notified_ready = true;
+            tracing::info!("all {ready} web workers ready");
+            if std::env::var_os("NOTIFY_SOCKET").is_some() {
+                let status = format!("{ready} web workers ready");
+                let _ = sd_notify::notify(
+                    false,
+                    &[
+                        sd_notify::NotifyState::Ready,
+                        sd_notify::NotifyState::Status(&status),
+                    ],
+                );
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self) -> Option<u32> {
+        let mut spec = child_spec(self.boot, &self.cfg, Role::Web);
+        let mut port = 0u16;
+        if let Some(l) = &self.listener {
+            spec.fds = vec![l.as_raw_fd()];
+        } else {
+            let base = self.cfg.int("proxy-port") as u16;
+            let used: Vec<u16> = self.workers.values().map(|w| w.port).collect();
+            port = (0..u16::MAX - base)
+                .map(|i| base + i)
+                .find(|p| !used.contains(p))
+                .unwrap_or(base);
+            spec.fds = Vec::new();
+            spec.env
+                .push(("_BKJS_WORKER_PORT".into(), port.to_string()));
+        }
+        match spawn(&spec) {
+            Ok(pid) => {
+                let max = self.cfg.int("server-max-requests") as u64;
+                let jitter = if max > 0 {
+                    rand::thread_rng().gen_range(0..=max / 10)
+                } else {
+                    0
+                };
+                let now = Instant::now();
+                tracing::debug!("started web pid {pid}");
+                self.workers.insert(
+                    pid,
+                    Worker {
+                        port,
+                        started: now,
+                        last_seen: now,
+                        state: State::Starting,
+                        requests: 0,
+                        rss: 0,
+                        max_requests: if max > 0 { max + jitter } else { 0 },
+                        killed_at: None,
+                        recycling: false,
+                    },
+                );
+                Some(pid)
+            }
+            Err(e) => {
+                let delay = self.backoff.next_delay(Duration::ZERO);
+                tracing::error!("cannot start a web worker: {e}; retrying in {delay:?}");
+                self.next_spawn = Instant::now() + delay;
+                None
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: u32, info: ExitInfo) {
+        self.stats.retire(pid);
+        let Some(w) = self.workers.remove(&pid) else {
+            tracing::debug!("reaped pid {pid}: {info}");
+            return;
+        };
+        if let Some(p) = &self.proxy {
+            p.backends().remove(pid);
+        }
+        let uptime = w.started.elapsed().as_secs_f64();
+        if matches!(w.state, State::Draining { .. }) || self.stopping.is_some() {
+            tracing::info!(
+                "web pid {pid} exited: {info}, uptime {uptime:.1}s, {} requests",
+                w.requests
+            );
+            return;
+        }
+        let delay = if info.is_boot_failure() {
+            let d = self.cfg.duration("server-crash-delay");
+            tracing::error!(
+                "web pid {pid} failed at boot ({info}), uptime {uptime:.1}s; retrying in {d:?}"
+            );
+            d
+        } else {
+            let d = self.backoff.next_delay(w.started.elapsed());
+            let why = match w.killed_at {
+                Some(_) => format!(
+                    "killed after no heartbeat for {:?}",
+                    self.cfg.duration("server-worker-timeout")
+                ),
+                None => info.to_string(),
+            };
+            tracing::warn!(
+                "web pid {pid} exited: {why}, uptime {uptime:.1}s, {} requests, rss {} KB; replacing in {:.2}s",
+                w.requests,
+                w.rss / 1024,
+                d.as_secs_f64()
+            );
+            d
+        };
+        self.next_spawn = self.next_spawn.max(Instant::now() + delay);
+    }
+
+    /// Kills workers that stopped sending heartbeats and drains that overran their deadline.
+    fn check_health(&mut self) {
+        let timeout = self.cfg.duration("server-worker-timeout");
+        let now = Instant::now();
+        for (pid, w) in self.workers.iter_mut() {
+            if let Some(at) = w.killed_at {
+                if now.duration_since(at) > Duration::from_secs(2) {
+                    tracing::warn!("web pid {pid} still alive after SIGABRT: SIGKILL");
+                    kill_tree(*pid, Signal::SIGKILL);
+                    w.killed_at = Some(now);
+                }
+                continue;
+            }
+            match w.state {
+                State::Draining { deadline } => {
+                    if now > deadline + Duration::from_secs(2) {
+                        tracing::warn!("web pid {pid} overran its drain deadline: SIGKILL");
+                        kill_tree(*pid, Signal::SIGKILL);
+                        w.killed_at = Some(now);
+                    }
+                }
+                State::Starting | State::Ready => {
+                    let silent = now.duration_since(w.last_seen);
+                    if silent > timeout {
+                        tracing::error!(
+                            "web pid {pid} sent no heartbeat for {:.1}s ({:?}): killing it with SIGABRT",
+                            silent.as_secs_f64(),
+                            w.state
+                        );
+                        if let Some(p) = &self.proxy {
+                            p.backends().remove(*pid);
+                        }
+                        kill_group(*pid, Signal::SIGABRT);
+                        w.killed_at = Some(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies a changed `etc/config` after validating it (unless run-backend restarts us anyway).
+    fn check_config(&mut self) {
+        if self.boot.watched || self.last_conf_check.elapsed() < self.cfg.duration("watch-interval")
+        {
+            return;
+        }
+        self.last_conf_check = Instant::now();
+        let now = mtimes(&self.cfg);
+        if now == self.conf_mtimes {
+            return;
+        }
+        self.conf_mtimes = now;
+        match self.cfg.reload() {
+            Ok(new) => {
+                tracing::info!("configuration file changed and is valid: rolling restart");
+                self.apply(new);
+            }
+            Err(e) => tracing::error!(
+                "configuration file changed but is invalid, keeping the old one: {e}"
+            ),
+        }
+    }
+
+    fn apply(&mut self, new: Config) {
+        match backoff(&new) {
+            Ok(b) => self.backoff = b,
+            Err(e) => {
+                tracing::error!("configuration not applied: {e}");
+                return;
+            }
+        }
+        self.cfg = new;
+        self.roll_all();
+    }
+
+    fn roll_all(&mut self) {
+        let pids: Vec<u32> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !matches!(w.state, State::Draining { .. }))
+            .map(|(p, _)| *p)
+            .collect();
+        let roll = self.roll.get_or_insert_with(Roll::default);
+        for pid in pids {
+            if !roll.queue.contains(&pid) && roll.waiting.map(|(n, _, _)| n) != Some(pid) {
+                roll.queue.push_back(pid);
+            }
+        }
+    }
+
+    /// Tells a worker to finish its requests and exit, after taking it out of the proxy.
+    fn drain(&mut self, pid: u32) {
+        let deadline = Instant::now() + self.cfg.duration("server-drain-timeout");
+        if let Some(w) = self.workers.get_mut(&pid) {
+            if let Some(p) = &self.proxy {
+                p.backends().remove(pid);
+            }
+            w.state = State::Draining { deadline };
+            tracing::info!("draining web pid {pid}");
+            kill_group(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// One step of a rolling restart: start a replacement, wait for its READY, drain the old one,
+    /// wait for it to exit; never more than one drain at a time.
+    fn step_roll(&mut self) {
+        let Some(mut roll) = self.roll.take() else {
+            return;
+        };
+        if let Some((new, old, deadline)) = roll.waiting {
+            match self.workers.get(&new).map(|w| w.state) {
+                None => {
+                    tracing::error!("rolling restart aborted: replacement web pid {new} exited before it was ready; keeping web pid {old}");
+                    return;
+                }
+                Some(State::Ready) => {
+                    roll.waiting = None;
+                    if self.workers.contains_key(&old) {
+                        self.drain(old);
+                    }
+                }
+                Some(_) if Instant::now() > deadline => {
+                    tracing::error!("rolling restart aborted: replacement web pid {new} not ready in time; keeping web pid {old}");
+                    kill_tree(new, Signal::SIGKILL);
+                    if let Some(w) = self.workers.get_mut(&new) {
+                        w.state = State::Draining {
+                            deadline: Instant::now(),
+                        };
+                    }
+                    return;
+                }
+                Some(_) => {}
+            }
+            self.roll = Some(roll);
+            return;
+        }
+        if self
+            .workers
+            .values()
+            .any(|w| matches!(w.state, State::Draining { .. }))
+        {
+            self.roll = Some(roll);
+            return;
+        }
+        while let Some(old) = roll.queue.pop_front() {
+            let Some(w) = self.workers.get(&old) else {
+                continue;
+            };
+            if matches!(w.state, State::Draining { .. }) {
+                continue;
+            }
+            match self.spawn_worker() {
+                Some(new) => {
+                    let deadline = Instant::now() + self.cfg.duration("server-ready-timeout");
+                    roll.waiting = Some((new, old, deadline));
+                }
+                None => roll.queue.push_front(old),
+            }
+            self.roll = Some(roll);
+            return;
+        }
+        tracing::info!("rolling restart complete");
+    }
+
+    /// Keeps the number of serving workers at the desired count.
+    fn manage_count(&mut self) {
+        let live = self
+            .workers
+            .values()
+            .filter(|w| !matches!(w.state, State::Draining { .. }) && w.killed_at.is_none())
+            .count();
+        let desired = self.desired();
+        if live < desired && Instant::now() >= self.next_spawn {
+            for _ in live..desired {
+                if self.spawn_worker().is_none() {
+                    break;
+                }
+            }
+        } else if live > desired && self.roll.is_none() {
+            if self
+                .workers
+                .values()
+                .any(|w| matches!(w.state, State::Draining { .. }))
+            {
+                return;
+            }
+            if let Some(pid) = self.workers.keys().next().copied() {
+                tracing::info!("{live} web workers for {desired} wanted: removing one");
+                self.drain(pid);
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stopping = Some(Instant::now() + stop_deadline(&self.cfg, Role::Server));
+        // Close our copy of the socket; the workers close theirs as they drain.
+        self.listener = None;
+        if let Some(p) = self.proxy.take() {
+            p.stop();
+        }
+        for pid in self.workers.keys() {
+            kill_group(*pid, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + self.cfg.duration("server-drain-timeout");
+        for w in self.workers.values_mut() {
+            w.state = State::Draining { deadline };
+        }
+    }
+}

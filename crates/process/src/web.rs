@@ -1,0 +1,213 @@
+//! A web worker: takes the listening socket from its parent (or, in proxy mode, binds its own
+//! 127.0.0.1 port), drops privileges, serves the API, reports `ready` and heartbeats to the server,
+//! and drains on SIGTERM.
+
+use super::{drop_privileges, rss_bytes, EXIT_BOOT};
+use bkjs_api::{self as api, Api};
+use bkjs_base::config::Config;
+use bkjs_base::sys::Boot;
+use bkjs_ipc::{Client, Msg};
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+fn listener(boot: &Boot) -> Result<TcpListener, String> {
+    if let Ok(port) = std::env::var("_BKJS_WORKER_PORT") {
+        let addr = format!("127.0.0.1:{port}");
+        // The previous worker on this port may still be closing it.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match TcpListener::bind(&addr) {
+                Ok(l) => return Ok(l),
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+            }
+        }
+    }
+    let fd = *boot
+        .listen_fds
+        .first()
+        .ok_or("no listening socket was passed to this web worker")?;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the parent passed this fd as the listening socket (see process::spawn) and nothing
+    // else in this process owns it.
+    Ok(unsafe { TcpListener::from_raw_fd(fd) })
+}
+
+/// Runs a web worker until it has drained; returns the exit code.
+pub fn run_web(
+    cfg: Config,
+    boot: &Boot,
+    tables: Vec<bkjs_db::Table>,
+    routes: bkjs_api::Routes,
+) -> i32 {
+    let std_listener = match listener(boot) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_BOOT;
+        }
+    };
+    if let Err(e) = drop_privileges(&cfg) {
+        tracing::error!("cannot drop privileges: {e}");
+        return EXIT_BOOT;
+    }
+    let threads = cfg.int("api-threads") as usize;
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    rt.block_on(serve(cfg, std_listener, tables, routes))
+}
+
+async fn serve(
+    cfg: Config,
+    std_listener: TcpListener,
+    tables: Vec<bkjs_db::Table>,
+    routes: bkjs_api::Routes,
+) -> i32 {
+    // The near cache only mirrors the server's LRU; with Redis every read goes to Redis.
+    let near = if cfg.str("cache-type") == "local" {
+        cfg.int("cache-near-size") as usize
+    } else {
+        0
+    };
+    let ipc =
+        match Client::connect_near(&bkjs_ipc::hub_url(&cfg), cfg.duration("ipc-timeout"), near) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("cannot connect to the server: {e}");
+                return EXIT_BOOT;
+            }
+        };
+
+    let mut signals = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+        _ => {
+            tracing::error!("cannot install signal handlers");
+            return EXIT_BOOT;
+        }
+    };
+    let drain_timeout = cfg.duration("server-drain-timeout");
+    let interval = cfg.duration("server-heartbeat-interval");
+    let cache = match bkjs_cache::Cache::new(&cfg, ipc.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("cannot set up the cache: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let db = match bkjs_db::Db::open(&cfg, tables, Some(cache.clone())).await {
+        Ok(db) => Arc::new(db),
+        Err(e) => {
+            tracing::error!("cannot open the database: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let session_key = match api::access::session_key(&cfg, &db).await {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::error!("sessions are off: cannot read or create the session key: {e}");
+            None
+        }
+    };
+    let msg = match bkjs_msg::PubSub::start(&cfg).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("cannot set up pub/sub: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let mut api = Api::new(
+        cfg,
+        Some(ipc.clone()),
+        Some(cache),
+        Some(db),
+        routes,
+        session_key,
+    );
+    api.msg = Some(msg);
+    api.drain = Some(drain_rx.clone());
+    let api = Arc::new(api);
+    let pid = std::process::id();
+    // Heartbeats run on the serving runtime, so a worker whose runtime hangs falls silent.
+    let hb_api = api.clone();
+    let hb_ipc = ipc.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            if api::router_hang() {
+                continue;
+            }
+            hb_ipc.send(Msg::Heartbeat {
+                pid,
+                requests: hb_api.requests.load(Ordering::Relaxed),
+                rss: rss_bytes(pid).unwrap_or(0),
+            });
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = signals.0.recv() => break,
+                _ = signals.1.recv() => break,
+                _ = signals.2.recv() => {
+                    tracing::info!("SIGQUIT: exiting now");
+                    std::process::exit(0);
+                }
+                _ = signals.3.recv() => bkjs_base::log::reopen(),
+                _ = signals.4.recv() => {} // the server rolls workers; nothing to do here
+            }
+        }
+        let _ = drain_tx.send(true);
+    });
+    // Metrics go to the server every tick; it merges every worker's into one machine view.
+    let metrics_ipc = ipc.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(bkjs_base::metrics::TICK);
+        loop {
+            tick.tick().await;
+            metrics_ipc.send(Msg::Metrics {
+                pid,
+                snapshot: bkjs_base::metrics::Registry::global().snapshot(),
+            });
+        }
+    });
+    if let Err(e) =
+        bkjs_base::metrics::FacadeRecorder::new(bkjs_base::metrics::Registry::global().clone())
+            .install()
+    {
+        tracing::debug!("metrics facade: {e}");
+    }
+    ipc.send(Msg::Ready { pid });
+    api::serve(std_listener, api, drain_rx, drain_timeout).await;
+    0
+}
