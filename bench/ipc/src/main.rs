@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bkjs::cache::CacheStats;
-use bkjs::ipc::{Client, Msg};
+use bkjs::ipc::{Client, Reply, Request};
 
 const USAGE: &str = "usage: bench-ipc ipc HOME N\n       \
                      bench-ipc propagate HOME_A HOME_B HOME_C N\n       \
@@ -137,8 +137,8 @@ async fn connect(home: &Path) -> Res<Client> {
         .map_err(|e| format!("cannot open an IPC client for {url}: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        match client.request(Msg::CacheStats).await {
-            Ok(Msg::Stats { .. }) => return Ok(client),
+        match client.request(Request::CacheStats).await {
+            Ok(Reply::Stats { .. }) => return Ok(client),
             Ok(other) => {
                 return Err(format!("{url}: unexpected reply to CacheStats: {other:?}").into())
             }
@@ -151,23 +151,23 @@ async fn connect(home: &Path) -> Res<Client> {
 }
 
 async fn put(client: &Client, key: &str, value: &str) -> Res<()> {
-    let msg = Msg::CachePut {
+    let msg = Request::CachePut {
         key: key.to_string(),
         value: value.to_string(),
     };
     match client.request(msg).await? {
-        Msg::Ok => Ok(()),
+        Reply::Ok => Ok(()),
         other => Err(format!("unexpected reply to CachePut: {other:?}").into()),
     }
 }
 
 /// The value of `key` on the server behind `client`.
 async fn get(client: &Client, key: &str) -> Res<Option<String>> {
-    let msg = Msg::CacheGet {
+    let msg = Request::CacheGet {
         keys: vec![key.to_string()],
     };
     match client.request(msg).await? {
-        Msg::Values { mut values } if values.len() == 1 => Ok(values.pop().flatten()),
+        Reply::Values { mut values } if values.len() == 1 => Ok(values.pop().flatten()),
         other => Err(format!("unexpected reply to CacheGet: {other:?}").into()),
     }
 }
@@ -201,7 +201,7 @@ async fn ipc(home: &Path, n: usize) -> Res<()> {
     println!("ipc get round trip: {}", ipc_rt.line_us());
 
     // The floor: the same request bytes over a plain unix socket to an echo thread.
-    let request = serde_json::to_vec(&Msg::CacheGet {
+    let request = serde_json::to_vec(&Request::CacheGet {
         keys: vec![KEY.to_string()],
     })?;
     let raw_rt = raw_unix_round_trips(&request, n)?;
@@ -412,8 +412,8 @@ async fn propagate(homes: [&Path; 3], n: usize) -> Res<()> {
 }
 
 async fn stats(client: &Client) -> Res<CacheStats> {
-    match client.request(Msg::CacheStats).await? {
-        Msg::Stats { stats } => Ok(stats),
+    match client.request(Request::CacheStats).await? {
+        Reply::Stats { stats } => Ok(stats),
         other => Err(format!("unexpected reply to CacheStats: {other:?}").into()),
     }
 }

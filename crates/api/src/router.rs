@@ -7,7 +7,7 @@ use super::params::Params;
 use super::route::{Account, ApiError, Out, Req, Routes};
 use bkjs_base::config::Config;
 use bkjs_cache::Cache;
-use bkjs_ipc::{Client, Msg};
+use bkjs_ipc::Client;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
@@ -550,11 +550,13 @@ impl Api {
             }
             "/_test/cache/drop-broadcast" => {
                 let ipc = self.ipc.as_ref()?;
-                Some(match ipc.request(Msg::FaultDropBroadcast).await {
-                    Ok(Msg::Ok) => ok(json!({})),
-                    Ok(other) => error(StatusCode::BAD_REQUEST, &format!("{other:?}")),
-                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-                })
+                Some(
+                    match ipc.request(bkjs_ipc::Request::FaultDropBroadcast).await {
+                        Ok(bkjs_ipc::Reply::Ok) => ok(json!({})),
+                        Ok(other) => error(StatusCode::BAD_REQUEST, &format!("{other:?}")),
+                        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                    },
+                )
             }
             _ => None,
         }

@@ -53,7 +53,7 @@ pub enum InitError {
     NotEmpty(String),
     #[error("-name {0:?}: an application name is lower-case letters, digits, '-' and '_', starting with a letter")]
     BadName(String),
-    #[error("-bkjs-path {0}: no bkjs crate there (expected a Cargo.toml with name = \"bkjs\")")]
+    #[error("-bkjs-path {0}: no bkjs crate there (expected a Cargo.toml with name = \"bkjs\" in it or in its crates/bkjs)")]
     NotBkjs(String),
     #[error("{path}: {source}")]
     Io {
@@ -134,14 +134,27 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
-/// Whether `dir` holds the bkjs library crate.
-fn is_bkjs(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("Cargo.toml"))
-        .map(|t| {
-            t.lines()
-                .any(|l| l.trim().replace(' ', "") == "name=\"bkjs\"")
-        })
-        .unwrap_or(false)
+/// The bkjs library crate in `dir`: `dir` itself, or `dir/crates/bkjs` when `dir` is a checkout
+/// of the bkjs workspace.
+fn bkjs_crate(dir: &Path) -> Option<PathBuf> {
+    let is_bkjs = |d: &Path| {
+        std::fs::read_to_string(d.join("Cargo.toml"))
+            .map(|t| {
+                t.lines()
+                    .any(|l| l.trim().replace(' ', "") == "name=\"bkjs\"")
+            })
+            .unwrap_or(false)
+    };
+    [dir.to_path_buf(), dir.join("crates/bkjs")]
+        .into_iter()
+        .find(|d| is_bkjs(d))
+}
+
+/// The Cargo.lock of the workspace `dir` belongs to: in `dir` or the nearest folder above it.
+fn lock_file(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors()
+        .map(|d| d.join("Cargo.lock"))
+        .find(|l| l.exists())
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -161,14 +174,11 @@ fn dependency(req: &Request) -> Result<(String, Option<PathBuf>), InitError> {
     let path = match &req.path {
         Some(p) => {
             let p = absolute(p);
-            if !is_bkjs(&p) {
-                return Err(InitError::NotBkjs(p.display().to_string()));
-            }
-            p
+            bkjs_crate(&p).ok_or_else(|| InitError::NotBkjs(p.display().to_string()))?
         }
         None => {
             let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            if !is_bkjs(&built_from) {
+            if bkjs_crate(&built_from).is_none() {
                 return Ok((
                     format!("bkjs = {}", toml_str(env!("CARGO_PKG_VERSION"))),
                     None,
@@ -212,12 +222,9 @@ fn create(req: &Request) -> Result<(PathBuf, String), InitError> {
             .replace("{{bkjs_dependency}}", &dep);
         std::fs::write(&target, text).map_err(io(&target))?;
     }
-    if let Some(tree) = lock_from {
-        let lock = tree.join("Cargo.lock");
-        if lock.exists() {
-            let target = req.dir.join("Cargo.lock");
-            std::fs::copy(&lock, &target).map_err(io(&target))?;
-        }
+    if let Some(lock) = lock_from.as_deref().and_then(lock_file) {
+        let target = req.dir.join("Cargo.lock");
+        std::fs::copy(&lock, &target).map_err(io(&target))?;
     }
     Ok((req.dir.clone(), name))
 }

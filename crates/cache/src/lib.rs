@@ -13,7 +13,7 @@ pub use peers::{PeerOp, Peers};
 pub use store::{CacheStats, Change, ChangeListener, LruStore};
 
 use bkjs_base::config::{Config, Kind, Param};
-use bkjs_ipc::{self as ipc, Msg};
+use bkjs_ipc::{self as ipc, Reply, Request};
 use std::sync::{Arc, Mutex};
 
 /// Cache parameters.
@@ -26,7 +26,6 @@ pub static PARAMS: &[Param] = &[
     Param::new("cache-peer-heartbeat", Kind::Duration, "1s", "how often a server tells its peers its last sequence number; bounds how long a lost broadcast can go unnoticed"),
     Param::new("cache-near-size", Kind::Size, "4MB", "bytes of values each web worker keeps of what it read from the server's LRU, kept coherent by invalidations the server pushes; 0 = every read crosses IPC"),
     Param::new("cache-prefix", Kind::String, "", "prefix of every key stored in Redis"),
-    Param::new("redis-host", Kind::String, "127.0.0.1:6379", "Redis server (host:port or redis:// URL)"),
 ];
 
 /// Why a cache write failed, and whether a retry helps.
@@ -57,13 +56,13 @@ impl Cache {
         }
     }
 
-    async fn ask(ipc: &ipc::Client, msg: Msg) -> Result<Msg, CacheError> {
+    async fn ask(ipc: &ipc::Client, msg: Request) -> Result<Reply, CacheError> {
         Self::answer(ipc.request(msg).await)
     }
 
-    fn answer(r: Result<Msg, ipc::IpcError>) -> Result<Msg, CacheError> {
+    fn answer(r: Result<Reply, ipc::IpcError>) -> Result<Reply, CacheError> {
         match r {
-            Ok(Msg::Error { message }) => Err(CacheError::Protocol(message)),
+            Ok(Reply::Error { message }) => Err(CacheError::Protocol(message)),
             Ok(m) => Ok(m),
             Err(e) => Err(CacheError::Unavailable(e.to_string())),
         }
@@ -93,7 +92,7 @@ impl Cache {
         let n = keys.len();
         let r = match self {
             Cache::Local(ipc) => match Self::answer(ipc.cache_get(keys).await) {
-                Ok(Msg::Values { values }) if values.len() == n => Ok(values),
+                Ok(Reply::Values { values }) if values.len() == n => Ok(values),
                 Ok(other) => Err(CacheError::Protocol(format!("{other:?}"))),
                 Err(e) => Err(e),
             },
@@ -107,15 +106,15 @@ impl Cache {
 
     pub async fn put(&self, key: String, value: String) -> Result<(), CacheError> {
         match self {
-            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Msg::CachePut { key, value }).await),
+            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Request::CachePut { key, value }).await),
             Cache::Redis(r) => r.put(&key, &value).await,
         }
     }
 
     pub async fn incr(&self, key: String, delta: i64) -> Result<i64, CacheError> {
         match self {
-            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheIncr { key, delta }).await? {
-                Msg::Int { value } => Ok(value),
+            Cache::Local(ipc) => match Self::ask(ipc, Request::CacheIncr { key, delta }).await? {
+                Reply::Int { value } => Ok(value),
                 other => Err(CacheError::Protocol(format!("{other:?}"))),
             },
             Cache::Redis(r) => r.incr(&key, delta).await,
@@ -124,22 +123,22 @@ impl Cache {
 
     pub async fn del(&self, key: String) -> Result<(), CacheError> {
         match self {
-            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Msg::CacheDel { key }).await),
+            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Request::CacheDel { key }).await),
             Cache::Redis(r) => r.del(&key).await,
         }
     }
 
     pub async fn clear(&self) -> Result<(), CacheError> {
         match self {
-            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Msg::CacheClear).await),
+            Cache::Local(ipc) => expect_ok(Self::ask(ipc, Request::CacheClear).await),
             Cache::Redis(r) => r.clear().await,
         }
     }
 
     pub async fn keys(&self, prefix: String) -> Result<Vec<String>, CacheError> {
         match self {
-            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheKeys { prefix }).await? {
-                Msg::Keys { keys } => Ok(keys),
+            Cache::Local(ipc) => match Self::ask(ipc, Request::CacheKeys { prefix }).await? {
+                Reply::Keys { keys } => Ok(keys),
                 other => Err(CacheError::Protocol(format!("{other:?}"))),
             },
             Cache::Redis(r) => r.keys(&prefix).await,
@@ -148,8 +147,8 @@ impl Cache {
 
     pub async fn exists(&self, key: String) -> Result<bool, CacheError> {
         match self {
-            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheExists { key }).await? {
-                Msg::Bool { value } => Ok(value),
+            Cache::Local(ipc) => match Self::ask(ipc, Request::CacheExists { key }).await? {
+                Reply::Bool { value } => Ok(value),
                 other => Err(CacheError::Protocol(format!("{other:?}"))),
             },
             Cache::Redis(r) => r.exists(&key).await,
@@ -158,8 +157,8 @@ impl Cache {
 
     pub async fn stats(&self) -> Result<CacheStats, CacheError> {
         match self {
-            Cache::Local(ipc) => match Self::ask(ipc, Msg::CacheStats).await? {
-                Msg::Stats { stats } => Ok(stats),
+            Cache::Local(ipc) => match Self::ask(ipc, Request::CacheStats).await? {
+                Reply::Stats { stats } => Ok(stats),
                 other => Err(CacheError::Protocol(format!("{other:?}"))),
             },
             Cache::Redis(r) => r.stats().await,
@@ -167,9 +166,9 @@ impl Cache {
     }
 }
 
-fn expect_ok(r: Result<Msg, CacheError>) -> Result<(), CacheError> {
+fn expect_ok(r: Result<Reply, CacheError>) -> Result<(), CacheError> {
     match r? {
-        Msg::Ok => Ok(()),
+        Reply::Ok => Ok(()),
         other => Err(CacheError::Protocol(format!("{other:?}"))),
     }
 }
@@ -205,51 +204,51 @@ impl Server {
     }
 
     /// Answers a cache message from a worker; `None` when the message is not about the cache.
-    pub fn handle(&self, msg: &Msg) -> Option<Msg> {
+    pub fn handle(&self, msg: &Request) -> Option<Reply> {
         let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
         Some(match msg {
-            Msg::CacheGet { keys } => Msg::Values {
+            Request::CacheGet { keys } => Reply::Values {
                 values: keys.iter().map(|k| s.get(k)).collect(),
             },
-            Msg::CachePut { key, value } => {
+            Request::CachePut { key, value } => {
                 s.put(key, value);
                 drop(s);
                 self.broadcast(PeerOp::Put(key.clone(), value.clone()));
-                Msg::Ok
+                Reply::Ok
             }
-            Msg::CacheIncr { key, delta } => {
+            Request::CacheIncr { key, delta } => {
                 let value = s.incr(key, *delta);
                 drop(s);
                 self.broadcast(PeerOp::Incr(key.clone(), *delta));
-                Msg::Int { value }
+                Reply::Int { value }
             }
-            Msg::CacheDel { key } => {
+            Request::CacheDel { key } => {
                 s.del(key);
                 drop(s);
                 self.broadcast(PeerOp::Del(key.clone()));
-                Msg::Ok
+                Reply::Ok
             }
-            Msg::CacheClear => {
+            Request::CacheClear => {
                 s.clear();
                 drop(s);
                 self.broadcast(PeerOp::Clear);
-                Msg::Ok
+                Reply::Ok
             }
-            Msg::CacheKeys { prefix } => Msg::Keys {
+            Request::CacheKeys { prefix } => Reply::Keys {
                 keys: s.keys(prefix),
             },
-            Msg::CacheExists { key } => Msg::Bool {
+            Request::CacheExists { key } => Reply::Bool {
                 value: s.exists(key),
             },
-            Msg::CacheStats => Msg::Stats { stats: s.stats() },
-            Msg::FaultDropBroadcast => {
+            Request::CacheStats => Reply::Stats { stats: s.stats() },
+            Request::FaultDropBroadcast => {
                 drop(s);
                 match &self.peers {
                     Some(p) if bkjs_base::faults::enabled() => {
                         p.drop_next();
-                        Msg::Ok
+                        Reply::Ok
                     }
-                    _ => Msg::Error {
+                    _ => Reply::Error {
                         message: "fault switches are disabled".into(),
                     },
                 }

@@ -15,7 +15,7 @@
 use super::near::NearCache;
 use super::pushcount::{counter_path, PushCounter};
 use super::sp;
-use super::{IpcError, Msg};
+use super::{IpcError, Push, Reply, Request};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Someone waiting for the reply to request `id`.
 struct Waiter {
-    tx: oneshot::Sender<Result<Msg, IpcError>>,
+    tx: oneshot::Sender<Result<Reply, IpcError>>,
     /// A cache read: its keys and the near cache's epoch when it was sent.
     fill: Option<(u64, Vec<String>)>,
 }
@@ -143,14 +143,11 @@ fn dispatch(st: &mut State) -> Result<(), String> {
             return Err("a frame without a request id".into());
         }
         let id = u32::from_be_bytes([msg[0], msg[1], msg[2], msg[3]]);
-        let decoded =
-            serde_json::from_slice::<Msg>(&msg[4..]).map_err(|e| IpcError::Decode(e.to_string()));
         if id & 0x8000_0000 == 0 {
-            match decoded {
-                Ok(Msg::Invalidate { keys }) => st.near.invalidate(&keys),
-                Ok(Msg::InvalidateAll) => st.near.invalidate_all(),
-                // Unknown pushes are not fatal; unknown invalidations would be: forget it all.
-                Ok(_) => {}
+            match serde_json::from_slice::<Push>(&msg[4..]) {
+                Ok(Push::Invalidate { keys }) => st.near.invalidate(&keys),
+                Ok(Push::InvalidateAll) => st.near.invalidate_all(),
+                // A push this worker cannot read may have been an invalidation: forget it all.
                 Err(e) => {
                     tracing::warn!("ipc: undecodable push from the server: {e}");
                     st.near.invalidate_all();
@@ -158,10 +155,12 @@ fn dispatch(st: &mut State) -> Result<(), String> {
             }
             continue;
         }
+        let decoded =
+            serde_json::from_slice::<Reply>(&msg[4..]).map_err(|e| IpcError::Decode(e.to_string()));
         let Some(w) = st.waiters.remove(&id) else {
             continue; // timed out already
         };
-        if let (Some((epoch, keys)), Ok(Msg::Values { values })) = (&w.fill, &decoded) {
+        if let (Some((epoch, keys)), Ok(Reply::Values { values })) = (&w.fill, &decoded) {
             st.near.fill(*epoch, keys, values);
         }
         let _ = w.tx.send(decoded);
@@ -222,7 +221,7 @@ impl Client {
     }
 
     /// Sends a message whose reply nobody waits for (heartbeats).
-    pub fn send(&self, msg: Msg) {
+    pub fn send(&self, msg: Request) {
         let me = self.clone();
         tokio::spawn(async move {
             let _ = me.request(msg).await;
@@ -230,13 +229,13 @@ impl Client {
     }
 
     /// Sends a message and waits for the server's reply, at most `-ipc-timeout`.
-    pub async fn request(&self, msg: Msg) -> Result<Msg, IpcError> {
+    pub async fn request(&self, msg: Request) -> Result<Reply, IpcError> {
         self.logged(self.round_trip(msg, None).await)
     }
 
     /// The values of `keys` in the server's cache: from the near cache when it holds them all,
     /// otherwise from the server (and then kept in the near cache).
-    pub async fn cache_get(&self, keys: Vec<String>) -> Result<Msg, IpcError> {
+    pub async fn cache_get(&self, keys: Vec<String>) -> Result<Reply, IpcError> {
         let epoch = {
             let mut st = self.inner.lock();
             if !st.near.enabled() {
@@ -244,13 +243,13 @@ impl Client {
             } else {
                 self.inner.catch_up(&mut st);
                 if let Some(values) = st.near.lookup(&keys) {
-                    return Ok(Msg::Values { values });
+                    return Ok(Reply::Values { values });
                 }
                 Some(st.near.epoch())
             }
         };
         let fill = epoch.map(|e| (e, keys.clone()));
-        self.logged(self.round_trip(Msg::CacheGet { keys }, fill).await)
+        self.logged(self.round_trip(Request::CacheGet { keys }, fill).await)
     }
 
     /// The value of one key, from the near cache when it holds it: [`Client::cache_get`]
@@ -266,14 +265,14 @@ impl Client {
             }
         }
         match self.cache_get(vec![key.to_string()]).await? {
-            Msg::Values { mut values } if values.len() == 1 => {
+            Reply::Values { mut values } if values.len() == 1 => {
                 Ok(values.pop().flatten().map(Arc::from))
             }
             other => Err(IpcError::Decode(format!("{other:?}"))),
         }
     }
 
-    fn logged(&self, result: Result<Msg, IpcError>) -> Result<Msg, IpcError> {
+    fn logged(&self, result: Result<Reply, IpcError>) -> Result<Reply, IpcError> {
         match &result {
             Err(e) if !self.inner.failing.swap(true, Ordering::Relaxed) => {
                 tracing::warn!("ipc to the server failed: {e}");
@@ -288,9 +287,9 @@ impl Client {
 
     async fn round_trip(
         &self,
-        msg: Msg,
+        msg: Request,
         fill: Option<(u64, Vec<String>)>,
-    ) -> Result<Msg, IpcError> {
+    ) -> Result<Reply, IpcError> {
         let body = serde_json::to_vec(&msg).map_err(|e| IpcError::Decode(e.to_string()))?;
         let id = (self.inner.next_id.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff) | 0x8000_0000;
         let (tx, rx) = oneshot::channel();

@@ -12,7 +12,7 @@
 
 use super::pushcount::{counter_path, PushCounter};
 use super::sp;
-use super::{IpcError, Msg};
+use super::{IpcError, Push, Reply, Request};
 use nix::sys::socket::MsgFlags;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ use tokio::io::Interest;
 use tokio::net::UnixStream;
 
 /// Answers one message.
-pub type Handler = Arc<dyn Fn(Msg) -> Msg + Send + Sync>;
+pub type Handler = Arc<dyn Fn(Request) -> Reply + Send + Sync>;
 
 /// The server's listening IPC socket; closed and its file removed when dropped.
 pub struct Hub {
@@ -125,7 +125,7 @@ impl Pushes {
 
     /// Writes `msg` into every worker's socket now (it is there when this returns); a worker
     /// that cannot take it is disconnected.
-    pub fn push(&self, msg: &Msg) {
+    pub fn push(&self, msg: &Push) {
         let mut conns = self.conns();
         if !conns.is_empty() {
             // Strings, numbers and enum tags only: JSON encoding cannot fail.
@@ -269,11 +269,11 @@ async fn serve(mut s: UnixStream, handler: Handler, pushes: Arc<Pushes>) {
             tracing::warn!("ipc hub: a request without a request id");
             break;
         };
-        let answer = match serde_json::from_slice::<Msg>(body) {
+        let answer = match serde_json::from_slice::<Request>(body) {
             Ok(m) => handler(m),
             Err(e) => {
                 tracing::warn!("ipc hub: undecodable message: {e}");
-                Msg::Error {
+                Reply::Error {
                     message: format!("undecodable message: {e}"),
                 }
             }

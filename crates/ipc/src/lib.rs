@@ -8,25 +8,29 @@
 //! sockets hand every message through several internal threads, which tripled the round trip
 //! of a cache read, and one connection multiplexed by request id keeps any number of requests in
 //! flight. The `nng` library itself is used for the peer bus between servers and, in tests, to
-//! prove wire compatibility. Callers see only [`Msg`] and [`IpcError`]; every request carries a
+//! prove wire compatibility. Callers see only the typed messages
+//! ([`Request`], [`Reply`], [`Push`]) and [`IpcError`]; every request carries a
 //! deadline (`-ipc-timeout`), so a missing reply is an error the caller handles, never a hang.
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod client;
+mod error;
 mod hub;
+mod message;
 mod near;
 mod pushcount;
 pub mod sp;
 
 pub use client::Client;
+pub use error::IpcError;
 pub use hub::{Handler, Hub, Pushes};
+pub use message::{CacheStats, Push, Reply, Request};
 pub use near::NearCache;
 pub use pushcount::PushCounter;
 
 use bkjs_base::config::{Config, Kind, Param};
-use serde::{Deserialize, Serialize};
 
 /// IPC parameters.
 pub static PARAMS: &[Param] = &[Param::new(
@@ -35,142 +39,6 @@ pub static PARAMS: &[Param] = &[Param::new(
     "500ms",
     "how long a worker waits for the server's reply before it gives up on a request",
 )];
-
-/// A message between a worker and the server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "lowercase")]
-pub enum Msg {
-    /// The worker accepts connections.
-    Ready {
-        pid: u32,
-    },
-    /// The worker is alive: requests served so far and resident memory in bytes.
-    Heartbeat {
-        pid: u32,
-        requests: u64,
-        rss: u64,
-    },
-    /// The worker asks for a rolling restart of all web workers (`/system/restart`).
-    Restart {
-        pid: u32,
-    },
-    /// Cache: values of one or more keys (`None` for a miss).
-    CacheGet {
-        keys: Vec<String>,
-    },
-    CachePut {
-        key: String,
-        value: String,
-    },
-    /// Adds `delta` (missing or non-numeric = 0); answered with `Int`.
-    CacheIncr {
-        key: String,
-        delta: i64,
-    },
-    CacheDel {
-        key: String,
-    },
-    CacheClear,
-    /// Keys starting with `prefix`; answered with `Keys`.
-    CacheKeys {
-        prefix: String,
-    },
-    /// Answered with `Bool`.
-    CacheExists {
-        key: String,
-    },
-    /// Answered with `Stats`.
-    CacheStats,
-    /// Pushed by the server (never a reply): these keys changed; drop them from near caches.
-    Invalidate {
-        keys: Vec<String>,
-    },
-    /// Pushed by the server: its whole cache was cleared (or may have changed).
-    InvalidateAll,
-    /// Test-only fault: the server skips sending its next peer broadcast (debug builds with
-    /// `BKJS_TEST_FAULTS=1` only).
-    FaultDropBroadcast,
-    /// The server's answer to a request that needs no data.
-    Ok,
-    Values {
-        values: Vec<Option<String>>,
-    },
-    Int {
-        value: i64,
-    },
-    Bool {
-        value: bool,
-    },
-    Keys {
-        keys: Vec<String>,
-    },
-    Stats {
-        stats: CacheStats,
-    },
-    /// The server could not do what was asked.
-    Error {
-        message: String,
-    },
-    /// A worker's metrics, cumulative since it started (sent every few seconds).
-    Metrics {
-        pid: u32,
-        snapshot: bkjs_base::metrics::Snapshot,
-    },
-    /// The machine-wide figures of `/system/stats` (JSON) or `/metrics` (Prometheus text);
-    /// answered with `Text`.
-    SystemStats {
-        prometheus: bool,
-    },
-    Text {
-        text: String,
-    },
-}
-
-/// Counters of a cache, local or remote.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CacheStats {
-    pub inserted: u64,
-    pub deleted: u64,
-    pub evicted: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub max: u64,
-    pub count: u64,
-    /// Sum of the lengths of keys and values held.
-    pub bytes: u64,
-    /// Whole-cache clears after a lost broadcast (sequence gap) was detected.
-    #[serde(default)]
-    pub resyncs: u64,
-    /// Whole-cache clears because a peer connection was lost, came back or was silent too long.
-    #[serde(default)]
-    pub reconnects: u64,
-    /// Broadcasts dropped as duplicates (already applied via another path).
-    #[serde(default)]
-    pub duplicates: u64,
-    /// Broadcasts applied from peers.
-    #[serde(default)]
-    pub applied: u64,
-    /// Peer bus connections up now (two per peer once both sides have dialled).
-    #[serde(default)]
-    pub peers: u64,
-}
-
-/// Why an IPC request failed, and whether trying again can help.
-#[derive(Debug, thiserror::Error)]
-pub enum IpcError {
-    /// No reply within `-ipc-timeout`: the server is busy or restarting; a retry may succeed.
-    #[error("no reply from the server within {0:?} (it may be busy or restarting)")]
-    Timeout(std::time::Duration),
-    /// The transport failed; the socket reconnects by itself, so a later retry may succeed.
-    #[error("IPC transport error: {0}")]
-    Transport(String),
-    /// A message that does not decode: a bug or a version mismatch; retrying will not help.
-    #[error("undecodable IPC message: {0}")]
-    Decode(String),
-    /// The client was shut down.
-    #[error("IPC client is closed")]
-    Closed,
-}
 
 /// The URL of the server's hub socket for this home.
 pub fn hub_url(cfg: &Config) -> String {
@@ -202,19 +70,19 @@ mod tests {
         let server = std::thread::spawn(move || {
             for _ in 0..3 {
                 let m = rep.recv().expect("recv");
-                let got: Msg = serde_json::from_slice(&m).expect("decode");
-                assert_eq!(got, Msg::CacheExists { key: "k".into() });
-                let reply = serde_json::to_vec(&Msg::Bool { value: true }).expect("encode");
+                let got: Request = serde_json::from_slice(&m).expect("decode");
+                assert_eq!(got, Request::CacheExists { key: "k".into() });
+                let reply = serde_json::to_vec(&Reply::Bool { value: true }).expect("encode");
                 rep.send(&reply[..]).expect("send");
             }
         });
         let c = Client::connect(&url, std::time::Duration::from_secs(5)).expect("client");
         for _ in 0..3 {
             let r = c
-                .request(Msg::CacheExists { key: "k".into() })
+                .request(Request::CacheExists { key: "k".into() })
                 .await
                 .expect("reply");
-            assert_eq!(r, Msg::Bool { value: true });
+            assert_eq!(r, Reply::Bool { value: true });
         }
         server.join().expect("server thread");
         let _ = std::fs::remove_file(path);
@@ -225,9 +93,9 @@ mod tests {
         let (path, url) = sock("hub");
         let hub = Hub::start(
             path.clone(),
-            std::sync::Arc::new(|m: Msg| match m {
-                Msg::CacheIncr { delta, .. } => Msg::Int { value: delta * 2 },
-                _ => Msg::Ok,
+            std::sync::Arc::new(|m: Request| match m {
+                Request::CacheIncr { delta, .. } => Reply::Int { value: delta * 2 },
+                _ => Reply::Ok,
             }),
             Pushes::new(),
         )
@@ -235,7 +103,7 @@ mod tests {
         let req = nng::Socket::new(nng::Protocol::Req0).expect("req");
         req.dial(&url).expect("dial");
         for d in 1..4 {
-            let msg = serde_json::to_vec(&Msg::CacheIncr {
+            let msg = serde_json::to_vec(&Request::CacheIncr {
                 key: "n".into(),
                 delta: d,
             })
@@ -243,8 +111,8 @@ mod tests {
             req.send(&msg[..]).expect("send");
             let reply = req.recv().expect("recv");
             assert_eq!(
-                serde_json::from_slice::<Msg>(&reply).expect("decode"),
-                Msg::Int { value: d * 2 }
+                serde_json::from_slice::<Reply>(&reply).expect("decode"),
+                Reply::Int { value: d * 2 }
             );
         }
         let counter = hub.counter_path();
@@ -262,9 +130,9 @@ mod tests {
         let (path, url) = sock("many");
         let hub = Hub::start(
             path,
-            std::sync::Arc::new(|m: Msg| match m {
-                Msg::CacheIncr { delta, .. } => Msg::Int { value: delta },
-                _ => Msg::Ok,
+            std::sync::Arc::new(|m: Request| match m {
+                Request::CacheIncr { delta, .. } => Reply::Int { value: delta },
+                _ => Reply::Ok,
             }),
             Pushes::new(),
         )
@@ -274,7 +142,7 @@ mod tests {
             .map(|i| {
                 let c = c.clone();
                 tokio::spawn(async move {
-                    c.request(Msg::CacheIncr {
+                    c.request(Request::CacheIncr {
                         key: "n".into(),
                         delta: i,
                     })
@@ -285,7 +153,7 @@ mod tests {
         for (i, t) in tasks.into_iter().enumerate() {
             assert_eq!(
                 t.await.expect("task").expect("reply"),
-                Msg::Int { value: i as i64 }
+                Reply::Int { value: i as i64 }
             );
         }
         // Nothing listens here: the request fails within the timeout instead of hanging.
@@ -294,7 +162,7 @@ mod tests {
             Client::connect(&nowhere, std::time::Duration::from_millis(200)).expect("client");
         let start = std::time::Instant::now();
         assert!(matches!(
-            lost.request(Msg::CacheStats).await,
+            lost.request(Request::CacheStats).await,
             Err(IpcError::Timeout(_))
         ));
         assert!(start.elapsed() < std::time::Duration::from_secs(2));
@@ -314,38 +182,38 @@ mod tests {
         let r = reads.clone();
         let hub = Hub::start(
             path,
-            std::sync::Arc::new(move |m: Msg| {
+            std::sync::Arc::new(move |m: Request| {
                 let mut s = store.lock().expect("store");
                 let changed = |key: &str| {
-                    p.push(&Msg::Invalidate {
+                    p.push(&Push::Invalidate {
                         keys: vec![key.to_string()],
                     })
                 };
                 match m {
-                    Msg::CacheGet { keys } => {
+                    Request::CacheGet { keys } => {
                         r.fetch_add(1, Ordering::SeqCst);
-                        Msg::Values {
+                        Reply::Values {
                             values: keys.iter().map(|k| s.get(k).cloned()).collect(),
                         }
                     }
-                    Msg::CachePut { key, value } => {
+                    Request::CachePut { key, value } => {
                         s.insert(key.clone(), value);
                         changed(&key);
-                        Msg::Ok
+                        Reply::Ok
                     }
-                    Msg::CacheIncr { key, delta } => {
+                    Request::CacheIncr { key, delta } => {
                         let n =
                             s.get(&key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) + delta;
                         s.insert(key.clone(), n.to_string());
                         changed(&key);
-                        Msg::Int { value: n }
+                        Reply::Int { value: n }
                     }
-                    Msg::CacheClear => {
+                    Request::CacheClear => {
                         s.clear();
-                        p.push(&Msg::InvalidateAll);
-                        Msg::Ok
+                        p.push(&Push::InvalidateAll);
+                        Reply::Ok
                     }
-                    _ => Msg::Ok,
+                    _ => Reply::Ok,
                 }
             }),
             pushes,
@@ -356,7 +224,7 @@ mod tests {
 
     async fn get(c: &Client, k: &str) -> Option<String> {
         match c.cache_get(vec![k.to_string()]).await.expect("get") {
-            Msg::Values { mut values } => values.pop().flatten(),
+            Reply::Values { mut values } => values.pop().flatten(),
             other => panic!("{other:?}"),
         }
     }
@@ -384,15 +252,15 @@ mod tests {
         fn get(&self, k: &str) -> Option<String> {
             self.rt.block_on(get(&self.c, k))
         }
-        fn ask(&self, m: Msg) -> Msg {
+        fn ask(&self, m: Request) -> Reply {
             self.rt.block_on(self.c.request(m)).expect("request")
         }
         fn put(&self, k: &str, v: &str) {
-            let put = Msg::CachePut {
+            let put = Request::CachePut {
                 key: k.into(),
                 value: v.into(),
             };
-            assert_eq!(self.ask(put), Msg::Ok);
+            assert_eq!(self.ask(put), Reply::Ok);
         }
     }
 
@@ -427,13 +295,13 @@ mod tests {
         // A write through another worker is seen by the very next read, every time.
         alternate(&a, &b, 300);
         // incr and clear invalidate too; misses are not kept.
-        let n = b.ask(Msg::CacheIncr {
+        let n = b.ask(Request::CacheIncr {
             key: "k".into(),
             delta: 1,
         });
-        assert_eq!(n, Msg::Int { value: 300 });
+        assert_eq!(n, Reply::Int { value: 300 });
         assert_eq!(a.get("k").as_deref(), Some("300"));
-        b.ask(Msg::CacheClear);
+        b.ask(Request::CacheClear);
         assert_eq!(a.get("k"), None);
         b.put("k", "new");
         assert_eq!(a.get("k").as_deref(), Some("new"));
@@ -463,13 +331,13 @@ mod tests {
         let t = std::time::Duration::from_millis(300);
         let a = Client::connect_near(&url, t, 1 << 20).expect("a");
         assert_eq!(
-            a.request(Msg::CachePut {
+            a.request(Request::CachePut {
                 key: "k".into(),
                 value: "1".into()
             })
             .await
             .expect("put"),
-            Msg::Ok
+            Reply::Ok
         );
         assert_eq!(get(&a, "k").await.as_deref(), Some("1"));
         drop(hub);
@@ -479,7 +347,7 @@ mod tests {
         let mut seen = None;
         for _ in 0..50 {
             match a.cache_get(vec!["k".into()]).await {
-                Ok(Msg::Values { values }) => {
+                Ok(Reply::Values { values }) => {
                     seen = Some(values);
                     break;
                 }
@@ -492,7 +360,7 @@ mod tests {
 
     #[test]
     fn messages_round_trip_as_json() {
-        let m = Msg::Heartbeat {
+        let m = Request::Heartbeat {
             pid: 7,
             requests: 3,
             rss: 1024,
@@ -502,6 +370,6 @@ mod tests {
             text,
             r#"{"op":"heartbeat","pid":7,"requests":3,"rss":1024}"#
         );
-        assert_eq!(serde_json::from_str::<Msg>(&text).expect("decode"), m);
+        assert_eq!(serde_json::from_str::<Request>(&text).expect("decode"), m);
     }
 }

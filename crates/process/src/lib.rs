@@ -168,7 +168,7 @@ pub const SIGNALS: &[i32] = &[
 #[derive(Debug)]
 pub enum Event {
     Signal(i32),
-    Ipc(bkjs_ipc::Msg),
+    Ipc(bkjs_ipc::Request),
 }
 
 /// The event queue of a supervisor: signals arrive through a signal-hook thread, IPC messages from

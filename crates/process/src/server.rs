@@ -10,7 +10,7 @@ use super::{
 use crate::proxy::Proxy;
 use bkjs_base::config::Config;
 use bkjs_base::sys::Boot;
-use bkjs_ipc::{Hub, Msg};
+use bkjs_ipc::{Hub, Push, Reply, Request};
 use nix::sys::signal::Signal;
 use rand::Rng;
 use std::collections::{BTreeMap, VecDeque};
@@ -94,10 +94,10 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
     let on_change: bkjs_cache::ChangeListener = {
         let pushes = pushes.clone();
         Box::new(move |c| match c {
-            bkjs_cache::Change::Key(k) => pushes.push(&Msg::Invalidate {
+            bkjs_cache::Change::Key(k) => pushes.push(&Push::Invalidate {
                 keys: vec![k.to_string()],
             }),
-            bkjs_cache::Change::All => pushes.push(&Msg::InvalidateAll),
+            bkjs_cache::Change::All => pushes.push(&Push::InvalidateAll),
         })
     };
     let cache = match bkjs_cache::Server::start(&cfg, Some(on_change)) {
@@ -119,7 +119,7 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
     let tx = std::sync::Mutex::new(events.tx.clone());
     let stats = std::sync::Arc::new(super::stats::Stats::new());
     let hub_stats = stats.clone();
-    let handler: bkjs_ipc::Handler = std::sync::Arc::new(move |msg: Msg| {
+    let handler: bkjs_ipc::Handler = std::sync::Arc::new(move |msg: Request| {
         if let Some(reply) = hub_stats.handle(&msg, &cache) {
             return reply;
         }
@@ -128,8 +128,8 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
         }
         let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
         match tx.send(Event::Ipc(msg)) {
-            Ok(()) => Msg::Ok,
-            Err(_) => Msg::Error {
+            Ok(()) => Reply::Ok,
+            Err(_) => Reply::Error {
                 message: "the server is stopping".into(),
             },
         }
@@ -366,9 +366,9 @@ impl Server<'_> {
         }
     }
 
-    fn ipc(&mut self, msg: Msg) {
+    fn ipc(&mut self, msg: Request) {
         match msg {
-            Msg::Ready { pid } => {
+            Request::Ready { pid } => {
                 if let Some(w) = self.workers.get_mut(&pid) {
                     w.last_seen = Instant::now();
                     if w.state == State::Starting {
@@ -384,7 +384,7 @@ impl Server<'_> {
                 }
                 self.notify_ready();
             }
-            Msg::Heartbeat { pid, requests, rss } => {
+            Request::Heartbeat { pid, requests, rss } => {
                 let max_rss = self.cfg.int("server-max-rss") as u64 * 1024 * 1024;
                 let mut recycle = None;
                 if let Some(w) = self.workers.get_mut(&pid) {
@@ -415,7 +415,7 @@ impl Server<'_> {
                         .push_back(pid);
                 }
             }
-            Msg::Restart { pid } => {
+            Request::Restart { pid } => {
                 tracing::info!("rolling restart requested by web pid {pid}");
                 self.roll_all();
             }

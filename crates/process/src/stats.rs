@@ -5,7 +5,7 @@
 
 use bkjs_base::metrics::{Aggregate, Registry};
 use bkjs_cache::Server as CacheServer;
-use bkjs_ipc::Msg;
+use bkjs_ipc::{Reply, Request};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -107,13 +107,13 @@ impl Stats {
     }
 
     /// Answers `Metrics` and `SystemStats`; `None` for other messages.
-    pub fn handle(&self, msg: &Msg, cache: &CacheServer) -> Option<Msg> {
+    pub fn handle(&self, msg: &Request, cache: &CacheServer) -> Option<Reply> {
         match msg {
-            Msg::Metrics { pid, snapshot } => {
+            Request::Metrics { pid, snapshot } => {
                 self.lock().update(*pid, snapshot.clone());
-                Some(Msg::Ok)
+                Some(Reply::Ok)
             }
-            Msg::SystemStats { prometheus } => Some(Msg::Text {
+            Request::SystemStats { prometheus } => Some(Reply::Text {
                 text: self.render(*prometheus, cache),
             }),
             _ => None,
@@ -139,8 +139,8 @@ impl Stats {
         let procs: Vec<u32> = std::iter::once(me).chain(pids.iter().copied()).collect();
         let rss: u64 = procs.iter().copied().filter_map(super::rss_bytes).sum();
         let util = self.util(&procs);
-        let cache_stats = match cache.handle(&Msg::CacheStats) {
-            Some(Msg::Stats { stats }) => serde_json::to_value(stats).unwrap_or(Value::Null),
+        let cache_stats = match cache.handle(&Request::CacheStats) {
+            Some(Reply::Stats { stats }) => serde_json::to_value(stats).unwrap_or(Value::Null),
             _ => Value::Null,
         };
         let loadavg: Vec<f64> = std::fs::read_to_string("/proc/loadavg")

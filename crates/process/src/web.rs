@@ -6,7 +6,7 @@ use super::{drop_privileges, rss_bytes, EXIT_BOOT};
 use bkjs_api::{self as api, Api};
 use bkjs_base::config::Config;
 use bkjs_base::sys::Boot;
-use bkjs_ipc::{Client, Msg};
+use bkjs_ipc::{Client, Request};
 use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -167,7 +167,7 @@ async fn serve(
             if api::router_hang() {
                 continue;
             }
-            hb_ipc.send(Msg::Heartbeat {
+            hb_ipc.send(Request::Heartbeat {
                 pid,
                 requests: hb_api.requests.load(Ordering::Relaxed),
                 rss: rss_bytes(pid).unwrap_or(0),
@@ -195,7 +195,7 @@ async fn serve(
         let mut tick = tokio::time::interval(bkjs_base::metrics::TICK);
         loop {
             tick.tick().await;
-            metrics_ipc.send(Msg::Metrics {
+            metrics_ipc.send(Request::Metrics {
                 pid,
                 snapshot: bkjs_base::metrics::Registry::global().snapshot(),
             });
@@ -207,7 +207,7 @@ async fn serve(
     {
         tracing::debug!("metrics facade: {e}");
     }
-    ipc.send(Msg::Ready { pid });
+    ipc.send(Request::Ready { pid });
     api::serve(std_listener, api, drain_rx, drain_timeout).await;
     0
 }

@@ -4,7 +4,6 @@
 use crate::params::Params;
 use crate::router::{error, ok, Api, Reply};
 use bkjs_cache::Cache;
-use bkjs_ipc::Msg;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
@@ -24,12 +23,12 @@ async fn restart(api: &Api) -> Reply {
         return error(StatusCode::SERVICE_UNAVAILABLE, "no server to restart");
     };
     match ipc
-        .request(Msg::Restart {
+        .request(bkjs_ipc::Request::Restart {
             pid: std::process::id(),
         })
         .await
     {
-        Ok(Msg::Ok) => ok(json!({})),
+        Ok(bkjs_ipc::Reply::Ok) => ok(json!({})),
         Ok(other) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("unexpected reply {other:?}"),
@@ -168,13 +167,16 @@ pub async fn machine_stats(api: &Api, prometheus: bool) -> Result<Reply, crate::
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no server"))?;
     // This worker's latest figures first, so the reply includes the requests just made.
     let _ = ipc
-        .request(Msg::Metrics {
+        .request(bkjs_ipc::Request::Metrics {
             pid: std::process::id(),
             snapshot: bkjs_base::metrics::Registry::global().snapshot(),
         })
         .await;
-    match ipc.request(Msg::SystemStats { prometheus }).await {
-        Ok(Msg::Text { text }) => {
+    match ipc
+        .request(bkjs_ipc::Request::SystemStats { prometheus })
+        .await
+    {
+        Ok(bkjs_ipc::Reply::Text { text }) => {
             let ct = if prometheus {
                 "text/plain; version=0.0.4"
             } else {

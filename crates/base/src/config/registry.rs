@@ -194,6 +194,12 @@ pub static CORE: &[Param] = &[
     ),
     Param::new("umask", Kind::String, "0002", "file creation mask (octal)"),
     Param::new(
+        "redis-host",
+        Kind::String,
+        "127.0.0.1:6379",
+        "Redis server (host:port or redis:// URL) that the Redis cache and pub/sub backends use",
+    ),
+    Param::new(
         "no-web",
         Kind::Bool,
         "false",
