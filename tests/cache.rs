@@ -259,19 +259,7 @@ fn workers_and_server_reconnect_after_restarts() {
 }
 
 fn redis_up() -> bool {
-    if std::net::TcpStream::connect_timeout(
-        &"127.0.0.1:6379".parse().expect("addr"),
-        Duration::from_secs(1),
-    )
-    .is_ok()
-    {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("Redis is not running on 127.0.0.1:6379 (required under CI=true)");
-    }
-    eprintln!("skipped: Redis is not running on 127.0.0.1:6379");
-    false
+    crate::harness::service_up(6379, "Redis")
 }
 
 #[test]

@@ -402,19 +402,8 @@ pub fn reads_eof(stream: &mut std::net::TcpStream, limit: Duration) -> bool {
     }
 }
 
-/// Whether the service `what` listens on 127.0.0.1:`port`. Under `CI=true` a missing service
-/// fails the test; elsewhere the caller skips (a message says so).
-pub fn service_up(port: u16, what: &str) -> bool {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is not running on 127.0.0.1:{port} (required under CI=true)");
-    }
-    eprintln!("skipped: {what} is not running on 127.0.0.1:{port}");
-    false
-}
+/// Whether a service the test needs listens on 127.0.0.1 (see `bkjs::testing`).
+pub use bkjs::testing::service_up;
 
 /// A name no other test (of this run or a parallel one) uses: prefix, process id and a counter.
 pub fn unique(prefix: &str) -> String {

@@ -330,12 +330,7 @@ fn bad_server_job_stops_the_start_and_bksh_runs_jobs() {
 
 #[test]
 fn a_bk_jobs_job_for_host_b_runs_on_node_b_only() {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
-    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("PostgreSQL is not running on 127.0.0.1:5432 (required under CI=true)");
-        }
-        eprintln!("skipped: PostgreSQL is not running on 127.0.0.1:5432");
+    if !crate::harness::service_up(5432, "PostgreSQL") {
         return;
     }
     let schema = format!("bkjs_jobs_{}_{}", std::process::id(), free_port());

@@ -347,7 +347,7 @@ fn socket_activation_uses_the_passed_socket() {
 #[test]
 fn web_workers_drop_privileges_after_bind() {
     if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: dropping privileges needs root");
+        bkjs::testing::required("dropping privileges needs root");
         return;
     }
     // Workers running as nobody must be able to reach the home to connect to the server's socket.

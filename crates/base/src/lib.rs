@@ -8,7 +8,7 @@
 //! - [`sys`]: how a process was started ([`sys::Boot`]), spawning, signalling and reaping children,
 //!   dropping privileges.
 //! - [`time`]: the platform's clock (milliseconds since the epoch).
-//! - [`faults`]: test-only fault switches.
+//! - [`faults`]: test-only fault switches; [`testing`]: service checks and recorded skips for tests.
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -18,4 +18,5 @@ pub mod faults;
 pub mod log;
 pub mod metrics;
 pub mod sys;
+pub mod testing;
 pub mod time;

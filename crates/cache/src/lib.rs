@@ -5,16 +5,19 @@
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod error;
 mod peers;
 mod redis;
 mod store;
 
+pub use error::CacheError;
 pub use peers::{PeerOp, Peers};
 pub use store::{CacheStats, Change, ChangeListener, LruStore};
 
 use bkjs_base::config::{Config, Kind, Param};
 use bkjs_ipc::{self as ipc, Reply, Request};
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 
 /// Cache parameters.
 pub static PARAMS: &[Param] = &[
@@ -27,17 +30,6 @@ pub static PARAMS: &[Param] = &[
     Param::new("cache-near-size", Kind::Size, "4MB", "bytes of values each web worker keeps of what it read from the server's LRU, kept coherent by invalidations the server pushes; 0 = every read crosses IPC"),
     Param::new("cache-prefix", Kind::String, "", "prefix of every key stored in Redis"),
 ];
-
-/// Why a cache write failed, and whether a retry helps.
-#[derive(Debug, thiserror::Error)]
-pub enum CacheError {
-    /// The server or Redis did not answer in time or the connection failed; a retry may help.
-    #[error("cache unavailable: {0}")]
-    Unavailable(String),
-    /// An answer that makes no sense for the request: a bug; retrying will not help.
-    #[error("unexpected cache reply: {0}")]
-    Protocol(String),
-}
 
 /// The cache as a web worker sees it.
 #[derive(Clone)]
@@ -205,7 +197,7 @@ impl Server {
 
     /// Answers a cache message from a worker; `None` when the message is not about the cache.
     pub fn handle(&self, msg: &Request) -> Option<Reply> {
-        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.store.lock();
         Some(match msg {
             Request::CacheGet { keys } => Reply::Values {
                 values: keys.iter().map(|k| s.get(k)).collect(),

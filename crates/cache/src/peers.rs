@@ -9,14 +9,16 @@
 //! was silent for three heartbeats. A lost broadcast therefore leaves a stale value for at most
 //! one heartbeat interval (plus delivery time) while the links work.
 
-use super::{CacheError, LruStore};
+use crate::error::CacheError;
+use crate::store::LruStore;
 use bkjs_base::config::Config;
 use nng::options::{Options, ReconnectMaxTime, ReconnectMinTime};
 use nng::{PipeEvent, Protocol, Socket};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A write to spread to the peers.
@@ -65,7 +67,7 @@ impl Shared {
     /// A peer connection came up or went down: counted in `peers`, and the cache cleared, since
     /// what was missed meanwhile is unknown.
     fn pipe(&self, up: bool) {
-        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.store.lock();
         let st = s.stats_mut();
         st.peers = if up {
             st.peers + 1
@@ -85,7 +87,7 @@ impl Shared {
 
     /// Clears the whole cache because something may have been missed, counting why.
     fn clear(&self, why: &str, gap: bool) {
-        let mut s = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.store.lock();
         s.clear();
         let st = s.stats_mut();
         if gap {
@@ -199,7 +201,7 @@ impl Peers {
 
     /// Sends one write to every peer.
     pub fn broadcast(&self, op: PeerOp) {
-        let _order = self.sending.lock().unwrap_or_else(|e| e.into_inner());
+        let _order = self.sending.lock();
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let (t, k, v, d) = match op {
             PeerOp::Put(k, v) => ("put", k, v, 0),
@@ -283,7 +285,7 @@ fn receive(socket: Socket, shared: Arc<Shared>, me: u64) {
 }
 
 fn apply(shared: &Shared, f: Frame) {
-    let mut origins = shared.origins.lock().unwrap_or_else(|e| e.into_inner());
+    let mut origins = shared.origins.lock();
     let now = Instant::now();
     let o = origins.entry(f.o).or_insert(Origin {
         last: 0,
@@ -320,12 +322,7 @@ fn apply(shared: &Shared, f: Frame) {
     }
     if f.s < expected {
         drop(origins);
-        shared
-            .store
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stats_mut()
-            .duplicates += 1;
+        shared.store.lock().stats_mut().duplicates += 1;
         return;
     }
     let gap = f.s > expected;
@@ -344,7 +341,7 @@ fn apply(shared: &Shared, f: Frame) {
 }
 
 fn apply_op(shared: &Shared, f: &Frame) {
-    let mut s = shared.store.lock().unwrap_or_else(|e| e.into_inner());
+    let mut s = shared.store.lock();
     match f.t.as_str() {
         "put" => s.put(&f.k, &f.v),
         "incr" => {
@@ -375,7 +372,7 @@ fn heartbeat(
         std::thread::sleep(every);
         {
             // Under the send lock: a heartbeat never overtakes the broadcast it counts.
-            let _order = sending.lock().unwrap_or_else(|e| e.into_inner());
+            let _order = sending.lock();
             let s = seq.load(Ordering::SeqCst);
             send(
                 &socket,
@@ -392,7 +389,7 @@ fn heartbeat(
         // Peers silent for three heartbeats may be writing where we cannot hear them.
         let mut silent = Vec::new();
         {
-            let mut origins = shared.origins.lock().unwrap_or_else(|e| e.into_inner());
+            let mut origins = shared.origins.lock();
             origins.retain(|_, o| o.heard.elapsed() < every * 60);
             for (id, o) in origins.iter_mut() {
                 if !o.silent && o.heard.elapsed() > every * 3 {
@@ -434,7 +431,7 @@ mod tests {
     }
 
     fn get(sh: &Shared, k: &str) -> Option<String> {
-        sh.store.lock().expect("lock").get(k)
+        sh.store.lock().get(k)
     }
 
     #[test]
@@ -443,7 +440,7 @@ mod tests {
         apply(&sh, frame(7, 1, "put", "a", "1"));
         apply(&sh, frame(7, 2, "put", "b", "2"));
         // The same broadcast again, e.g. through a relay: dropped, not re-applied.
-        sh.store.lock().expect("lock").put("a", "local");
+        sh.store.lock().put("a", "local");
         apply(&sh, frame(7, 1, "put", "a", "1"));
         assert_eq!(get(&sh, "a").as_deref(), Some("local"));
         let mut f = frame(7, 3, "incr", "n", "");
@@ -452,7 +449,7 @@ mod tests {
         assert_eq!(get(&sh, "n").as_deref(), Some("5"));
         apply(&sh, frame(7, 4, "del", "b", ""));
         assert_eq!(get(&sh, "b"), None);
-        let st = sh.store.lock().expect("lock").stats();
+        let st = sh.store.lock().stats();
         assert_eq!((st.duplicates, st.applied, st.resyncs), (1, 4, 0));
     }
 
@@ -460,7 +457,7 @@ mod tests {
     fn a_gap_clears_everything_and_is_counted() {
         let sh = shared();
         apply(&sh, frame(9, 1, "put", "a", "1"));
-        sh.store.lock().expect("lock").put("mine", "x");
+        sh.store.lock().put("mine", "x");
         // 2 was lost: whatever it changed may be stale here, so nothing is kept.
         apply(&sh, frame(9, 3, "put", "c", "3"));
         assert_eq!(get(&sh, "a"), None);
@@ -470,7 +467,7 @@ mod tests {
             Some("3"),
             "the frame that revealed the gap applies"
         );
-        assert_eq!(sh.store.lock().expect("lock").stats().resyncs, 1);
+        assert_eq!(sh.store.lock().stats().resyncs, 1);
     }
 
     #[test]
@@ -485,7 +482,7 @@ mod tests {
         );
         apply(&sh, frame(5, 2, "hb", "", ""));
         assert_eq!(get(&sh, "a"), None, "broadcast 2 never arrived");
-        assert_eq!(sh.store.lock().expect("lock").stats().resyncs, 1);
+        assert_eq!(sh.store.lock().stats().resyncs, 1);
         // Origins are independent.
         apply(&sh, frame(6, 1, "put", "b", "1"));
         assert_eq!(get(&sh, "b").as_deref(), Some("1"));

@@ -2,8 +2,9 @@
 //! One multiplexed, self-reconnecting connection per worker; every call is bounded by
 //! `-ipc-timeout` like the local cache.
 
-use super::{CacheError, CacheStats};
+use crate::error::CacheError;
 use bkjs_base::config::Config;
+use bkjs_ipc::CacheStats;
 use redis::aio::ConnectionManager;
 use std::time::Duration;
 use tokio::sync::OnceCell;

@@ -179,11 +179,11 @@ mod tests {
 
     #[test]
     fn every_write_is_reported_but_no_eviction() {
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::<String>::new()));
         let mut s = LruStore::new(1);
         let log = seen.clone();
         s.on_change(Box::new(move |c| {
-            log.lock().expect("log").push(match c {
+            log.lock().push(match c {
                 Change::Key(k) => k.to_string(),
                 Change::All => "*".to_string(),
             })
@@ -194,6 +194,6 @@ mod tests {
         s.del("gone");
         s.get("b");
         s.clear();
-        assert_eq!(*seen.lock().expect("log"), ["a", "b", "b", "gone", "*"]);
+        assert_eq!(*seen.lock(), ["a", "b", "b", "gone", "*"]);
     }
 }

@@ -16,11 +16,12 @@ use super::near::NearCache;
 use super::pushcount::{counter_path, PushCounter};
 use super::sp;
 use super::{IpcError, Push, Reply, Request};
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::unix::OwnedReadHalf;
@@ -70,7 +71,7 @@ enum Drained {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// Reads whatever the socket holds right now and applies it: replies to their waiters,

@@ -14,10 +14,11 @@ use super::pushcount::{counter_path, PushCounter};
 use super::sp;
 use super::{IpcError, Push, Reply, Request};
 use nix::sys::socket::MsgFlags;
+use parking_lot::Mutex;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
@@ -49,8 +50,8 @@ struct Out {
 }
 
 impl Conn {
-    fn out(&self) -> std::sync::MutexGuard<'_, Out> {
-        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    fn out(&self) -> parking_lot::MutexGuard<'_, Out> {
+        self.out.lock()
     }
 
     /// Writes as much of `out.buf` as the socket takes now; true when all of it went.
@@ -119,8 +120,8 @@ impl Pushes {
         Arc::new(Pushes::default())
     }
 
-    fn conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    fn conns(&self) -> parking_lot::MutexGuard<'_, Vec<Arc<Conn>>> {
+        self.conns.lock()
     }
 
     /// Writes `msg` into every worker's socket now (it is there when this returns); a worker

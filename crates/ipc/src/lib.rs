@@ -177,13 +177,13 @@ mod tests {
         let (path, url) = sock(name);
         let pushes = Pushes::new();
         let p = pushes.clone();
-        let store = std::sync::Mutex::new(HashMap::<String, String>::new());
+        let store = parking_lot::Mutex::new(HashMap::<String, String>::new());
         let reads = std::sync::Arc::new(AtomicU64::new(0));
         let r = reads.clone();
         let hub = Hub::start(
             path,
             std::sync::Arc::new(move |m: Request| {
-                let mut s = store.lock().expect("store");
+                let mut s = store.lock();
                 let changed = |key: &str| {
                     p.push(&Push::Invalidate {
                         keys: vec![key.to_string()],

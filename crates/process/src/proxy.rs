@@ -10,8 +10,9 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -32,7 +33,7 @@ pub struct Backends {
 impl Backends {
     /// A worker became ready on `port`.
     pub fn add(&self, pid: u32, port: u16) {
-        let mut l = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = self.list.lock();
         l.retain(|b| b.pid != pid);
         l.push(Backend {
             pid,
@@ -43,14 +44,11 @@ impl Backends {
 
     /// A worker is draining or gone: no new requests for it.
     pub fn remove(&self, pid: u32) {
-        self.list
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|b| b.pid != pid);
+        self.list.lock().retain(|b| b.pid != pid);
     }
 
     fn pick(&self) -> Option<(u16, Arc<AtomicUsize>)> {
-        let l = self.list.lock().unwrap_or_else(|e| e.into_inner());
+        let l = self.list.lock();
         l.iter()
             .min_by_key(|b| b.outstanding.load(Ordering::Relaxed))
             .map(|b| (b.port, b.outstanding.clone()))

@@ -116,7 +116,7 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
         }
     };
     // Cache requests are answered on the hub's threads; control messages go to the loop below.
-    let tx = std::sync::Mutex::new(events.tx.clone());
+    let tx = parking_lot::Mutex::new(events.tx.clone());
     let stats = std::sync::Arc::new(super::stats::Stats::new());
     let hub_stats = stats.clone();
     let handler: bkjs_ipc::Handler = std::sync::Arc::new(move |msg: Request| {
@@ -126,7 +126,7 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
         if let Some(reply) = cache.handle(&msg) {
             return reply;
         }
-        let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = tx.lock();
         match tx.send(Event::Ipc(msg)) {
             Ok(()) => Reply::Ok,
             Err(_) => Reply::Error {

@@ -6,9 +6,9 @@
 use bkjs_base::metrics::{Aggregate, Registry};
 use bkjs_cache::Server as CacheServer;
 use bkjs_ipc::{Reply, Request};
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// What the server knows of its workers' metrics.
@@ -79,7 +79,7 @@ impl Stats {
         let hz = clock_ticks();
         let now = Instant::now();
         let uptime = uptime_secs();
-        let mut prev = self.cpu.lock().unwrap_or_else(|e| e.into_inner());
+        let mut prev = self.cpu.lock();
         let mut seen = HashMap::with_capacity(pids.len());
         let mut busy = 0.0;
         for &pid in pids {
@@ -120,8 +120,8 @@ impl Stats {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Aggregate> {
-        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Aggregate> {
+        self.workers.lock()
     }
 
     /// A worker exited: its rates go, its counts stay in the totals.

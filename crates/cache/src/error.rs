@@ -1,0 +1,12 @@
+//! Why a cache operation failed, and whether a retry helps.
+
+/// Why a cache write failed, and whether a retry helps.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The server or Redis did not answer in time or the connection failed; a retry may help.
+    #[error("cache unavailable: {0}")]
+    Unavailable(String),
+    /// An answer that makes no sense for the request: a bug; retrying will not help.
+    #[error("unexpected cache reply: {0}")]
+    Protocol(String),
+}
