@@ -9,11 +9,11 @@ use super::sql::{self, Conflict, Dialect, Sql};
 use super::{
     key_params, prepare_write, BlockingDriver, DbError, Options, Param, Res, Row, WriteMode,
 };
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const D: Dialect = Dialect::Sqlite;
@@ -168,8 +168,7 @@ impl SqliteDriver {
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
-        // The state stays consistent even if a holder panicked: every update is one statement.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// With `false`, every call goes to the blocking pool, even a key lookup that would take
@@ -259,11 +258,7 @@ impl SqliteDriver {
                 return Err(DbError::Busy("no free sqlite connection".into()));
             }
             st.waiting += 1;
-            st = self
-                .freed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            self.freed.wait_for(&mut st, deadline - now);
             st.waiting -= 1;
         }
     }
@@ -377,7 +372,6 @@ impl BlockingDriver for SqliteDriver {
         let cached = self
             .get_sql
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .get(table.name())
             .filter(|(n, _)| n.iter().eq(cols.iter().map(|c| &c.name)))
             .map(|(_, t)| t.clone());
@@ -390,7 +384,6 @@ impl BlockingDriver for SqliteDriver {
                 let names = cols.iter().map(|c| c.name.clone()).collect();
                 self.get_sql
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
                     .insert(table.name().to_string(), (names, built.clone()));
                 built
             }

@@ -5,8 +5,9 @@
 
 use super::conformance::{items_table, row};
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A temporary directory removed on drop (the library has no tempfile dependency).
 struct Tmp(PathBuf);
