@@ -6,9 +6,13 @@
 //! counts, index DDL without `IF NOT EXISTS`, `TEXT` columns that become indexed) and converts
 //! MySQL values back to JSON by column type.
 
-use super::schema::{Column, ColumnType, Table};
-use super::sql::{self, Conflict, Dialect, Sql};
-use super::{key_params, prepare_write, DbError, Driver, Options, Param, Res, Row, WriteMode};
+use crate::driver::Driver;
+use crate::error::DbError;
+use crate::options::Options;
+use crate::schema::{Column, ColumnType, Table};
+use crate::sql::{self, Dialect, SelectPlan, Sql};
+use crate::types::{Param, Res, Row};
+use crate::write::query_param;
 use mysql_async::consts::ColumnType as MyType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, TxOpts};
@@ -196,8 +200,7 @@ async fn get_row(
     key: &Row,
     opts: &Options,
 ) -> Result<Option<Row>, DbError> {
-    let cols = sql::select_columns(table, opts);
-    let s = sql::get(D, table, &cols, key_params(table, key)?);
+    let (s, cols) = sql::get(D, table, key, opts)?;
     Ok(fetch(conn, &s, &cols).await?.into_iter().next())
 }
 
@@ -373,43 +376,22 @@ impl Driver for MysqlDriver {
     }
 
     async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
-        let affected = self
-            .write(&sql::insert(D, table, vals, Conflict::Replace))
-            .await?;
-        Ok(Res {
-            affected: upsert_affected(affected),
-            ..Res::default()
-        })
+        let s = sql::put(D, table, row, opts)?;
+        Ok(sql::written(upsert_affected(self.write(&s).await?)))
     }
 
     async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
-        let affected = self
-            .write(&sql::insert(D, table, vals, Conflict::Fail))
-            .await?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::add(D, table, row, opts)?;
+        Ok(sql::written(self.write(&s).await?))
     }
 
     async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let keys = key_params(table, row)?;
-        let vals = prepare_write(table, row, opts, WriteMode::Update)?;
-        let affected = self.write(&sql::update(D, table, vals, keys)).await?;
-        if affected == 0 {
-            return Err(DbError::NotFound);
-        }
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::update(D, table, row, opts)?;
+        sql::updated(self.write(&s).await?)
     }
 
     async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Incr)?;
-        let s = sql::insert(D, table, vals, Conflict::Incr);
+        let s = sql::incr(D, table, row, opts)?;
         let mut conn = self.conn().await?;
         let mut tx = conn
             .start_transaction(TxOpts::default())
@@ -423,48 +405,34 @@ impl Driver for MysqlDriver {
         tx.commit().await.map_err(map_err)?;
         Ok(Res {
             rows,
-            affected: upsert_affected(affected),
-            ..Res::default()
+            ..sql::written(upsert_affected(affected))
         })
     }
 
     async fn del(&self, table: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
-        let affected = self
-            .write(&sql::delete(D, table, key_params(table, key)?))
-            .await?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::del(D, table, key)?;
+        Ok(sql::written(self.write(&s).await?))
     }
 
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let offset = opts.offset()?;
-        let count = opts.page_size();
-        let cols = sql::select_columns(table, opts);
-        let (s, cs) = sql::select(D, table, &cols, query, opts, offset)?;
+        let plan = SelectPlan::new(D, table, query, opts)?;
         let mut conn = self.conn().await?;
-        let rows = fetch(&mut conn, &s, &cols).await?;
-        let (rows, next_token) = super::page(rows, count, offset);
-        let total = if opts.total {
-            let n: Option<i64> = conn
-                .exec_first(cs.text.as_str(), params(&cs.params))
-                .await
-                .map_err(map_err)?;
-            Some(n.unwrap_or(0).max(0) as u64)
-        } else {
-            None
+        let rows = fetch(&mut conn, &plan.rows, &plan.cols).await?;
+        let total = match &plan.count {
+            Some(cs) => {
+                let n: Option<i64> = conn
+                    .exec_first(cs.text.as_str(), params(&cs.params))
+                    .await
+                    .map_err(map_err)?;
+                Some(n.unwrap_or(0))
+            }
+            None => None,
         };
-        Ok(Res {
-            rows,
-            affected: 0,
-            next_token,
-            total,
-        })
+        Ok(plan.result(rows, total))
     }
 
     async fn query(&self, text: &str, params_: &[Value], _opts: &Options) -> Result<Res, DbError> {
-        let ps: Vec<Param> = params_.iter().map(super::query_param).collect();
+        let ps: Vec<Param> = params_.iter().map(query_param).collect();
         let mut conn = self.conn().await?;
         // Arbitrary SQL may leave session state behind (variables, locks, an open
         // transaction): this connection is reset before it serves anyone else.

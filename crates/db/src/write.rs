@@ -23,7 +23,7 @@ pub fn query_param(v: &Value) -> Param {
 }
 
 /// The text form of a scalar (for text columns, `values` checks and text operators).
-fn scalar_text(v: &Value) -> String {
+pub(crate) fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -6,11 +6,11 @@ use super::errors::{map_err, map_pool_err};
 use super::types::{column_value, Cell};
 use crate::driver::Driver;
 use crate::error::DbError;
-use crate::options::{page, Options};
+use crate::options::Options;
 use crate::schema::{valid_name, Column, Table};
-use crate::sql::{self, Conflict, Dialect, Sql};
+use crate::sql::{self, Dialect, SelectPlan, Sql};
 use crate::types::{Param, Res, Row};
-use crate::write::{key_params, prepare_write, query_param, WriteMode};
+use crate::write::query_param;
 use deadpool_postgres::{
     Client, GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction,
 };
@@ -107,8 +107,7 @@ async fn get_row(
     key: &Row,
     opts: &Options,
 ) -> Result<Option<Row>, DbError> {
-    let cols = sql::select_columns(table, opts);
-    let s = sql::get(D, table, &cols, key_params(table, key)?);
+    let (s, cols) = sql::get(D, table, key, opts)?;
     Ok(fetch(c, &s, &cols).await?.into_iter().next())
 }
 
@@ -183,6 +182,11 @@ impl PgsqlDriver {
     async fn client(&self) -> Result<deadpool_postgres::Client, DbError> {
         self.pool.get().await.map_err(map_pool_err)
     }
+
+    /// Runs a statement on a pooled connection; returns the affected rows.
+    async fn execute(&self, s: &Sql) -> Result<u64, DbError> {
+        Conn::Client(&self.client().await?).execute(s).await
+    }
 }
 
 #[async_trait::async_trait]
@@ -231,54 +235,22 @@ impl Driver for PgsqlDriver {
     }
 
     async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::insert(
-            D,
-            table,
-            prepare_write(table, row, opts, WriteMode::Insert)?,
-            Conflict::Replace,
-        );
-        let affected = Conn::Client(&self.client().await?).execute(&s).await?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::put(D, table, row, opts)?;
+        Ok(sql::written(self.execute(&s).await?))
     }
 
     async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::insert(
-            D,
-            table,
-            prepare_write(table, row, opts, WriteMode::Insert)?,
-            Conflict::Fail,
-        );
-        let affected = Conn::Client(&self.client().await?).execute(&s).await?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::add(D, table, row, opts)?;
+        Ok(sql::written(self.execute(&s).await?))
     }
 
     async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let keys = key_params(table, row)?;
-        let vals = prepare_write(table, row, opts, WriteMode::Update)?;
-        let s = sql::update(D, table, vals, keys);
-        let affected = Conn::Client(&self.client().await?).execute(&s).await?;
-        if affected == 0 {
-            return Err(DbError::NotFound);
-        }
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::update(D, table, row, opts)?;
+        sql::updated(self.execute(&s).await?)
     }
 
     async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::insert(
-            D,
-            table,
-            prepare_write(table, row, opts, WriteMode::Incr)?,
-            Conflict::Incr,
-        );
+        let s = sql::incr(D, table, row, opts)?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         let affected = Conn::Tx(&tx).execute(&s).await?;
@@ -289,44 +261,30 @@ impl Driver for PgsqlDriver {
         tx.commit().await.map_err(map_err)?;
         Ok(Res {
             rows,
-            affected,
-            ..Res::default()
+            ..sql::written(affected)
         })
     }
 
     async fn del(&self, table: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
-        let s = sql::delete(D, table, key_params(table, key)?);
-        let affected = Conn::Client(&self.client().await?).execute(&s).await?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::del(D, table, key)?;
+        Ok(sql::written(self.execute(&s).await?))
     }
 
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let offset = opts.offset()?;
-        let count = opts.page_size();
-        let cols = sql::select_columns(table, opts);
-        let (s, cs) = sql::select(D, table, &cols, query, opts, offset)?;
+        let plan = SelectPlan::new(D, table, query, opts)?;
         let client = self.client().await?;
-        let rows = fetch(Conn::Client(&client), &s, &cols).await?;
-        let (rows, next_token) = page(rows, count, offset);
-        let total = if opts.total {
-            let r = Conn::Client(&client).query(&cs).await?;
-            let n: i64 = match r.first() {
-                Some(r) => r.try_get(0).map_err(map_err)?,
-                None => 0,
-            };
-            Some(n.max(0) as u64)
-        } else {
-            None
+        let rows = fetch(Conn::Client(&client), &plan.rows, &plan.cols).await?;
+        let total = match &plan.count {
+            Some(cs) => {
+                let r = Conn::Client(&client).query(cs).await?;
+                Some(match r.first() {
+                    Some(r) => r.try_get(0).map_err(map_err)?,
+                    None => 0,
+                })
+            }
+            None => None,
         };
-        Ok(Res {
-            rows,
-            affected: 0,
-            next_token,
-            total,
-        })
+        Ok(plan.result(rows, total))
     }
 
     async fn query(&self, text: &str, params: &[Value], _opts: &Options) -> Result<Res, DbError> {

@@ -5,10 +5,10 @@
 use super::codec::stored_param;
 use crate::error::DbError;
 use crate::options::Options;
-use crate::schema::{Column, ColumnType, Table};
+use crate::query::{conditions, Condition};
+use crate::schema::{Column, Table};
 use crate::types::{Op, Param, Row};
 use crate::write::encode;
-use serde_json::Value;
 use std::cmp::Ordering;
 
 /// One compiled condition of a select, evaluated on the stored value as SQLite would.
@@ -172,54 +172,21 @@ impl Test {
     }
 }
 
-/// The list of values of an `in`/`between` condition: a JSON array or comma-separated text.
-pub(super) fn list(v: &Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) => a.clone(),
-        Value::String(s) => s.split(',').map(|x| Value::String(x.to_string())).collect(),
-        other => vec![other.clone()],
-    }
-}
-
-pub(super) fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// One condition on `c`, with the same operator rewriting and refusals as the SQL drivers.
-pub(super) fn compile_one(c: &Column, op: Op, v: Option<&Value>) -> Result<Test, DbError> {
-    let v = v.unwrap_or(&Value::Null);
-    let op = match (op, v) {
-        (Op::Eq, Value::Null) => Op::Null,
-        (Op::Ne, Value::Null) => Op::NotNull,
-        (Op::Eq, Value::Array(_)) => Op::In,
-        (Op::Ne, Value::Array(_)) => Op::NotIn,
-        (op, _) => op,
-    };
-    let need_text = || {
-        if matches!(c.kind, ColumnType::Text | ColumnType::Json) {
-            Ok(())
-        } else {
-            Err(DbError::BadValue {
-                column: c.name.clone(),
-                reason: format!("{op:?} needs a text column"),
-            })
-        }
-    };
+/// One condition compiled to its in-memory test, with the same refusals as the SQL drivers.
+fn compile_one(c: &Condition<'_, '_>) -> Result<Test, DbError> {
+    let (col, op, v) = (c.col, c.op, c.value);
     Ok(match op {
         Op::Null => Test::Null,
         Op::NotNull => Test::NotNull,
-        Op::Eq | Op::Ne | Op::Gt | Op::Ge | Op::Lt | Op::Le => Test::Cmp(op, encode(c, v)?),
+        Op::Eq | Op::Ne | Op::Gt | Op::Ge | Op::Lt | Op::Le => Test::Cmp(op, encode(col, v)?),
         Op::In | Op::NotIn => {
-            let items = list(v);
+            let items = c.list();
             if items.is_empty() {
                 return Ok(Test::Const(op == Op::NotIn));
             }
             let items = items
                 .iter()
-                .map(|x| encode(c, x))
+                .map(|x| encode(col, x))
                 .collect::<Result<Vec<_>, _>>()?;
             if op == Op::In {
                 Test::In(items)
@@ -228,14 +195,8 @@ pub(super) fn compile_one(c: &Column, op: Op, v: Option<&Value>) -> Result<Test,
             }
         }
         Op::Between | Op::NotBetween => {
-            let items = list(v);
-            let [lo, hi] = items.as_slice() else {
-                return Err(DbError::BadValue {
-                    column: c.name.clone(),
-                    reason: "between needs two values".into(),
-                });
-            };
-            let (lo, hi) = (encode(c, lo)?, encode(c, hi)?);
+            let (lo, hi) = c.pair()?;
+            let (lo, hi) = (encode(col, &lo)?, encode(col, &hi)?);
             if op == Op::Between {
                 Test::Between(lo, hi)
             } else {
@@ -243,55 +204,43 @@ pub(super) fn compile_one(c: &Column, op: Op, v: Option<&Value>) -> Result<Test,
             }
         }
         Op::BeginsWith => {
-            need_text()?;
-            Test::Prefix(text_of(v))
+            c.need_text()?;
+            Test::Prefix(c.text())
         }
         Op::Like | Op::Ilike => {
-            need_text()?;
-            Test::Like(text_of(v), op == Op::Ilike)
+            c.need_text()?;
+            Test::Like(c.text(), op == Op::Ilike)
         }
         Op::Contains => {
-            need_text()?;
-            Test::Contains(text_of(v))
+            c.need_text()?;
+            Test::Contains(c.text())
         }
         Op::NotContains => {
-            need_text()?;
-            Test::NotContains(text_of(v))
+            c.need_text()?;
+            Test::NotContains(c.text())
         }
         Op::Regexp => {
-            need_text()?;
-            let re = regex::Regex::new(&text_of(v)).map_err(|e| DbError::BadValue {
-                column: c.name.clone(),
-                reason: format!("bad regexp: {e}"),
-            })?;
-            Test::Regexp(re)
+            c.need_text()?;
+            Test::Regexp(c.regex()?)
         }
     })
 }
 
-/// The conditions of a select: table columns present in `query` (unknown keys ignored) plus
-/// unary `ops`; an `ops` key that is not a column is refused.
+/// The compiled conditions of a select ([`conditions`]).
 pub(super) fn compile<'t>(
     t: &'t Table,
     query: &Row,
     opts: &Options,
 ) -> Result<Vec<Cond<'t>>, DbError> {
-    if let Some(bad) = opts.ops.keys().find(|k| t.column(k).is_none()) {
-        return Err(DbError::BadName(format!("{}.{bad}", t.name())));
-    }
-    let mut out = Vec::new();
-    for c in t.columns() {
-        let op = opts.ops.get(&c.name).copied().unwrap_or(Op::Eq);
-        let v = query.get(&c.name);
-        if v.is_none() && !op.is_unary() {
-            continue;
-        }
-        out.push(Cond {
-            col: c,
-            test: compile_one(c, op, v)?,
-        });
-    }
-    Ok(out)
+    conditions(t, query, opts)?
+        .iter()
+        .map(|c| {
+            Ok(Cond {
+                col: c.col,
+                test: compile_one(c)?,
+            })
+        })
+        .collect()
 }
 
 pub(super) fn matches(conds: &[Cond<'_>], row: &Row) -> bool {

@@ -11,9 +11,9 @@ use super::scan::matching;
 use super::store::{Change, SledDriver};
 use crate::driver::BlockingDriver;
 use crate::error::DbError;
-use crate::options::{encode_token, Options};
-use crate::schema::{Column, Table};
-use crate::sql::select_columns;
+use crate::options::{page, Options};
+use crate::query::{order_columns, select_columns};
+use crate::schema::Table;
 use crate::types::{Res, Row};
 use crate::write::{key_params, prepare_write, WriteMode};
 use serde_json::Value;
@@ -193,19 +193,7 @@ impl BlockingDriver for SledDriver {
         if conds.is_empty() && opts.noscan {
             return Err(DbError::NoCondition);
         }
-        let mut order: Vec<&Column> = Vec::new();
-        if let Some(sort) = &opts.sort {
-            order.push(
-                table
-                    .column(sort)
-                    .ok_or_else(|| DbError::BadName(format!("{}.{sort}", table.name())))?,
-            );
-        }
-        for k in table.primary_keys() {
-            if !order.iter().any(|c| c.name == k.name) {
-                order.push(k);
-            }
-        }
+        let order = order_columns(table, opts)?;
         let tables = self.tables();
         let st = Self::state(&tables, table)?;
         let rows = if conds.iter().any(|c| matches!(c.test, Test::Const(false))) {
@@ -215,19 +203,15 @@ impl BlockingDriver for SledDriver {
             matching(st, table, &conds, &order, opts.desc, limit)?
         };
         let total = opts.total.then_some(rows.len() as u64);
-        let mut page: Vec<Row> = rows
+        let rows: Vec<Row> = rows
             .iter()
             .skip(offset)
             .take(count.saturating_add(1))
             .map(|r| project(r, &cols))
             .collect();
-        let mut next_token = None;
-        if page.len() > count {
-            page.truncate(count);
-            next_token = Some(encode_token((offset + count) as u64));
-        }
+        let (rows, next_token) = page(rows, count, offset as u64);
         Ok(Res {
-            rows: page,
+            rows,
             affected: 0,
             next_token,
             total,
