@@ -6,11 +6,9 @@
 //! counts, index DDL without `IF NOT EXISTS`, `TEXT` columns that become indexed) and converts
 //! MySQL values back to JSON by column type.
 
-use crate::driver::Driver;
 use crate::error::DbError;
-use crate::options::Options;
 use crate::schema::{Column, ColumnType, Table};
-use crate::sql::{self, Dialect, SelectPlan, Sql};
+use crate::sql::{self, Dialect, SelectPlan, Sql, SqlBackend};
 use crate::types::{Param, Res, Row};
 use crate::write::query_param;
 use mysql_async::consts::ColumnType as MyType;
@@ -194,22 +192,6 @@ async fn fetch(conn: &mut impl Queryable, s: &Sql, cols: &[&Column]) -> Result<V
         .collect())
 }
 
-async fn get_row(
-    conn: &mut impl Queryable,
-    table: &Table,
-    key: &Row,
-    opts: &Options,
-) -> Result<Option<Row>, DbError> {
-    let (s, cols) = sql::get(D, table, key, opts)?;
-    Ok(fetch(conn, &s, &cols).await?.into_iter().next())
-}
-
-/// `ON DUPLICATE KEY UPDATE` reports 1 for an insert and 2 for an update (found rows: 1 when the
-/// row was unchanged); callers of put/incr see one row written, as with the other drivers.
-fn upsert_affected(n: u64) -> u64 {
-    n.min(1)
-}
-
 /// The MySQL/MariaDB driver over one connection pool.
 pub struct MysqlDriver {
     pool: Pool,
@@ -290,10 +272,6 @@ impl MysqlDriver {
             .copied()
     }
 
-    async fn write(&self, s: &Sql) -> Result<u64, DbError> {
-        execute(&mut self.conn().await?, s).await
-    }
-
     async fn init_table(&self, conn: &mut Conn, t: &Table, coll: &str) -> Result<(), DbError> {
         let create = format!(
             "{} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={coll}",
@@ -355,12 +333,11 @@ impl MysqlDriver {
 }
 
 #[async_trait::async_trait]
-impl Driver for MysqlDriver {
-    fn name(&self) -> &'static str {
-        "mysql"
-    }
+impl SqlBackend for MysqlDriver {
+    const NAME: &'static str = "mysql";
+    const DIALECT: Dialect = D;
 
-    async fn init(&self, tables: &[Table]) -> Result<(), DbError> {
+    async fn create(&self, tables: &[Table]) -> Result<(), DbError> {
         // DDL commits implicitly in MySQL, so there is no transaction around it; every step
         // checks what exists first, so a rerun after a failure continues where it stopped.
         let mut conn = self.conn().await?;
@@ -371,51 +348,15 @@ impl Driver for MysqlDriver {
         Ok(())
     }
 
-    async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
-        get_row(&mut self.conn().await?, table, key, opts).await
+    async fn execute(&self, s: &Sql) -> Result<u64, DbError> {
+        execute(&mut self.conn().await?, s).await
     }
 
-    async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::put(D, table, row, opts)?;
-        Ok(sql::written(upsert_affected(self.write(&s).await?)))
+    async fn fetch(&self, s: &Sql, cols: &[&Column]) -> Result<Vec<Row>, DbError> {
+        fetch(&mut self.conn().await?, s, cols).await
     }
 
-    async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::add(D, table, row, opts)?;
-        Ok(sql::written(self.write(&s).await?))
-    }
-
-    async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::update(D, table, row, opts)?;
-        sql::updated(self.write(&s).await?)
-    }
-
-    async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::incr(D, table, row, opts)?;
-        let mut conn = self.conn().await?;
-        let mut tx = conn
-            .start_transaction(TxOpts::default())
-            .await
-            .map_err(map_err)?;
-        let affected = execute(&mut tx, &s).await?;
-        let rows = get_row(&mut tx, table, row, opts)
-            .await?
-            .into_iter()
-            .collect();
-        tx.commit().await.map_err(map_err)?;
-        Ok(Res {
-            rows,
-            ..sql::written(upsert_affected(affected))
-        })
-    }
-
-    async fn del(&self, table: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
-        let s = sql::del(D, table, key)?;
-        Ok(sql::written(self.write(&s).await?))
-    }
-
-    async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let plan = SelectPlan::new(D, table, query, opts)?;
+    async fn fetch_page(&self, plan: &SelectPlan<'_>) -> Result<(Vec<Row>, Option<i64>), DbError> {
         let mut conn = self.conn().await?;
         let rows = fetch(&mut conn, &plan.rows, &plan.cols).await?;
         let total = match &plan.count {
@@ -428,10 +369,27 @@ impl Driver for MysqlDriver {
             }
             None => None,
         };
-        Ok(plan.result(rows, total))
+        Ok((rows, total))
     }
 
-    async fn query(&self, text: &str, params_: &[Value], _opts: &Options) -> Result<Res, DbError> {
+    async fn write_then_read(
+        &self,
+        write: &Sql,
+        read: &Sql,
+        cols: &[&Column],
+    ) -> Result<(u64, Option<Row>), DbError> {
+        let mut conn = self.conn().await?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(map_err)?;
+        let affected = execute(&mut tx, write).await?;
+        let row = fetch(&mut tx, read, cols).await?.into_iter().next();
+        tx.commit().await.map_err(map_err)?;
+        Ok((affected, row))
+    }
+
+    async fn native(&self, text: &str, params_: &[Value]) -> Result<Res, DbError> {
         let ps: Vec<Param> = params_.iter().map(query_param).collect();
         let mut conn = self.conn().await?;
         // Arbitrary SQL may leave session state behind (variables, locks, an open
@@ -474,12 +432,19 @@ impl Driver for MysqlDriver {
             ..Res::default()
         })
     }
+
+    /// `ON DUPLICATE KEY UPDATE` reports 1 for an insert and 2 for an update (found rows: 1 when
+    /// the row was unchanged); callers of put/incr see one row written, as with the other drivers.
+    fn upserted(affected: u64) -> u64 {
+        affected.min(1)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::conformance::row;
+    use crate::{Driver, Options};
     use serde_json::json;
 
     /// Whether InnoDB has a transaction open for `conn`.

@@ -4,11 +4,9 @@
 
 use super::errors::{map_err, map_pool_err};
 use super::types::{column_value, Cell};
-use crate::driver::Driver;
 use crate::error::DbError;
-use crate::options::Options;
 use crate::schema::{valid_name, Column, Table};
-use crate::sql::{self, Dialect, SelectPlan, Sql};
+use crate::sql::{self, Dialect, SelectPlan, Sql, SqlBackend};
 use crate::types::{Param, Res, Row};
 use crate::write::query_param;
 use deadpool_postgres::{
@@ -101,16 +99,6 @@ async fn fetch(c: Conn<'_>, s: &Sql, cols: &[&Column]) -> Result<Vec<Row>, DbErr
     Ok(out)
 }
 
-async fn get_row(
-    c: Conn<'_>,
-    table: &Table,
-    key: &Row,
-    opts: &Options,
-) -> Result<Option<Row>, DbError> {
-    let (s, cols) = sql::get(D, table, key, opts)?;
-    Ok(fetch(c, &s, &cols).await?.into_iter().next())
-}
-
 impl PgsqlDriver {
     /// Builds a pool of at most `max` connections to `url` (`postgresql://user@host:port/db`).
     /// With `schema`, every pooled connection uses it as its `search_path` and the schema is
@@ -182,20 +170,14 @@ impl PgsqlDriver {
     async fn client(&self) -> Result<deadpool_postgres::Client, DbError> {
         self.pool.get().await.map_err(map_pool_err)
     }
-
-    /// Runs a statement on a pooled connection; returns the affected rows.
-    async fn execute(&self, s: &Sql) -> Result<u64, DbError> {
-        Conn::Client(&self.client().await?).execute(s).await
-    }
 }
 
 #[async_trait::async_trait]
-impl Driver for PgsqlDriver {
-    fn name(&self) -> &'static str {
-        "pgsql"
-    }
+impl SqlBackend for PgsqlDriver {
+    const NAME: &'static str = "pgsql";
+    const DIALECT: Dialect = D;
 
-    async fn init(&self, tables: &[Table]) -> Result<(), DbError> {
+    async fn create(&self, tables: &[Table]) -> Result<(), DbError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&INIT_LOCK])
@@ -230,48 +212,15 @@ impl Driver for PgsqlDriver {
         tx.commit().await.map_err(map_err)
     }
 
-    async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
-        get_row(Conn::Client(&self.client().await?), table, key, opts).await
+    async fn execute(&self, s: &Sql) -> Result<u64, DbError> {
+        Conn::Client(&self.client().await?).execute(s).await
     }
 
-    async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::put(D, table, row, opts)?;
-        Ok(sql::written(self.execute(&s).await?))
+    async fn fetch(&self, s: &Sql, cols: &[&Column]) -> Result<Vec<Row>, DbError> {
+        fetch(Conn::Client(&self.client().await?), s, cols).await
     }
 
-    async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::add(D, table, row, opts)?;
-        Ok(sql::written(self.execute(&s).await?))
-    }
-
-    async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::update(D, table, row, opts)?;
-        sql::updated(self.execute(&s).await?)
-    }
-
-    async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::incr(D, table, row, opts)?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(map_err)?;
-        let affected = Conn::Tx(&tx).execute(&s).await?;
-        let rows = get_row(Conn::Tx(&tx), table, row, opts)
-            .await?
-            .into_iter()
-            .collect();
-        tx.commit().await.map_err(map_err)?;
-        Ok(Res {
-            rows,
-            ..sql::written(affected)
-        })
-    }
-
-    async fn del(&self, table: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
-        let s = sql::del(D, table, key)?;
-        Ok(sql::written(self.execute(&s).await?))
-    }
-
-    async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let plan = SelectPlan::new(D, table, query, opts)?;
+    async fn fetch_page(&self, plan: &SelectPlan<'_>) -> Result<(Vec<Row>, Option<i64>), DbError> {
         let client = self.client().await?;
         let rows = fetch(Conn::Client(&client), &plan.rows, &plan.cols).await?;
         let total = match &plan.count {
@@ -284,10 +233,24 @@ impl Driver for PgsqlDriver {
             }
             None => None,
         };
-        Ok(plan.result(rows, total))
+        Ok((rows, total))
     }
 
-    async fn query(&self, text: &str, params: &[Value], _opts: &Options) -> Result<Res, DbError> {
+    async fn write_then_read(
+        &self,
+        write: &Sql,
+        read: &Sql,
+        cols: &[&Column],
+    ) -> Result<(u64, Option<Row>), DbError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(map_err)?;
+        let affected = Conn::Tx(&tx).execute(write).await?;
+        let row = fetch(Conn::Tx(&tx), read, cols).await?.into_iter().next();
+        tx.commit().await.map_err(map_err)?;
+        Ok((affected, row))
+    }
+
+    async fn native(&self, text: &str, params: &[Value]) -> Result<Res, DbError> {
         let client = self.client().await?;
         // Not cached: native statements are arbitrary text.
         let stmt = client.prepare(text).await.map_err(map_err)?;

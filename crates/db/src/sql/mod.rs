@@ -6,13 +6,16 @@
 //!
 //! Files: [`dialect`] (the dialect and the statement builder), [`ddl`] (tables, columns,
 //! indexes), [`dml`] (insert, update, delete, get, select with its conditions, order and
-//! paging), [`ops`] (the statements of each driver operation and the results they give).
+//! paging), [`ops`] (the statements of each driver operation and the results they give), [`backend`]
+//! (the whole [`crate::Driver`] of an async SQL driver, which only implements [`SqlBackend`]).
 
+mod backend;
 mod ddl;
 mod dialect;
 mod dml;
 mod ops;
 
+pub(crate) use backend::SqlBackend;
 pub(crate) use ddl::{add_column, create_indexes, create_table, index_defs, is_keyed};
 pub(crate) use dialect::{Dialect, Sql};
 #[cfg(test)]
