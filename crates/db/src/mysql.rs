@@ -8,7 +8,7 @@
 
 use crate::error::DbError;
 use crate::schema::{Column, ColumnType, Table};
-use crate::sql::{self, Dialect, SelectPlan, Sql, SqlBackend};
+use crate::sql::{self, Dialect, Sql, SqlBackend, Written};
 use crate::types::{Param, Res, Row};
 use crate::write::query_param;
 use mysql_async::consts::ColumnType as MyType;
@@ -356,28 +356,17 @@ impl SqlBackend for MysqlDriver {
         fetch(&mut self.conn().await?, s, cols).await
     }
 
-    async fn fetch_page(&self, plan: &SelectPlan<'_>) -> Result<(Vec<Row>, Option<i64>), DbError> {
-        let mut conn = self.conn().await?;
-        let rows = fetch(&mut conn, &plan.rows, &plan.cols).await?;
-        let total = match &plan.count {
-            Some(cs) => {
-                let n: Option<i64> = conn
-                    .exec_first(cs.text.as_str(), params(&cs.params))
-                    .await
-                    .map_err(map_err)?;
-                Some(n.unwrap_or(0))
-            }
-            None => None,
-        };
-        Ok((rows, total))
+    async fn count(&self, s: &Sql) -> Result<i64, DbError> {
+        let n: Option<i64> = self
+            .conn()
+            .await?
+            .exec_first(s.text.as_str(), params(&s.params))
+            .await
+            .map_err(map_err)?;
+        Ok(n.unwrap_or(0))
     }
 
-    async fn write_then_read(
-        &self,
-        write: &Sql,
-        read: &Sql,
-        cols: &[&Column],
-    ) -> Result<(u64, Option<Row>), DbError> {
+    async fn in_tx(&self, write: &Sql, read: &Sql, cols: &[&Column]) -> Result<Written, DbError> {
         let mut conn = self.conn().await?;
         let mut tx = conn
             .start_transaction(TxOpts::default())

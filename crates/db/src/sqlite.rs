@@ -304,15 +304,29 @@ fn fetch_text(
     cols: &[&Column],
 ) -> Result<Vec<Row>, DbError> {
     let mut stmt = conn.prepare_cached(text).map_err(map_err)?;
+    read_rows(&mut stmt, params, cols.len(), |i| {
+        (cols[i].name.as_str(), Some(cols[i].kind))
+    })
+}
+
+/// Runs a prepared select with `params`; result column `i` of `n` is named and typed (when it
+/// belongs to a described column) by `col(i)`.
+fn read_rows<'c>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[Param],
+    n: usize,
+    col: impl Fn(usize) -> (&'c str, Option<ColumnType>),
+) -> Result<Vec<Row>, DbError> {
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params.iter()))
         .map_err(map_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
         let mut row = Row::new();
-        for (i, c) in cols.iter().enumerate() {
-            if let Some(v) = decode(Some(c.kind), r.get_ref(i).map_err(map_err)?) {
-                row.insert(c.name.clone(), v);
+        for i in 0..n {
+            let (name, kind) = col(i);
+            if let Some(v) = decode(kind, r.get_ref(i).map_err(map_err)?) {
+                row.insert(name.to_string(), v);
             }
         }
         out.push(row);
@@ -490,21 +504,11 @@ impl BlockingDriver for SqliteDriver {
             });
         }
         let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(params.iter()))
-            .map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(map_err)? {
-            let mut row = Row::new();
-            for (i, name) in names.iter().enumerate() {
-                if let Some(v) = decode(None, r.get_ref(i).map_err(map_err)?) {
-                    row.insert(name.clone(), v);
-                }
-            }
-            out.push(row);
-        }
+        let rows = read_rows(&mut stmt, &params, names.len(), |i| {
+            (names[i].as_str(), None)
+        })?;
         Ok(Res {
-            rows: out,
+            rows,
             ..Res::default()
         })
     }

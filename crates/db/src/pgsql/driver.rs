@@ -6,7 +6,7 @@ use super::errors::{map_err, map_pool_err};
 use super::types::{column_value, Cell};
 use crate::error::DbError;
 use crate::schema::{valid_name, Column, Table};
-use crate::sql::{self, Dialect, SelectPlan, Sql, SqlBackend};
+use crate::sql::{self, Dialect, Sql, SqlBackend, Written};
 use crate::types::{Param, Res, Row};
 use crate::write::query_param;
 use deadpool_postgres::{
@@ -220,28 +220,15 @@ impl SqlBackend for PgsqlDriver {
         fetch(Conn::Client(&self.client().await?), s, cols).await
     }
 
-    async fn fetch_page(&self, plan: &SelectPlan<'_>) -> Result<(Vec<Row>, Option<i64>), DbError> {
-        let client = self.client().await?;
-        let rows = fetch(Conn::Client(&client), &plan.rows, &plan.cols).await?;
-        let total = match &plan.count {
-            Some(cs) => {
-                let r = Conn::Client(&client).query(cs).await?;
-                Some(match r.first() {
-                    Some(r) => r.try_get(0).map_err(map_err)?,
-                    None => 0,
-                })
-            }
-            None => None,
-        };
-        Ok((rows, total))
+    async fn count(&self, s: &Sql) -> Result<i64, DbError> {
+        let r = Conn::Client(&self.client().await?).query(s).await?;
+        match r.first() {
+            Some(r) => r.try_get(0).map_err(map_err),
+            None => Ok(0),
+        }
     }
 
-    async fn write_then_read(
-        &self,
-        write: &Sql,
-        read: &Sql,
-        cols: &[&Column],
-    ) -> Result<(u64, Option<Row>), DbError> {
+    async fn in_tx(&self, write: &Sql, read: &Sql, cols: &[&Column]) -> Result<Written, DbError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(map_err)?;
         let affected = Conn::Tx(&tx).execute(write).await?;

@@ -35,35 +35,54 @@ pub(super) fn matching(
             .all(|k| fixed(k)),
         None => true,
     };
-    let mut out = Vec::new();
-    if let Some(mut ranges) = key_ranges(&pks, conds) {
-        if desc {
-            ranges.reverse();
+    let mut ranges = match key_ranges(&pks, conds) {
+        Some(ranges) => ranges,
+        None => {
+            if let Some(rows) = by_index(st, table, conds, order, desc)? {
+                return Ok(rows);
+            }
+            // A full scan: one range over every key.
+            vec![(Vec::new(), None)]
         }
-        let limit = limit.filter(|_| key_order);
-        'ranges: for r in &ranges {
-            let iter = st.tree.range(bounds(r));
-            let iter: Box<dyn Iterator<Item = _>> = if desc {
-                Box::new(iter.rev())
-            } else {
-                Box::new(iter)
-            };
-            for item in iter {
-                let (_, bytes) = item.map_err(storage)?;
-                let row = parse_row(&bytes)?;
-                if matches(conds, &row) {
-                    out.push(row);
-                    if limit.is_some_and(|l| out.len() >= l) {
-                        break 'ranges;
-                    }
+    };
+    if desc {
+        ranges.reverse();
+    }
+    let limit = limit.filter(|_| key_order);
+    let mut out = Vec::new();
+    'ranges: for r in &ranges {
+        let iter = st.tree.range(bounds(r));
+        let iter: Box<dyn Iterator<Item = _>> = if desc {
+            Box::new(iter.rev())
+        } else {
+            Box::new(iter)
+        };
+        for item in iter {
+            let (_, bytes) = item.map_err(storage)?;
+            let row = parse_row(&bytes)?;
+            if matches(conds, &row) {
+                out.push(row);
+                if limit.is_some_and(|l| out.len() >= l) {
+                    break 'ranges;
                 }
             }
         }
-        if !key_order {
-            sort_rows(&mut out, order, desc);
-        }
-        return Ok(out);
     }
+    if !key_order {
+        sort_rows(&mut out, order, desc);
+    }
+    Ok(out)
+}
+
+/// The rows matching `conds` through the first index tree whose columns they constrain, sorted;
+/// None when no index helps.
+fn by_index(
+    st: &TableState,
+    table: &Table,
+    conds: &[Cond<'_>],
+    order: &[&Column],
+    desc: bool,
+) -> Result<Option<Vec<Row>>, DbError> {
     for ix in &st.indexes {
         let cols: Option<Vec<&Column>> = ix
             .def
@@ -74,6 +93,7 @@ pub(super) fn matching(
         let Some(ranges) = cols.and_then(|cols| key_ranges(&cols, conds)) else {
             continue;
         };
+        let mut out = Vec::new();
         for r in &ranges {
             for item in ix.tree.range(bounds(r)) {
                 let (_, pk) = item.map_err(storage)?;
@@ -86,29 +106,9 @@ pub(super) fn matching(
             }
         }
         sort_rows(&mut out, order, desc);
-        return Ok(out);
+        return Ok(Some(out));
     }
-    let iter = st.tree.iter();
-    let iter: Box<dyn Iterator<Item = _>> = if desc && key_order {
-        Box::new(iter.rev())
-    } else {
-        Box::new(iter)
-    };
-    let limit = limit.filter(|_| key_order);
-    for item in iter {
-        let (_, bytes) = item.map_err(storage)?;
-        let row = parse_row(&bytes)?;
-        if matches(conds, &row) {
-            out.push(row);
-            if limit.is_some_and(|l| out.len() >= l) {
-                break;
-            }
-        }
-    }
-    if !key_order {
-        sort_rows(&mut out, order, desc);
-    }
-    Ok(out)
+    Ok(None)
 }
 
 /// Sorts by the `order` columns with SQLite's `ORDER BY` semantics, all descending when `desc`.

@@ -12,6 +12,9 @@ use crate::schema::{Column, Table};
 use crate::types::{Res, Row};
 use serde_json::Value;
 
+/// What [`SqlBackend::in_tx`] returns: the affected rows and the row read back.
+pub(crate) type Written = (u64, Option<Row>);
+
 /// What an async SQL driver specialises.
 #[async_trait::async_trait]
 pub(crate) trait SqlBackend: Send + Sync {
@@ -25,16 +28,11 @@ pub(crate) trait SqlBackend: Send + Sync {
     async fn execute(&self, s: &Sql) -> Result<u64, DbError>;
     /// Runs a select whose result columns are `cols`, in order.
     async fn fetch(&self, s: &Sql, cols: &[&Column]) -> Result<Vec<Row>, DbError>;
-    /// The rows of a select's page and, when the plan counts, the count of all matching rows.
-    async fn fetch_page(&self, plan: &SelectPlan<'_>) -> Result<(Vec<Row>, Option<i64>), DbError>;
+    /// Runs a `COUNT(*)` select.
+    async fn count(&self, s: &Sql) -> Result<i64, DbError>;
     /// Runs `write`, then the select `read` (result columns `cols`), in one transaction; returns
     /// the affected rows and the first row read.
-    async fn write_then_read(
-        &self,
-        write: &Sql,
-        read: &Sql,
-        cols: &[&Column],
-    ) -> Result<(u64, Option<Row>), DbError>;
+    async fn in_tx(&self, write: &Sql, read: &Sql, cols: &[&Column]) -> Result<Written, DbError>;
     /// A driver-native statement with bound parameters ([`Driver::query`]).
     async fn native(&self, text: &str, params: &[Value]) -> Result<Res, DbError>;
     /// The rows a `put` or `incr` reports for the affected count the database gave.
@@ -76,7 +74,7 @@ impl<B: SqlBackend> Driver for B {
     async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let s = ops::incr(B::DIALECT, table, row, opts)?;
         let (read, cols) = ops::get(B::DIALECT, table, row, opts)?;
-        let (affected, new) = self.write_then_read(&s, &read, &cols).await?;
+        let (affected, new) = self.in_tx(&s, &read, &cols).await?;
         Ok(Res {
             rows: new.into_iter().collect(),
             ..written(B::upserted(affected))
@@ -90,7 +88,11 @@ impl<B: SqlBackend> Driver for B {
 
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
         let plan = SelectPlan::new(B::DIALECT, table, query, opts)?;
-        let (rows, total) = self.fetch_page(&plan).await?;
+        let rows = self.fetch(&plan.rows, &plan.cols).await?;
+        let total = match &plan.count {
+            Some(cs) => Some(self.count(cs).await?),
+            None => None,
+        };
         Ok(plan.result(rows, total))
     }
 

@@ -15,7 +15,7 @@ mod dialect;
 mod dml;
 mod ops;
 
-pub(crate) use backend::SqlBackend;
+pub(crate) use backend::{SqlBackend, Written};
 pub(crate) use ddl::{add_column, create_indexes, create_table, index_defs, is_keyed};
 pub(crate) use dialect::{Dialect, Sql};
 #[cfg(test)]
