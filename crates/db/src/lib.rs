@@ -1,11 +1,17 @@
-//! The DB API (SPEC §8), driver-independent part: rows, operators, options, results, errors and the
-//! [`Driver`] trait every storage backend implements, plus the write preparation (defaults, `now`,
-//! `join`, allowed values, type coercion) that every driver must apply identically. Table
-//! descriptions live in [`schema`], SQL text building shared by SQL drivers in [`sql`], the SQLite
-//! driver in [`sqlite`].
+//! The DB API (SPEC §8) and its drivers. This file only declares the modules and re-exports
+//! what other crates use; every file depends only on files below it in this list:
 //!
-//! The [`Driver`] trait is async; blocking drivers implement [`BlockingDriver`] and run on tokio's
-//! blocking pool through [`Blocking`]. The front that applications use is [`Db`] in [`front`].
+//! - leaf types: [`DbError`] (`error.rs`), rows, operators, results and bound parameters
+//!   (`types.rs`), [`Options`] and paging tokens (`options.rs`), table descriptions ([`schema`]);
+//! - `write.rs`: the write preparation every driver must apply identically (defaults, `now`,
+//!   `join`, allowed values, type coercion); `query.rs`: what a select means (columns,
+//!   conditions, order) for every driver;
+//! - `driver.rs`: the async [`Driver`] trait every storage backend implements, and
+//!   [`BlockingDriver`] for blocking ones, run on tokio's blocking pool through [`Blocking`];
+//! - `sql/`: the SQL layer the SQL drivers only specialise; the drivers [`sqlite`], [`pgsql`],
+//!   [`mysql`] (SQL) and [`sled`] (key-value), which never use each other;
+//! - [`front`]: [`Db`], the front applications use (pools, placement, cached reads), with
+//!   `metered.rs` counting every pool's calls.
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -33,8 +39,7 @@ mod tests;
 pub use driver::{Blocking, BlockingDriver, Driver};
 pub use error::DbError;
 pub use front::Db;
-pub use options::{decode_token, encode_token, page, Options, MAX_COUNT};
+pub use options::Options;
 pub use schema::{builtin_tables, Column, ColumnType, Table};
 pub use sqlite::SqliteDriver;
-pub use types::{Op, Param, Res, Row};
-pub use write::{encode, key_params, prepare_write, query_param, WriteMode};
+pub use types::{Op, Res, Row};

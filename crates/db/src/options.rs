@@ -80,7 +80,7 @@ impl Options {
 
 /// One page of a select that fetched up to `count + 1` rows: the extra row only tells that more
 /// follow, and then the page carries the token of the next one.
-pub fn page(mut rows: Vec<Row>, count: usize, offset: u64) -> (Vec<Row>, Option<String>) {
+pub(crate) fn page(mut rows: Vec<Row>, count: usize, offset: u64) -> (Vec<Row>, Option<String>) {
     if rows.len() > count {
         rows.truncate(count);
         (rows, Some(encode_token(offset + count as u64)))
@@ -90,19 +90,19 @@ pub fn page(mut rows: Vec<Row>, count: usize, offset: u64) -> (Vec<Row>, Option<
 }
 
 /// The largest page size a select honours.
-pub const MAX_COUNT: usize = 1_000_000;
+pub(crate) const MAX_COUNT: usize = 1_000_000;
 
 /// The largest offset a paging token may carry (keeps offset arithmetic and SQL integers safe).
 const MAX_OFFSET: u64 = 1 << 53;
 
 /// Paging token: hex of `{"o": offset}` (opaque to callers).
-pub fn encode_token(offset: u64) -> String {
+pub(crate) fn encode_token(offset: u64) -> String {
     let text = serde_json::json!({ "o": offset }).to_string();
     text.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The offset in a token from [`encode_token`]; a malformed token is a caller error.
-pub fn decode_token(token: &str) -> Result<u64, DbError> {
+pub(crate) fn decode_token(token: &str) -> Result<u64, DbError> {
     let bad = || DbError::bad_value("start", "malformed paging token");
     if token.len() % 2 != 0 || token.len() > 256 {
         return Err(bad());

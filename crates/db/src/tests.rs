@@ -5,6 +5,9 @@
 
 use super::conformance::{items_table, row};
 use super::*;
+use crate::options::{decode_token, encode_token};
+use crate::types::Param;
+use crate::write::{encode, key_params, prepare_write, WriteMode};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;

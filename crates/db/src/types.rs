@@ -85,7 +85,7 @@ pub struct Res {
 
 /// A value converted to what its column stores: the driver-independent form drivers bind.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Param {
+pub(crate) enum Param {
     Null,
     Int(i64),
     Real(f64),

@@ -9,7 +9,7 @@ use crate::types::{Param, Row};
 use serde_json::Value;
 
 /// A JSON parameter of a native query (drivers bind it by the type the statement expects).
-pub fn query_param(v: &Value) -> Param {
+pub(crate) fn query_param(v: &Value) -> Param {
     match v {
         Value::Null => Param::Null,
         Value::Bool(b) => Param::Int(*b as i64),
@@ -31,7 +31,7 @@ pub(crate) fn scalar_text(v: &Value) -> String {
 }
 
 /// Converts `v` to what column `col` stores.
-pub fn encode(col: &Column, v: &Value) -> Result<Param, DbError> {
+pub(crate) fn encode(col: &Column, v: &Value) -> Result<Param, DbError> {
     if v.is_null() {
         return Ok(Param::Null);
     }
@@ -98,7 +98,7 @@ fn encode_int(col: &Column, v: &Value) -> Result<Param, DbError> {
 
 /// What a write does, for [`prepare_write`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
+pub(crate) enum WriteMode {
     /// add / put: defaults apply, `notnull` is enforced.
     Insert,
     /// update: only given columns, `readonly` columns are ignored.
@@ -110,7 +110,7 @@ pub enum WriteMode {
 /// The columns a write stores, in table order, with encoded values: keys first checked present,
 /// unknown row keys ignored, `skip_columns`/`skip_null` applied, `join` composites built, `now`
 /// columns set, defaults and `notnull` applied on insert, `values` enforced.
-pub fn prepare_write<'t>(
+pub(crate) fn prepare_write<'t>(
     table: &'t Table,
     row: &Row,
     opts: &Options,
@@ -187,7 +187,10 @@ pub fn prepare_write<'t>(
 }
 
 /// The primary key of `key`, encoded, in key order.
-pub fn key_params<'t>(table: &'t Table, key: &Row) -> Result<Vec<(&'t Column, Param)>, DbError> {
+pub(crate) fn key_params<'t>(
+    table: &'t Table,
+    key: &Row,
+) -> Result<Vec<(&'t Column, Param)>, DbError> {
     table
         .primary_keys()
         .into_iter()

@@ -19,5 +19,6 @@ mod replace;
 mod tests;
 
 pub use db::{Db, RowHook};
-pub use pools::{DRIVERS, PARAMS};
-pub use replace::replace_on;
+pub use pools::PARAMS;
+#[cfg(test)]
+pub(crate) use replace::replace_on;

@@ -11,7 +11,7 @@ use bkjs_base::config::{Config, Kind, Param};
 use std::sync::Arc;
 
 /// The drivers a pool can use.
-pub const DRIVERS: &[&str] = &["sqlite", "pgsql", "mysql", "sled"];
+pub(crate) const DRIVERS: &[&str] = &["sqlite", "pgsql", "mysql", "sled"];
 
 /// DB parameters.
 pub static PARAMS: &[Param] = &[

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 /// `replace` on one driver: reads the stored row and writes only when `check_mtime`'s column
 /// is older there (or absent) and, with `check_data`, when some given value differs.
-pub async fn replace_on(
+pub(crate) async fn replace_on(
     d: &dyn Driver,
     t: &Table,
     row: &Row,

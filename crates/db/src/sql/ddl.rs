@@ -4,11 +4,6 @@
 use super::dialect::{Dialect, Sql};
 use crate::schema::{Column, Table, MAX_NAME};
 
-/// Whether `c` is part of the primary key, a secondary index or a unique index.
-pub(crate) fn is_keyed(c: &Column) -> bool {
-    c.primary > 0 || c.unique || c.index.iter().any(|&p| p > 0)
-}
-
 /// `CREATE TABLE IF NOT EXISTS` with every column and the primary key.
 pub(crate) fn create_table(d: Dialect, t: &Table) -> String {
     let mut s = Sql::new(d);

@@ -1,7 +1,6 @@
 //! [`Dialect`], what differs between the SQL databases, and [`Sql`], a statement under
 //! construction that quotes identifiers and binds values in the dialect's style.
 
-use super::ddl::is_keyed;
 use crate::schema::{Column, ColumnType};
 use crate::types::Param;
 
@@ -15,7 +14,7 @@ pub(crate) enum Dialect {
 
 impl Dialect {
     /// A quoted identifier (embedded quotes doubled, though validated names never contain any).
-    pub fn quote(self, name: &str) -> String {
+    pub(crate) fn quote(self, name: &str) -> String {
         match self {
             Dialect::Mysql => format!("`{}`", name.replace('`', "``")),
             _ => format!("\"{}\"", name.replace('"', "\"\"")),
@@ -23,7 +22,7 @@ impl Dialect {
     }
 
     /// The placeholder of the `n`-th (1-based) parameter.
-    pub fn placeholder(self, n: usize) -> String {
+    pub(crate) fn placeholder(self, n: usize) -> String {
         match self {
             Dialect::Postgres => format!("${n}"),
             _ => "?".to_string(),
@@ -31,7 +30,7 @@ impl Dialect {
     }
 
     /// The storage type of a column type.
-    pub fn column_type(self, t: ColumnType) -> &'static str {
+    pub(crate) fn column_type(self, t: ColumnType) -> &'static str {
         match (self, t) {
             (Dialect::Sqlite, ColumnType::Real) => "REAL",
             (Dialect::Sqlite, ColumnType::Text | ColumnType::Json) => "TEXT",
@@ -54,7 +53,7 @@ impl Dialect {
     /// The storage type of one column: as [`Dialect::column_type`], except that MySQL keeps
     /// text that is neither part of a key nor indexed in `TEXT` (no length limit, and it does
     /// not count against MySQL's 64 KB row size).
-    pub fn column_sql_type(self, c: &Column) -> &'static str {
+    pub(crate) fn column_sql_type(self, c: &Column) -> &'static str {
         if self == Dialect::Mysql && c.kind == ColumnType::Text && !is_keyed(c) {
             "TEXT"
         } else {
@@ -83,13 +82,13 @@ impl Dialect {
 /// A statement under construction: text plus bound parameters in order.
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
-    pub dialect: Dialect,
-    pub text: String,
-    pub params: Vec<Param>,
+    pub(crate) dialect: Dialect,
+    pub(crate) text: String,
+    pub(crate) params: Vec<Param>,
 }
 
 impl Sql {
-    pub fn new(dialect: Dialect) -> Sql {
+    pub(crate) fn new(dialect: Dialect) -> Sql {
         Sql {
             dialect,
             text: String::new(),
@@ -117,4 +116,9 @@ impl Sql {
             self.ident(n);
         }
     }
+}
+
+/// Whether `c` is part of the primary key, a secondary index or a unique index.
+pub(crate) fn is_keyed(c: &Column) -> bool {
+    c.primary > 0 || c.unique || c.index.iter().any(|&p| p > 0)
 }

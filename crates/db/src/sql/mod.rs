@@ -16,8 +16,8 @@ mod dml;
 mod ops;
 
 pub(crate) use backend::{SqlBackend, Written};
-pub(crate) use ddl::{add_column, create_indexes, create_table, index_defs, is_keyed};
-pub(crate) use dialect::{Dialect, Sql};
+pub(crate) use ddl::{add_column, create_indexes, create_table, index_defs};
+pub(crate) use dialect::{is_keyed, Dialect, Sql};
 #[cfg(test)]
 pub(crate) use dml::{delete, insert, Conflict};
 pub(crate) use ops::{add, del, get, incr, put, update, updated, written, SelectPlan};
