@@ -1,10 +1,11 @@
-//! The MySQL/MariaDB driver (SPEC §8, issue 4): an async [`Driver`] over `mysql_async` and its
-//! built-in connection pool, so a worker's runtime never blocks on the database. Statements are
-//! built by [`super::sql`] with the MySQL dialect (backtick identifiers taken only from the
-//! [`Table`], `?` placeholders bound to [`Param`]s); this file runs them, keeps MySQL's quirks in
-//! one place (binary collation so keys and comparisons behave as in SQLite, found-rows affected
-//! counts, index DDL without `IF NOT EXISTS`, `TEXT` columns that become indexed) and converts
-//! MySQL values back to JSON by column type.
+//! The MySQL/MariaDB driver (SPEC §8, issue 4): an async [`crate::Driver`] over `mysql_async`
+//! and its built-in connection pool, so a worker's runtime never blocks on the database. Its
+//! operations come from the shared SQL layer ([`super::sql`], MySQL dialect: backtick
+//! identifiers taken only from the [`Table`], `?` placeholders bound to `Param`s); this file
+//! implements [`SqlBackend`] (running statements), keeps MySQL's quirks in one place (binary
+//! collation so keys and comparisons behave as in SQLite, found-rows affected counts, index DDL
+//! without `IF NOT EXISTS`, `TEXT` columns that become indexed) and converts MySQL values back to
+//! JSON by column type.
 
 use crate::error::DbError;
 use crate::schema::{Column, ColumnType, Table};

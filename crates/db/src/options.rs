@@ -26,7 +26,7 @@ pub struct Options {
     pub skip_null: bool,
     /// Columns writes ignore.
     pub skip_columns: Vec<String>,
-    /// `select` also counts all matching rows into [`Res::total`].
+    /// `select` also counts all matching rows into [`crate::Res::total`].
     pub total: bool,
     /// For replace: the column whose stored value must be older for the write to happen.
     pub check_mtime: Option<String>,
@@ -57,7 +57,6 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The page size: `count` within 1..=[`MAX_COUNT`].
     /// The offset the paging token `start` carries (0 without one); a malformed token is the
     /// caller's error.
     pub fn offset(&self) -> Result<u64, DbError> {
@@ -67,6 +66,7 @@ impl Options {
         }
     }
 
+    /// The page size: `count` within 1..=1,000,000 (`MAX_COUNT`).
     pub fn page_size(&self) -> usize {
         self.count.clamp(1, MAX_COUNT)
     }

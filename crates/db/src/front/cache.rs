@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::sync::Arc;
 
-/// The last rows [`Db::get_cached`] parsed, each with the JSON text it came from, so that
+/// The last rows [`super::Db::get_cached`] parsed, each with the JSON text it came from, so that
 /// reading the same cached text again costs no parse (every signed request reads its `bk_auth`
 /// row this way). An entry is used only when the cached text is the very value it was parsed
 /// from (the same shared text the near cache handed out) or byte for byte equal to it, so it

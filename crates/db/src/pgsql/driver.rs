@@ -1,4 +1,4 @@
-//! The PostgreSQL pool ([`PgsqlDriver::connect`], optional schema per pool) and the [`Driver`]
+//! The PostgreSQL pool ([`PgsqlDriver::connect`], optional schema per pool) and the [`crate::Driver`]
 //! operations: statements from the shared SQL layer, run on a pooled connection or a
 //! transaction.
 

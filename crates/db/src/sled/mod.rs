@@ -1,7 +1,7 @@
 //! The sled driver (SPEC §8, issue 4): an embedded key-value store behind the same
-//! [`BlockingDriver`] interface as SQLite, answering every call with the same result SQLite would.
-//! sled is unmaintained upstream, so nothing of it leaks out of this folder: callers see only
-//! [`SledDriver`] and the driver traits.
+//! [`crate::BlockingDriver`] interface as SQLite, answering every call with the same result
+//! SQLite would. sled is unmaintained upstream, so nothing of it leaks out of this folder:
+//! callers see only [`SledDriver`] and the driver traits.
 //!
 //! Layout: one sled tree per table (`t:NAME`) holding each row as a JSON object, keyed by an
 //! order-preserving encoding of its primary key values, so a key prefix or range answers
