@@ -4,7 +4,11 @@
 //! when each call started into the histogram `pool.NAME.queue`, so each driver stays free of
 //! bookkeeping. Cache hits and misses of `get_cached` are counted by the front.
 
-use super::{DbError, Driver, Options, Res, Row, Table};
+use crate::driver::Driver;
+use crate::error::DbError;
+use crate::options::Options;
+use crate::schema::Table;
+use crate::types::{Res, Row};
 use bkjs_base::metrics::{Counter, Gauge, Histogram, Registry, Timer};
 use serde_json::Value;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 /// A pool with its metrics.
-pub struct Metered {
+pub(crate) struct Metered {
     inner: Arc<dyn Driver>,
     response: Arc<Timer>,
     errors: Arc<Counter>,
@@ -39,7 +43,7 @@ impl Drop for Call<'_> {
 }
 
 impl Metered {
-    pub fn wrap(inner: Arc<dyn Driver>) -> Arc<dyn Driver> {
+    pub(crate) fn wrap(inner: Arc<dyn Driver>) -> Arc<dyn Driver> {
         let r = Registry::global();
         let name = inner.name();
         Arc::new(Metered {

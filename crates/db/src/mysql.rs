@@ -1,14 +1,17 @@
-//! The MySQL/MariaDB driver (SPEC §8, issue 4): an async [`Driver`] over `mysql_async` and its
-//! built-in connection pool, so a worker's runtime never blocks on the database. Statements are
-//! built by [`super::sql`] with the MySQL dialect (backtick identifiers taken only from the
-//! [`Table`], `?` placeholders bound to [`Param`]s); this file runs them, keeps MySQL's quirks in
-//! one place (binary collation so keys and comparisons behave as in SQLite, found-rows affected
-//! counts, index DDL without `IF NOT EXISTS`, `TEXT` columns that become indexed) and converts
-//! MySQL values back to JSON by column type.
+//! The MySQL/MariaDB driver (SPEC §8, issue 4): an async [`crate::Driver`] over `mysql_async`
+//! and its built-in connection pool, so a worker's runtime never blocks on the database. Its
+//! operations come from the shared SQL layer ([`super::sql`], MySQL dialect: backtick
+//! identifiers taken only from the [`Table`], `?` placeholders bound to `Param`s); this file
+//! implements [`SqlBackend`] (running statements), keeps MySQL's quirks in one place (binary
+//! collation so keys and comparisons behave as in SQLite, found-rows affected counts, index DDL
+//! without `IF NOT EXISTS`, `TEXT` columns that become indexed) and converts MySQL values back to
+//! JSON by column type.
 
-use super::schema::{Column, ColumnType, Table};
-use super::sql::{self, Conflict, Dialect, Sql};
-use super::{key_params, prepare_write, DbError, Driver, Options, Param, Res, Row, WriteMode};
+use crate::error::DbError;
+use crate::schema::{Column, ColumnType, Table};
+use crate::sql::{self, Dialect, Sql, SqlBackend, Written};
+use crate::types::{Param, Res, Row};
+use crate::write::query_param;
 use mysql_async::consts::ColumnType as MyType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, Pool, PoolConstraints, PoolOpts, TxOpts};
@@ -190,23 +193,6 @@ async fn fetch(conn: &mut impl Queryable, s: &Sql, cols: &[&Column]) -> Result<V
         .collect())
 }
 
-async fn get_row(
-    conn: &mut impl Queryable,
-    table: &Table,
-    key: &Row,
-    opts: &Options,
-) -> Result<Option<Row>, DbError> {
-    let cols = sql::select_columns(table, opts);
-    let s = sql::get(D, table, &cols, key_params(table, key)?);
-    Ok(fetch(conn, &s, &cols).await?.into_iter().next())
-}
-
-/// `ON DUPLICATE KEY UPDATE` reports 1 for an insert and 2 for an update (found rows: 1 when the
-/// row was unchanged); callers of put/incr see one row written, as with the other drivers.
-fn upsert_affected(n: u64) -> u64 {
-    n.min(1)
-}
-
 /// The MySQL/MariaDB driver over one connection pool.
 pub struct MysqlDriver {
     pool: Pool,
@@ -287,10 +273,6 @@ impl MysqlDriver {
             .copied()
     }
 
-    async fn write(&self, s: &Sql) -> Result<u64, DbError> {
-        execute(&mut self.conn().await?, s).await
-    }
-
     async fn init_table(&self, conn: &mut Conn, t: &Table, coll: &str) -> Result<(), DbError> {
         let create = format!(
             "{} ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE={coll}",
@@ -352,12 +334,11 @@ impl MysqlDriver {
 }
 
 #[async_trait::async_trait]
-impl Driver for MysqlDriver {
-    fn name(&self) -> &'static str {
-        "mysql"
-    }
+impl SqlBackend for MysqlDriver {
+    const NAME: &'static str = "mysql";
+    const DIALECT: Dialect = D;
 
-    async fn init(&self, tables: &[Table]) -> Result<(), DbError> {
+    async fn create(&self, tables: &[Table]) -> Result<(), DbError> {
         // DDL commits implicitly in MySQL, so there is no transaction around it; every step
         // checks what exists first, so a rerun after a failure continues where it stopped.
         let mut conn = self.conn().await?;
@@ -368,103 +349,38 @@ impl Driver for MysqlDriver {
         Ok(())
     }
 
-    async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
-        get_row(&mut self.conn().await?, table, key, opts).await
+    async fn execute(&self, s: &Sql) -> Result<u64, DbError> {
+        execute(&mut self.conn().await?, s).await
     }
 
-    async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
-        let affected = self
-            .write(&sql::insert(D, table, vals, Conflict::Replace))
-            .await?;
-        Ok(Res {
-            affected: upsert_affected(affected),
-            ..Res::default()
-        })
+    async fn fetch(&self, s: &Sql, cols: &[&Column]) -> Result<Vec<Row>, DbError> {
+        fetch(&mut self.conn().await?, s, cols).await
     }
 
-    async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
-        let affected = self
-            .write(&sql::insert(D, table, vals, Conflict::Fail))
-            .await?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+    async fn count(&self, s: &Sql) -> Result<i64, DbError> {
+        let n: Option<i64> = self
+            .conn()
+            .await?
+            .exec_first(s.text.as_str(), params(&s.params))
+            .await
+            .map_err(map_err)?;
+        Ok(n.unwrap_or(0))
     }
 
-    async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let keys = key_params(table, row)?;
-        let vals = prepare_write(table, row, opts, WriteMode::Update)?;
-        let affected = self.write(&sql::update(D, table, vals, keys)).await?;
-        if affected == 0 {
-            return Err(DbError::NotFound);
-        }
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
-    }
-
-    async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Incr)?;
-        let s = sql::insert(D, table, vals, Conflict::Incr);
+    async fn in_tx(&self, write: &Sql, read: &Sql, cols: &[&Column]) -> Result<Written, DbError> {
         let mut conn = self.conn().await?;
         let mut tx = conn
             .start_transaction(TxOpts::default())
             .await
             .map_err(map_err)?;
-        let affected = execute(&mut tx, &s).await?;
-        let rows = get_row(&mut tx, table, row, opts)
-            .await?
-            .into_iter()
-            .collect();
+        let affected = execute(&mut tx, write).await?;
+        let row = fetch(&mut tx, read, cols).await?.into_iter().next();
         tx.commit().await.map_err(map_err)?;
-        Ok(Res {
-            rows,
-            affected: upsert_affected(affected),
-            ..Res::default()
-        })
+        Ok((affected, row))
     }
 
-    async fn del(&self, table: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
-        let affected = self
-            .write(&sql::delete(D, table, key_params(table, key)?))
-            .await?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
-    }
-
-    async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let offset = opts.offset()?;
-        let count = opts.page_size();
-        let cols = sql::select_columns(table, opts);
-        let (s, cs) = sql::select(D, table, &cols, query, opts, offset)?;
-        let mut conn = self.conn().await?;
-        let rows = fetch(&mut conn, &s, &cols).await?;
-        let (rows, next_token) = super::page(rows, count, offset);
-        let total = if opts.total {
-            let n: Option<i64> = conn
-                .exec_first(cs.text.as_str(), params(&cs.params))
-                .await
-                .map_err(map_err)?;
-            Some(n.unwrap_or(0).max(0) as u64)
-        } else {
-            None
-        };
-        Ok(Res {
-            rows,
-            affected: 0,
-            next_token,
-            total,
-        })
-    }
-
-    async fn query(&self, text: &str, params_: &[Value], _opts: &Options) -> Result<Res, DbError> {
-        let ps: Vec<Param> = params_.iter().map(super::query_param).collect();
+    async fn native(&self, text: &str, params_: &[Value]) -> Result<Res, DbError> {
+        let ps: Vec<Param> = params_.iter().map(query_param).collect();
         let mut conn = self.conn().await?;
         // Arbitrary SQL may leave session state behind (variables, locks, an open
         // transaction): this connection is reset before it serves anyone else.
@@ -506,12 +422,19 @@ impl Driver for MysqlDriver {
             ..Res::default()
         })
     }
+
+    /// `ON DUPLICATE KEY UPDATE` reports 1 for an insert and 2 for an update (found rows: 1 when
+    /// the row was unchanged); callers of put/incr see one row written, as with the other drivers.
+    fn upserted(affected: u64) -> u64 {
+        affected.min(1)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::conformance::row;
+    use crate::{Driver, Options};
     use serde_json::json;
 
     /// Whether InnoDB has a transaction open for `conn`.

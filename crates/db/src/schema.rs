@@ -3,7 +3,7 @@
 //! every SQL identifier a driver emits comes from a [`Table`], and a `Table` can only be built
 //! through [`Table::new`], which validates every name, no identifier ever comes from user text.
 
-use super::DbError;
+use crate::error::DbError;
 use serde_json::Value;
 
 /// The longest table, column or index name accepted.

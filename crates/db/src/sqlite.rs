@@ -4,16 +4,19 @@
 //! Statements are built by [`super::sql`] with the SQLite dialect; this file only runs them and
 //! converts SQLite values back to JSON by column type.
 
-use super::schema::{Column, ColumnType, Table};
-use super::sql::{self, Conflict, Dialect, Sql};
-use super::{
-    key_params, prepare_write, BlockingDriver, DbError, Options, Param, Res, Row, WriteMode,
-};
+use crate::driver::BlockingDriver;
+use crate::error::DbError;
+use crate::options::Options;
+use crate::query::select_columns;
+use crate::schema::{Column, ColumnType, Table};
+use crate::sql::{self, Dialect, SelectPlan, Sql};
+use crate::types::{Param, Res, Row};
+use crate::write::{key_params, query_param};
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const D: Dialect = Dialect::Sqlite;
@@ -168,8 +171,7 @@ impl SqliteDriver {
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
-        // The state stays consistent even if a holder panicked: every update is one statement.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock()
     }
 
     /// With `false`, every call goes to the blocking pool, even a key lookup that would take
@@ -259,11 +261,7 @@ impl SqliteDriver {
                 return Err(DbError::Busy("no free sqlite connection".into()));
             }
             st.waiting += 1;
-            st = self
-                .freed
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            self.freed.wait_for(&mut st, deadline - now);
             st.waiting -= 1;
         }
     }
@@ -306,15 +304,29 @@ fn fetch_text(
     cols: &[&Column],
 ) -> Result<Vec<Row>, DbError> {
     let mut stmt = conn.prepare_cached(text).map_err(map_err)?;
+    read_rows(&mut stmt, params, cols.len(), |i| {
+        (cols[i].name.as_str(), Some(cols[i].kind))
+    })
+}
+
+/// Runs a prepared select with `params`; result column `i` of `n` is named and typed (when it
+/// belongs to a described column) by `col(i)`.
+fn read_rows<'c>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[Param],
+    n: usize,
+    col: impl Fn(usize) -> (&'c str, Option<ColumnType>),
+) -> Result<Vec<Row>, DbError> {
     let mut rows = stmt
         .query(rusqlite::params_from_iter(params.iter()))
         .map_err(map_err)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(map_err)? {
         let mut row = Row::new();
-        for (i, c) in cols.iter().enumerate() {
-            if let Some(v) = decode(Some(c.kind), r.get_ref(i).map_err(map_err)?) {
-                row.insert(c.name.clone(), v);
+        for i in 0..n {
+            let (name, kind) = col(i);
+            if let Some(v) = decode(kind, r.get_ref(i).map_err(map_err)?) {
+                row.insert(name.to_string(), v);
             }
         }
         out.push(row);
@@ -328,8 +340,7 @@ fn get_row(
     key: &Row,
     opts: &Options,
 ) -> Result<Option<Row>, DbError> {
-    let cols = sql::select_columns(table, opts);
-    let s = sql::get(D, table, &cols, key_params(table, key)?);
+    let (s, cols) = sql::get(D, table, key, opts)?;
     Ok(fetch(conn, &s, &cols)?.into_iter().next())
 }
 
@@ -373,24 +384,20 @@ impl BlockingDriver for SqliteDriver {
             .into_iter()
             .map(|(_, p)| p)
             .collect();
-        let cols = sql::select_columns(table, opts);
+        let cols = select_columns(table, opts);
         let cached = self
             .get_sql
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .get(table.name())
             .filter(|(n, _)| n.iter().eq(cols.iter().map(|c| &c.name)))
             .map(|(_, t)| t.clone());
         let text = match cached {
             Some(t) => t,
             None => {
-                let built: std::sync::Arc<str> = sql::get(D, table, &cols, key_params(table, key)?)
-                    .text
-                    .into();
+                let built: std::sync::Arc<str> = sql::get(D, table, key, opts)?.0.text.into();
                 let names = cols.iter().map(|c| c.name.clone()).collect();
                 self.get_sql
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
                     .insert(table.name().to_string(), (names, built.clone()));
                 built
             }
@@ -432,95 +439,61 @@ impl BlockingDriver for SqliteDriver {
     }
 
     fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
-        let affected = execute(
-            &*self.conn()?,
-            &sql::insert(D, table, vals, Conflict::Replace),
-        )?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::put(D, table, row, opts)?;
+        Ok(sql::written(execute(&*self.conn()?, &s)?))
     }
 
     fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Insert)?;
-        let affected = execute(&*self.conn()?, &sql::insert(D, table, vals, Conflict::Fail))?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::add(D, table, row, opts)?;
+        Ok(sql::written(execute(&*self.conn()?, &s)?))
     }
 
     fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let keys = key_params(table, row)?;
-        let vals = prepare_write(table, row, opts, WriteMode::Update)?;
-        let affected = execute(&*self.conn()?, &sql::update(D, table, vals, keys))?;
-        if affected == 0 {
-            return Err(DbError::NotFound);
-        }
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::update(D, table, row, opts)?;
+        sql::updated(execute(&*self.conn()?, &s)?)
     }
 
     fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let vals = prepare_write(table, row, opts, WriteMode::Incr)?;
+        let s = sql::incr(D, table, row, opts)?;
         let mut conn = self.conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map_err)?;
-        let affected = execute(&tx, &sql::insert(D, table, vals, Conflict::Incr))?;
+        let affected = execute(&tx, &s)?;
         let rows = get_row(&tx, table, row, opts)?.into_iter().collect();
         tx.commit().map_err(map_err)?;
         Ok(Res {
             rows,
-            affected,
-            ..Res::default()
+            ..sql::written(affected)
         })
     }
 
     fn del(&self, table: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
-        let affected = execute(
-            &*self.conn()?,
-            &sql::delete(D, table, key_params(table, key)?),
-        )?;
-        Ok(Res {
-            affected,
-            ..Res::default()
-        })
+        let s = sql::del(D, table, key)?;
+        Ok(sql::written(execute(&*self.conn()?, &s)?))
     }
 
     fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let offset = opts.offset()?;
-        let count = opts.page_size();
-        let cols = sql::select_columns(table, opts);
-        let (s, cs) = sql::select(D, table, &cols, query, opts, offset)?;
+        let plan = SelectPlan::new(D, table, query, opts)?;
         let conn = self.conn()?;
-        let rows = fetch(&conn, &s, &cols)?;
-        let (rows, next_token) = super::page(rows, count, offset);
-        let total = if opts.total {
-            let mut stmt = conn.prepare_cached(&cs.text).map_err(map_err)?;
-            let n: i64 = stmt
-                .query_row(rusqlite::params_from_iter(cs.params.iter()), |r| r.get(0))
-                .map_err(map_err)?;
-            Some(n.max(0) as u64)
-        } else {
-            None
+        let rows = fetch(&conn, &plan.rows, &plan.cols)?;
+        let total = match &plan.count {
+            Some(cs) => {
+                let mut stmt = conn.prepare_cached(&cs.text).map_err(map_err)?;
+                let n: i64 = stmt
+                    .query_row(rusqlite::params_from_iter(cs.params.iter()), |r| r.get(0))
+                    .map_err(map_err)?;
+                Some(n)
+            }
+            None => None,
         };
-        Ok(Res {
-            rows,
-            affected: 0,
-            next_token,
-            total,
-        })
+        Ok(plan.result(rows, total))
     }
 
     fn query(&self, text: &str, params: &[Value], _opts: &Options) -> Result<Res, DbError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(text).map_err(map_err)?;
-        let params: Vec<Param> = params.iter().map(super::query_param).collect();
+        let params: Vec<Param> = params.iter().map(query_param).collect();
         if stmt.column_count() == 0 {
             let affected = stmt
                 .execute(rusqlite::params_from_iter(params.iter()))
@@ -531,21 +504,11 @@ impl BlockingDriver for SqliteDriver {
             });
         }
         let names: Vec<String> = stmt.column_names().iter().map(|s| s.to_string()).collect();
-        let mut rows = stmt
-            .query(rusqlite::params_from_iter(params.iter()))
-            .map_err(map_err)?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next().map_err(map_err)? {
-            let mut row = Row::new();
-            for (i, name) in names.iter().enumerate() {
-                if let Some(v) = decode(None, r.get_ref(i).map_err(map_err)?) {
-                    row.insert(name.clone(), v);
-                }
-            }
-            out.push(row);
-        }
+        let rows = read_rows(&mut stmt, &params, names.len(), |i| {
+            (names[i].as_str(), None)
+        })?;
         Ok(Res {
-            rows: out,
+            rows,
             ..Res::default()
         })
     }

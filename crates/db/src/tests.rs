@@ -5,8 +5,12 @@
 
 use super::conformance::{items_table, row};
 use super::*;
-use serde_json::json;
+use crate::options::{decode_token, encode_token};
+use crate::types::Param;
+use crate::write::{encode, key_params, prepare_write, WriteMode};
+use serde_json::{json, Value};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A temporary directory removed on drop (the library has no tempfile dependency).
 struct Tmp(PathBuf);

@@ -1,0 +1,167 @@
+//! The [`Driver`] trait every storage backend implements, its blocking twin [`BlockingDriver`], and
+//! [`Blocking`], which runs a blocking driver on tokio's blocking pool (or inline when it cannot
+//! wait). Depends only on the leaf types.
+
+use crate::error::DbError;
+use crate::options::Options;
+use crate::schema::Table;
+use crate::types::{Res, Row};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A storage backend as the rest of bkjs uses it: asynchronous, so a worker's runtime never
+/// blocks on the database. Native async drivers (PostgreSQL, MySQL) implement it directly;
+/// blocking ones (SQLite, sled) implement [`BlockingDriver`] and run through [`Blocking`]. Every
+/// identifier a driver uses comes from the given [`Table`], never from row keys or option
+/// strings (those are only looked up in the table).
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync {
+    /// Driver name (`sqlite`, `pgsql`, ...).
+    fn name(&self) -> &'static str;
+    /// Creates missing tables, adds missing columns and indexes. Only the master/server calls it.
+    async fn init(&self, tables: &[Table]) -> Result<(), DbError>;
+    /// The row with the primary key taken from `key`, or None.
+    async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError>;
+    /// Inserts or replaces the whole row.
+    async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Inserts; [`DbError::Exists`] when the key (or a unique column) exists.
+    async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Updates the given columns of an existing row; [`DbError::NotFound`] when there is none.
+    async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Adds the given numbers to numeric columns (creating the row when missing).
+    async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Deletes the row with this primary key (affected = 0 when there was none).
+    async fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Rows matching the conditions in `query` with `opts.ops`, paged.
+    async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Driver-native statement with bound parameters.
+    async fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError>;
+}
+
+/// Runs a blocking driver call on tokio's blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
+) -> Result<T, DbError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DbError::Driver(format!("database thread failed: {e}")))?
+}
+
+/// An async [`Driver`] over a [`BlockingDriver`]: every call runs on tokio's blocking pool.
+pub struct Blocking<D>(pub Arc<D>);
+
+macro_rules! off {
+    ($self:ident, $method:ident, $table:ident, $row:ident, $opts:ident) => {{
+        let (d, t, r, o) = ($self.0.clone(), $table.clone(), $row.clone(), $opts.clone());
+        off_runtime(move || d.$method(&t, &r, &o)).await
+    }};
+}
+
+/// Runs a short call on the caller's thread when the driver can do it without waiting (SQLite:
+/// an idle connection, no lock held by another writer: microseconds), else on the blocking pool.
+/// After a write, due housekeeping (a WAL checkpoint) is sent to the blocking pool.
+macro_rules! now_or_off {
+    ($self:ident, $method:ident, $table:ident, $row:ident, $opts:ident, $write:expr) => {{
+        let mut done = None;
+        if $self.0.begin_now() {
+            let r = $self.0.$method($table, $row, $opts);
+            $self.0.end_now();
+            if !matches!(r, Err(DbError::Busy(_))) {
+                done = Some(r);
+            }
+        }
+        let r = match done {
+            Some(r) => r,
+            None => off!($self, $method, $table, $row, $opts),
+        };
+        if $write && r.is_ok() && $self.0.maintenance_due() {
+            let d = $self.0.clone();
+            tokio::task::spawn_blocking(move || d.maintain());
+        }
+        r
+    }};
+}
+
+#[async_trait::async_trait]
+impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
+    fn name(&self) -> &'static str {
+        self.0.name()
+    }
+    async fn init(&self, tables: &[Table]) -> Result<(), DbError> {
+        let (d, t) = (self.0.clone(), tables.to_vec());
+        off_runtime(move || d.init(&t)).await
+    }
+    async fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
+        now_or_off!(self, get, table, key, opts, false)
+    }
+    async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        now_or_off!(self, put, table, row, opts, true)
+    }
+    async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        now_or_off!(self, add, table, row, opts, true)
+    }
+    async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        now_or_off!(self, update, table, row, opts, true)
+    }
+    async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        now_or_off!(self, incr, table, row, opts, true)
+    }
+    async fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError> {
+        now_or_off!(self, del, table, key, opts, true)
+    }
+    async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
+        off!(self, select, table, query, opts)
+    }
+    async fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError> {
+        let (d, t, p, o) = (
+            self.0.clone(),
+            text.to_string(),
+            params.to_vec(),
+            opts.clone(),
+        );
+        off_runtime(move || d.query(&t, &p, &o)).await
+    }
+}
+
+/// A storage backend whose calls block (SQLite, sled); wrap it in [`Blocking`] to use it.
+/// Every identifier it uses comes from the given [`Table`].
+pub trait BlockingDriver: Send + Sync {
+    /// Starts running calls on the caller's (runtime) thread: until [`BlockingDriver::end_now`]
+    /// they must not wait for a connection or a lock but fail with [`DbError::Busy`] at once, and
+    /// [`Blocking`] then runs them on the blocking pool. Returns false when the driver cannot.
+    fn begin_now(&self) -> bool {
+        false
+    }
+
+    /// Ends what [`BlockingDriver::begin_now`] started.
+    fn end_now(&self) {}
+
+    /// Called after every write; true when [`BlockingDriver::maintain`] should run.
+    fn maintenance_due(&self) -> bool {
+        false
+    }
+
+    /// Housekeeping that may block (a WAL checkpoint); runs on the blocking pool.
+    fn maintain(&self) {}
+    /// Driver name (`sqlite`, ...).
+    fn name(&self) -> &'static str;
+    /// Creates missing tables, adds missing columns and indexes. Only the master/server calls it.
+    fn init(&self, tables: &[Table]) -> Result<(), DbError>;
+    /// The row with the primary key taken from `key`, or None.
+    fn get(&self, table: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError>;
+    /// Inserts or replaces the whole row.
+    fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Inserts; [`DbError::Exists`] when the key (or a unique column) exists.
+    fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Updates the given columns of an existing row; [`DbError::NotFound`] when there is none.
+    fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Adds the given numbers to numeric columns (creating the row when missing), sets other given
+    /// columns; returns the resulting row.
+    fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Deletes the row with this primary key (affected = 0 when there was none).
+    fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Rows matching the conditions in `query` with `opts.ops`, paged.
+    fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError>;
+    /// Driver-native statement with bound parameters.
+    fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError>;
+}

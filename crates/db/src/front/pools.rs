@@ -1,0 +1,164 @@
+//! The DB parameters (`-db-*`) and the opening of one driver's pool from them: the one place that
+//! knows every driver, so that the drivers never know each other.
+
+use crate::driver::{Blocking, Driver};
+use crate::error::DbError;
+use crate::mysql::MysqlDriver;
+use crate::pgsql::PgsqlDriver;
+use crate::sled::SledDriver;
+use crate::sqlite::SqliteDriver;
+use bkjs_base::config::{Config, Kind, Param};
+use std::sync::Arc;
+
+/// The drivers a pool can use.
+pub(crate) const DRIVERS: &[&str] = &["sqlite", "pgsql", "mysql", "sled"];
+
+/// DB parameters.
+pub static PARAMS: &[Param] = &[
+    Param::new(
+        "db-pool",
+        Kind::Enum(DRIVERS),
+        "sqlite",
+        "the default pool: tables not pinned elsewhere live there",
+    ),
+    Param::new(
+        "db-sqlite-pool",
+        Kind::Path,
+        "var/bkjs.db",
+        "SQLite database file",
+    ),
+    Param::new(
+        "db-sqlite-max",
+        Kind::Int { min: 1, max: 256 },
+        "4",
+        "connections of the SQLite pool per process",
+    ),
+    Param::new(
+        "db-sqlite-inline",
+        Kind::Bool,
+        "true",
+        "key lookups and single-row writes that need not wait (idle connection, no lock held) run on the worker's thread, microseconds; 0 sends every call to the blocking pool",
+    ),
+    Param::new(
+        "db-sqlite-tables",
+        Kind::List,
+        "",
+        "tables kept in the SQLite pool whatever -db-pool says",
+    ),
+    Param::new(
+        "db-pgsql-pool",
+        Kind::String,
+        "",
+        "PostgreSQL URL, e.g. postgresql://user@host:5432/db",
+    ),
+    Param::new(
+        "db-pgsql-max",
+        Kind::Int { min: 1, max: 1024 },
+        "8",
+        "connections of the PostgreSQL pool per process",
+    ),
+    Param::new(
+        "db-pgsql-schema",
+        Kind::String,
+        "",
+        "PostgreSQL schema (created when missing; default: the server's search_path)",
+    ),
+    Param::new(
+        "db-pgsql-tables",
+        Kind::List,
+        "",
+        "tables kept in the PostgreSQL pool",
+    ),
+    Param::new(
+        "db-mysql-pool",
+        Kind::String,
+        "",
+        "MySQL/MariaDB URL, e.g. mysql://root@host:3306/db",
+    ),
+    Param::new(
+        "db-mysql-max",
+        Kind::Int { min: 1, max: 1024 },
+        "8",
+        "connections of the MySQL pool per process",
+    ),
+    Param::new(
+        "db-mysql-tables",
+        Kind::List,
+        "",
+        "tables kept in the MySQL pool",
+    ),
+    Param::new(
+        "db-sled-pool",
+        Kind::Path,
+        "",
+        "sled database directory (embedded key-value store)",
+    ),
+    Param::new(
+        "db-sled-tables",
+        Kind::List,
+        "",
+        "tables kept in the sled pool",
+    ),
+    Param::new(
+        "db-caching",
+        Kind::List,
+        "",
+        "tables whose gets go through the cache by default",
+    ),
+];
+
+/// Opens the pool of one driver from the configuration.
+pub(super) async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driver>, DbError> {
+    match driver {
+        "sqlite" => {
+            let path = cfg
+                .path("db-sqlite-pool")
+                .ok_or_else(|| DbError::bad_value("db-sqlite-pool", "a file is required"))?;
+            let max = cfg.int("db-sqlite-max") as usize;
+            let d = tokio::task::spawn_blocking(move || SqliteDriver::open(path, max))
+                .await
+                .map_err(|e| DbError::Driver(e.to_string()))??;
+            d.set_inline(cfg.bool("db-sqlite-inline"));
+            Ok(Arc::new(Blocking(Arc::new(d))))
+        }
+        "pgsql" => {
+            let url = cfg.str("db-pgsql-pool");
+            if url.is_empty() {
+                return Err(DbError::bad_value(
+                    "db-pgsql-pool",
+                    "a postgresql:// URL is required",
+                ));
+            }
+            let schema = Some(cfg.str("db-pgsql-schema")).filter(|s| !s.is_empty());
+            let d = PgsqlDriver::connect(url, cfg.int("db-pgsql-max") as usize, schema).await?;
+            Ok(Arc::new(d))
+        }
+        "mysql" => {
+            let url = cfg.str("db-mysql-pool");
+            if url.is_empty() {
+                return Err(DbError::bad_value(
+                    "db-mysql-pool",
+                    "a mysql:// URL is required",
+                ));
+            }
+            Ok(Arc::new(MysqlDriver::connect(
+                url,
+                cfg.int("db-mysql-max") as usize,
+            )?))
+        }
+        "sled" => {
+            let path = cfg
+                .path("db-sled-pool")
+                .unwrap_or_else(|| cfg.dir("var").join("bkjs.sled"));
+            let d = tokio::task::spawn_blocking(move || SledDriver::open(path))
+                .await
+                .map_err(|e| DbError::Driver(e.to_string()))?
+                .map_err(|e| {
+                    // sled locks its directory to one process.
+                    DbError::Driver(format!("{e} (a sled database is used by one process at a time: run a sled pool with -server-web-workers 1)"))
+                })?;
+            Ok(Arc::new(Blocking(Arc::new(d))))
+        }
+        other => Err(DbError::Unsupported(format!("unknown driver {other}"))),
+    }
+}

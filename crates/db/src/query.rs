@@ -1,0 +1,153 @@
+//! What a select means, independent of how a driver answers it: the columns it returns, its
+//! conditions (which keys count, the operator rewriting `= null` → `null`, `= [..]` → `in`, which
+//! operators need text, how `in`/`between` lists are written), its order and its `begins_with`
+//! range. The SQL layer turns these into SQL, the sled driver evaluates them in memory; both get
+//! them from here so that every driver answers the same select the same way.
+
+use crate::error::DbError;
+use crate::options::Options;
+use crate::schema::{Column, ColumnType, Table};
+use crate::types::{Op, Row};
+use crate::write::scalar_text;
+use serde_json::Value;
+
+/// The columns a read returns: `opts.select` restricted to known columns, or all.
+pub(crate) fn select_columns<'t>(t: &'t Table, opts: &Options) -> Vec<&'t Column> {
+    let cols: Vec<&Column> = t
+        .columns()
+        .iter()
+        .filter(|c| opts.select.iter().any(|s| s == &c.name))
+        .collect();
+    if cols.is_empty() {
+        t.columns().iter().collect()
+    } else {
+        cols
+    }
+}
+
+/// One condition of a select: a column, its operator (already rewritten by [`effective_op`]) and
+/// the value (JSON null for unary operators).
+pub(crate) struct Condition<'t, 'q> {
+    pub(crate) col: &'t Column,
+    pub(crate) op: Op,
+    pub(crate) value: &'q Value,
+}
+
+/// The conditions of a select: table columns present in `query` (unknown keys ignored) plus
+/// unary `ops`, in table order; an `ops` key that is not a column is refused.
+pub(crate) fn conditions<'t, 'q>(
+    t: &'t Table,
+    query: &'q Row,
+    opts: &Options,
+) -> Result<Vec<Condition<'t, 'q>>, DbError> {
+    if let Some(bad) = opts.ops.keys().find(|k| t.column(k).is_none()) {
+        return Err(DbError::BadName(format!("{}.{bad}", t.name())));
+    }
+    let mut out = Vec::new();
+    for c in t.columns() {
+        let op = opts.ops.get(&c.name).copied().unwrap_or(Op::Eq);
+        let v = query.get(&c.name);
+        if v.is_none() && !op.is_unary() {
+            continue;
+        }
+        let value = v.unwrap_or(&Value::Null);
+        out.push(Condition {
+            col: c,
+            op: effective_op(op, value),
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// The operator a condition really applies: `=`/`<>` with null test for NULL, with a list test
+/// membership.
+fn effective_op(op: Op, v: &Value) -> Op {
+    match (op, v) {
+        (Op::Eq, Value::Null) => Op::Null,
+        (Op::Ne, Value::Null) => Op::NotNull,
+        (Op::Eq, Value::Array(_)) => Op::In,
+        (Op::Ne, Value::Array(_)) => Op::NotIn,
+        (op, _) => op,
+    }
+}
+
+impl Condition<'_, '_> {
+    /// Text operators (`begins_with`, `like`, `contains`, `regexp`) refuse non-text columns.
+    pub(crate) fn need_text(&self) -> Result<(), DbError> {
+        if matches!(self.col.kind, ColumnType::Text | ColumnType::Json) {
+            Ok(())
+        } else {
+            Err(DbError::bad_value(
+                &self.col.name,
+                format!("{:?} needs a text column", self.op),
+            ))
+        }
+    }
+
+    /// The value as text (text operators).
+    pub(crate) fn text(&self) -> String {
+        scalar_text(self.value)
+    }
+
+    /// The values of an `in`/`between` condition: a JSON array or comma-separated text.
+    pub(crate) fn list(&self) -> Vec<Value> {
+        match self.value {
+            Value::Array(a) => a.clone(),
+            Value::String(s) => s.split(',').map(|x| Value::String(x.to_string())).collect(),
+            other => vec![other.clone()],
+        }
+    }
+
+    /// The two values of a `between`.
+    pub(crate) fn pair(&self) -> Result<(Value, Value), DbError> {
+        match <[Value; 2]>::try_from(self.list()) {
+            Ok([lo, hi]) => Ok((lo, hi)),
+            Err(_) => Err(DbError::bad_value(
+                &self.col.name,
+                "between needs two values",
+            )),
+        }
+    }
+
+    /// The compiled pattern of a `regexp` (refused clearly when it is not a valid one).
+    pub(crate) fn regex(&self) -> Result<regex::Regex, DbError> {
+        regex::Regex::new(&self.text())
+            .map_err(|e| DbError::bad_value(&self.col.name, format!("bad regexp: {e}")))
+    }
+}
+
+/// The columns a select sorts by: the `sort` column (an unknown one is refused), then the
+/// primary key, all in the same direction.
+pub(crate) fn order_columns<'t>(t: &'t Table, opts: &Options) -> Result<Vec<&'t Column>, DbError> {
+    let mut order: Vec<&Column> = Vec::new();
+    if let Some(sort) = &opts.sort {
+        order.push(
+            t.column(sort)
+                .ok_or_else(|| DbError::BadName(format!("{}.{sort}", t.name())))?,
+        );
+    }
+    for k in t.primary_keys() {
+        if !order.iter().any(|c| c.name == k.name) {
+            order.push(k);
+        }
+    }
+    Ok(order)
+}
+
+/// The smallest string greater than every string starting with `prefix` (code point order, which
+/// is the byte order of UTF-8); None when there is none (empty prefix or all U+10FFFF).
+pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut n = last as u32 + 1;
+        if (0xD800..0xE000).contains(&n) {
+            n = 0xE000;
+        }
+        if let Some(c) = char::from_u32(n) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}

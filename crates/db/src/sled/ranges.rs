@@ -1,0 +1,128 @@
+//! The key ranges that hold every row a select can match: `=` and `in` on leading key columns
+//! fix prefixes, a range condition bounds the next column; used on the table tree (primary key)
+//! and on index trees.
+
+use super::codec::{enc, enc_params, enc_text_body, successor, TAG_TEXT};
+use super::filter::{Cond, Test};
+use crate::schema::Column;
+use crate::types::{Op, Param};
+use std::ops::Bound;
+
+/// The most key ranges one select probes (`in` lists multiply them); beyond it, a wider range.
+pub(super) const MAX_RANGES: usize = 1024;
+
+pub(super) type Range = (Vec<u8>, Option<Vec<u8>>);
+
+/// The bounds one condition puts on a key column after a fixed prefix: the start suffix (None:
+/// the prefix itself) and the end suffix with whether the end lies past every key starting with
+/// it (None: past every key starting with the prefix).
+pub(super) type Bounds = (Option<Vec<u8>>, Option<(Vec<u8>, bool)>);
+
+/// The key ranges of a composite key over `cols` that hold every row the conditions can match:
+/// `=` and `in` on leading columns fix prefixes, then one range condition may bound the next
+/// column. None when the first column is not constrained.
+pub(super) fn key_ranges(cols: &[&Column], conds: &[Cond<'_>]) -> Option<Vec<Range>> {
+    let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut used = false;
+    for col in cols {
+        let Some(cond) = conds.iter().find(|c| c.col.name == col.name) else {
+            break;
+        };
+        match &cond.test {
+            Test::Cmp(Op::Eq, p) if *p != Param::Null => {
+                for pre in &mut prefixes {
+                    enc(pre, p);
+                }
+                used = true;
+                continue;
+            }
+            Test::In(items)
+                if !items.contains(&Param::Null) && prefixes.len() * items.len() <= MAX_RANGES =>
+            {
+                let mut encoded: Vec<Vec<u8>> = items.iter().map(|p| enc_params([p])).collect();
+                encoded.sort();
+                encoded.dedup();
+                prefixes = prefixes
+                    .iter()
+                    .flat_map(|pre| {
+                        encoded.iter().map(move |e| {
+                            let mut k = pre.clone();
+                            k.extend_from_slice(e);
+                            k
+                        })
+                    })
+                    .collect();
+                used = true;
+                continue;
+            }
+            _ => {}
+        }
+        // A range on this column: (start suffix, end) where end is exclusive after the suffix
+        // (`true`: past every key starting with it).
+        let bounds: Option<Bounds> = match &cond.test {
+            Test::Cmp(Op::Gt | Op::Ge, p) if *p != Param::Null => {
+                Some((Some(enc_params([p])), None))
+            }
+            Test::Cmp(Op::Lt, p) if *p != Param::Null => {
+                Some((None, Some((enc_params([p]), false))))
+            }
+            Test::Cmp(Op::Le, p) if *p != Param::Null => {
+                Some((None, Some((enc_params([p]), true))))
+            }
+            Test::Between(lo, hi) if *lo != Param::Null && *hi != Param::Null => {
+                Some((Some(enc_params([lo])), Some((enc_params([hi]), true))))
+            }
+            Test::Prefix(s) => {
+                let mut b = vec![TAG_TEXT];
+                enc_text_body(&mut b, s);
+                Some((Some(b.clone()), Some((b, true))))
+            }
+            _ => None,
+        };
+        if let Some((start, end)) = bounds {
+            let ranges = prefixes
+                .iter()
+                .filter_map(|pre| {
+                    let mut lo = pre.clone();
+                    if let Some(s) = &start {
+                        lo.extend_from_slice(s);
+                    }
+                    let hi = match &end {
+                        None => successor(pre),
+                        Some((e, past)) => {
+                            let mut h = pre.clone();
+                            h.extend_from_slice(e);
+                            if *past {
+                                successor(&h)
+                            } else {
+                                Some(h)
+                            }
+                        }
+                    };
+                    match &hi {
+                        Some(h) if *h <= lo => None,
+                        _ => Some((lo, hi)),
+                    }
+                })
+                .collect();
+            return Some(ranges);
+        }
+        break;
+    }
+    used.then(|| {
+        prefixes
+            .into_iter()
+            .map(|p| {
+                let hi = successor(&p);
+                (p, hi)
+            })
+            .collect()
+    })
+}
+
+pub(super) fn bounds(r: &Range) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    (
+        Bound::Included(r.0.clone()),
+        r.1.clone().map_or(Bound::Unbounded, Bound::Excluded),
+    )
+}

@@ -1,0 +1,309 @@
+//! Row statements: insert (with the upsert of `put` and `incr`), update, delete, the key lookup
+//! and the paged select with its conditions and order.
+
+use super::dialect::{Dialect, Sql};
+use crate::error::DbError;
+use crate::options::Options;
+use crate::query::{conditions, order_columns, prefix_end, Condition};
+use crate::schema::{Column, Table};
+use crate::types::{Op, Param, Row};
+use crate::write::encode;
+
+/// What an insert does when the key exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Conflict {
+    /// Fail (add).
+    Fail,
+    /// Replace every non-key column (put).
+    Replace,
+    /// Add the given numeric columns, set the other given columns (incr).
+    Incr,
+}
+
+/// An insert of `vals` (which include the key).
+pub(crate) fn insert(
+    d: Dialect,
+    t: &Table,
+    vals: Vec<(&Column, Param)>,
+    conflict: Conflict,
+) -> Sql {
+    let mut s = Sql::new(d);
+    s.push("INSERT INTO ");
+    s.ident(t.name());
+    s.push(" (");
+    s.idents(vals.iter().map(|(c, _)| c.name.as_str()));
+    s.push(") VALUES (");
+    let given: Vec<&Column> = vals.iter().map(|(c, _)| *c).collect();
+    for (i, (_, p)) in vals.into_iter().enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        s.bind(p);
+    }
+    s.push(")");
+    let sets: Vec<String> = match conflict {
+        Conflict::Fail => return s,
+        // Columns not inserted get their default (NULL) from `excluded`: a whole-row replace.
+        Conflict::Replace => t
+            .columns()
+            .iter()
+            .filter(|c| c.primary == 0)
+            .map(|c| {
+                let q = d.quote(&c.name);
+                format!("{q} = {}", d.excluded(&q))
+            })
+            .collect(),
+        Conflict::Incr => given
+            .iter()
+            .filter(|c| c.primary == 0)
+            .map(|c| {
+                let q = d.quote(&c.name);
+                if c.kind.is_numeric() {
+                    format!(
+                        "{q} = COALESCE({}.{q}, 0) + {}",
+                        d.quote(t.name()),
+                        d.excluded(&q)
+                    )
+                } else {
+                    format!("{q} = {}", d.excluded(&q))
+                }
+            })
+            .collect(),
+    };
+    let keys: Vec<&Column> = t.primary_keys();
+    match d {
+        Dialect::Mysql => s.push(" ON DUPLICATE KEY UPDATE "),
+        _ => {
+            s.push(" ON CONFLICT (");
+            s.idents(keys.iter().map(|c| c.name.as_str()));
+            s.push(if sets.is_empty() {
+                ") DO NOTHING"
+            } else {
+                ") DO UPDATE SET "
+            });
+        }
+    }
+    if sets.is_empty() && d == Dialect::Mysql {
+        // MySQL has no DO NOTHING: a no-op assignment of the first key.
+        let q = d.quote(&keys[0].name);
+        s.push(&format!("{q} = {q}"));
+    }
+    s.push(&sets.join(", "));
+    s
+}
+
+fn push_key(s: &mut Sql, keys: Vec<(&Column, Param)>) {
+    s.push(" WHERE ");
+    for (i, (c, p)) in keys.into_iter().enumerate() {
+        if i > 0 {
+            s.push(" AND ");
+        }
+        s.ident(&c.name);
+        s.push(" = ");
+        s.bind(p);
+    }
+}
+
+/// `UPDATE ... SET` the given non-key columns `WHERE` key; with nothing to set, a no-op
+/// assignment so the affected count still tells whether the row exists.
+pub(super) fn update(
+    d: Dialect,
+    t: &Table,
+    sets: Vec<(&Column, Param)>,
+    keys: Vec<(&Column, Param)>,
+) -> Sql {
+    let mut s = Sql::new(d);
+    s.push("UPDATE ");
+    s.ident(t.name());
+    s.push(" SET ");
+    let sets: Vec<_> = sets.into_iter().filter(|(c, _)| c.primary == 0).collect();
+    if sets.is_empty() {
+        let q = d.quote(&keys[0].0.name);
+        s.push(&format!("{q} = {q}"));
+    }
+    for (i, (c, p)) in sets.into_iter().enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        s.ident(&c.name);
+        s.push(" = ");
+        s.bind(p);
+    }
+    push_key(&mut s, keys);
+    s
+}
+
+/// `DELETE ... WHERE` key.
+pub(crate) fn delete(d: Dialect, t: &Table, keys: Vec<(&Column, Param)>) -> Sql {
+    let mut s = Sql::new(d);
+    s.push("DELETE FROM ");
+    s.ident(t.name());
+    push_key(&mut s, keys);
+    s
+}
+
+/// `SELECT cols FROM table` (no condition yet).
+fn select_from(s: &mut Sql, t: &Table, cols: &[&Column]) {
+    s.push("SELECT ");
+    s.idents(cols.iter().map(|c| c.name.as_str()));
+    s.push(" FROM ");
+    s.ident(t.name());
+}
+
+/// The row with this key.
+pub(super) fn get(d: Dialect, t: &Table, cols: &[&Column], keys: Vec<(&Column, Param)>) -> Sql {
+    let mut s = Sql::new(d);
+    select_from(&mut s, t, cols);
+    push_key(&mut s, keys);
+    s
+}
+
+/// Appends one condition.
+fn push_condition(s: &mut Sql, c: &Condition<'_, '_>) -> Result<(), DbError> {
+    let d = s.dialect;
+    let (col, op, v) = (c.col, c.op, c.value);
+    let q = d.quote(&col.name);
+    match op {
+        Op::Null => s.push(&format!("{q} IS NULL")),
+        Op::NotNull => s.push(&format!("{q} IS NOT NULL")),
+        Op::Eq | Op::Ne | Op::Gt | Op::Ge | Op::Lt | Op::Le => {
+            let sym = match op {
+                Op::Eq => "=",
+                Op::Ne => "<>",
+                Op::Gt => ">",
+                Op::Ge => ">=",
+                Op::Lt => "<",
+                _ => "<=",
+            };
+            s.push(&format!("{q} {sym} "));
+            s.bind(encode(col, v)?);
+        }
+        Op::In | Op::NotIn => {
+            let items = c.list();
+            if items.is_empty() {
+                s.push(if op == Op::In { "1 = 0" } else { "1 = 1" });
+                return Ok(());
+            }
+            s.push(&format!(
+                "{q} {} (",
+                if op == Op::In { "IN" } else { "NOT IN" }
+            ));
+            for (i, x) in items.iter().enumerate() {
+                if i > 0 {
+                    s.push(", ");
+                }
+                s.bind(encode(col, x)?);
+            }
+            s.push(")");
+        }
+        Op::Between | Op::NotBetween => {
+            let (lo, hi) = c.pair()?;
+            s.push(&format!(
+                "{q} {} ",
+                if op == Op::Between {
+                    "BETWEEN"
+                } else {
+                    "NOT BETWEEN"
+                }
+            ));
+            s.bind(encode(col, &lo)?);
+            s.push(" AND ");
+            s.bind(encode(col, &hi)?);
+        }
+        Op::BeginsWith => {
+            c.need_text()?;
+            let p = c.text();
+            // A range, not LIKE: exact, case-sensitive and able to use an index.
+            s.push(&format!("{q} >= "));
+            s.bind(Param::Text(p.clone()));
+            if let Some(end) = prefix_end(&p) {
+                s.push(&format!(" AND {q} < "));
+                s.bind(Param::Text(end));
+            }
+        }
+        Op::Like | Op::Ilike => {
+            c.need_text()?;
+            match (op, d) {
+                (Op::Ilike, Dialect::Postgres) => s.push(&format!("{q} ILIKE ")),
+                (Op::Ilike, _) => s.push(&format!("LOWER({q}) LIKE LOWER(")),
+                _ => s.push(&format!("{q} LIKE ")),
+            }
+            s.bind(Param::Text(c.text()));
+            if op == Op::Ilike && d != Dialect::Postgres {
+                s.push(")");
+            }
+        }
+        Op::Contains | Op::NotContains => {
+            c.need_text()?;
+            s.params.push(Param::Text(c.text()));
+            let ph = d.placeholder(s.params.len());
+            let expr = d.contains(&q, &ph);
+            s.push(&if op == Op::Contains {
+                expr
+            } else {
+                format!("NOT ({expr})")
+            });
+        }
+        Op::Regexp => {
+            c.need_text()?;
+            match d {
+                Dialect::Sqlite => {
+                    // The pattern is compiled by the regex crate: refuse a bad one here, clearly.
+                    c.regex()?;
+                    s.push(&format!("{q} REGEXP "))
+                }
+                Dialect::Postgres => s.push(&format!("{q} ~ ")),
+                Dialect::Mysql => s.push(&format!("{q} REGEXP ")),
+            }
+            s.bind(Param::Text(c.text()));
+        }
+    }
+    Ok(())
+}
+
+/// Appends ` WHERE ...` for the conditions of a select ([`conditions`]); returns how many there
+/// are.
+fn push_where(s: &mut Sql, t: &Table, query: &Row, opts: &Options) -> Result<usize, DbError> {
+    let conds = conditions(t, query, opts)?;
+    for (n, c) in conds.iter().enumerate() {
+        s.push(if n == 0 { " WHERE " } else { " AND " });
+        s.push("(");
+        push_condition(s, c)?;
+        s.push(")");
+    }
+    Ok(conds.len())
+}
+
+/// A paged select: the statement fetches up to `count + 1` rows from `offset` so the caller can
+/// tell whether another page exists; also the matching `COUNT(*)` statement. Refuses a select
+/// without conditions when `opts.noscan` is on, and an unknown sort column.
+pub(super) fn select(
+    d: Dialect,
+    t: &Table,
+    cols: &[&Column],
+    query: &Row,
+    opts: &Options,
+    offset: u64,
+) -> Result<(Sql, Sql), DbError> {
+    let mut s = Sql::new(d);
+    select_from(&mut s, t, cols);
+    let mut cs = Sql::new(d);
+    cs.push("SELECT COUNT(*) FROM ");
+    cs.ident(t.name());
+    let n = push_where(&mut s, t, query, opts)?;
+    push_where(&mut cs, t, query, opts)?;
+    if n == 0 && opts.noscan {
+        return Err(DbError::NoCondition);
+    }
+    let dir = if opts.desc { " DESC" } else { "" };
+    s.push(" ORDER BY ");
+    for (i, c) in order_columns(t, opts)?.iter().enumerate() {
+        if i > 0 {
+            s.push(", ");
+        }
+        s.ident(&c.name);
+        s.push(dir);
+    }
+    s.push(&format!(" LIMIT {} OFFSET {offset}", opts.page_size() + 1));
+    Ok((s, cs))
+}
