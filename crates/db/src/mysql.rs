@@ -490,12 +490,9 @@ mod tests {
     async fn fresh_db() -> Option<(MysqlDriver, DropDb)> {
         let admin = MysqlDriver::connect(&format!("{BASE_URL}/test"), 2).expect("url");
         if let Err(e) = admin.check().await {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "MySQL/MariaDB on 127.0.0.1:3306 (root, database test) is required in CI: {e}"
-                );
-            }
-            println!("skipped: MySQL not reachable on 127.0.0.1:3306 ({e})");
+            bkjs_base::testing::required(&format!(
+                "MySQL/MariaDB on 127.0.0.1:3306 (root, database test) is not reachable: {e}"
+            ));
             return None;
         }
         let name = format!(
