@@ -212,14 +212,28 @@ fn create(req: &Request) -> Result<(PathBuf, String), InitError> {
             .replace("{{bkjs_dependency}}", &dep);
         std::fs::write(&target, text).map_err(io(&target))?;
     }
-    if let Some(tree) = lock_from {
-        let lock = tree.join("Cargo.lock");
-        if lock.exists() {
-            let target = req.dir.join("Cargo.lock");
-            std::fs::copy(&lock, &target).map_err(io(&target))?;
-        }
+    if let Some(lock) = lock_from.as_deref().and_then(find_lock) {
+        let target = req.dir.join("Cargo.lock");
+        std::fs::copy(&lock, &target).map_err(io(&target))?;
     }
     Ok((req.dir.clone(), name))
+}
+
+/// The Cargo.lock that `tree` builds with: its own, or, for a crate inside a workspace, the one of
+/// the nearest enclosing workspace.
+fn find_lock(tree: &Path) -> Option<PathBuf> {
+    let own = tree.join("Cargo.lock");
+    if own.exists() {
+        return Some(own);
+    }
+    tree.ancestors()
+        .skip(1)
+        .find(|dir| {
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|toml| toml.contains("[workspace]"))
+        })
+        .map(|dir| dir.join("Cargo.lock"))
+        .filter(|lock| lock.exists())
 }
 
 /// Runs `init-app` with the words after the command; returns the exit code.

@@ -346,6 +346,24 @@ impl Registry {
     }
 }
 
+/// Opens the database pools for jobs (the master's server jobs, a job worker); with `with_cache`
+/// it reaches the server's cache over IPC so that writes invalidate it like a web worker's would
+/// (no cache when the server cannot be reached).
+pub(crate) async fn open_db(
+    cfg: &Config,
+    tables: Vec<bkjs_db::Table>,
+    with_cache: bool,
+) -> Result<bkjs_db::Db, bkjs_db::DbError> {
+    let cache = if with_cache {
+        bkjs_ipc::Client::connect(&bkjs_ipc::hub_url(cfg), cfg.duration("ipc-timeout"))
+            .ok()
+            .and_then(|c| bkjs_cache::Cache::new(cfg, c).ok())
+    } else {
+        None
+    };
+    bkjs_db::Db::open(cfg, tables, cache).await
+}
+
 /// This machine's name in `bk_jobs`.
 pub fn host_name(cfg: &Config) -> String {
     match cfg.str("server-jobs-host") {

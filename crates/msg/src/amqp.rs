@@ -4,7 +4,7 @@
 //! connection is re-established by this module, which then declares its queue again and binds
 //! every key still wanted.
 
-use super::{retry_delay, Backend, BoxFuture, MsgError, Shared};
+use crate::backend::{retry_delay, Backend, BoxFuture, MsgError, Shared};
 use bkjs_base::config::Config;
 use futures_util::StreamExt;
 use lapin::options::{

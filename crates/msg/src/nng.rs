@@ -17,7 +17,7 @@
 //! at the forwarder is full loses messages (counted and logged), a publisher whose forwarders
 //! are all unreachable has its messages queued up to a bound and then refused.
 
-use super::{retry_delay, Backend, BoxFuture, MsgError, Shared};
+use crate::backend::{retry_delay, Backend, BoxFuture, MsgError, Shared};
 use bkjs_base::config::Config;
 use bkjs_ipc::sp;
 use bytes::Bytes;

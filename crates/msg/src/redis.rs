@@ -3,7 +3,7 @@
 //! pushed messages; the redis crate's connection manager reconnects by itself and subscribes
 //! again to every channel it had.
 
-use super::{retry_delay, Backend, BoxFuture, MsgError, Shared};
+use crate::backend::{retry_delay, Backend, BoxFuture, MsgError, Shared};
 use bkjs_base::config::Config;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind};

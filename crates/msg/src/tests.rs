@@ -4,6 +4,8 @@
 
 use super::*;
 use bkjs_base::config::{registry, Args};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 struct Home(std::path::PathBuf);
@@ -28,7 +30,7 @@ impl Drop for Home {
 }
 
 fn cfg(home: &Home, words: &[&str]) -> Config {
-    let reg = registry(&[bkjs_ipc::PARAMS, crate::PARAMS]);
+    let reg = registry(&[bkjs_ipc::PARAMS, bkjs_cache::PARAMS, crate::PARAMS]);
     let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
     w.extend(["-home".to_string(), home.0.display().to_string()]);
     let args = Args::parse(&w, &reg).expect("args");

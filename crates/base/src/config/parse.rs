@@ -1,6 +1,8 @@
 //! Text to typed values: the parsing rules of SPEC §3 for each [`Kind`].
 
-use super::{ConfigError, Kind, Param, Value};
+use super::error::ConfigError;
+use super::param::{Kind, Param};
+use super::value::Value;
 use regex::Regex;
 use std::time::Duration;
 

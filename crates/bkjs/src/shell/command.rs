@@ -3,7 +3,7 @@
 //! caller prints as JSON (scripts) or as a table (the REPL). A mistake is answered with what to
 //! type instead: the closest command, table, column or parameter name, or the usage line.
 
-use super::Format;
+use super::subcommand;
 use bkjs_base::config::Config;
 use bkjs_cache::Cache;
 use bkjs_db::{Db, Op, Options, Row, Table};
@@ -52,6 +52,15 @@ pub const CACHE_OPS: &[&str] = &[
 pub const DB_CONTROLS: &[&str] = &[
     "_count", "_select", "_sort", "_desc", "_start", "_noscan", "_ops",
 ];
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// One compact JSON value per line (scripts; the default without a terminal).
+    Json,
+    /// Tables and aligned records (the REPL's default).
+    Table,
+}
 
 /// What a command produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +165,7 @@ impl Shell {
         if self.db.is_none() {
             let db = self
                 .rt
-                .block_on(super::open(&self.cfg, self.tables.clone()))
+                .block_on(subcommand::open(&self.cfg, self.tables.clone()))
                 .map_err(|e| format!("cannot open the database: {e}"))?;
             self.db = Some(std::sync::Arc::new(db));
         }
@@ -166,7 +175,7 @@ impl Shell {
     fn cache(&mut self) -> Result<Cache, String> {
         if self.cache.is_none() {
             let _enter = self.rt.enter();
-            self.cache = Some(super::open_cache(&self.cfg)?);
+            self.cache = Some(subcommand::open_cache(&self.cfg)?);
         }
         self.cache.clone().ok_or_else(|| "no cache".to_string())
     }
@@ -227,7 +236,9 @@ impl Shell {
                 input.insert("url".into(), json!(path));
                 let cfg = self.cfg.clone();
                 let db = self.db()?;
-                let v = self.rt.block_on(super::send_request(&cfg, &db, input))?;
+                let v = self
+                    .rt
+                    .block_on(subcommand::send_request(&cfg, &db, input))?;
                 Ok(Out::Record(v))
             }
             ["account", op @ ("add" | "update" | "del"), rest @ ..] => {
@@ -241,7 +252,7 @@ impl Shell {
                 let sub = format!("-account-{op}");
                 let v = self
                     .rt
-                    .block_on(super::subcommand(&cfg, &db, &sub, input, &keep))?;
+                    .block_on(subcommand::subcommand(&cfg, &db, &sub, input, &keep))?;
                 Ok(Out::Record(v))
             }
             [cmd, ..] => match COMMANDS.iter().find(|(n, _, _)| n == cmd) {

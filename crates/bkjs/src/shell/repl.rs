@@ -2,8 +2,9 @@
 //! `var/.bksh_history`, Tab completion of commands, operations, table and column names,
 //! parameter names and route paths, and results printed as tables.
 
+use super::command::{Format, Out, Shell};
 use super::command::{CACHE_OPS, COMMANDS, DB_CONTROLS, DB_OPS};
-use super::{print, Format, Out, Shell};
+use super::table::print;
 use bkjs_db::Table;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;

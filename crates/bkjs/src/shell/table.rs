@@ -2,7 +2,7 @@
 //! description (columns no row has are left out), one object as aligned `name | value` lines,
 //! lists one item a line. Built on `comfy-table`.
 
-use super::Out;
+use super::command::{Format, Out};
 use comfy_table::{presets, Table};
 use serde_json::Value;
 
@@ -82,6 +82,17 @@ pub fn render(out: &Out) -> Option<String> {
         Out::Record(v) | Out::Json(v) => {
             Some(serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()))
         }
+    }
+}
+
+/// Prints one result in `format`.
+pub fn print(out: &Out, format: Format) {
+    let text = match format {
+        Format::Json => out.to_json_line(),
+        Format::Table => render(out),
+    };
+    if let Some(text) = text {
+        println!("{text}");
     }
 }
 
