@@ -11,9 +11,9 @@
 
 pub mod app;
 mod cli;
-pub mod doc;
+pub(crate) mod doc;
 mod init_app;
-pub mod shell;
+pub(crate) mod shell;
 
 pub use bkjs_api as api;
 pub use bkjs_api::{geo, image};

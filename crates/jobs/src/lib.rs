@@ -16,10 +16,10 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod control;
-pub mod crontab;
-pub mod master;
-pub mod queue;
-pub mod worker;
+mod crontab;
+mod master;
+mod queue;
+mod worker;
 
 pub use master::Jobs;
 pub use worker::run_worker;
@@ -133,7 +133,7 @@ pub struct Job {
 
 /// The queue options of SPEC §9, read from a job's arguments.
 #[derive(Debug, Clone, Default)]
-pub struct JobOptions {
+pub(crate) struct JobOptions {
     /// Queue it even when a job of the same name runs or waits.
     pub runalways: bool,
     /// Run only when nothing else runs or waits.
@@ -167,7 +167,7 @@ fn pattern(args: &Value, name: &str) -> Result<Option<regex::Regex>, JobError> {
 
 impl Job {
     /// The options in the arguments; a bad regexp is the caller's error.
-    pub fn options(&self) -> Result<JobOptions, JobError> {
+    pub(crate) fn options(&self) -> Result<JobOptions, JobError> {
         Ok(JobOptions {
             runalways: flag(self.args.get("runalways")),
             runlast: flag(self.args.get("runlast")),
@@ -179,7 +179,7 @@ impl Job {
 }
 
 /// Whether `name` may name a job: 1 to 128 letters, digits and `_ . : -`.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
@@ -264,7 +264,7 @@ pub fn parse_text(text: &str, kind: JobType) -> Result<Vec<Job>, JobError> {
 }
 
 /// The JSON spec of some jobs, as `bk_jobs` stores it and `parse_spec` reads it back.
-pub fn to_spec(jobs: &[Job]) -> Value {
+pub(crate) fn to_spec(jobs: &[Job]) -> Value {
     Value::Array(
         jobs.iter()
             .map(|j| {
@@ -329,7 +329,7 @@ impl Registry {
         self.jobs.get(name).cloned()
     }
 
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.jobs.keys().cloned().collect()
     }
 

@@ -25,7 +25,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 /// The environment variable a job worker finds its job in (JSON of [`Job`]).
-pub const JOB_ENV: &str = "_BKJS_JOB";
+pub(crate) const JOB_ENV: &str = "_BKJS_JOB";
 
 enum Ctl {
     Exited(u32, ExitInfo),

@@ -21,7 +21,7 @@ enum Cmd {
     Unbind(String),
 }
 
-pub struct AmqpBackend {
+pub(crate) struct AmqpBackend {
     channel: watch::Receiver<Option<Channel>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     exchange: String,
@@ -41,7 +41,7 @@ fn redact(url: &str) -> String {
 }
 
 impl AmqpBackend {
-    pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<AmqpBackend, MsgError> {
+    pub(crate) fn start(cfg: &Config, shared: Arc<Shared>) -> Result<AmqpBackend, MsgError> {
         let url = cfg.str("amqp-host").to_string();
         url.parse::<lapin::uri::AMQPUri>()
             .map_err(|e| MsgError::Config(format!("-amqp-host {}: {e}", redact(&url))))?;

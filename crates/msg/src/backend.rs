@@ -51,7 +51,7 @@ pub(crate) type Subscribers = HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>
 
 /// The local subscribers, shared by the front and its backend (which delivers into it).
 #[derive(Default)]
-pub struct Shared {
+pub(crate) struct Shared {
     subs: Mutex<Subscribers>,
     pub(crate) next_id: AtomicU64,
     pub(crate) delivered: AtomicU64,
@@ -64,18 +64,13 @@ impl Shared {
     }
 
     /// Every key some local subscriber wants (what a reconnected backend subscribes to).
-    pub fn keys(&self) -> Vec<String> {
+    pub(crate) fn keys(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
-    }
-
-    /// True when some local subscriber wants `key`.
-    pub fn wants(&self, key: &str) -> bool {
-        self.lock().contains_key(key)
     }
 
     /// Hands a message that arrived from the backend to every local subscriber of its key; a
     /// subscriber whose queue is full loses it.
-    pub fn deliver(&self, key: &str, data: &str) {
+    pub(crate) fn deliver(&self, key: &str, data: &str) {
         let subs = self.lock();
         let Some(list) = subs.get(key) else { return };
         for (_, tx) in list {

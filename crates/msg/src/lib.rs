@@ -16,13 +16,13 @@
 mod amqp;
 mod backend;
 mod nats;
-pub mod nng;
+mod nng;
 mod redis;
 
-pub use backend::{BoxFuture, Message, MsgError, Shared};
-pub use nng::Forwarder;
+pub use backend::{BoxFuture, Message, MsgError};
+pub use nng::{Forwarder, ForwarderStats};
 
-use backend::Backend;
+use backend::{Backend, Shared};
 
 use bkjs_base::config::{Config, Kind, Param};
 use std::sync::atomic::Ordering;
@@ -30,7 +30,7 @@ use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 
 /// The backends `-msg-type` chooses from.
-pub const TYPES: &[&str] = &["nng", "redis", "amqp", "nats"];
+pub(crate) const TYPES: &[&str] = &["nng", "redis", "amqp", "nats"];
 
 /// Pub/sub parameters.
 pub static PARAMS: &[Param] = &[
@@ -79,10 +79,10 @@ pub static PARAMS: &[Param] = &[
 ];
 
 /// How many messages a subscriber may have waiting before newer ones are dropped for it.
-pub const SUBSCRIBER_QUEUE: usize = 1024;
+pub(crate) const SUBSCRIBER_QUEUE: usize = 1024;
 
 /// The longest key accepted (AMQP routing keys stop at 255 bytes).
-pub const MAX_KEY: usize = 255;
+pub(crate) const MAX_KEY: usize = 255;
 
 /// Counters of one process's pub/sub.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -114,7 +114,7 @@ impl std::fmt::Debug for PubSub {
 
 /// A key every backend can carry: NATS subjects treat `.` as a separator and spaces as the end,
 /// AMQP routing keys stop at 255 bytes, the nng frame separates the key with a space.
-pub fn check_key(key: &str) -> Result<(), MsgError> {
+pub(crate) fn check_key(key: &str) -> Result<(), MsgError> {
     let ok = !key.is_empty()
         && key.len() <= MAX_KEY
         && key

@@ -9,7 +9,7 @@ use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub struct NatsBackend {
+pub(crate) struct NatsBackend {
     client: async_nats::Client,
     /// The task reading each subscribed key, aborted on unsubscribe.
     subs: Mutex<HashMap<String, tokio::task::AbortHandle>>,
@@ -18,7 +18,7 @@ pub struct NatsBackend {
 }
 
 impl NatsBackend {
-    pub async fn start(cfg: &Config, shared: Arc<Shared>) -> Result<NatsBackend, MsgError> {
+    pub(crate) async fn start(cfg: &Config, shared: Arc<Shared>) -> Result<NatsBackend, MsgError> {
         let url = cfg.str("nats-host").to_string();
         let opts = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()

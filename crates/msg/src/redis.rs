@@ -16,7 +16,7 @@ enum Cmd {
     Unsubscribe(String),
 }
 
-pub struct RedisBackend {
+pub(crate) struct RedisBackend {
     conn: watch::Receiver<Option<ConnectionManager>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     url: String,
@@ -41,7 +41,7 @@ fn push(shared: &Shared, info: PushInfo) {
 }
 
 impl RedisBackend {
-    pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<RedisBackend, MsgError> {
+    pub(crate) fn start(cfg: &Config, shared: Arc<Shared>) -> Result<RedisBackend, MsgError> {
         let host = cfg.str("redis-host");
         let url = if host.contains("://") {
             host.to_string()

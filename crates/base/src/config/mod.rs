@@ -14,7 +14,9 @@ mod value;
 
 pub use error::ConfigError;
 pub use param::{Kind, Param};
-pub use parse::{parse_bool, parse_duration, parse_size};
+use parse::parse_bool;
+#[cfg(test)]
+use parse::{parse_duration, parse_size};
 pub use registry::registry;
 
 use value::Value;
@@ -28,7 +30,7 @@ use std::time::Duration;
 pub const EXIT_USAGE: i32 = 64;
 
 /// Flags that choose what a process becomes; only read from the command line (SPEC §1).
-pub const ROLE_FLAGS: &[&str] = &[
+pub(crate) const ROLE_FLAGS: &[&str] = &[
     "monitor", "master", "server", "web", "worker", "watch", "daemon", "shell",
 ];
 

@@ -8,7 +8,7 @@ use super::param::{Kind, Param};
 const PORT: Kind = Kind::Int { min: 0, max: 65535 };
 
 /// Core parameters: no module prefix.
-pub static CORE: &[Param] = &[
+pub(crate) static CORE: &[Param] = &[
     Param::new(
         "home",
         Kind::Path,

@@ -10,9 +10,10 @@ mod repl;
 mod subcommand;
 mod table;
 
-pub use command::{Format, Out, Shell, COMMANDS};
-pub use subcommand::{run_subcommand, split_subcommand, SUBCOMMANDS};
-pub use table::print;
+pub(crate) use subcommand::{run_subcommand, split_subcommand};
+
+use command::{Out, Shell};
+use table::print;
 
 use bkjs_base::config::Config;
 use bkjs_db::Table;
@@ -20,7 +21,7 @@ use std::io::{BufRead, IsTerminal};
 
 /// Runs shell commands until end of input: the REPL on a terminal, else the lines of standard
 /// input without a prompt. Returns the exit code (1 if any command failed).
-pub fn run(cfg: Config, tables: Vec<Table>, routes: &bkjs_api::Routes) -> i32 {
+pub(crate) fn run(cfg: Config, tables: Vec<Table>, routes: &bkjs_api::Routes) -> i32 {
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let mut shell = match Shell::new(cfg, tables) {
         Ok(s) => s,

@@ -32,7 +32,7 @@ pub(crate) async fn open(cfg: &Config, tables: Vec<Table>) -> Result<Db, DbError
 }
 
 /// The one-shot subcommands of SPEC §1; everything after the subcommand is its arguments.
-pub const SUBCOMMANDS: &[&str] = &[
+pub(crate) const SUBCOMMANDS: &[&str] = &[
     "-account-add",
     "-add-user",
     "-account-update",
@@ -44,7 +44,7 @@ pub const SUBCOMMANDS: &[&str] = &[
 
 /// Splits a shell command line into configuration parameters and a subcommand with its
 /// arguments (which must come last).
-pub fn split_subcommand(words: &[String]) -> (Vec<String>, Option<(String, Vec<String>)>) {
+pub(crate) fn split_subcommand(words: &[String]) -> (Vec<String>, Option<(String, Vec<String>)>) {
     match words.iter().position(|w| SUBCOMMANDS.contains(&w.as_str())) {
         Some(i) => (
             words[..i].to_vec(),
@@ -79,7 +79,7 @@ pub(crate) fn pairs(sub: &str, args: &[String]) -> Result<(Row, Vec<String>), St
 }
 
 /// Runs one subcommand (`-account-add login L secret S name N`, ...); prints the JSON result.
-pub fn run_subcommand(
+pub(crate) fn run_subcommand(
     cfg: Config,
     tables: Vec<Table>,
     jobs: std::sync::Arc<bkjs_jobs::Registry>,

@@ -22,7 +22,7 @@ fn new_table() -> Table {
 }
 
 /// The text the REPL prints for `out`; `None` prints nothing.
-pub fn render(out: &Out) -> Option<String> {
+pub(crate) fn render(out: &Out) -> Option<String> {
     match out {
         Out::None | Out::Quit => None,
         Out::Text(t) => Some(t.clone()),
@@ -86,7 +86,7 @@ pub fn render(out: &Out) -> Option<String> {
 }
 
 /// Prints one result in `format`.
-pub fn print(out: &Out, format: Format) {
+pub(crate) fn print(out: &Out, format: Format) {
     let text = match format {
         Format::Json => out.to_json_line(),
         Format::Table => render(out),
