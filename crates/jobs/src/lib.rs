@@ -6,10 +6,10 @@
 //! A job of type `local` runs in a job worker: the same binary started again with `-worker`,
 //! titled `bkjs: worker NAME`, one process per job, so a crashing job cannot take the master
 //! down and a worker never sits idle (it exits when its job is done); `server` jobs run inside
-//! the master. The master keeps the queue ([`queue`]): at most `-server-job-workers` workers at
+//! the master. The master keeps the queue (`queue`): at most `-server-job-workers` workers at
 //! once, options runalways, runlast, runone, runafter and skipqueue, and kills a job that runs
-//! longer than `-server-job-max-time`. The pieces: [`crontab`] (parsing and schedules),
-//! [`queue`], [`master`] (the master's side), [`worker`] (the job worker role), [`control`] (the
+//! longer than `-server-job-max-time`. The pieces: `crontab` (parsing and schedules),
+//! `queue`, `master` (the master's side), `worker` (the job worker role), [`control`] (the
 //! master's socket that `/system/jobs` talks to).
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]

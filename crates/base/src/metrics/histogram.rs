@@ -189,7 +189,7 @@ impl HistogramSnapshot {
     }
 
     /// Adds another process's histogram: exact figures combine, and the reservoir keeps the
-    /// [`RESERVOIR_SIZE`] highest priorities of both.
+    /// `RESERVOIR_SIZE` highest priorities of both.
     pub fn merge(&mut self, other: &HistogramSnapshot) {
         if other.count > 0 {
             if self.count == 0 {
