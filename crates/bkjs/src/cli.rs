@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// What the command line asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     RunBackend,
     RunServer,
     Run,
@@ -67,7 +67,7 @@ fn clap_command() -> clap::Command {
 }
 
 /// Splits the words after the program name into a command and its `-name value` parameters.
-pub fn parse(words: &[String]) -> Result<(Command, Vec<String>), String> {
+pub(crate) fn parse(words: &[String]) -> Result<(Command, Vec<String>), String> {
     let m = clap_command()
         .try_get_matches_from(std::iter::once("bkjs".to_string()).chain(words.iter().cloned()))
         .map_err(|e| format!("bkjs: {}", e.render().to_string().trim()))?;
@@ -101,7 +101,7 @@ pub fn parse(words: &[String]) -> Result<(Command, Vec<String>), String> {
 }
 
 /// The commands list for `bkjs help`.
-pub fn usage() -> String {
+pub(crate) fn usage() -> String {
     let mut s = String::from("Usage: bkjs COMMAND [-name value ...]\n\nCommands:\n");
     for (name, _, about) in COMMANDS {
         s.push_str(&format!("  {name:<12} {about}\n"));
@@ -111,7 +111,7 @@ pub fn usage() -> String {
 }
 
 /// Runs a command that is not a role.
-pub fn command(cmd: Command, cfg: Config) -> i32 {
+pub(crate) fn command(cmd: Command, cfg: Config) -> i32 {
     match cmd {
         Command::RunBackend => become_top(&cfg, Role::Monitor, &["-watch"], &["-debug"]),
         Command::RunServer if cfg.args.has_role("daemon") => daemonize(&cfg),

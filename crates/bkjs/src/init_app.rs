@@ -46,7 +46,7 @@ const FILES: &[(&str, &str)] = &[
 
 /// Why no application was written; each names what to change.
 #[derive(Debug, thiserror::Error)]
-pub enum InitError {
+pub(crate) enum InitError {
     #[error("usage: bkjs init-app DIR [-name NAME] [-bkjs-path PATH | -bkjs-version VERSION]{0}")]
     Usage(String),
     #[error("{0} exists and is not empty; choose a new directory")]
@@ -230,7 +230,7 @@ fn create(req: &Request) -> Result<(PathBuf, String), InitError> {
 }
 
 /// Runs `init-app` with the words after the command; returns the exit code.
-pub fn command(words: &[String]) -> i32 {
+pub(crate) fn command(words: &[String]) -> i32 {
     match parse(words).and_then(|r| create(&r)) {
         Ok((dir, name)) => {
             println!(

@@ -4,16 +4,16 @@
 //! whichever role it is started as (monitor, master, server, web worker, shell), so an
 //! application's routes and parameters exist in every process without any registration protocol.
 //! Modules, one concern each: [`config`], [`process`], [`ipc`], [`api`], [`log`], [`metrics`],
-//! [`msg`] (pub/sub), [`jobs`], [`shell`], [`doc`], [`app`].
+//! [`msg`] (pub/sub), [`jobs`], `shell`, `doc`, [`app`].
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod app;
 mod cli;
-pub mod doc;
+pub(crate) mod doc;
 mod init_app;
-pub mod shell;
+pub(crate) mod shell;
 
 pub use bkjs_api as api;
 pub use bkjs_api::{geo, image};

@@ -15,13 +15,13 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The socket file of this home's master.
-pub fn socket_path(cfg: &Config) -> PathBuf {
+pub(crate) fn socket_path(cfg: &Config) -> PathBuf {
     cfg.dir("var")
         .join(format!("{}-jobs.sock", cfg.str("name")))
 }
 
 /// The longest request or reply line.
-pub const MAX_LINE: usize = 1 << 20;
+pub(crate) const MAX_LINE: usize = 1 << 20;
 
 /// Sends one request to the master and returns its reply; a refusal is [`JobError::Bad`].
 pub async fn request(cfg: &Config, req: &Value) -> Result<Value, JobError> {

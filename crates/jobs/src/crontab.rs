@@ -15,24 +15,24 @@ use std::str::FromStr;
 
 /// One scheduled entry.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The cron spec as written.
-    pub cron: String,
-    pub schedule: cron::Schedule,
-    pub jobs: Vec<Job>,
-    pub id: Option<String>,
+    pub(crate) cron: String,
+    pub(crate) schedule: cron::Schedule,
+    pub(crate) jobs: Vec<Job>,
+    pub(crate) id: Option<String>,
 }
 
 impl Entry {
     /// The next time after `t`.
-    pub fn next_after(&self, t: &DateTime<Local>) -> Option<DateTime<Local>> {
+    pub(crate) fn next_after(&self, t: &DateTime<Local>) -> Option<DateTime<Local>> {
         self.schedule.after(t).next()
     }
 }
 
 /// Translates the day-of-week field from crontab numbering (0-7, Sunday 0 or 7) to the `cron`
 /// crate's (1-7, Sunday 1): numeric items, ranges and steps become the explicit list of days.
-pub fn translate_dow(field: &str) -> Result<String, String> {
+pub(crate) fn translate_dow(field: &str) -> Result<String, String> {
     if field == "*" || field == "?" {
         return Ok(field.to_string());
     }
@@ -84,7 +84,7 @@ pub fn translate_dow(field: &str) -> Result<String, String> {
 }
 
 /// Parses a 6-field cron spec (seconds first), with crontab day-of-week numbering.
-pub fn schedule(spec: &str) -> Result<cron::Schedule, String> {
+pub(crate) fn schedule(spec: &str) -> Result<cron::Schedule, String> {
     let fields: Vec<&str> = spec.split_whitespace().collect();
     if fields.len() != 6 {
         return Err(format!(
@@ -98,7 +98,7 @@ pub fn schedule(spec: &str) -> Result<cron::Schedule, String> {
 }
 
 /// Parses the crontab text; the first bad entry makes the whole file an error.
-pub fn parse(text: &str) -> Result<Vec<Entry>, JobError> {
+pub(crate) fn parse(text: &str) -> Result<Vec<Entry>, JobError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -136,7 +136,7 @@ pub fn parse(text: &str) -> Result<Vec<Entry>, JobError> {
 }
 
 /// Reads and parses the crontab file; a missing file is an empty crontab.
-pub fn load(path: &Path) -> Result<Vec<Entry>, JobError> {
+pub(crate) fn load(path: &Path) -> Result<Vec<Entry>, JobError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse(&text).map_err(|e| JobError::Bad(format!("{}: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),

@@ -6,20 +6,20 @@
 //! A job of type `local` runs in a job worker: the same binary started again with `-worker`,
 //! titled `bkjs: worker NAME`, one process per job, so a crashing job cannot take the master
 //! down and a worker never sits idle (it exits when its job is done); `server` jobs run inside
-//! the master. The master keeps the queue ([`queue`]): at most `-server-job-workers` workers at
+//! the master. The master keeps the queue (`queue`): at most `-server-job-workers` workers at
 //! once, options runalways, runlast, runone, runafter and skipqueue, and kills a job that runs
-//! longer than `-server-job-max-time`. The pieces: [`crontab`] (parsing and schedules),
-//! [`queue`], [`master`] (the master's side), [`worker`] (the job worker role), [`control`] (the
+//! longer than `-server-job-max-time`. The pieces: `crontab` (parsing and schedules),
+//! `queue`, `master` (the master's side), `worker` (the job worker role), [`control`] (the
 //! master's socket that `/system/jobs` talks to).
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod control;
-pub mod crontab;
-pub mod master;
-pub mod queue;
-pub mod worker;
+mod crontab;
+mod master;
+mod queue;
+mod worker;
 
 pub use master::Jobs;
 pub use worker::run_worker;
@@ -133,7 +133,7 @@ pub struct Job {
 
 /// The queue options of SPEC §9, read from a job's arguments.
 #[derive(Debug, Clone, Default)]
-pub struct JobOptions {
+pub(crate) struct JobOptions {
     /// Queue it even when a job of the same name runs or waits.
     pub runalways: bool,
     /// Run only when nothing else runs or waits.
@@ -167,7 +167,7 @@ fn pattern(args: &Value, name: &str) -> Result<Option<regex::Regex>, JobError> {
 
 impl Job {
     /// The options in the arguments; a bad regexp is the caller's error.
-    pub fn options(&self) -> Result<JobOptions, JobError> {
+    pub(crate) fn options(&self) -> Result<JobOptions, JobError> {
         Ok(JobOptions {
             runalways: flag(self.args.get("runalways")),
             runlast: flag(self.args.get("runlast")),
@@ -179,7 +179,7 @@ impl Job {
 }
 
 /// Whether `name` may name a job: 1 to 128 letters, digits and `_ . : -`.
-pub fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && name
@@ -264,7 +264,7 @@ pub fn parse_text(text: &str, kind: JobType) -> Result<Vec<Job>, JobError> {
 }
 
 /// The JSON spec of some jobs, as `bk_jobs` stores it and `parse_spec` reads it back.
-pub fn to_spec(jobs: &[Job]) -> Value {
+pub(crate) fn to_spec(jobs: &[Job]) -> Value {
     Value::Array(
         jobs.iter()
             .map(|j| {
@@ -329,7 +329,7 @@ impl Registry {
         self.jobs.get(name).cloned()
     }
 
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.jobs.keys().cloned().collect()
     }
 
@@ -344,6 +344,24 @@ impl Registry {
             None => Ok(()),
         }
     }
+}
+
+/// Opens the database pools for jobs (the master's server jobs, a job worker); with `with_cache`
+/// it reaches the server's cache over IPC so that writes invalidate it like a web worker's would
+/// (no cache when the server cannot be reached).
+pub(crate) async fn open_db(
+    cfg: &Config,
+    tables: Vec<bkjs_db::Table>,
+    with_cache: bool,
+) -> Result<bkjs_db::Db, bkjs_db::DbError> {
+    let cache = if with_cache {
+        bkjs_ipc::Client::connect(&bkjs_ipc::hub_url(cfg), cfg.duration("ipc-timeout"))
+            .ok()
+            .and_then(|c| bkjs_cache::Cache::new(cfg, c).ok())
+    } else {
+        None
+    };
+    bkjs_db::Db::open(cfg, tables, cache).await
 }
 
 /// This machine's name in `bk_jobs`.

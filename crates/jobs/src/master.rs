@@ -14,17 +14,18 @@ use bkjs_base::sys::Boot;
 use bkjs_base::sys::{kill_group, spawn, ChildSpec, ExitInfo};
 use chrono::{DateTime, Local};
 use nix::sys::signal::Signal;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot};
 
 /// The environment variable a job worker finds its job in (JSON of [`Job`]).
-pub const JOB_ENV: &str = "_BKJS_JOB";
+pub(crate) const JOB_ENV: &str = "_BKJS_JOB";
 
 enum Ctl {
     Exited(u32, ExitInfo),
@@ -146,11 +147,7 @@ impl Jobs {
 
     /// Hands the jobs thread a reaped exit; false when `pid` is not a job worker.
     pub fn exited(&self, pid: u32, info: ExitInfo) -> bool {
-        let ours = self
-            .pids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&pid);
+        let ours = self.pids.lock().remove(&pid);
         if ours {
             let _ = self.tx.send(Ctl::Exited(pid, info));
         }
@@ -169,7 +166,7 @@ impl Jobs {
 
     /// Kills every job worker now (the stop deadline passed, or SIGQUIT).
     pub fn kill(&self) {
-        for pid in self.pids.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for pid in self.pids.lock().iter() {
             kill_group(*pid, Signal::SIGKILL);
         }
         let _ = self.tx.send(Ctl::Kill);
@@ -422,7 +419,7 @@ impl State {
             fds: Vec::new(),
         };
         // Held across the spawn, so the supervisor cannot reap the pid before it is known here.
-        let mut pids = self.pids.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pids = self.pids.lock();
         match spawn(&spec) {
             Ok(pid) => {
                 pids.insert(pid);
@@ -455,14 +452,9 @@ impl State {
         let (cell, cfg, tables) = (self.db.clone(), self.cfg.clone(), self.tables.clone());
         async move {
             cell.get_or_try_init(|| async {
-                let cache = if cfg.str("cache-type") != "local" || !cfg.bool("no-web") {
-                    bkjs_ipc::Client::connect(&bkjs_ipc::hub_url(&cfg), cfg.duration("ipc-timeout"))
-                        .ok()
-                        .and_then(|c| bkjs_cache::Cache::new(&cfg, c).ok())
-                } else {
-                    None
-                };
-                let db = bkjs_db::Db::open(&cfg, tables, cache)
+                // A server runs unless -no-web: writes invalidate its cache.
+                let with_cache = cfg.str("cache-type") != "local" || !cfg.bool("no-web");
+                let db = super::open_db(&cfg, tables, with_cache)
                     .await
                     .map_err(|e| format!("cannot open the database: {e}"))?;
                 if cfg.bool("no-web") {

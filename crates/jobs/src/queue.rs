@@ -18,21 +18,21 @@ struct Waiting {
 
 /// What [`Queue::submit`] did with a job.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Submitted {
+pub(crate) enum Submitted {
     Queued,
     Skipped(String),
 }
 
 /// Waiting and running jobs.
 #[derive(Default)]
-pub struct Queue {
+pub(crate) struct Queue {
     waiting: VecDeque<Waiting>,
     running: BTreeMap<u64, Job>,
     next_id: u64,
 }
 
 impl Queue {
-    pub fn new() -> Queue {
+    pub(crate) fn new() -> Queue {
         Queue::default()
     }
 
@@ -71,7 +71,7 @@ impl Queue {
     }
 
     /// Queues `job` (its options were validated when the spec was parsed).
-    pub fn submit(&mut self, job: Job, slots: usize) -> Submitted {
+    pub(crate) fn submit(&mut self, job: Job, slots: usize) -> Submitted {
         let opts = job.options().unwrap_or_default();
         if !opts.runalways
             && (self.running.values().any(|j| j.name == job.name)
@@ -93,7 +93,7 @@ impl Queue {
     }
 
     /// The first waiting job that may start, moved to the running set with its run id.
-    pub fn next(&mut self, slots: usize) -> Option<(u64, Job)> {
+    pub(crate) fn next(&mut self, slots: usize) -> Option<(u64, Job)> {
         let i = (0..self.waiting.len()).find(|&i| self.may_start(i, slots))?;
         let w = self.waiting.remove(i)?;
         self.next_id += 1;
@@ -102,20 +102,16 @@ impl Queue {
     }
 
     /// A running job ended.
-    pub fn finish(&mut self, id: u64) -> Option<Job> {
+    pub(crate) fn finish(&mut self, id: u64) -> Option<Job> {
         self.running.remove(&id)
     }
 
-    pub fn running(&self) -> impl Iterator<Item = (&u64, &Job)> {
-        self.running.iter()
-    }
-
-    pub fn waiting(&self) -> impl Iterator<Item = &Job> {
+    pub(crate) fn waiting(&self) -> impl Iterator<Item = &Job> {
         self.waiting.iter().map(|w| &w.job)
     }
 
     /// Drops every waiting job (the master is stopping).
-    pub fn clear_waiting(&mut self) -> usize {
+    pub(crate) fn clear_waiting(&mut self) -> usize {
         let n = self.waiting.len();
         self.waiting.clear();
         n

@@ -46,14 +46,8 @@ pub fn run_worker(
     };
     rt.block_on(async move {
         // Writes invalidate the server's cache like a web worker's would, when a server runs.
-        let cache = if cfg.str("cache-type") != "local" || bkjs_ipc::hub_path(&cfg).exists() {
-            bkjs_ipc::Client::connect(&bkjs_ipc::hub_url(&cfg), cfg.duration("ipc-timeout"))
-                .ok()
-                .and_then(|c| bkjs_cache::Cache::new(&cfg, c).ok())
-        } else {
-            None
-        };
-        let db = match bkjs_db::Db::open(&cfg, tables, cache).await {
+        let with_cache = cfg.str("cache-type") != "local" || bkjs_ipc::hub_path(&cfg).exists();
+        let db = match super::open_db(&cfg, tables, with_cache).await {
             Ok(db) => Arc::new(db),
             Err(e) => {
                 tracing::error!("job {}: cannot open the database: {e}", job.name);

@@ -4,7 +4,7 @@
 //! connection is re-established by this module, which then declares its queue again and binds
 //! every key still wanted.
 
-use super::{retry_delay, Backend, BoxFuture, MsgError, Shared};
+use crate::backend::{retry_delay, Backend, BoxFuture, MsgError, Shared};
 use bkjs_base::config::Config;
 use futures_util::StreamExt;
 use lapin::options::{
@@ -21,7 +21,7 @@ enum Cmd {
     Unbind(String),
 }
 
-pub struct AmqpBackend {
+pub(crate) struct AmqpBackend {
     channel: watch::Receiver<Option<Channel>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     exchange: String,
@@ -41,7 +41,7 @@ fn redact(url: &str) -> String {
 }
 
 impl AmqpBackend {
-    pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<AmqpBackend, MsgError> {
+    pub(crate) fn start(cfg: &Config, shared: Arc<Shared>) -> Result<AmqpBackend, MsgError> {
         let url = cfg.str("amqp-host").to_string();
         url.parse::<lapin::uri::AMQPUri>()
             .map_err(|e| MsgError::Config(format!("-amqp-host {}: {e}", redact(&url))))?;

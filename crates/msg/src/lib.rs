@@ -14,22 +14,23 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod amqp;
+mod backend;
 mod nats;
-pub mod nng;
+mod nng;
 mod redis;
 
-pub use nng::Forwarder;
+pub use backend::{BoxFuture, Message, MsgError};
+pub use nng::{Forwarder, ForwarderStats};
+
+use backend::{Backend, Shared};
 
 use bkjs_base::config::{Config, Kind, Param};
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use tokio::sync::mpsc;
 
 /// The backends `-msg-type` chooses from.
-pub const TYPES: &[&str] = &["nng", "redis", "amqp", "nats"];
+pub(crate) const TYPES: &[&str] = &["nng", "redis", "amqp", "nats"];
 
 /// Pub/sub parameters.
 pub static PARAMS: &[Param] = &[
@@ -78,100 +79,10 @@ pub static PARAMS: &[Param] = &[
 ];
 
 /// How many messages a subscriber may have waiting before newer ones are dropped for it.
-pub const SUBSCRIBER_QUEUE: usize = 1024;
+pub(crate) const SUBSCRIBER_QUEUE: usize = 1024;
 
 /// The longest key accepted (AMQP routing keys stop at 255 bytes).
-pub const MAX_KEY: usize = 255;
-
-/// Why a pub/sub call failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum MsgError {
-    /// The caller's fault: a key that no backend can carry.
-    #[error("bad key {0:?}: 1 to 255 letters, digits and _ - : @ . (no leading, trailing or double dot)")]
-    BadKey(String),
-    /// The backend is not reachable or refused the operation; a retry may help.
-    #[error("pub/sub unavailable: {0}")]
-    Unavailable(String),
-    /// The configuration names something unusable (a bad URL); retrying will not help.
-    #[error("pub/sub configuration: {0}")]
-    Config(String),
-}
-
-/// A boxed future returned by backends.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// One message as a subscriber receives it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Message {
-    pub key: String,
-    /// What the publisher sent (JSON text for the events bkjs publishes).
-    pub data: String,
-}
-
-/// What a backend does for the front. Subscriptions are idempotent per key: the front calls
-/// `subscribe` when a key gets its first local subscriber and `unsubscribe` when it loses its
-/// last; a backend that reconnects subscribes again to [`Shared::keys`].
-trait Backend: Send + Sync {
-    fn subscribe(&self, key: &str);
-    fn unsubscribe(&self, key: &str);
-    fn publish(&self, key: &str, data: &str) -> BoxFuture<Result<(), MsgError>>;
-    /// A short description for logs and stats (`nng ipc:///...`, `redis://...`).
-    fn describe(&self) -> String;
-}
-
-/// Local subscribers by key: (subscription id, its queue).
-type Subscribers = HashMap<String, Vec<(u64, mpsc::Sender<Message>)>>;
-
-/// The local subscribers, shared by the front and its backend (which delivers into it).
-#[derive(Default)]
-pub struct Shared {
-    subs: Mutex<Subscribers>,
-    next_id: AtomicU64,
-    delivered: AtomicU64,
-    dropped: AtomicU64,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Subscribers> {
-        self.subs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Every key some local subscriber wants (what a reconnected backend subscribes to).
-    pub fn keys(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
-    }
-
-    /// True when some local subscriber wants `key`.
-    pub fn wants(&self, key: &str) -> bool {
-        self.lock().contains_key(key)
-    }
-
-    /// Hands a message that arrived from the backend to every local subscriber of its key; a
-    /// subscriber whose queue is full loses it.
-    pub fn deliver(&self, key: &str, data: &str) {
-        let subs = self.lock();
-        let Some(list) = subs.get(key) else { return };
-        for (_, tx) in list {
-            let m = Message {
-                key: key.to_string(),
-                data: data.to_string(),
-            };
-            match tx.try_send(m) {
-                Ok(()) => {
-                    self.delivered.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    if self.dropped.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
-                        tracing::warn!(
-                            "pub/sub: a subscriber of {key} is not keeping up; messages dropped"
-                        );
-                    }
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
-            }
-        }
-    }
-}
+pub(crate) const MAX_KEY: usize = 255;
 
 /// Counters of one process's pub/sub.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
@@ -203,7 +114,7 @@ impl std::fmt::Debug for PubSub {
 
 /// A key every backend can carry: NATS subjects treat `.` as a separator and spaces as the end,
 /// AMQP routing keys stop at 255 bytes, the nng frame separates the key with a space.
-pub fn check_key(key: &str) -> Result<(), MsgError> {
+pub(crate) fn check_key(key: &str) -> Result<(), MsgError> {
     let ok = !key.is_empty()
         && key.len() <= MAX_KEY
         && key
@@ -341,11 +252,6 @@ impl Drop for Subscription {
             }
         }
     }
-}
-
-/// Delay before the next reconnect attempt: doubles from 100 ms up to 5 s.
-pub(crate) fn retry_delay(attempt: u32) -> std::time::Duration {
-    std::time::Duration::from_millis((100u64 << attempt.min(6)).min(5000))
 }
 
 #[cfg(test)]

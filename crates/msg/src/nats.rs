@@ -2,13 +2,14 @@
 //! connects in the background, reconnects by itself and restores its subscriptions; one NATS
 //! subscription per key with local subscribers, dropped when the last one goes.
 
-use super::{Backend, BoxFuture, MsgError, Shared};
+use crate::backend::{Backend, BoxFuture, MsgError, Shared};
 use bkjs_base::config::Config;
 use futures_util::StreamExt;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-pub struct NatsBackend {
+pub(crate) struct NatsBackend {
     client: async_nats::Client,
     /// The task reading each subscribed key, aborted on unsubscribe.
     subs: Mutex<HashMap<String, tokio::task::AbortHandle>>,
@@ -17,7 +18,7 @@ pub struct NatsBackend {
 }
 
 impl NatsBackend {
-    pub async fn start(cfg: &Config, shared: Arc<Shared>) -> Result<NatsBackend, MsgError> {
+    pub(crate) async fn start(cfg: &Config, shared: Arc<Shared>) -> Result<NatsBackend, MsgError> {
         let url = cfg.str("nats-host").to_string();
         let opts = async_nats::ConnectOptions::new()
             .retry_on_initial_connect()
@@ -45,8 +46,8 @@ impl NatsBackend {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
-        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, tokio::task::AbortHandle>> {
+        self.subs.lock()
     }
 }
 

@@ -17,7 +17,7 @@
 //! at the forwarder is full loses messages (counted and logged), a publisher whose forwarders
 //! are all unreachable has its messages queued up to a bound and then refused.
 
-use super::{retry_delay, Backend, BoxFuture, MsgError, Shared};
+use crate::backend::{retry_delay, Backend, BoxFuture, MsgError, Shared};
 use bkjs_base::config::Config;
 use bkjs_ipc::sp;
 use bytes::Bytes;
@@ -29,10 +29,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc};
 
 /// Protocol numbers of the SP sockets involved.
-pub const PUB0: u16 = 0x20;
-pub const SUB0: u16 = 0x21;
-pub const PUSH0: u16 = 0x50;
-pub const PULL0: u16 = 0x51;
+pub(crate) const PUB0: u16 = 0x20;
+pub(crate) const SUB0: u16 = 0x21;
+pub(crate) const PUSH0: u16 = 0x50;
+pub(crate) const PULL0: u16 = 0x51;
 
 /// Messages a publisher queues while no forwarder takes them.
 const PUBLISH_QUEUE: usize = 10_000;
@@ -41,7 +41,7 @@ const FORWARD_QUEUE: usize = 8192;
 
 /// Where one socket of the forwarder is: a unix socket (`ipc://`) or TCP.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     Ipc(PathBuf),
     Tcp(String),
 }
@@ -56,7 +56,7 @@ impl std::fmt::Display for Endpoint {
 }
 
 /// The ipc:// sockets of this home's forwarder: (publishers push here, subscribers dial here).
-pub fn ipc_paths(cfg: &Config) -> (PathBuf, PathBuf) {
+pub(crate) fn ipc_paths(cfg: &Config) -> (PathBuf, PathBuf) {
     let var = cfg.dir("var");
     let name = cfg.str("name");
     (
@@ -84,7 +84,7 @@ fn hosts(cfg: &Config) -> Result<Vec<(String, u16)>, MsgError> {
 
 /// Where publishers push and subscribers dial: this home's ipc:// sockets, or every forwarder
 /// of `-msg-host` over TCP.
-pub fn endpoints(cfg: &Config) -> Result<(Vec<Endpoint>, Vec<Endpoint>), MsgError> {
+pub(crate) fn endpoints(cfg: &Config) -> Result<(Vec<Endpoint>, Vec<Endpoint>), MsgError> {
     let hosts = hosts(cfg)?;
     if hosts.is_empty() {
         let (push, sub) = ipc_paths(cfg);
@@ -182,14 +182,14 @@ impl Streak {
 
 /// The nng backend of one process: PUSH connections to the forwarders for publishing, SUB
 /// connections from every forwarder for receiving.
-pub struct NngBackend {
+pub(crate) struct NngBackend {
     queue: mpsc::Sender<Bytes>,
     describe: String,
     connected: Arc<AtomicU64>,
 }
 
 impl NngBackend {
-    pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<NngBackend, MsgError> {
+    pub(crate) fn start(cfg: &Config, shared: Arc<Shared>) -> Result<NngBackend, MsgError> {
         let (push, sub) = endpoints(cfg)?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| MsgError::Config("pub/sub needs a tokio runtime".into()))?;

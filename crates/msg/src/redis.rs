@@ -3,7 +3,7 @@
 //! pushed messages; the redis crate's connection manager reconnects by itself and subscribes
 //! again to every channel it had.
 
-use super::{retry_delay, Backend, BoxFuture, MsgError, Shared};
+use crate::backend::{retry_delay, Backend, BoxFuture, MsgError, Shared};
 use bkjs_base::config::Config;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind};
@@ -16,7 +16,7 @@ enum Cmd {
     Unsubscribe(String),
 }
 
-pub struct RedisBackend {
+pub(crate) struct RedisBackend {
     conn: watch::Receiver<Option<ConnectionManager>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     url: String,
@@ -41,7 +41,7 @@ fn push(shared: &Shared, info: PushInfo) {
 }
 
 impl RedisBackend {
-    pub fn start(cfg: &Config, shared: Arc<Shared>) -> Result<RedisBackend, MsgError> {
+    pub(crate) fn start(cfg: &Config, shared: Arc<Shared>) -> Result<RedisBackend, MsgError> {
         let host = cfg.str("redis-host");
         let url = if host.contains("://") {
             host.to_string()

@@ -4,6 +4,8 @@
 
 use super::*;
 use bkjs_base::config::{registry, Args};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 struct Home(std::path::PathBuf);
@@ -36,15 +38,7 @@ fn cfg(home: &Home, words: &[&str]) -> Config {
 }
 
 fn service(name: &str, port: u16) -> bool {
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    if std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{name} is not running on 127.0.0.1:{port} (required under CI=true)");
-    }
-    println!("skipped: {name} is not running on 127.0.0.1:{port}");
-    false
+    bkjs_base::testing::service_up(port, name)
 }
 
 fn key(what: &str) -> String {

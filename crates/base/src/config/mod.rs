@@ -6,11 +6,20 @@
 //! parameters have none (`-port`). A bad value anywhere, or an unknown parameter on the command line,
 //! is a [`ConfigError`] that names the parameter; the binary turns it into exit code 64.
 
+mod error;
+mod param;
 mod parse;
 mod registry;
+mod value;
 
-pub use parse::{parse_bool, parse_duration, parse_size};
-pub use registry::{registry, Kind, Param};
+pub use error::ConfigError;
+pub use param::{Kind, Param};
+use parse::parse_bool;
+#[cfg(test)]
+use parse::{parse_duration, parse_size};
+pub use registry::registry;
+
+use value::Value;
 
 use regex::Regex;
 use std::collections::HashMap;
@@ -21,51 +30,9 @@ use std::time::Duration;
 pub const EXIT_USAGE: i32 = 64;
 
 /// Flags that choose what a process becomes; only read from the command line (SPEC §1).
-pub const ROLE_FLAGS: &[&str] = &[
+pub(crate) const ROLE_FLAGS: &[&str] = &[
     "monitor", "master", "server", "web", "worker", "watch", "daemon", "shell",
 ];
-
-/// What went wrong while loading configuration, and where.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The user gave a value that does not fit the parameter's type; retrying will not help.
-    #[error("invalid value for -{name} ({source_name}): {reason}")]
-    BadValue {
-        name: String,
-        source_name: String,
-        reason: String,
-    },
-    /// The command line names a parameter that no module declares.
-    #[error("unknown parameter -{0} on the command line (see `bkjs help`)")]
-    Unknown(String),
-    /// A word on the command line that is neither a parameter nor a value.
-    #[error("unexpected word {0:?} on the command line: parameters are -name value")]
-    Stray(String),
-    /// A parameter that needs a value was last on the command line.
-    #[error("parameter -{0} needs a value")]
-    MissingValue(String),
-    /// A config file exists but cannot be read.
-    #[error("cannot read config file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// A typed parameter value.
-#[derive(Debug, Clone)]
-pub enum Value {
-    Bool(bool),
-    Int(i64),
-    Number(f64),
-    Str(String),
-    List(Vec<String>),
-    Map(Vec<(String, String)>),
-    Regexps(Vec<Regex>),
-    Json(serde_json::Value),
-    Duration(Duration),
-}
 
 /// The command line split into role flags and `name value` parameters, before typing.
 #[derive(Debug, Clone, Default)]

@@ -1,11 +1,13 @@
 //! Text to typed values: the parsing rules of SPEC §3 for each [`Kind`].
 
-use super::{ConfigError, Kind, Param, Value};
+use super::error::ConfigError;
+use super::param::{Kind, Param};
+use super::value::Value;
 use regex::Regex;
 use std::time::Duration;
 
 /// `true/1/yes/on` and `false/0/no/off`, case-insensitive.
-pub fn parse_bool(s: &str) -> Option<bool> {
+pub(crate) fn parse_bool(s: &str) -> Option<bool> {
     match s.to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Some(true),
         "false" | "0" | "no" | "off" => Some(false),
@@ -14,7 +16,7 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 }
 
 /// `30s`, `5m`, `1h 30m`, `14d`, or a plain number of milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     if let Ok(ms) = s.parse::<u64>() {
         return Ok(Duration::from_millis(ms));
@@ -24,7 +26,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Bytes with an optional `K`, `M`, `G` suffix (`KB`, `MB`, `GB` too), powers of 1024.
-pub fn parse_size(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<i64, String> {
     let t = s.trim().to_ascii_uppercase();
     let t = t.strip_suffix('B').unwrap_or(&t);
     let (num, mult) = match t.chars().last() {

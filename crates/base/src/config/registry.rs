@@ -1,107 +1,14 @@
-//! The parameter registry: what a parameter is, and the core parameters that belong to no module.
+//! The parameter registry: the core parameters that belong to no module, and [`registry`].
 //! Each crate keeps its own `PARAMS` slices next to the code that reads them; the application
 //! gathers them with [`registry`] (the stock set is `bkjs::app::params`), so no lower crate knows an
 //! upper one.
 
-/// The type of a parameter, which decides how its text is parsed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Kind {
-    Bool,
-    /// An integer within `min..=max`.
-    Int {
-        min: i64,
-        max: i64,
-    },
-    Number,
-    String,
-    /// One of the listed words.
-    Enum(&'static [&'static str]),
-    /// Items separated by `,` or `|`.
-    List,
-    /// `a:1,b:2`.
-    Map,
-    /// One or more regular expressions; each value adds one pattern.
-    Regexp,
-    Json,
-    /// A path, relative to the home directory.
-    Path,
-    /// `30s`, `5m`, `14d`, or a plain number of milliseconds.
-    Duration,
-    /// Bytes, with an optional K, M or G suffix (`10MB`).
-    Size,
-}
-
-impl Kind {
-    /// The name shown by `bkjs help`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Kind::Bool => "bool",
-            Kind::Int { .. } => "int",
-            Kind::Number => "number",
-            Kind::String => "string",
-            Kind::Enum(_) => "enum",
-            Kind::List => "list",
-            Kind::Map => "map",
-            Kind::Regexp => "regexp",
-            Kind::Json => "json",
-            Kind::Path => "path",
-            Kind::Duration => "duration",
-            Kind::Size => "size",
-        }
-    }
-}
-
-/// One declared parameter.
-#[derive(Debug)]
-pub struct Param {
-    /// Full name with module prefix, without the leading dash.
-    pub name: &'static str,
-    pub kind: Kind,
-    /// Default as text, parsed like any other value; empty for none.
-    pub default: &'static str,
-    pub help: &'static str,
-    /// Repeated values add to the list instead of replacing it.
-    pub accumulate: bool,
-}
-
-impl Param {
-    /// A parameter whose repeated values replace each other.
-    pub const fn new(
-        name: &'static str,
-        kind: Kind,
-        default: &'static str,
-        help: &'static str,
-    ) -> Param {
-        Param {
-            name,
-            kind,
-            default,
-            help,
-            accumulate: false,
-        }
-    }
-
-    /// A list or regexp parameter whose repeated values accumulate.
-    pub const fn accumulating(
-        name: &'static str,
-        kind: Kind,
-        default: &'static str,
-        help: &'static str,
-    ) -> Param {
-        Param {
-            name,
-            kind,
-            default,
-            help,
-            accumulate: true,
-        }
-    }
-}
+use super::param::{Kind, Param};
 
 const PORT: Kind = Kind::Int { min: 0, max: 65535 };
 
 /// Core parameters: no module prefix.
-pub static CORE: &[Param] = &[
+pub(crate) static CORE: &[Param] = &[
     Param::new(
         "home",
         Kind::Path,

@@ -3,9 +3,10 @@
 //! names the process role and pid, so the interleaved output of a whole process tree stays readable.
 
 use crate::config::{Config, Kind, Param};
+use parking_lot::Mutex;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
@@ -128,7 +129,7 @@ pub fn init(cfg: &Config, role: &str) -> Result<(), LogError> {
 /// Reopens the log file (after logrotate moved it); a no-op for stderr and syslog.
 pub fn reopen() {
     let Some(target) = TARGET.get() else { return };
-    let mut t = target.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = target.lock();
     if let Target::File { path, file } = &mut *t {
         match open_file(path) {
             Ok(f) => *file = f,
@@ -191,7 +192,7 @@ impl Drop for SinkWriter {
             let _ = std::io::stderr().write_all(&self.buf);
             return;
         };
-        let mut t = target.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = target.lock();
         match &mut *t {
             Target::Stderr => {
                 let _ = std::io::stderr().write_all(&self.buf);

@@ -19,9 +19,9 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 /// Samples kept by a reservoir.
-pub const RESERVOIR_SIZE: usize = 1028;
+pub(crate) const RESERVOIR_SIZE: usize = 1028;
 /// Forward-decay rate per second: a sample five minutes old weighs e^-4.5 of a new one.
-pub const ALPHA: f64 = 0.015;
+pub(crate) const ALPHA: f64 = 0.015;
 /// The landmark shared by all processes: 2024-01-01T00:00:00Z, Unix seconds.
 const LANDMARK: f64 = 1_704_067_200.0;
 
@@ -183,12 +183,13 @@ pub struct HistogramStats {
 
 impl HistogramSnapshot {
     /// Samples in the reservoir.
-    pub fn samples_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn samples_len(&self) -> usize {
         self.samples.len()
     }
 
     /// Adds another process's histogram: exact figures combine, and the reservoir keeps the
-    /// [`RESERVOIR_SIZE`] highest priorities of both.
+    /// `RESERVOIR_SIZE` highest priorities of both.
     pub fn merge(&mut self, other: &HistogramSnapshot) {
         if other.count > 0 {
             if self.count == 0 {
@@ -211,7 +212,7 @@ impl HistogramSnapshot {
     }
 
     /// The value below which a fraction `q` (0..=1) of the weighted reservoir lies; 0 if empty.
-    pub fn quantile(&self, q: f64) -> f64 {
+    pub(crate) fn quantile(&self, q: f64) -> f64 {
         Weighted::new(&self.samples).quantile(q)
     }
 

@@ -231,7 +231,7 @@ pub struct MeterSnapshot {
 impl MeterSnapshot {
     /// Mean rate from `start` to `time` (Unix seconds), over at least one tick so that a meter
     /// read just after its first event does not report thousands per second.
-    pub fn mean(&self, time: f64) -> f64 {
+    pub(crate) fn mean(&self, time: f64) -> f64 {
         self.count as f64 / (time - self.start).max(TICK_SECS)
     }
 

@@ -56,7 +56,7 @@ mod registry;
 mod snapshot;
 mod timer;
 
-pub use histogram::{Histogram, HistogramSnapshot, HistogramStats, ALPHA, RESERVOIR_SIZE};
+pub use histogram::{Histogram, HistogramSnapshot, HistogramStats};
 pub use meter::{Counter, Gauge, Meter, MeterSnapshot, TICK};
 pub use recorder::FacadeRecorder;
 pub use registry::Registry;

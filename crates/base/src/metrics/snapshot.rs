@@ -77,7 +77,7 @@ impl Snapshot {
 
     /// What remains worth keeping of an exited process: its counts, sums and samples, not its
     /// rates or gauges, which described it while it ran.
-    pub fn retired(&self) -> Snapshot {
+    pub(crate) fn retired(&self) -> Snapshot {
         let mut out = self.clone();
         out.metrics
             .retain(|_, m| !matches!(m, MetricSnapshot::Gauge(_)));
@@ -177,7 +177,8 @@ impl Aggregate {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Registry, RESERVOIR_SIZE};
+    use super::super::histogram::RESERVOIR_SIZE;
+    use super::super::Registry;
     use super::*;
     use std::time::{Duration, Instant};
 

@@ -19,7 +19,7 @@ impl Timer {
     }
 
     /// Records one event that took `ms` milliseconds.
-    pub fn update_ms(&self, ms: f64) {
+    pub(crate) fn update_ms(&self, ms: f64) {
         self.update_ms_at(ms, Instant::now());
     }
 

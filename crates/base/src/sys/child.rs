@@ -13,9 +13,9 @@ use std::process::{Command, Stdio};
 pub struct ChildSpec {
     /// The executable: the path this process was started from.
     pub exe: PathBuf,
-    /// argv[0]: the title `ps` shows (`bkjs: web`).
+    /// `argv[0]`: the title `ps` shows (`bkjs: web`).
     pub title: String,
-    /// Arguments after argv[0]: role flag and parameters.
+    /// Arguments after `argv[0]`: role flag and parameters.
     pub args: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,

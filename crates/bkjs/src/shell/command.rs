@@ -3,7 +3,7 @@
 //! caller prints as JSON (scripts) or as a table (the REPL). A mistake is answered with what to
 //! type instead: the closest command, table, column or parameter name, or the usage line.
 
-use super::Format;
+use super::subcommand;
 use bkjs_base::config::Config;
 use bkjs_cache::Cache;
 use bkjs_db::{Db, Op, Options, Row, Table};
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::str::FromStr;
 
 /// The shell's commands: name, usage, what it does. `help` prints them; the REPL completes them.
-pub const COMMANDS: &[(&str, &str, &str)] = &[
+pub(crate) const COMMANDS: &[(&str, &str, &str)] = &[
     (
         "db",
         "db get|select|put|add|update|incr|del TABLE name=value ... | db tables | db columns TABLE",
@@ -39,23 +39,32 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
 ];
 
 /// `db` operations.
-pub const DB_OPS: &[&str] = &[
+pub(crate) const DB_OPS: &[&str] = &[
     "get", "select", "put", "add", "update", "incr", "del", "tables", "columns",
 ];
 
 /// `cache` operations.
-pub const CACHE_OPS: &[&str] = &[
+pub(crate) const CACHE_OPS: &[&str] = &[
     "get", "put", "set", "incr", "del", "exists", "keys", "stats", "clear",
 ];
 
 /// Control parameters `db` accepts besides columns.
-pub const DB_CONTROLS: &[&str] = &[
+pub(crate) const DB_CONTROLS: &[&str] = &[
     "_count", "_select", "_sort", "_desc", "_start", "_noscan", "_ops",
 ];
 
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// One compact JSON value per line (scripts; the default without a terminal).
+    Json,
+    /// Tables and aligned records (the REPL's default).
+    Table,
+}
+
 /// What a command produced.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Out {
+pub(crate) enum Out {
     /// Nothing to print.
     None,
     /// Text printed as it is (config values, help).
@@ -76,7 +85,7 @@ pub enum Out {
 
 impl Out {
     /// The result as one line for scripts: JSON for data, the text as it is for text.
-    pub fn to_json_line(&self) -> Option<String> {
+    pub(crate) fn to_json_line(&self) -> Option<String> {
         match self {
             Out::None | Out::Quit => None,
             Out::Text(t) => Some(t.clone()),
@@ -91,7 +100,10 @@ impl Out {
 }
 
 /// The closest of `candidates` to `word` (a prefix of one, or within a small edit distance).
-pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = if !word.is_empty() && c.starts_with(word) {
@@ -115,17 +127,17 @@ fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -
 }
 
 /// A shell: the configuration, the described tables, and the pools and cache once first used.
-pub struct Shell {
-    pub cfg: Config,
-    pub tables: Vec<Table>,
-    pub format: Format,
+pub(crate) struct Shell {
+    pub(crate) cfg: Config,
+    pub(crate) tables: Vec<Table>,
+    pub(crate) format: Format,
     rt: tokio::runtime::Runtime,
     db: Option<std::sync::Arc<Db>>,
     cache: Option<Cache>,
 }
 
 impl Shell {
-    pub fn new(cfg: Config, tables: Vec<Table>) -> std::io::Result<Shell> {
+    pub(crate) fn new(cfg: Config, tables: Vec<Table>) -> std::io::Result<Shell> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -140,7 +152,7 @@ impl Shell {
     }
 
     /// The described table `name`, or an error naming the closest one.
-    pub fn table(&self, name: &str) -> Result<&Table, String> {
+    pub(crate) fn table(&self, name: &str) -> Result<&Table, String> {
         self.tables
             .iter()
             .find(|t| t.name() == name)
@@ -156,7 +168,7 @@ impl Shell {
         if self.db.is_none() {
             let db = self
                 .rt
-                .block_on(super::open(&self.cfg, self.tables.clone()))
+                .block_on(subcommand::open(&self.cfg, self.tables.clone()))
                 .map_err(|e| format!("cannot open the database: {e}"))?;
             self.db = Some(std::sync::Arc::new(db));
         }
@@ -166,13 +178,13 @@ impl Shell {
     fn cache(&mut self) -> Result<Cache, String> {
         if self.cache.is_none() {
             let _enter = self.rt.enter();
-            self.cache = Some(super::open_cache(&self.cfg)?);
+            self.cache = Some(subcommand::open_cache(&self.cfg)?);
         }
         self.cache.clone().ok_or_else(|| "no cache".to_string())
     }
 
     /// Runs one command line.
-    pub fn execute(&mut self, line: &str) -> Result<Out, String> {
+    pub(crate) fn execute(&mut self, line: &str) -> Result<Out, String> {
         let words = shlex::split(line).ok_or_else(|| {
             format!("unbalanced quote in: {line}; close it, or escape a literal quote with \\")
         })?;
@@ -227,7 +239,9 @@ impl Shell {
                 input.insert("url".into(), json!(path));
                 let cfg = self.cfg.clone();
                 let db = self.db()?;
-                let v = self.rt.block_on(super::send_request(&cfg, &db, input))?;
+                let v = self
+                    .rt
+                    .block_on(subcommand::send_request(&cfg, &db, input))?;
                 Ok(Out::Record(v))
             }
             ["account", op @ ("add" | "update" | "del"), rest @ ..] => {
@@ -241,7 +255,7 @@ impl Shell {
                 let sub = format!("-account-{op}");
                 let v = self
                     .rt
-                    .block_on(super::subcommand(&cfg, &db, &sub, input, &keep))?;
+                    .block_on(subcommand::subcommand(&cfg, &db, &sub, input, &keep))?;
                 Ok(Out::Record(v))
             }
             [cmd, ..] => match COMMANDS.iter().find(|(n, _, _)| n == cmd) {

@@ -2,8 +2,9 @@
 //! `var/.bksh_history`, Tab completion of commands, operations, table and column names,
 //! parameter names and route paths, and results printed as tables.
 
+use super::command::{Format, Out, Shell};
 use super::command::{CACHE_OPS, COMMANDS, DB_CONTROLS, DB_OPS};
-use super::{print, Format, Out, Shell};
+use super::table::print;
 use bkjs_db::Table;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
@@ -14,7 +15,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Context, Editor, Helper};
 
 /// What Tab completes from: known once when the shell starts.
-pub struct ShellHelper {
+pub(crate) struct ShellHelper {
     tables: Vec<Table>,
     params: Vec<&'static str>,
     paths: Vec<String>,
@@ -40,7 +41,11 @@ fn pair(word: &str) -> Pair {
 }
 
 impl ShellHelper {
-    pub fn new(tables: Vec<Table>, params: Vec<&'static str>, paths: Vec<String>) -> ShellHelper {
+    pub(crate) fn new(
+        tables: Vec<Table>,
+        params: Vec<&'static str>,
+        paths: Vec<String>,
+    ) -> ShellHelper {
         ShellHelper {
             tables,
             params,
@@ -57,7 +62,7 @@ impl ShellHelper {
     }
 
     /// The words that may stand where `current` is typed after the words `before`.
-    pub fn candidates(&self, before: &[&str], current: &str) -> Vec<String> {
+    pub(crate) fn candidates(&self, before: &[&str], current: &str) -> Vec<String> {
         let all: Vec<String> = match before {
             [] => COMMANDS.iter().map(|(n, _, _)| n.to_string()).collect(),
             ["help"] => COMMANDS.iter().map(|(n, _, _)| n.to_string()).collect(),
@@ -118,7 +123,7 @@ impl Completer for ShellHelper {
 }
 
 /// Runs the REPL until `quit` or end of input; command failures are printed, not fatal.
-pub fn run(shell: &mut Shell, paths: Vec<String>) -> i32 {
+pub(crate) fn run(shell: &mut Shell, paths: Vec<String>) -> i32 {
     shell.format = Format::Table;
     let var = shell.cfg.dir("var");
     let _ = std::fs::create_dir_all(&var);

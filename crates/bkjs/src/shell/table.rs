@@ -2,7 +2,7 @@
 //! description (columns no row has are left out), one object as aligned `name | value` lines,
 //! lists one item a line. Built on `comfy-table`.
 
-use super::Out;
+use super::command::{Format, Out};
 use comfy_table::{presets, Table};
 use serde_json::Value;
 
@@ -22,7 +22,7 @@ fn new_table() -> Table {
 }
 
 /// The text the REPL prints for `out`; `None` prints nothing.
-pub fn render(out: &Out) -> Option<String> {
+pub(crate) fn render(out: &Out) -> Option<String> {
     match out {
         Out::None | Out::Quit => None,
         Out::Text(t) => Some(t.clone()),
@@ -82,6 +82,17 @@ pub fn render(out: &Out) -> Option<String> {
         Out::Record(v) | Out::Json(v) => {
             Some(serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()))
         }
+    }
+}
+
+/// Prints one result in `format`.
+pub(crate) fn print(out: &Out, format: Format) {
+    let text = match format {
+        Format::Json => out.to_json_line(),
+        Format::Table => render(out),
+    };
+    if let Some(text) = text {
+        println!("{text}");
     }
 }
 
