@@ -493,7 +493,7 @@ fn bad_and_tampered_requests_are_refused_and_change_nothing() {
     );
     assert_eq!(s, 401, "expiry changed in the header");
     unchanged("expiry changed in the header");
-    // The SPEC sorts the query before signing, so the order of items is not covered: the
+    // docs/auth.md sorts the query before signing, so the order of items is not covered: the
     // reordered request means the same (docs/decisions.md).
     let (s, v, _) = send(
         &t,
@@ -795,7 +795,7 @@ fn query_signatures_form_posts_two_ids_and_deleted_rows() {
     assert_eq!(stored(&t, "bk_counter", &format!("id={b}"))["id"], json!(b));
 }
 
-/// The independent signer itself agrees with the SPEC appendix vectors.
+/// The independent signer itself agrees with the test vectors of docs/auth.md.
 #[test]
 fn python_signer_matches_the_spec_vectors() {
     let out = std::process::Command::new("python3")

@@ -2,7 +2,7 @@
 """End-to-end test of the web console (web/api.html) in headless Chromium, standard library only.
 
 Starts Debian's chromedriver, opens BASE_URL/api.html in a fresh headless Chromium profile and,
-like a person would: checks the page's signer (web/js/bkjs.js) against the SPEC appendix
+like a person would: checks the page's signer (web/js/bkjs.js) against the test vectors of docs/auth.md
 vectors and against tests/sign.py on a few requests, adds an account through the "New account"
 form, signs in with it, sends GET /account/get and checks the JSON reply; then the same with
 secret scrambling; saves a screenshot (PNG) to SCREENSHOT.
@@ -189,7 +189,7 @@ def run(base, shot, chromium, chromedriver):
         vectors = wd.js("return bkjs.vectors()")
         bad = [v for v in vectors if not v["ok"]]
         if len(vectors) != 3 or bad:
-            raise Failure("SPEC appendix vectors: %s" % json.dumps(bad or vectors))
+            raise Failure("docs/auth.md test vectors: %s" % json.dumps(bad or vectors))
         host = base.split("//", 1)[1]
         cases = [
             (3, "GET", "/account/get?b=2&a=%20x&_count=5", None, None),

@@ -1,6 +1,6 @@
 //! The web console end to end: headless Chromium (Debian's chromium and chromium-driver, which
 //! `scripts/setup` installs) driven over WebDriver by tests/console.py opens `web/api.html` from
-//! a running tree, checks its signer against the SPEC vectors and tests/sign.py, adds an account,
+//! a running tree, checks its signer against the test vectors of docs/auth.md and tests/sign.py, adds an account,
 //! signs in and gets it (plain and scrambled secrets), and saves a screenshot.
 
 use crate::harness::*;

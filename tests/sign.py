@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Independent signer for bkjs requests (SPEC section 5), standard library only.
+"""Independent signer for bkjs requests (docs/auth.md), standard library only.
 
 It exists so tests and benchmarks can sign requests without trusting the Rust code they check: it
-is written from the SPEC text alone and shares nothing with src/api/auth.rs. If both agree on the
-SPEC appendix vectors and on each other's output, the reading of the SPEC is the same twice over.
+is written from docs/auth.md alone and shares nothing with crates/api/src/auth. If both agree on the
+docs/auth.md test vectors and on each other's output, the reading of docs/auth.md is the same twice over.
 
-Rules implemented (each line is one SPEC sentence or a documented bkjs choice):
+Rules implemented (each line is one rule of docs/auth.md or a documented bkjs choice):
   header   VERSION|APPDATA|LOGIN|SIGNATURE|EXPIRES|CHECKSUM|   (APPDATA left empty)
   string   METHOD, host, path, query, EXPIRES, content type, CHECKSUM, each followed by a newline
   host     Host header without the port, lower case ("[::1]:80" keeps "[::1]")
@@ -22,7 +22,7 @@ Usage:
       prints the bk-signature header value; BODY_FILE "-" reads stdin;
       --expires MS sets EXPIRES (default: now + 30 s); -v prints the string to sign on stderr
   python3 tests/sign.py --vectors
-      checks the SPEC appendix vectors, exit status 1 on any mismatch
+      checks the test vectors of docs/auth.md, exit status 1 on any mismatch
 
 As a module:
   from sign import sign
@@ -41,7 +41,7 @@ SIGNATURE_NAME = b"bk-signature"
 FORM_TYPE = "application/x-www-form-urlencoded"
 DIGESTS = {1: hashlib.sha1, 3: hashlib.sha256, 4: hashlib.sha256}
 
-# SPEC appendix: login alice, secret s3cret, GET, Host Api.Example.com:8000, path /account/get,
+# docs/auth.md test vectors: login alice, secret s3cret, GET, Host Api.Example.com:8000, path /account/get,
 # EXPIRES 1900000000000, no content type, no checksum.
 APPENDIX = [
     (1, "b=2&a=1&c=%2B", "1||alice|kzcRwejeU58HboBzv6+hZO5OIBI=|1900000000000||"),
@@ -134,7 +134,7 @@ def sign(version, login, secret, method, url, host, content_type=None, body=None
 
 
 def check_vectors(out=sys.stdout):
-    """Checks the SPEC appendix; returns the number of mismatches."""
+    """Checks the test vectors of docs/auth.md; returns the number of mismatches."""
     failures = 0
     for version, query, expected in APPENDIX:
         url = "/account/get" + ("?" + query if query else "")
@@ -151,10 +151,10 @@ def check_vectors(out=sys.stdout):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="Print a bkjs bk-signature header value (SPEC section 5).",
+        description="Print a bkjs bk-signature header value (docs/auth.md).",
         usage="%(prog)s [--expires MS] [-v] VERSION LOGIN SECRET METHOD HOST URL "
               "[CONTENT_TYPE] [BODY_FILE]\n       %(prog)s --vectors")
-    parser.add_argument("--vectors", action="store_true", help="check the SPEC appendix vectors")
+    parser.add_argument("--vectors", action="store_true", help="check the test vectors of docs/auth.md")
     parser.add_argument("--expires", type=int, help="EXPIRES in ms since the epoch")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print the string to sign on stderr")

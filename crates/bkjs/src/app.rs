@@ -100,7 +100,7 @@ impl App {
         self
     }
 
-    /// Registers job `name` (SPEC §9): run by the master from `etc/crontab`, `/system/jobs`,
+    /// Registers job `name` (docs/jobs.md): run by the master from `etc/crontab`, `/system/jobs`,
     /// `bksh -run-job`, `-server-job` or `bk_jobs`, in a job worker process (type `local`) or
     /// inside the master (type `server`). The handler gets the job's arguments, the
     /// configuration and the database.
@@ -242,7 +242,7 @@ fn doc_command(app: &App, words: &[String]) -> i32 {
     0
 }
 
-/// Which role the role flags name: the first of them wins (SPEC §1).
+/// Which role the role flags name: the first of them wins (docs/processes.md).
 fn role_of(args: &Args) -> Option<Role> {
     args.roles.iter().find_map(|r| match r.as_str() {
         "monitor" | "watch" => Some(Role::Monitor),

@@ -11,8 +11,10 @@ mod redis;
 mod store;
 
 pub use error::CacheError;
-pub use peers::{PeerOp, Peers};
-pub use store::{CacheStats, Change, ChangeListener, LruStore};
+pub use store::{CacheStats, Change, ChangeListener};
+
+use peers::{PeerOp, Peers};
+use store::LruStore;
 
 use bkjs_base::config::{Config, Kind, Param};
 use bkjs_ipc::{self as ipc, Reply, Request};

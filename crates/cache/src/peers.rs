@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 /// A write to spread to the peers.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PeerOp {
+pub(crate) enum PeerOp {
     Put(String, String),
     Incr(String, i64),
     Del(String),
@@ -101,7 +101,7 @@ impl Shared {
 }
 
 /// The running peer bus of one server.
-pub struct Peers {
+pub(crate) struct Peers {
     socket: Socket,
     id: u64,
     /// Last sequence number used; the heartbeat thread reads it.
@@ -228,7 +228,7 @@ impl Peers {
     }
 
     /// Test-only: the next broadcast is not sent (its sequence number is still used).
-    pub fn drop_next(&self) {
+    pub(crate) fn drop_next(&self) {
         self.drop_next.store(true, Ordering::SeqCst);
     }
 }

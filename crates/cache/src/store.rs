@@ -18,7 +18,7 @@ pub enum Change<'a> {
 pub type ChangeListener = Box<dyn Fn(Change<'_>) + Send>;
 
 /// The LRU itself.
-pub struct LruStore {
+pub(crate) struct LruStore {
     lru: LruCache<String, String>,
     stats: CacheStats,
     listener: Option<ChangeListener>,
@@ -138,7 +138,7 @@ impl LruStore {
     }
 
     /// Peer-protocol counters live with the store so that one `stats` answers everything.
-    pub fn stats_mut(&mut self) -> &mut CacheStats {
+    pub(crate) fn stats_mut(&mut self) -> &mut CacheStats {
         &mut self.stats
     }
 }

@@ -1,5 +1,5 @@
 //! The driver conformance suite (issue 4): one set of behaviour checks that every [`Driver`] must
-//! pass, so SQLite, PostgreSQL, MySQL and sled answer the DB API (SPEC §8) the same way. A
+//! pass, so SQLite, PostgreSQL, MySQL and sled answer the DB API (docs/data.md) the same way. A
 //! driver's tests call [`run`] with their driver and a table name prefix:
 //!
 //! ```text
@@ -8,7 +8,7 @@
 //!
 //! Every check creates its own tables (`{prefix}_paging`, `{prefix}_join`, ...) with `init`,
 //! empties them first (so a run against a server that kept tables from an earlier run still
-//! starts clean), and panics with the check and driver name on the first difference. Where SPEC §8
+//! starts clean), and panics with the check and driver name on the first difference. Where docs/data.md
 //! leaves a behaviour open (row order without `sort`, whether `incr` returns the row, whether
 //! `regexp` is answered), the checks accept every allowed answer. `replace`/`check_mtime` are not
 //! implemented yet and not checked.

@@ -11,7 +11,7 @@ pub enum DbError {
     /// Caller: a value that does not fit its column or operator.
     #[error("bad value for {column}: {reason}")]
     BadValue { column: String, reason: String },
-    /// Caller: an operator that is not one of SPEC §8.
+    /// Caller: an operator that is not one of docs/data.md.
     #[error("unknown operator: {0}")]
     BadOp(String),
     /// Caller: the row does not exist (update).

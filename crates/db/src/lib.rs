@@ -1,4 +1,4 @@
-//! The DB API (SPEC §8) and its drivers. This file only declares the modules and re-exports
+//! The DB API (docs/data.md) and its drivers. This file only declares the modules and re-exports
 //! what other crates use; every file depends only on files below it in this list:
 //!
 //! - leaf types: [`DbError`] (`error.rs`), rows, operators, results and bound parameters

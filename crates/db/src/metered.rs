@@ -1,4 +1,4 @@
-//! Pool metrics (SPEC §10 `pool`): a driver wrapper that times every call into
+//! Pool metrics (docs/stats.md `pool`): a driver wrapper that times every call into
 //! `pool.NAME.response`, counts failures into `pool.NAME.errors`, keeps the calls in progress
 //! in the gauge `pool.NAME.count` and samples how many were in progress (this one included)
 //! when each call started into the histogram `pool.NAME.queue`, so each driver stays free of

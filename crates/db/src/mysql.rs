@@ -1,4 +1,4 @@
-//! The MySQL/MariaDB driver (SPEC §8, issue 4): an async [`crate::Driver`] over `mysql_async`
+//! The MySQL/MariaDB driver (docs/data.md, issue 4): an async [`crate::Driver`] over `mysql_async`
 //! and its built-in connection pool, so a worker's runtime never blocks on the database. Its
 //! operations come from the shared SQL layer ([`super::sql`], MySQL dialect: backtick
 //! identifiers taken only from the [`Table`], `?` placeholders bound to `Param`s); this file

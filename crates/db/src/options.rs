@@ -6,7 +6,7 @@ use crate::types::{Op, Row};
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// Per-operation options (SPEC §8). `Options::default()` is what an operation without options uses.
+/// Per-operation options (docs/data.md). `Options::default()` is what an operation without options uses.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Columns to return; empty = all. Unknown names are ignored.

@@ -1,4 +1,4 @@
-//! Table descriptions in code (SPEC §8): every table the backend stores is described once here or
+//! Table descriptions in code (docs/data.md): every table the backend stores is described once here or
 //! by the application, and drivers create and upgrade tables from these descriptions only. Because
 //! every SQL identifier a driver emits comes from a [`Table`], and a `Table` can only be built
 //! through [`Table::new`], which validates every name, no identifier ever comes from user text.
@@ -50,7 +50,7 @@ impl ColumnType {
     }
 }
 
-/// One column and its SPEC §8 properties. Built with [`Column::new`] or a typed constructor and the
+/// One column and its docs/data.md properties. Built with [`Column::new`] or a typed constructor and the
 /// builder methods: `Column::text("login").primary(1)`, `Column::counter("ping").pub_()`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Column {
@@ -340,13 +340,13 @@ fn job_columns() -> Vec<Column> {
         Column::json("job"),
         Column::text("cron"),
         Column::text("args"),
-        // The host a queued job is meant for (SPEC §9).
+        // The host a queued job is meant for (docs/jobs.md).
         Column::text("host").index(1),
         Column::bigint("mtime").now(),
     ]
 }
 
-/// Every built-in table of SPEC §8.
+/// Every built-in table of docs/data.md.
 pub fn builtin_tables() -> Vec<Table> {
     let account = [
         "login",

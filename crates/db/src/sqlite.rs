@@ -1,4 +1,4 @@
-//! The SQLite driver, the embedded default (SPEC §8): one database file in WAL mode with
+//! The SQLite driver, the embedded default (docs/data.md): one database file in WAL mode with
 //! `synchronous=NORMAL` (an acknowledged write survives a crash of the process), reached through a
 //! small bounded pool of connections so concurrent readers do not queue behind one connection.
 //! Statements are built by [`super::sql`] with the SQLite dialect; this file only runs them and
@@ -190,7 +190,7 @@ impl SqliteDriver {
         // Checkpoints run on the blocking pool every CHECKPOINT_EVERY writes, never inside a write.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(map_err)?;
-        // `like` is case-sensitive, `ilike` is not (SPEC §8).
+        // `like` is case-sensitive, `ilike` is not (docs/data.md).
         conn.pragma_update(None, "case_sensitive_like", true)
             .map_err(map_err)?;
         // `X REGEXP P` calls regexp(P, X); the compiled pattern is cached per statement.

@@ -9,7 +9,7 @@ use std::str::FromStr;
 /// A row: column name → JSON value. Reads omit NULL columns.
 pub type Row = serde_json::Map<String, Value>;
 
-/// A condition operator (SPEC §8).
+/// A condition operator (docs/data.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Eq,

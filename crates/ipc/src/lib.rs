@@ -27,8 +27,6 @@ pub use client::Client;
 pub use error::IpcError;
 pub use hub::{Handler, Hub, Pushes};
 pub use message::{CacheStats, Push, Reply, Request};
-pub use near::NearCache;
-pub use pushcount::PushCounter;
 
 use bkjs_base::config::{Config, Kind, Param};
 

@@ -19,7 +19,7 @@ use lru::LruCache;
 use std::sync::Arc;
 
 /// The near cache of one web worker.
-pub struct NearCache {
+pub(crate) struct NearCache {
     /// Shared values: a hit hands out the `Arc`, not a copy, and a caller that keeps what it
     /// derived from a value (the DB's parsed rows) knows it by the pointer.
     lru: LruCache<String, Arc<str>>,
@@ -70,7 +70,7 @@ impl NearCache {
 
     /// The value of `key` when it is held ([`NearCache::lookup`] for one key, without
     /// allocating a list); `None` sends the read to the server.
-    pub fn lookup_one(&mut self, key: &str) -> Option<Arc<str>> {
+    pub(crate) fn lookup_one(&mut self, key: &str) -> Option<Arc<str>> {
         if !self.live {
             return None;
         }
@@ -112,7 +112,7 @@ impl NearCache {
 
     /// Keeps what the server answered for `keys`, unless something was invalidated since the
     /// read was sent at `epoch` (or the link is down). Misses are not kept.
-    pub fn fill(&mut self, epoch: u64, keys: &[String], values: &[Option<String>]) {
+    pub(crate) fn fill(&mut self, epoch: u64, keys: &[String], values: &[Option<String>]) {
         if !self.live || epoch != self.epoch || !self.enabled() {
             return;
         }
@@ -147,7 +147,7 @@ impl NearCache {
     }
 
     /// The server cleared its cache (or may have changed anything).
-    pub fn invalidate_all(&mut self) {
+    pub(crate) fn invalidate_all(&mut self) {
         self.epoch += 1;
         self.invalidations.add(1);
         self.lru.clear();
@@ -155,16 +155,18 @@ impl NearCache {
     }
 
     /// The link to the server came up (`true`) or went down (`false`); both empty the cache.
-    pub fn set_live(&mut self, live: bool) {
+    pub(crate) fn set_live(&mut self, live: bool) {
         self.invalidate_all();
         self.live = live;
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lru.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.lru.is_empty()
     }
 }

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A mapping of a push counter file.
-pub struct PushCounter {
+pub(crate) struct PushCounter {
     map: memmap2::MmapRaw,
 }
 
@@ -91,7 +91,7 @@ impl PushCounter {
     }
 
     /// One more push is in every worker's socket.
-    pub fn bump(&self) {
+    pub(crate) fn bump(&self) {
         self.cell().fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -9,8 +9,8 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Protocol numbers of REQ0 and REP0.
-pub const REQ0: u16 = 0x30;
-pub const REP0: u16 = 0x31;
+pub(crate) const REQ0: u16 = 0x30;
+pub(crate) const REP0: u16 = 0x31;
 
 /// Largest frame accepted (a cache value or key list; far above any real message).
 pub const MAX_FRAME: u64 = 64 * 1024 * 1024;
@@ -68,7 +68,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> i
 }
 
 /// True when `buf` starts with a complete frame.
-pub fn has_frame(buf: &[u8]) -> bool {
+pub(crate) fn has_frame(buf: &[u8]) -> bool {
     if buf.len() < 9 {
         return false;
     }
@@ -87,7 +87,7 @@ pub fn frame(out: &mut Vec<u8>, header: &[u8], body: &[u8]) {
 
 /// Splits a REP-side message into its backtrace (4-byte ids up to and including the first with
 /// the high bit set) and the body.
-pub fn split_backtrace(msg: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn split_backtrace(msg: &[u8]) -> Option<(&[u8], &[u8])> {
     let mut i = 0;
     while i + 4 <= msg.len() {
         let last = msg[i] & 0x80 != 0;

@@ -2,7 +2,7 @@
 //! Web workers use it for `/system/jobs` (queue a job, read the queue's state); it is separate
 //! from the server's IPC hub because the queue lives in the master.
 //!
-//! Requests: `{"op": "run", "job": SPEC, "type": "local"|"server"}` answered
+//! Requests: `{"op": "run", "job": JOB, "type": "local"|"server"}` answered
 //! `{"queued": [names], "skipped": [{"name", "reason"}]}`, and `{"op": "status"}` answered with
 //! the running and waiting jobs and the crontab. A refused request is answered
 //! `{"status": 400, "message": ...}`.

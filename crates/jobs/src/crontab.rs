@@ -1,4 +1,4 @@
-//! `etc/crontab` (SPEC §9): a JSON array of `{"type": "local"|"server", "cron": "SEC MIN HOUR
+//! `etc/crontab` (docs/jobs.md): a JSON array of `{"type": "local"|"server", "cron": "SEC MIN HOUR
 //! DOM MON DOW", "job": JOB, "id"?, "disabled"?, "tag"?}`. Schedules are parsed by the `cron`
 //! crate in local time. The day of week follows the usual crontab convention (0 or 7 = Sunday,
 //! 1 = Monday, as node-cron and the original did); the `cron` crate counts 1 = Sunday, so numeric
@@ -164,7 +164,7 @@ mod tests {
         assert!(translate_dow("8").is_err());
         assert!(translate_dow("5-1").is_err());
         assert!(translate_dow("1/0").is_err());
-        // SPEC's example: 01:01:00 on Mondays and Wednesdays.
+        // the example in docs/jobs.md: 01:01:00 on Mondays and Wednesdays.
         let s = schedule("0 1 1 * * 1,3").expect("schedule");
         let from = Local
             .with_ymd_and_hms(2024, 1, 1, 12, 0, 0)

@@ -1,4 +1,4 @@
-//! Jobs (SPEC §9): named handlers an application registers through `App::job`, run by the master
+//! Jobs (docs/jobs.md): named handlers an application registers through `App::job`, run by the master
 //! on a schedule (`etc/crontab`, reloaded when it changes), on demand (`/system/jobs`, `bksh
 //! -run-job`, `-server-job BASE64` at start) or when another host sends one through the
 //! `bk_jobs` table.
@@ -131,7 +131,7 @@ pub struct Job {
     pub kind: JobType,
 }
 
-/// The queue options of SPEC §9, read from a job's arguments.
+/// The queue options of docs/jobs.md, read from a job's arguments.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct JobOptions {
     /// Queue it even when a job of the same name runs or waits.

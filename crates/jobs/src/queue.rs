@@ -1,4 +1,4 @@
-//! The master's job queue (SPEC §9), without processes or time in it so that its rules can be
+//! The master's job queue (docs/jobs.md), without processes or time in it so that its rules can be
 //! tested alone: jobs wait in order of submission and the first one that may start does.
 //!
 //! - a job whose name runs or waits already is not queued again unless it says `runalways`;

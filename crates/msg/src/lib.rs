@@ -1,4 +1,4 @@
-//! Pub/sub (SPEC §4): one front, [`PubSub`], with `subscribe`, `unsubscribe` and `publish`, over
+//! Pub/sub (docs/ipc.md): one front, [`PubSub`], with `subscribe`, `unsubscribe` and `publish`, over
 //! the backend `-msg-type` names: nng (the default; the server process forwards, no extra
 //! service), Redis, RabbitMQ (AMQP) or NATS.
 //!

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// Why a backoff could not be built: the parameters contradict each other (the operator's fault).
 #[derive(Debug, thiserror::Error, PartialEq)]
-pub enum BackoffError {
+pub(crate) enum BackoffError {
     #[error("restart delay must be more than zero")]
     ZeroBase,
     #[error("restart max delay {max:?} is below the initial delay {base:?}")]
@@ -15,7 +15,7 @@ pub enum BackoffError {
 
 /// Exponential backoff state for one supervised child (or one pool of identical children).
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
     max: Duration,
     reset_after: Duration,
@@ -46,7 +46,7 @@ impl Backoff {
 
     /// The delay before restarting a child that exited after running for `uptime`. The result is
     /// in `[d/2, d]` where `d = min(max, base * 2^n)`, so children that fail together spread out.
-    pub fn next_delay(&mut self, uptime: Duration) -> Duration {
+    pub(crate) fn next_delay(&mut self, uptime: Duration) -> Duration {
         if uptime >= self.reset_after {
             self.attempt = 0;
         }
@@ -60,11 +60,6 @@ impl Backoff {
     /// How many failures in a row led to the current delay.
     pub fn attempts(&self) -> u32 {
         self.attempt
-    }
-
-    /// The cap, for callers that need the worst case.
-    pub fn max(&self) -> Duration {
-        self.max
     }
 }
 

@@ -17,12 +17,12 @@ mod server;
 mod stats;
 mod web;
 
-pub use backoff::{Backoff, BackoffError};
+pub(crate) use backoff::{Backoff, BackoffError};
 pub use bkjs_base::sys::{
     descendants, drop_privileges, kill_group, kill_tree, reap, rss_bytes, spawn, target_ids,
     ChildSpec, ExitInfo, EXIT_BOOT,
 };
-pub use monitor::{run_supervisor, JobsSetup};
+pub use monitor::run_supervisor;
 pub use server::run_server;
 pub use web::run_web;
 
@@ -154,7 +154,7 @@ pub fn set_comm(title: &str) {
 }
 
 /// Signals a supervisor loop handles.
-pub const SIGNALS: &[i32] = &[
+pub(crate) const SIGNALS: &[i32] = &[
     libc::SIGTERM,
     libc::SIGINT,
     libc::SIGHUP,

@@ -124,7 +124,7 @@ pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
 }
 
 /// What a master needs to run jobs: the application's registered jobs and its tables.
-pub type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
+pub(crate) type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
 
 /// Runs a monitor or a master until it is told to stop; returns the exit code. A master runs
 /// the jobs of `jobs`.

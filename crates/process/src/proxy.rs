@@ -56,7 +56,7 @@ impl Backends {
 }
 
 /// The running proxy: its own thread and runtime, stopped by [`Proxy::stop`].
-pub struct Proxy {
+pub(crate) struct Proxy {
     backends: Arc<Backends>,
     stop: watch::Sender<bool>,
 }

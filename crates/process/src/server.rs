@@ -107,7 +107,7 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
             return EXIT_BOOT;
         }
     };
-    // The nng pub/sub forwarder (SPEC §4) lives as long as this server.
+    // The nng pub/sub forwarder (docs/ipc.md) lives as long as this server.
     let _forwarder = match bkjs_msg::Forwarder::start(&cfg) {
         Ok(f) => f,
         Err(e) => {

@@ -1,4 +1,4 @@
-//! The machine-wide figures of `/system/stats` and `/metrics` (SPEC §10): the server keeps the
+//! The machine-wide figures of `/system/stats` and `/metrics` (docs/stats.md): the server keeps the
 //! latest metrics snapshot of every web worker, merges them with its own and adds the cache's
 //! LRU statistics and process figures, so a client sees one machine, not whichever worker
 //! happened to answer.

@@ -1,6 +1,6 @@
 //! Configuration: one registry of typed parameters that every module declares, and the loader that
 //! fills it from the built-in defaults, `etc/config`, `etc/config.local`, `BKJS_*` environment
-//! variables and the command line, in that order of precedence (SPEC §3).
+//! variables and the command line, in that order of precedence (docs/config.md).
 //!
 //! A parameter is named with its module prefix (`-server-web-workers`, `-api-allow-path`); core
 //! parameters have none (`-port`). A bad value anywhere, or an unknown parameter on the command line,
@@ -29,7 +29,7 @@ use std::time::Duration;
 /// Exit code for a bad parameter value or an unknown command-line parameter (EX_USAGE).
 pub const EXIT_USAGE: i32 = 64;
 
-/// Flags that choose what a process becomes; only read from the command line (SPEC §1).
+/// Flags that choose what a process becomes; only read from the command line (docs/processes.md).
 pub(crate) const ROLE_FLAGS: &[&str] = &[
     "monitor", "master", "server", "web", "worker", "watch", "daemon", "shell",
 ];

@@ -1,4 +1,4 @@
-//! Text to typed values: the parsing rules of SPEC §3 for each [`Kind`].
+//! Text to typed values: the parsing rules of docs/config.md for each [`Kind`].
 
 use super::error::ConfigError;
 use super::param::{Kind, Param};

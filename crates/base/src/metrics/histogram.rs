@@ -164,7 +164,7 @@ pub struct HistogramSnapshot {
     pub(crate) samples: Vec<Sample>,
 }
 
-/// The SPEC §10 figures of a histogram.
+/// The docs/stats.md figures of a histogram.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct HistogramStats {
     pub min: f64,
@@ -237,7 +237,7 @@ impl HistogramSnapshot {
 }
 
 impl HistogramStats {
-    /// The SPEC §10 fields.
+    /// The docs/stats.md fields.
     pub(crate) fn write_json(&self, out: &mut serde_json::Map<String, serde_json::Value>) {
         let fields = [
             ("min", self.min),

@@ -1,5 +1,5 @@
 //! The metrics that count: [`Counter`] and [`Gauge`] (atomics) and [`Meter`], events per second
-//! as SPEC §10 reports them: the mean rate since start, the rate of the last 5 s window and
+//! as docs/stats.md reports them: the mean rate since start, the rate of the last 5 s window and
 //! exponentially weighted moving averages over 1, 5 and 15 minutes with a 5 s tick, as in
 //! codahale metrics. Ticks happen lazily, on the next update or read, so meters need no timer
 //! task; every time-dependent method has an `_at` twin taking the instant, so tests simulate
@@ -253,7 +253,7 @@ impl MeterSnapshot {
         self.m15 = 0.0;
     }
 
-    /// The SPEC §10 fields, as of `time`.
+    /// The docs/stats.md fields, as of `time`.
     pub(crate) fn write_json(
         &self,
         time: f64,

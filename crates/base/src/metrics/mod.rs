@@ -1,4 +1,4 @@
-//! Metrics (SPEC §10): counters, gauges, meters, histograms and timers kept per process in a
+//! Metrics (docs/stats.md): counters, gauges, meters, histograms and timers kept per process in a
 //! [`Registry`], turned into a mergeable, serialisable [`Snapshot`] that each web worker sends to
 //! the server, which merges the workers' snapshots ([`Aggregate`]) into one machine-wide view
 //! for `/system/stats` ([`Snapshot::to_json`]) and `/metrics` ([`Snapshot::to_prometheus`]).

@@ -32,7 +32,7 @@ impl MetricSnapshot {
         true
     }
 
-    /// The JSON of SPEC §10 as of `time`: a number for counters and gauges, an object otherwise.
+    /// The JSON of docs/stats.md as of `time`: a number for counters and gauges, an object otherwise.
     pub fn to_json(&self, time: f64) -> Value {
         let mut out = Map::new();
         match self {

@@ -1,6 +1,6 @@
 //! The shell (`bkjs run-shell`, `bksh`): the same configuration, DB pools and cache as the
 //! server, no HTTP server of its own. Three ways in: a one-shot subcommand (`bksh -account-add
-//! login L ...`, SPEC §1), commands read from standard input (`bksh < file`: no prompt, one JSON
+//! login L ...`, docs/processes.md), commands read from standard input (`bksh < file`: no prompt, one JSON
 //! result per line, exit code 1 when any command failed), or, on a terminal, the interactive REPL
 //! ([`repl`]: history, completion, results as tables). The commands themselves live in
 //! [`command`], the table rendering in [`table`], the one-shot subcommands in [`subcommand`].

@@ -1,4 +1,4 @@
-//! The one-shot subcommands of SPEC §1 (`bksh -account-add login L ...`, `-send-request`,
+//! The one-shot subcommands of docs/processes.md (`bksh -account-add login L ...`, `-send-request`,
 //! `-run-job`) and the DB pools and cache they (and the shell's commands) open. Kept apart from
 //! the shell front ([`super`]) so that the commands ([`super::command`]) can reuse them without
 //! depending on the module that runs them.
@@ -31,7 +31,7 @@ pub(crate) async fn open(cfg: &Config, tables: Vec<Table>) -> Result<Db, DbError
     Ok(db)
 }
 
-/// The one-shot subcommands of SPEC §1; everything after the subcommand is its arguments.
+/// The one-shot subcommands of docs/processes.md; everything after the subcommand is its arguments.
 pub(crate) const SUBCOMMANDS: &[&str] = &[
     "-account-add",
     "-add-user",
@@ -202,7 +202,7 @@ pub(crate) async fn subcommand(
     }
 }
 
-/// `-run-job job SPEC [type local|server] [host H]`: runs the jobs of SPEC (a name or JSON) in
+/// `-run-job job JOB [type local|server] [host H]`: runs the jobs of JOB (a name or JSON) in
 /// this process, one after the other, or with `host` queues them in `bk_jobs` for that host's
 /// master.
 async fn run_job(

@@ -1,4 +1,4 @@
-//! The PostgreSQL driver (SPEC §8, `-db-pgsql-pool postgresql://...`): natively asynchronous over
+//! The PostgreSQL driver (docs/data.md, `-db-pgsql-pool postgresql://...`): natively asynchronous over
 //! tokio-postgres with a bounded deadpool pool, so a worker's runtime never waits on a thread for
 //! the database. Its operations come from the shared SQL layer ([`super::sql`], Postgres dialect:
 //! quoted identifiers from the [`crate::Table`] only, `$n` placeholders); this folder runs the

@@ -1,4 +1,4 @@
-//! The sled driver (SPEC §8, issue 4): an embedded key-value store behind the same
+//! The sled driver (docs/data.md, issue 4): an embedded key-value store behind the same
 //! [`crate::BlockingDriver`] interface as SQLite, answering every call with the same result
 //! SQLite would. sled is unmaintained upstream, so nothing of it leaks out of this folder:
 //! callers see only [`SledDriver`] and the driver traits.
