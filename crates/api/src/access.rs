@@ -222,7 +222,7 @@ pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError
 /// ([`bkjs_db::Db::get_cached_shared`]): while the cached row is the same, a signed request
 /// reuses its account instead of copying the row and taking the secret out again.
 pub struct Accounts {
-    built: std::sync::Mutex<lru::LruCache<String, (std::sync::Arc<Row>, Account)>>,
+    built: parking_lot::Mutex<lru::LruCache<String, (std::sync::Arc<Row>, Account)>>,
 }
 
 impl Default for Accounts {
@@ -236,13 +236,13 @@ impl Accounts {
     pub fn new(logins: usize) -> Accounts {
         let n = std::num::NonZeroUsize::new(logins.max(1)).expect("at least one");
         Accounts {
-            built: std::sync::Mutex::new(lru::LruCache::new(n)),
+            built: parking_lot::Mutex::new(lru::LruCache::new(n)),
         }
     }
 
     /// The account of `row` (the `bk_auth` row of `login`); `None` when it has no secret.
     pub fn account(&self, login: &str, row: &std::sync::Arc<Row>) -> Option<Account> {
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
+        let mut built = self.built.lock();
         if let Some((from, account)) = built.get(login) {
             if std::sync::Arc::ptr_eq(from, row) {
                 return Some(account.clone());
@@ -303,6 +303,6 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.auth, &b.auth));
         // A row without a secret signs nothing, and forgets the account built before.
         assert!(accounts.account("al", &auth_row("", "Al")).is_none());
-        assert!(accounts.built.lock().expect("lock").peek("al").is_none());
+        assert!(accounts.built.lock().peek("al").is_none());
     }
 }

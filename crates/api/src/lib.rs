@@ -191,7 +191,7 @@ struct Conns {
     draining: AtomicBool,
     clock: AtomicU64,
     next_id: AtomicU64,
-    open: std::sync::Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
+    open: parking_lot::Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
 }
 
 impl Conns {
@@ -203,18 +203,12 @@ impl Conns {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState::default());
         state.last_ms.store(self.now(), Ordering::Relaxed);
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, state.clone());
+        self.open.lock().insert(id, state.clone());
         (id, state)
     }
 
     fn remove(&self, id: u64) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&id);
+        self.open.lock().remove(&id);
     }
 
     /// Advances the clock; asks idle connections to close (after `idle`, or after the short
@@ -228,7 +222,7 @@ impl Conns {
             idle
         }
         .as_millis() as u64;
-        for c in self.open.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for c in self.open.lock().values() {
             if c.inflight.load(Ordering::SeqCst) > 0 {
                 continue;
             }

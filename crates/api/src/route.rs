@@ -12,12 +12,13 @@ use super::router::{Api, Reply};
 use bkjs_db::{DbError, Row};
 use bytes::Bytes;
 use hyper::{HeaderMap, Method, StatusCode};
+use parking_lot::Mutex;
 use regex::Regex;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A boxed future returned by handlers and hooks.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -202,14 +203,11 @@ impl Req {
 
     /// Adds a header to the reply.
     pub fn add_reply_header(&self, name: hyper::header::HeaderName, value: String) {
-        self.reply_headers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name, value));
+        self.reply_headers.lock().push((name, value));
     }
 
     pub(crate) fn take_reply_headers(&self) -> Vec<(hyper::header::HeaderName, String)> {
-        std::mem::take(&mut *self.reply_headers.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *self.reply_headers.lock())
     }
 }
 
