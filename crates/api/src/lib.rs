@@ -9,6 +9,7 @@ pub mod access;
 pub mod auth;
 pub mod endpoints;
 pub mod geo;
+pub mod hooks;
 pub mod image;
 pub mod params;
 pub mod route;

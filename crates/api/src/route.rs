@@ -7,6 +7,7 @@
 //! then every matching pre hook, then the first matching route, then every matching post hook on
 //! its JSON reply. A check or hook that returns an error ends the request with that error.
 
+use super::hooks::AccountDeleteHook;
 use super::params::Params;
 use super::router::{Api, Reply};
 use bkjs_db::{DbError, Row};
@@ -70,9 +71,20 @@ impl ApiError {
     }
 }
 
+/// The status a DB error answers with.
+pub(crate) fn status_of(e: &DbError) -> StatusCode {
+    match e {
+        DbError::NotFound => StatusCode::NOT_FOUND,
+        DbError::Exists => StatusCode::CONFLICT,
+        DbError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+        DbError::Driver(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
-        let status = super::endpoints::data::status_of(&e);
+        let status = status_of(&e);
         if status.is_server_error() {
             tracing::error!("db: {e}");
         }
@@ -397,6 +409,8 @@ pub struct Routes {
     access: Vec<Hook<Check>>,
     pre: Vec<Hook<Check>>,
     post: Vec<Hook<PostHook>>,
+    /// Run by `/account/del` before it deletes the account's rows keyed by id.
+    account_delete: Vec<AccountDeleteHook>,
 }
 
 impl std::fmt::Debug for Routes {
@@ -406,6 +420,7 @@ impl std::fmt::Debug for Routes {
             .field("access", &self.access.len())
             .field("pre", &self.pre.len())
             .field("post", &self.post.len())
+            .field("account_delete", &self.account_delete.len())
             .finish()
     }
 }
@@ -555,6 +570,18 @@ impl Routes {
         self.access.extend(other.access);
         self.pre.extend(other.pre);
         self.post.extend(other.post);
+        self.account_delete.extend(other.account_delete);
+    }
+
+    /// Adds a hook run when an account is deleted, for rows of the registering group that need
+    /// more than a delete by id.
+    pub fn on_account_delete(&mut self, hook: AccountDeleteHook) {
+        self.account_delete.push(hook);
+    }
+
+    /// The account-deletion hooks, in registration order.
+    pub fn account_delete_hooks(&self) -> &[AccountDeleteHook] {
+        &self.account_delete
     }
 
     /// Drops the routes of disabled groups (`-api-disable`).

@@ -139,10 +139,10 @@ async fn serve(api: Arc<Api>, headers: HeaderMap, account: Option<Account>, mut 
             },
             ev = next_event(&mut sub) => match ev {
                 Some(first) => {
-                    let mut events = vec![super::endpoints::events::as_value(&first.data)];
+                    let mut events = vec![super::endpoints::common::publish::as_value(&first.data)];
                     while events.len() < MAX_BATCH {
                         match sub.as_mut().and_then(|s| s.try_recv()) {
-                            Some(m) => events.push(super::endpoints::events::as_value(&m.data)),
+                            Some(m) => events.push(super::endpoints::common::publish::as_value(&m.data)),
                             None => break,
                         }
                     }

@@ -1,9 +1,11 @@
 //! `/account/*` (SPEC §7): add, get (self, others' public columns, session cookie), select,
 //! update, del and put/secret, over the `bk_auth`, `bk_account` and `bk_counter` rows.
 
-use super::{for_client, public_only};
+use super::common::query::request;
+use super::common::rows::{for_client, public_only};
 use crate::access::{self, SESSION_COOKIE};
 use crate::auth;
+use crate::hooks::{AccountDeleteHook, AccountDeletion};
 use crate::route::{ApiError, Out, Req, Routes};
 use bkjs_db::{Db, DbError, Options, Row};
 use hyper::header::SET_COOKIE;
@@ -250,7 +252,7 @@ async fn select(req: Arc<Req>) -> Result<Out, ApiError> {
     let db = db(&req)?;
     let me = req.account()?;
     let admin = me.is_admin();
-    let (query, opts) = super::data::request(&req.params, false)?;
+    let (query, opts) = request(&req.params, false)?;
     let table = db.table("bk_account")?;
     let query: Row = query
         .into_iter()
@@ -381,38 +383,37 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
         &id,
         auth.get("login").and_then(Value::as_str),
         &[],
+        req.api.routes().account_delete_hooks(),
     )
     .await?;
     Ok(Out::Json(json!({})))
 }
 
 /// Removes an account and all its rows; the login first, so its credentials stop working even
-/// if a later step fails. Rows that need more than a delete by id go first: connections with
-/// the other side's reverse rows and counters, locations (keyed by geohash), icons and message
-/// images with their files under `images`. Tables named in `keep` are left alone.
+/// if a later step fails. Rows that need more than a delete by id go first, by the `hooks` the
+/// endpoint groups registered ([`Routes::account_delete_hooks`]: connections with the other
+/// side's reverse rows and counters, locations keyed by geohash, icons and message images with
+/// their files under `images`). Tables named in `keep` are left alone.
 pub async fn delete_account(
     db: &Db,
     images: &std::path::Path,
     id: &str,
     login: Option<&str>,
     keep: &[String],
+    hooks: &[AccountDeleteHook],
 ) -> Result<(), DbError> {
     if let Some(login) = login {
         db.del("bk_auth", &key("login", login), &Options::default())
             .await?;
     }
-    let kept = |t: &str| keep.iter().any(|k| k == t);
-    if !kept("bk_connection") && !kept("bk_reference") {
-        super::connection::delete_account(db, id).await?;
-    }
-    if !kept("bk_location") {
-        super::location::delete_account(db, id).await?;
-    }
-    if !kept("bk_icon") {
-        super::icon::delete_account(db, images, id).await?;
-    }
-    if !kept("bk_message") && !kept("bk_archive") {
-        super::message::delete_account(db, images, id).await?;
+    let deletion = AccountDeletion {
+        db,
+        images,
+        id,
+        keep,
+    };
+    for hook in hooks {
+        hook(&deletion).await?;
     }
     for t in db.tables() {
         if t.name() == "bk_auth" || keep.iter().any(|k| k == t.name()) {

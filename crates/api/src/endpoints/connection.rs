@@ -7,7 +7,11 @@
 //! The two rows and two counters are separate writes, not a transaction: a failure after the
 //! first write is undone for add/put, and logged for the counters (which never fail a request).
 
-use super::{db_of, details, flag, list, row, text};
+use super::common::ids::{auto_counter, check_id};
+use super::common::publish::{publish_to_account, wants_publish};
+use super::common::query::request;
+use super::common::rows::{db_of, details, flag, list, row, text};
+use crate::hooks::{AccountDeletion, HookFuture};
 use crate::route::{ApiError, Out, Req, RouteError, Routes};
 use bkjs_db::{Db, DbError, Op, Options, Row};
 use serde_json::{json, Value};
@@ -48,6 +52,7 @@ pub fn register(r: &mut Routes) -> Result<(), RouteError> {
             move |req| async move { select(req, name).await },
         )?;
     }
+    r.on_account_delete(on_account_delete);
     Ok(())
 }
 
@@ -66,22 +71,6 @@ fn check_type(t: &str) -> Result<(), ApiError> {
     }
 }
 
-/// An account id as a parameter: non-empty, no separators or control characters.
-pub(crate) fn check_id(name: &str, id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id
-            .chars()
-            .any(|c| c.is_control() || matches!(c, ':' | '|' | '/' | '\\'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad(format!(
-            "{name} must be 1-128 characters without : | / \\ or control characters"
-        )))
-    }
-}
-
 /// `type:id` as stored in the second key column.
 fn key(kind: &str, id: &str) -> String {
     format!("{kind}:{id}")
@@ -95,22 +84,6 @@ pub(crate) fn split(mut r: Row) -> Row {
         r.insert("id".into(), json!(other));
     }
     r
-}
-
-/// Adds `n` to counter `col` of account `id` when `bk_counter` has it as an `autoincr` column.
-/// A failure is logged, never returned: the write the counter follows has happened.
-pub(crate) async fn auto_counter(db: &Db, id: &str, col: &str, n: i64) {
-    let Ok(table) = db.table("bk_counter") else {
-        return;
-    };
-    if !table.column(col).is_some_and(|c| c.autoincr) {
-        return;
-    }
-    let mut r = row(&[("id", id)]);
-    r.insert(col.into(), json!(n));
-    if let Err(e) = db.incr("bk_counter", &r, &Options::default()).await {
-        tracing::warn!("counter {col} of {id} by {n}: {e}");
-    }
 }
 
 /// The columns of `table` a client may give for a connection (not the key, not mtime).
@@ -207,8 +180,8 @@ async fn put(req: Arc<Req>, op: &'static str) -> Result<Out, ApiError> {
         auto_counter(db, me.id(), &format!("{kind}0"), 1).await;
         auto_counter(db, other, &format!("{kind}1"), 1).await;
     }
-    if matches!(op, "add" | "put") && super::events::wants_publish(&req) {
-        super::events::publish_to_account(&req, other, json!({"type": kind})).await;
+    if matches!(op, "add" | "put") && wants_publish(&req) {
+        publish_to_account(&req, other, json!({"type": kind})).await;
     }
     if flag(&req, "_connected") {
         let back = db
@@ -364,7 +337,7 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
 async fn select(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
-    let (mut query, mut opts) = super::data::request(&req.params, false)?;
+    let (mut query, mut opts) = request(&req.params, false)?;
     let t = db.table(table)?;
     query.retain(|k, _| t.column(k).is_some() && k != "mtime");
     let other = query.remove("id");
@@ -393,4 +366,15 @@ async fn select(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
         details(db, &mut rows, "id").await?;
     }
     Ok(Out::Json(list(rows, res.next_token)))
+}
+
+/// Account deletion: removes the account's connections and references with the other side's
+/// rows and counters, unless either table is kept.
+fn on_account_delete<'a>(d: &'a AccountDeletion<'a>) -> HookFuture<'a> {
+    Box::pin(async move {
+        if d.kept("bk_connection") || d.kept("bk_reference") {
+            return Ok(());
+        }
+        delete_account(d.db, d.id).await
+    })
 }

@@ -6,7 +6,7 @@
 //! control character, no backslash, at most 255 bytes a part and 1024 in all; and the directory
 //! a file lands in must still be inside `files/` once symbolic links are resolved.
 
-use super::icon::{base64_decode, remove_file, send_file, write_file};
+use super::common::files::{base64_decode, remove_file, send_file, upload, write_file};
 use crate::route::{ApiError, Out, Req, RouteError, Routes};
 use hyper::header::CONTENT_TYPE;
 use serde_json::{json, Value};
@@ -139,7 +139,7 @@ async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
 
 /// The content of a put.
 fn content(req: &Req) -> Result<Vec<u8>, ApiError> {
-    if let Some(data) = super::icon::upload(&req.params, "data")? {
+    if let Some(data) = upload(&req.params, "data")? {
         return Ok(data);
     }
     let ct = req

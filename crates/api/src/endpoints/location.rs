@@ -8,8 +8,10 @@
 //! goes on exactly after it whichever cells that takes. Other accounts' rows show only `id`,
 //! `alias` and `distance` (rounded down to `_round`, default min-distance).
 
-use super::{db_of, details, flag, list, public_only, row, text};
+use super::common::query::request;
+use super::common::rows::{db_of, details, flag, for_client, list, public_only, row, text};
 use crate::geo;
+use crate::hooks::{AccountDeletion, HookFuture};
 use crate::route::{ApiError, Out, Req, RouteError, Routes};
 use bkjs_db::{Db, Op, Options, Row};
 use hyper::StatusCode;
@@ -39,6 +41,7 @@ pub fn register(r: &mut Routes) -> Result<(), RouteError> {
         "accounts within distance km of latitude/longitude, nearest first, as /location/get",
         |req| async move { get(req, "bk_account").await },
     )?;
+    r.on_account_delete(on_account_delete);
     Ok(())
 }
 
@@ -308,7 +311,7 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
     let s = Search::of(&req)?;
-    let (_, opts) = super::data::request(&req.params, false)?;
+    let (_, opts) = request(&req.params, false)?;
     let round = match number(&req, "_round")? {
         Some(r) if r >= 0.0 => r,
         Some(_) => return Err(ApiError::bad("_round must be at least 0")),
@@ -327,7 +330,7 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
                     public_only(&t, &mut r);
                 }
             } else if table == "bk_account" {
-                super::for_client(&t, &mut r, me.is_admin());
+                for_client(&t, &mut r, me.is_admin());
             }
             r.insert("distance".into(), json!(geo::round_down(d, round)));
             r
@@ -349,6 +352,16 @@ pub(crate) async fn delete_account(db: &Db, id: &str) -> Result<(), bkjs_db::DbE
     db.del_all("bk_location", &row(&[("id", id)]), &opts)
         .await?;
     Ok(())
+}
+
+/// Account deletion: removes the account's `bk_location` rows (keyed by geohash) unless kept.
+fn on_account_delete<'a>(d: &'a AccountDeletion<'a>) -> HookFuture<'a> {
+    Box::pin(async move {
+        if d.kept("bk_location") {
+            return Ok(());
+        }
+        delete_account(d.db, d.id).await
+    })
 }
 
 #[cfg(test)]

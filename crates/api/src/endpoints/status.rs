@@ -7,7 +7,8 @@
 //! refreshes `atime` in the cached row, which is what `/status/get` reads. If the cache loses the
 //! row, readers see the database's `atime`, at most half an interval behind.
 
-use super::{db_of, flag, list, row, text};
+use super::common::ids::check_id;
+use super::common::rows::{db_of, flag, list, row, text};
 use crate::route::{ApiError, Out, Req, RouteError, Routes};
 use bkjs_db::{Db, Options, Row};
 use serde_json::{json, Value};
@@ -66,7 +67,7 @@ async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
     };
     let mut rows = Vec::new();
     for id in ids.split(',').filter(|x| !x.is_empty()).take(100) {
-        super::connection::check_id("id", id)?;
+        check_id("id", id)?;
         let r = status_of(db, id)
             .await?
             .unwrap_or_else(|| row(&[("id", id)]));
