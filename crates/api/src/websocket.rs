@@ -9,8 +9,11 @@
 //! whatever had arrived. A frame that is not a request URL gets an error frame and the
 //! connection stays open. When the worker drains, sockets are closed with code 1001.
 
-use super::route::{Account, ApiError};
-use super::router::{Api, Reply};
+use crate::api::Api;
+use crate::auth::Account;
+use crate::error::ApiError;
+use crate::reply::Reply;
+use crate::route::BoxFuture;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Either, Full};
@@ -30,6 +33,16 @@ const MAX_FRAME: usize = 64 * 1024;
 /// Events pushed in one frame at most.
 const MAX_BATCH: usize = 100;
 
+/// Answers the request URL of a frame as a GET with the socket's headers and caller: the
+/// router's dispatch, handed to [`accept`] so this module does not depend on the router.
+pub(crate) type Dispatch = fn(
+    Arc<Api>,
+    HeaderMap,
+    String,
+    Option<String>,
+    Option<Account>,
+) -> BoxFuture<Result<Reply, ApiError>>;
+
 /// True when the request asks for a WebSocket.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers
@@ -45,6 +58,7 @@ pub fn accept(
     parts: &hyper::http::request::Parts,
     account: Option<Account>,
     on: hyper::upgrade::OnUpgrade,
+    dispatch: Dispatch,
 ) -> Result<Reply, ApiError> {
     if parts.method != Method::GET {
         return Err(ApiError::bad("a WebSocket upgrade must be a GET"));
@@ -89,7 +103,7 @@ pub fn accept(
                     Some(config),
                 )
                 .await;
-                serve(api, headers, account, ws).await;
+                serve(api, headers, account, ws, dispatch).await;
             }
             Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
         }
@@ -115,7 +129,13 @@ fn error_text(e: &ApiError) -> String {
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// One socket: request frames in, replies and pushed events out, until either side closes.
-async fn serve(api: Arc<Api>, headers: HeaderMap, account: Option<Account>, mut ws: Ws) {
+async fn serve(
+    api: Arc<Api>,
+    headers: HeaderMap,
+    account: Option<Account>,
+    mut ws: Ws,
+    dispatch: Dispatch,
+) {
     let who = account
         .as_ref()
         .map(|a| a.id().to_string())
@@ -128,7 +148,7 @@ async fn serve(api: Arc<Api>, headers: HeaderMap, account: Option<Account>, mut 
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
                 Some(Ok(Message::Text(t))) => {
                     let start = std::time::Instant::now();
-                    let reply = frame_reply(&api, &headers, account.as_ref(), t.as_str(), &mut sub).await;
+                    let reply = frame_reply(&api, &headers, account.as_ref(), t.as_str(), &mut sub, dispatch).await;
                     api.count(start);
                     Message::text(reply)
                 }
@@ -185,8 +205,9 @@ async fn frame_reply(
     account: Option<&Account>,
     text: &str,
     sub: &mut Option<bkjs_msg::Subscription>,
+    dispatch: Dispatch,
 ) -> String {
-    match request(api, headers, account, text.trim(), sub).await {
+    match request(api, headers, account, text.trim(), sub, dispatch).await {
         Ok(body) => body,
         Err(e) => error_text(&e),
     }
@@ -198,6 +219,7 @@ async fn request(
     account: Option<&Account>,
     url: &str,
     sub: &mut Option<bkjs_msg::Subscription>,
+    dispatch: Dispatch,
 ) -> Result<String, ApiError> {
     if !url.starts_with('/') {
         return Err(ApiError::bad(
@@ -228,17 +250,14 @@ async fn request(
         }
         return Ok(json!({"subscribed": me.id()}).to_string());
     }
-    let reply = api
-        .dispatch(
-            Method::GET,
-            headers.clone(),
-            path,
-            uri.query(),
-            Bytes::new(),
-            account.cloned(),
-            false,
-        )
-        .await?;
+    let reply = dispatch(
+        api.clone(),
+        headers.clone(),
+        path.to_string(),
+        uri.query().map(str::to_string),
+        account.cloned(),
+    )
+    .await?;
     let body = reply
         .into_body()
         .collect()

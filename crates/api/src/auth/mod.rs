@@ -55,6 +55,7 @@
 //! outside RFC 6265 cookie-octet (space, `"`, `,`, `;`, `\`, non-ASCII) must be percent-encoded by
 //! the layer that writes `Set-Cookie`, and decoded before [`Signature::parse`].
 
+mod account;
 mod canonical;
 mod client;
 mod error;
@@ -64,6 +65,7 @@ mod signature;
 #[cfg(test)]
 mod tests;
 
+pub use account::{Account, Accounts};
 pub use canonical::{
     canonical_query, is_form_post, normalize_host, session_domain, session_string, signed_query,
     string_to_sign, SIGNATURE_NAME,

@@ -4,9 +4,11 @@
 use super::common::query::request;
 use super::common::rows::{for_client, public_only};
 use crate::access::{self, SESSION_COOKIE};
+use crate::api::{Req, Routes};
 use crate::auth;
+use crate::error::ApiError;
 use crate::hooks::{AccountDeleteHook, AccountDeletion};
-use crate::route::{ApiError, Out, Req, Routes};
+use crate::reply::Out;
 use bkjs_db::{Db, DbError, Options, Row};
 use hyper::header::SET_COOKIE;
 use hyper::StatusCode;

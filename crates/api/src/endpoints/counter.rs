@@ -7,7 +7,10 @@
 use super::common::ids::check_id;
 use super::common::publish::{publish_to_account, wants_publish};
 use super::common::rows::{db_of, public_only, row};
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, DbError, Options, Row, Table};
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -4,9 +4,10 @@
 //! `_check_mtime`, `_check_data`, `_cached`, and `_noscan` only for groups in `-api-unsecure`.
 
 use super::common::query::{request, split_list};
+use crate::api::Api;
+use crate::error::status_of;
 use crate::params::Params;
-use crate::route::status_of;
-use crate::router::{error, ok, Api, Reply};
+use crate::reply::{error, ok, Reply};
 use bkjs_db::{Db, DbError};
 use hyper::StatusCode;
 use serde_json::{json, Value};

@@ -4,7 +4,9 @@
 //! pub/sub counters. The same subscription feeds a WebSocket (see `api::websocket`).
 
 use super::common::publish::{as_value, pubsub};
-use crate::route::{ApiError, Out, Req, Routes};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
+use crate::reply::Out;
 use bkjs_msg::Subscription;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -7,7 +7,10 @@
 //! a file lands in must still be inside `files/` once symbolic links are resolved.
 
 use super::common::files::{base64_decode, remove_file, send_file, upload, write_file};
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
+use crate::reply::Out;
+use crate::route::RouteError;
 use hyper::header::CONTENT_TYPE;
 use serde_json::{json, Value};
 use std::path::{Component, Path, PathBuf};

@@ -16,9 +16,13 @@ use super::common::files::{
 };
 use super::common::query::request;
 use super::common::rows::{db_of, list, row, text};
+use crate::api::{Req, Routes};
+use crate::auth::Account;
+use crate::error::ApiError;
 use crate::hooks::{AccountDeletion, HookFuture};
 use crate::image::Format;
-use crate::route::{Account, ApiError, Out, Req, RouteError, Routes};
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, DbError, Op, Options, Row};
 use serde_json::{json, Value};
 use std::path::Path;

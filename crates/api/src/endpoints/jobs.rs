@@ -3,7 +3,11 @@
 //! the job at this machine's master, or with `host=H` for another host through `bk_jobs`.
 //! `type=server` runs it inside the master instead of a job worker.
 
-use crate::route::{ApiError, Out, Req, Routes};
+use crate::api::{Req, Routes};
+
+use crate::error::ApiError;
+
+use crate::reply::Out;
 use bkjs_jobs::{control, host_name, parse_spec, parse_text, JobError, JobType};
 use hyper::StatusCode;
 use serde_json::{json, Value};

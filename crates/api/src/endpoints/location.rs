@@ -10,9 +10,12 @@
 
 use super::common::query::request;
 use super::common::rows::{db_of, details, flag, for_client, list, public_only, row, text};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
 use crate::geo;
 use crate::hooks::{AccountDeletion, HookFuture};
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, Op, Options, Row};
 use hyper::StatusCode;
 use serde_json::{json, Value};

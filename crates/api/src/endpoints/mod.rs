@@ -35,7 +35,13 @@ pub static PARAMS: &[Param] = &[
     ),
 ];
 
-use crate::route::{ApiError, Out, RouteError, Routes};
+use crate::api::Routes;
+
+use crate::error::ApiError;
+
+use crate::reply::{Out, Reply};
+
+use crate::route::RouteError;
 use serde_json::json;
 
 /// The built-in groups, registered after the application's routes.
@@ -46,7 +52,7 @@ pub fn builtin() -> Routes {
 }
 
 /// Dispatches to a group's handler that answers `None` for a path it does not know.
-async fn dispatch(reply: Option<crate::Reply>) -> Result<Out, ApiError> {
+async fn dispatch(reply: Option<Reply>) -> Result<Out, ApiError> {
     match reply {
         Some(reply) => Ok(Out::Reply(reply)),
         None => Err(ApiError::not_found("Not found")),

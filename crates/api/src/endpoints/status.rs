@@ -9,7 +9,10 @@
 
 use super::common::ids::check_id;
 use super::common::rows::{db_of, flag, list, row, text};
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, Options, Row};
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! `/system/*`: rolling restart and the cache (admin-only once authentication exists; until then
 //! reachable where `-api-allow-path` allows).
 
+use crate::api::Api;
 use crate::params::Params;
-use crate::router::{error, ok, Api, Reply};
+use crate::reply::{error, ok, Reply};
 use bkjs_cache::Cache;
 use bkjs_ipc::Msg;
 use hyper::StatusCode;
@@ -160,8 +161,8 @@ async fn exists(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
 }
 
 /// `/system/stats` (JSON) and `/metrics` (Prometheus text): the server's machine-wide view.
-pub async fn machine_stats(api: &Api, prometheus: bool) -> Result<Reply, crate::ApiError> {
-    use crate::ApiError;
+pub async fn machine_stats(api: &Api, prometheus: bool) -> Result<Reply, crate::error::ApiError> {
+    use crate::error::ApiError;
     let ipc = api
         .ipc
         .as_ref()

@@ -2,10 +2,12 @@
 //! reading an upload (multipart or base64), converting it on the blocking pool, and writing,
 //! removing and sending files.
 
+use crate::api::Req;
+use crate::error::ApiError;
 use crate::image::{Convert, Converted, Format, ImageError};
 use crate::params::Params;
-use crate::route::{ApiError, Out, Req};
-use crate::router::Reply;
+use crate::reply::Out;
+use crate::reply::Reply;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{Either, Full};

@@ -2,7 +2,7 @@
 //! keep the `autoincr` counters of `bk_counter` that connections and messages increment.
 
 use super::rows::row;
-use crate::route::ApiError;
+use crate::error::ApiError;
 use bkjs_db::{Db, Options};
 use serde_json::json;
 

@@ -1,7 +1,9 @@
 //! Publishing events to accounts over pub/sub: what `_publish=1` of several groups does, the
 //! pub/sub of a request, and an event as a reply element (long polls and WebSockets).
 
-use crate::route::{ApiError, Req};
+use crate::api::Req;
+
+use crate::error::ApiError;
 use bkjs_msg::{MsgError, PubSub};
 use hyper::StatusCode;
 use serde_json::{json, Value};

@@ -2,7 +2,9 @@
 //! flags, list replies, the column filters of replies and account details merged into rows.
 //! Every endpoint group needs some of these, so they are kept apart from all of them.
 
-use crate::route::{ApiError, Req};
+use crate::api::Req;
+
+use crate::error::ApiError;
 use bkjs_db::{Db, Options, Row, Table};
 use serde_json::{json, Value};
 use std::sync::Arc;
