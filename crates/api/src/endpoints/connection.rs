@@ -10,8 +10,9 @@
 use super::common::ids::{auto_counter, check_id};
 use super::common::publish::{publish_to_account, wants_publish};
 use super::common::query::request;
-use super::common::rows::{db_of, details, flag, list, row, text};
+use super::common::rows::{db_of, details, flag, list, row, rows_of_type, text};
 use crate::api::{Req, Routes};
+use crate::auth::Account;
 use crate::error::ApiError;
 use crate::hooks::{AccountDeletion, HookFuture};
 use crate::reply::Out;
@@ -74,6 +75,18 @@ fn check_type(t: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The database, the caller, and the other account's `id` and the connection `type` of a
+/// request, both checked.
+fn link(req: &Req) -> Result<(&Arc<Db>, &Account, &str, &str), ApiError> {
+    let db = db_of(req)?;
+    let me = req.account()?;
+    let other = req.required("id")?;
+    let kind = req.required("type")?;
+    check_id("id", other)?;
+    check_type(kind)?;
+    Ok((db, me, other, kind))
+}
+
 /// `type:id` as stored in the second key column.
 fn key(kind: &str, id: &str) -> String {
     format!("{kind}:{id}")
@@ -118,12 +131,7 @@ async fn write(db: &Db, op: &str, table: &str, r: &Row) -> Result<(), DbError> {
 
 /// `/connection/add|put|incr|update`.
 async fn put(req: Arc<Req>, op: &'static str) -> Result<Out, ApiError> {
-    let db = db_of(&req)?;
-    let me = req.account()?;
-    let other = req.required("id")?;
-    let kind = req.required("type")?;
-    check_id("id", other)?;
-    check_type(kind)?;
+    let (db, me, other, kind) = link(&req)?;
     if other == me.id() {
         return Err(ApiError::bad("cannot connect to itself"));
     }
@@ -236,27 +244,6 @@ pub(crate) async fn delete_one(
     Ok(gone)
 }
 
-/// Every row of `table` owned by `id` whose type begins with `prefix`.
-async fn all_rows(db: &Db, table: &str, id: &str, prefix: &str) -> Result<Vec<Row>, DbError> {
-    let opts = Options {
-        count: 500,
-        ..Options::default()
-    }
-    .op("type", Op::BeginsWith);
-    let mut rows = Vec::new();
-    db.scan(
-        table,
-        &row(&[("id", id), ("type", prefix)]),
-        &opts,
-        |page| {
-            rows.extend(page);
-            Ok(())
-        },
-    )
-    .await?;
-    Ok(rows)
-}
-
 /// `/connection/del`: one (id and type), all of a type, or all the caller's connections.
 async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
@@ -277,7 +264,7 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
     }
     let prefix = kind.map(|k| format!("{k}:")).unwrap_or_default();
     let mut n = 0;
-    for r in all_rows(db, "bk_connection", me.id(), &prefix).await? {
+    for r in rows_of_type(db, "bk_connection", me.id(), &prefix).await? {
         let r = split(r);
         if other.is_some_and(|o| o != text(&r, "id")) {
             continue;
@@ -301,12 +288,12 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
 /// Removes every connection and reference of account `id` with the other side's rows and
 /// counters (`/account/del`).
 pub(crate) async fn delete_account(db: &Db, id: &str) -> Result<(), DbError> {
-    for r in all_rows(db, "bk_connection", id, "").await? {
+    for r in rows_of_type(db, "bk_connection", id, "").await? {
         let r = split(r);
         delete_one(db, id, text(&r, "type"), text(&r, "id"), true, true).await?;
     }
     // Connections other accounts made to this one.
-    for r in all_rows(db, "bk_reference", id, "").await? {
+    for r in rows_of_type(db, "bk_reference", id, "").await? {
         let r = split(r);
         delete_one(db, text(&r, "id"), text(&r, "type"), id, true, true).await?;
     }
@@ -315,12 +302,7 @@ pub(crate) async fn delete_account(db: &Db, id: &str) -> Result<(), DbError> {
 
 /// `/connection/get`, `/reference/get`.
 async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
-    let db = db_of(&req)?;
-    let me = req.account()?;
-    let other = req.required("id")?;
-    let kind = req.required("type")?;
-    check_id("id", other)?;
-    check_type(kind)?;
+    let (db, me, other, kind) = link(&req)?;
     let found = db
         .get(
             table,

@@ -15,7 +15,7 @@ use super::common::files::{
     convert, convert_params, icon_path, remove_file, send_file, upload, write_file,
 };
 use super::common::query::request;
-use super::common::rows::{db_of, list, row, text};
+use super::common::rows::{db_of, list, row, rows_of_type, text};
 use crate::api::{Req, Routes};
 use crate::auth::Account;
 use crate::error::ApiError;
@@ -461,23 +461,7 @@ async fn del(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError
 
 /// Removes every icon of account `id`, files included (`/account/del`).
 pub(crate) async fn delete_account(db: &Db, images: &Path, id: &str) -> Result<(), DbError> {
-    let opts = Options {
-        count: 500,
-        ..Options::default()
-    }
-    .op("type", Op::BeginsWith);
-    let mut rows = Vec::new();
-    db.scan(
-        "bk_icon",
-        &row(&[("id", id), ("type", "")]),
-        &opts,
-        |page| {
-            rows.extend(page);
-            Ok(())
-        },
-    )
-    .await?;
-    for r in &rows {
+    for r in &rows_of_type(db, "bk_icon", id, "").await? {
         delete_icon(db, images, r).await?;
     }
     Ok(())

@@ -5,7 +5,7 @@
 use crate::api::Req;
 
 use crate::error::ApiError;
-use bkjs_db::{Db, Options, Row, Table};
+use bkjs_db::{Db, DbError, Op, Options, Row, Table};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -99,6 +99,32 @@ pub(crate) async fn details(db: &Db, rows: &mut [Row], key: &str) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Every row of `table` owned by `id` whose type begins with `prefix`.
+pub(crate) async fn rows_of_type(
+    db: &Db,
+    table: &str,
+    id: &str,
+    prefix: &str,
+) -> Result<Vec<Row>, DbError> {
+    let opts = Options {
+        count: 500,
+        ..Options::default()
+    }
+    .op("type", Op::BeginsWith);
+    let mut rows = Vec::new();
+    db.scan(
+        table,
+        &row(&[("id", id), ("type", prefix)]),
+        &opts,
+        |page| {
+            rows.extend(page);
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(rows)
 }
 
 #[cfg(test)]
