@@ -6,9 +6,8 @@
 //! an unsigned probe could learn that a login exists (412 or 403 instead of 401). An unknown login
 //! and a wrong signature answer the same 401 "Not authenticated". The secret is never logged.
 
-use super::auth::{self, AuthError, Signature, Version};
 use crate::api::Api;
-use crate::auth::Account;
+use crate::auth::{self, Account, AuthError, Signature, Version, SESSION_COOKIE};
 use crate::error::ApiError;
 use bkjs_base::config::Config;
 use bkjs_db::{Db, Options, Row};
@@ -16,9 +15,6 @@ use hyper::header::{CONTENT_TYPE, COOKIE, HOST};
 use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 use std::borrow::Cow;
-
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "bk_sid";
 
 /// `bk_property` row holding the generated session key when `-api-session-key` is not set.
 const SESSION_KEY_PROPERTY: &str = "api.session.key";
@@ -67,7 +63,7 @@ pub async fn session_key(cfg: &Config, db: &Db) -> Result<Vec<u8>, bkjs_db::DbEr
 }
 
 /// The `Host` header as sent.
-pub fn host_of(headers: &HeaderMap) -> &str {
+pub(crate) fn host_of(headers: &HeaderMap) -> &str {
     headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
@@ -75,7 +71,7 @@ pub fn host_of(headers: &HeaderMap) -> &str {
 }
 
 /// The value of cookie `name`.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -94,23 +90,23 @@ fn query_signature(query: Option<&str>) -> Option<Cow<'_, str>> {
 }
 
 /// Whether the request carries any credentials at all.
-pub fn has_credentials(headers: &HeaderMap, query: Option<&str>) -> bool {
+pub(crate) fn has_credentials(headers: &HeaderMap, query: Option<&str>) -> bool {
     headers.contains_key("bk-signature")
         || query.is_some_and(|q| q.contains("bk-signature="))
         || cookie(headers, SESSION_COOKIE).is_some()
 }
 
 /// The parts of a request the signature covers.
-pub struct Signed<'a> {
-    pub method: &'a Method,
-    pub headers: &'a HeaderMap,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub body: &'a [u8],
+pub(crate) struct Signed<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) body: &'a [u8],
 }
 
 /// Verifies the caller's credentials; the account on success, the SPEC §5 refusal otherwise.
-pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError> {
+pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError> {
     let header = r.headers.get("bk-signature").map(|v| v.to_str());
     let (text, from_cookie): (Cow<'_, str>, bool) = match header {
         Some(Ok(h)) => (Cow::Borrowed(h), false),

@@ -106,7 +106,7 @@ impl ApiMetrics {
 
 impl Api {
     /// Resolves once this worker starts draining (never outside a web worker).
-    pub async fn draining(&self) {
+    pub(crate) async fn draining(&self) {
         match &self.drain {
             Some(rx) => {
                 let mut rx = rx.clone();
@@ -118,7 +118,7 @@ impl Api {
     }
 
     /// The routes this worker serves.
-    pub fn routes(&self) -> &Routes {
+    pub(crate) fn routes(&self) -> &Routes {
         &self.routes
     }
 
@@ -173,7 +173,7 @@ impl Api {
     }
 
     /// Measures how late the runtime runs a 100 ms timer, for `-api-busy-latency`.
-    pub fn watch_lag(self: &Arc<Self>) {
+    pub(crate) fn watch_lag(self: &Arc<Self>) {
         let api = Arc::downgrade(self);
         tokio::spawn(async move {
             const TICK: std::time::Duration = std::time::Duration::from_millis(100);

@@ -1,31 +1,37 @@
 //! The HTTP API served by every web worker: hyper 1.x on the inherited listening socket, with a
 //! graceful drain (stop accepting, finish in-flight requests, close idle keep-alive connections,
 //! hard deadline), path access rules and JSON replies.
+//!
+//! This file only declares the modules and re-exports what other crates use. Dependencies between
+//! the modules point one way: `error`, `reply`, `params`, `paths`, `hooks`, `auth`, `geo` and
+//! `image` use no other module of the crate; `route` (the route table, generic over the request)
+//! uses those; `api` (the worker state, the request, `Routes`) uses `route`; `access`,
+//! `websocket` and `endpoints` use `api`; `router` uses all of them; `serve` uses `router`.
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod access;
-pub mod api;
+mod api;
 pub mod auth;
 mod config;
 pub mod endpoints;
-pub mod error;
+mod error;
 pub mod geo;
 pub mod hooks;
 pub mod image;
 pub mod params;
 mod paths;
-pub mod reply;
+mod reply;
 pub mod route;
 mod router;
 mod serve;
-pub mod websocket;
+mod websocket;
 
 pub use api::{Api, Req, Routes};
 pub use auth::Account;
 pub use config::PARAMS;
 pub use error::ApiError;
-pub use reply::{error_full, Out, Reply};
+pub use reply::{error_full, Body, Out, Reply};
 pub use router::router_hang;
 pub use serve::serve;

@@ -26,7 +26,7 @@ impl From<Value> for Out {
 }
 
 /// A 200 reply `{}`, without building JSON.
-pub fn empty_object() -> Reply {
+pub(crate) fn empty_object() -> Reply {
     let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(b"{}"))));
     r.headers_mut().reserve(6);
     r.headers_mut()
@@ -35,16 +35,16 @@ pub fn empty_object() -> Reply {
 }
 
 /// A 200 JSON reply.
-pub fn ok(v: Value) -> Reply {
+pub(crate) fn ok(v: Value) -> Reply {
     json_reply(StatusCode::OK, &v)
 }
 
 /// An error reply `{status, message}` with that HTTP status.
-pub fn error(status: StatusCode, message: &str) -> Reply {
+pub(crate) fn error(status: StatusCode, message: &str) -> Reply {
     error_full(status, message).map(Either::Left)
 }
 
-/// [`error`] with a plain in-memory body (for the proxy).
+/// `error` with a plain in-memory body (for the proxy).
 pub fn error_full(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
     let v = json!({"status": status.as_u16(), "message": message});
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));

@@ -38,10 +38,10 @@ pub trait Routed {
 }
 
 /// What [`RouteTable::find`] found.
-pub struct Found<R> {
-    pub handler: Handler<R>,
-    pub captures: Vec<(String, String)>,
-    pub timer: Arc<bkjs_base::metrics::Timer>,
+pub(crate) struct Found<R> {
+    pub(crate) handler: Handler<R>,
+    pub(crate) captures: Vec<(String, String)>,
+    pub(crate) timer: Arc<bkjs_base::metrics::Timer>,
 }
 
 /// A path pattern: a regexp (`^/account/get$`, anchored by the caller) or a template with
@@ -292,7 +292,7 @@ pub struct RouteError {
 }
 
 /// The endpoint group of a path: its first segment (`/account/get` → `account`).
-pub fn group_of(path: &str) -> &str {
+pub(crate) fn group_of(path: &str) -> &str {
     path.trim_start_matches(['^', '/'])
         .split(['/', '$', '{', '('])
         .next()
@@ -441,7 +441,7 @@ impl<R: Routed + 'static> RouteTable<R> {
     }
 
     /// Drops the routes of disabled groups (`-api-disable`).
-    pub fn disable(&mut self, groups: &[String]) {
+    pub(crate) fn disable(&mut self, groups: &[String]) {
         if groups.is_empty() {
             return;
         }
@@ -479,7 +479,7 @@ impl<R: Routed + 'static> RouteTable<R> {
 
     /// The first route for `method` and `path`: its handler, captures and per-route timer.
     /// `Err(true)` when the path exists for another method (405), `Err(false)` when it does not.
-    pub fn find(&self, method: &Method, path: &str) -> Result<Found<R>, bool> {
+    pub(crate) fn find(&self, method: &Method, path: &str) -> Result<Found<R>, bool> {
         let (i, captures) = self.find_index(method, path)?;
         let r = &self.routes[i];
         let timer = r
@@ -528,7 +528,7 @@ impl<R: Routed + 'static> RouteTable<R> {
     }
 
     /// Runs the access checks, then the pre hooks, that match this request.
-    pub async fn before(&self, req: &Arc<R>) -> Result<(), ApiError> {
+    pub(crate) async fn before(&self, req: &Arc<R>) -> Result<(), ApiError> {
         for h in self.access.iter().chain(self.pre.iter()) {
             if h.applies(req.method(), req.path()) {
                 (h.f)(req.clone()).await?;
@@ -538,7 +538,7 @@ impl<R: Routed + 'static> RouteTable<R> {
     }
 
     /// Runs the post hooks that match this request on its JSON reply.
-    pub fn after(&self, req: &R, reply: &mut Value) {
+    pub(crate) fn after(&self, req: &R, reply: &mut Value) {
         for h in &self.post {
             if h.applies(req.method(), req.path()) {
                 (h.f)(req, reply);
@@ -565,7 +565,7 @@ impl<R: Routed + 'static> RouteTable<R> {
     }
 
     /// True when some pre hook, access check or post hook exists (the fast path skips them).
-    pub fn has_hooks(&self) -> bool {
+    pub(crate) fn has_hooks(&self) -> bool {
         !(self.access.is_empty() && self.pre.is_empty() && self.post.is_empty())
     }
 }

@@ -34,7 +34,7 @@ const PREFLIGHT_MAX_AGE: &str = "86400";
 const SERVER_HEADER: &str = concat!("bkjs/", env!("CARGO_PKG_VERSION"));
 
 /// Test-only fault switch: set by `/_test/hang` when faults are enabled; stops heartbeats.
-pub static HANG: AtomicBool = AtomicBool::new(false);
+pub(crate) static HANG: AtomicBool = AtomicBool::new(false);
 
 /// True once the test-only hang fault was triggered in this worker.
 pub fn router_hang() -> bool {
@@ -94,7 +94,7 @@ impl Api {
     }
 
     /// Handles one request; never fails, errors become JSON replies.
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
+    pub(crate) async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let start = std::time::Instant::now();
         let _in_progress = InProgress::enter(&self.metrics.count);

@@ -44,7 +44,7 @@ pub(crate) type Dispatch = fn(
 ) -> BoxFuture<Result<Reply, ApiError>>;
 
 /// True when the request asks for a WebSocket.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -53,7 +53,7 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Answers an authenticated upgrade request with 101 and serves the socket once hyper hands
 /// it over.
-pub fn accept(
+pub(crate) fn accept(
     api: Arc<Api>,
     parts: &hyper::http::request::Parts,
     account: Option<Account>,

@@ -48,7 +48,7 @@ impl Account {
 /// The accounts built from `bk_auth` rows, by login, each with the shared row it was built from
 /// ([`bkjs_db::Db::get_cached_shared`]): while the cached row is the same, a signed request
 /// reuses its account instead of copying the row and taking the secret out again.
-pub struct Accounts {
+pub(crate) struct Accounts {
     built: parking_lot::Mutex<lru::LruCache<String, (std::sync::Arc<Row>, Account)>>,
 }
 
@@ -60,7 +60,7 @@ impl Default for Accounts {
 
 impl Accounts {
     /// Keeps the accounts of the last `logins` logins that signed a request.
-    pub fn new(logins: usize) -> Accounts {
+    pub(crate) fn new(logins: usize) -> Accounts {
         let n = std::num::NonZeroUsize::new(logins.max(1)).expect("at least one");
         Accounts {
             built: parking_lot::Mutex::new(lru::LruCache::new(n)),
@@ -68,7 +68,7 @@ impl Accounts {
     }
 
     /// The account of `row` (the `bk_auth` row of `login`); `None` when it has no secret.
-    pub fn account(&self, login: &str, row: &std::sync::Arc<Row>) -> Option<Account> {
+    pub(crate) fn account(&self, login: &str, row: &std::sync::Arc<Row>) -> Option<Account> {
         let mut built = self.built.lock();
         if let Some((from, account)) = built.get(login) {
             if std::sync::Arc::ptr_eq(from, row) {

@@ -5,13 +5,13 @@
 use std::net::Ipv4Addr;
 
 /// Name of the header and of the query parameter carrying a request signature.
-pub const SIGNATURE_NAME: &str = "bk-signature";
+pub(crate) const SIGNATURE_NAME: &str = "bk-signature";
 
 const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 
 /// The query as signed: the raw (still percent-encoded) query split on `&`, empty items and the
 /// `bk-signature` item(s) dropped, sorted bytewise ascending, joined with `&`. Duplicates are kept.
-pub fn canonical_query(raw_query: &str) -> String {
+pub(crate) fn canonical_query(raw_query: &str) -> String {
     let mut items: Vec<&str> = raw_query
         .split('&')
         .filter(|item| !item.is_empty() && !is_signature_item(item))
@@ -28,7 +28,7 @@ fn is_signature_item(item: &str) -> bool {
 
 /// True for a POST whose media type is `application/x-www-form-urlencoded` (any parameters, any
 /// case): its body is signed in place of the query.
-pub fn is_form_post(method: &str, content_type: Option<&str>) -> bool {
+pub(crate) fn is_form_post(method: &str, content_type: Option<&str>) -> bool {
     method == "POST"
         && content_type.is_some_and(|ct| {
             ct.split(';')
@@ -40,7 +40,7 @@ pub fn is_form_post(method: &str, content_type: Option<&str>) -> bool {
 /// The query item of the string to sign: the canonical form of the form body for a
 /// form-urlencoded POST ([`is_form_post`]; `None` counts as empty), otherwise of the URL's raw
 /// query (without the `?`).
-pub fn signed_query(
+pub(crate) fn signed_query(
     method: &str,
     content_type: Option<&str>,
     raw_query: &str,
@@ -54,7 +54,7 @@ pub fn signed_query(
 }
 
 /// The `Host` header without its port, lower-cased; a bracketed IPv6 literal keeps its brackets.
-pub fn normalize_host(host_header: &str) -> String {
+pub(crate) fn normalize_host(host_header: &str) -> String {
     host_part(host_header).to_lowercase()
 }
 
@@ -71,7 +71,7 @@ fn host_part(host_header: &str) -> &str {
 
 /// The session domain: the normalized host minus its first label when it has more than two
 /// labels (`a.b.example.com` → `b.example.com`); IP literals stay whole (bkjs).
-pub fn session_domain(host_header: &str) -> String {
+pub(crate) fn session_domain(host_header: &str) -> String {
     let host = normalize_host(host_header);
     if host.starts_with('[') || host.parse::<Ipv4Addr>().is_ok() {
         return host;
@@ -85,7 +85,7 @@ pub fn session_domain(host_header: &str) -> String {
 /// The request string to sign: METHOD, host (normalized), path (cut at `?`), query (already
 /// chosen by [`signed_query`], inserted as is), EXPIRES, Content-Type lower-cased (empty for
 /// none) and CHECKSUM, each followed by `\n`.
-pub fn string_to_sign(
+pub(crate) fn string_to_sign(
     method: &str,
     host_header: &str,
     path: &str,
@@ -136,7 +136,7 @@ fn push_lowercase(out: &mut String, s: &str) {
 }
 
 /// The session string `*\n{domain}\n/\n*\n{EXPIRES}\n*\n*\n` ([`session_domain`]).
-pub fn session_string(host_header: &str, expires: i64) -> String {
+pub(crate) fn session_string(host_header: &str, expires: i64) -> String {
     format!(
         "*\n{}\n/\n*\n{expires}\n*\n*\n",
         session_domain(host_header)

@@ -55,8 +55,8 @@ fn mac_matches(alg: Algorithm, key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
 }
 
 /// Base64 (standard alphabet, `=` padding) HMAC of `string` under `secret`: SHA1 for v1, SHA256
-/// for v2, v3 and v4. For v2 `secret` is the derived session key; see [`session_cookie`].
-pub fn sign(version: Version, secret: &[u8], string: &str) -> String {
+/// for v2, v3 and v4. For v2 `secret` is the derived session key; see `session_cookie`.
+pub(crate) fn sign(version: Version, secret: &[u8], string: &str) -> String {
     mac(algorithm(version), secret, string.as_bytes())
         .map(|tag| B64.encode(tag))
         .unwrap_or_default()
@@ -64,7 +64,7 @@ pub fn sign(version: Version, secret: &[u8], string: &str) -> String {
 
 /// True when `signature` is the base64 HMAC of `string` under `secret`; the HMACs are compared in
 /// constant time. A signature that is not canonical base64 is false.
-pub fn verify(version: Version, secret: &[u8], string: &str, signature: &str) -> bool {
+pub(crate) fn verify(version: Version, secret: &[u8], string: &str, signature: &str) -> bool {
     match B64.decode(signature) {
         Ok(tag) => mac_matches(algorithm(version), secret, string.as_bytes(), &tag),
         Err(_) => false,
@@ -72,12 +72,12 @@ pub fn verify(version: Version, secret: &[u8], string: &str, signature: &str) ->
 }
 
 /// Base64 SHA1 of a body, the CHECKSUM field.
-pub fn checksum(body: &[u8]) -> String {
+pub(crate) fn checksum(body: &[u8]) -> String {
     B64.encode(Sha1::digest(body))
 }
 
 /// Checks a CHECKSUM field against the body: an empty field checks nothing.
-pub fn verify_checksum(expected: &str, body: &[u8]) -> Result<(), AuthError> {
+pub(crate) fn verify_checksum(expected: &str, body: &[u8]) -> Result<(), AuthError> {
     if expected.is_empty() || checksum(body) == expected {
         Ok(())
     } else {
@@ -88,8 +88,10 @@ pub fn verify_checksum(expected: &str, body: &[u8]) -> Result<(), AuthError> {
 /// Verifies a request signature (header or query parameter): v2 is refused
 /// ([`AuthError::WrongSource`]), the HMAC of `string` ([`Signature::string_to_sign`]) must match
 /// ([`AuthError::NotAuthenticated`]), then a non-empty CHECKSUM must match `body`
-/// ([`AuthError::BadChecksum`]). Expiry is [`check_expires`]'s job.
-pub fn verify_request(
+/// ([`AuthError::BadChecksum`]). Expiry is [`check_expires`]'s job. The server keeps keyed HMAC
+/// states per account and calls [`verify_request_keyed`]; this form is for the tests.
+#[cfg(test)]
+pub(crate) fn verify_request(
     sig: &Signature<'_>,
     secret: &[u8],
     string: &str,
@@ -98,9 +100,9 @@ pub fn verify_request(
     verify_request_keyed(sig, &SecretKeys::default(), secret, string, body)
 }
 
-/// [`verify_request`] with HMAC states already keyed with `secret` (`keys` must belong to this
+/// `verify_request` with HMAC states already keyed with `secret` (`keys` must belong to this
 /// secret: the caller keeps them together, as [`crate::Account`] does).
-pub fn verify_request_keyed(
+pub(crate) fn verify_request_keyed(
     sig: &Signature<'_>,
     keys: &SecretKeys,
     secret: &[u8],
@@ -123,7 +125,7 @@ pub fn verify_request_keyed(
 /// HMAC states keyed with one account's secret, made on first use and cloned for each request:
 /// keying an HMAC hashes two blocks, about a third of the work for a short request string.
 #[derive(Default)]
-pub struct SecretKeys {
+pub(crate) struct SecretKeys {
     sha1: std::sync::OnceLock<Option<Hmac<Sha1>>>,
     sha256: std::sync::OnceLock<Option<Hmac<Sha256>>>,
 }

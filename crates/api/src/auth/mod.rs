@@ -1,18 +1,25 @@
 //! Request signatures (SPEC §5): the `bk-signature` value, the string to sign, HMAC signing and
 //! constant-time verification, body checksums, the v2 session cookie, the scrambled secret and the
-//! client-side signer used by `bksh -send-request` and the benchmark.
+//! client-side signer used by `bksh -send-request` and the benchmark; also the signed-in
+//! [`Account`] and the cache of accounts built from `bk_auth` rows (`account`).
 //!
-//! Everything here is a pure function: no I/O, no clock, no database. The caller supplies "now",
+//! Files by concern: `error` (why a request is refused), `signature` (the value and its strict
+//! parser), `canonical` (the strings that are signed), `mac` (HMACs, checksums, keyed states),
+//! `session` (the v2 cookie), `client` (the client-side signer), `account` (accounts and their
+//! cache).
+//!
+//! Apart from the account cache, everything here is a pure function: no I/O, no clock, no
+//! database. The caller supplies "now",
 //! the account secret and the server key, so every rule is pinned by fixed test vectors and the
 //! HTTP layer only has to fetch inputs and map [`AuthError`] to a reply.
 //!
 //! # Server flow (the order of SPEC §5)
-//! 1. [`Signature::parse`] the header, query parameter or cookie value (malformed → 400);
-//! 2. [`check_expires`] with "now" (→ 406; the `-api-max-expire` bound applies to request
+//! 1. `Signature::parse` the header, query parameter or cookie value (malformed → 400);
+//! 2. `check_expires` with "now" (→ 406; the `-api-max-expire` bound applies to request
 //!    signatures only, not to session cookies, whose age is the session age);
-//! 3. look up the account by [`Signature::login`] (unknown → [`AuthError::NotAuthenticated`], 401,
+//! 3. look up the account by `Signature::login` (unknown → [`AuthError::NotAuthenticated`], 401,
 //!    so logins cannot be probed), then the account's own expiry (412) and ACLs (403);
-//! 4. [`verify_request`] (header or query: v1, v3, v4) or [`verify_session`] (cookie: v2 only);
+//! 4. `verify_request` (header or query: v1, v3, v4) or `verify_session` (cookie: v2 only);
 //!    both compare in constant time, and `verify_request` also checks a non-empty CHECKSUM against
 //!    the body.
 //!
@@ -20,7 +27,7 @@
 //! - The value must be exactly `VERSION|APPDATA|LOGIN|SIGNATURE|EXPIRES|CHECKSUM|`: splitting on
 //!   `|` gives exactly seven items and the seventh is empty. A missing trailing `|` or anything after
 //!   it is refused (the original's unanchored regexp tolerated trailing text).
-//! - At most [`MAX_SIGNATURE_LEN`] bytes in all; LOGIN ≤ 256, APPDATA ≤ 512, SIGNATURE and
+//! - At most `MAX_SIGNATURE_LEN` bytes in all; LOGIN ≤ 256, APPDATA ≤ 512, SIGNATURE and
 //!   CHECKSUM ≤ 128 bytes (real values are 28 or 44); no control characters anywhere.
 //! - VERSION is exactly one of `1`, `2`, `3`, `4`. EXPIRES is a canonical positive decimal integer
 //!   (ASCII digits, no sign, no leading zero) that fits in an `i64`, so the number and the text that
@@ -53,7 +60,7 @@
 //!
 //! The cookie value contains `|`, `+`, `/` and `=`, all valid cookie octets; a login with bytes
 //! outside RFC 6265 cookie-octet (space, `"`, `,`, `;`, `\`, non-ASCII) must be percent-encoded by
-//! the layer that writes `Set-Cookie`, and decoded before [`Signature::parse`].
+//! the layer that writes `Set-Cookie`, and decoded before `Signature::parse`.
 
 mod account;
 mod canonical;
@@ -65,18 +72,13 @@ mod signature;
 #[cfg(test)]
 mod tests;
 
-pub use account::{Account, Accounts};
-pub use canonical::{
-    canonical_query, is_form_post, normalize_host, session_domain, session_string, signed_query,
-    string_to_sign, SIGNATURE_NAME,
-};
+pub use account::Account;
 pub use client::{scramble, sign_request, ClientRequest, Scrambled};
 pub use error::AuthError;
-pub use mac::{
-    checksum, sign, verify, verify_checksum, verify_request, verify_request_keyed, SecretKeys,
-};
-pub use session::{session_cookie, verify_session};
-pub use signature::{
-    check_expires, check_login, Signature, Version, MAX_LOGIN_LEN, MAX_SIGNATURE_LEN,
-    SESSION_COOKIE,
-};
+pub use signature::Version;
+
+pub(crate) use account::Accounts;
+pub(crate) use canonical::{is_form_post, signed_query};
+pub(crate) use mac::verify_request_keyed;
+pub(crate) use session::{session_cookie, verify_session};
+pub(crate) use signature::{check_expires, check_login, Signature, SESSION_COOKIE};

@@ -15,8 +15,8 @@ fn session_key(server_key: &[u8], login: &str, secret: &[u8]) -> Option<Vec<u8>>
 }
 
 /// The `bk_sid` cookie value `2||LOGIN|SIG|EXPIRES||` for an account, valid for hosts with the same
-/// [`session_domain`] until `expires` (ms since the epoch).
-pub fn session_cookie(
+/// `session_domain` until `expires` (ms since the epoch).
+pub(crate) fn session_cookie(
     server_key: &[u8],
     login: &str,
     secret: &[u8],
@@ -48,8 +48,8 @@ pub fn session_cookie(
 
 /// Verifies a session cookie parsed with [`Signature::parse`]: it must be v2
 /// ([`AuthError::WrongSource`]) and signed for this account and this host's session domain
-/// ([`AuthError::NotAuthenticated`]). Expiry is [`check_expires`]'s job.
-pub fn verify_session(
+/// ([`AuthError::NotAuthenticated`]). Expiry is `check_expires`'s job.
+pub(crate) fn verify_session(
     server_key: &[u8],
     sig: &Signature<'_>,
     secret: &[u8],

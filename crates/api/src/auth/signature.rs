@@ -8,11 +8,11 @@ use std::borrow::Cow;
 use std::fmt;
 
 /// Name of the session cookie carrying a v2 signature.
-pub const SESSION_COOKIE: &str = "bk_sid";
+pub(crate) const SESSION_COOKIE: &str = "bk_sid";
 /// Longest accepted signature value, in bytes.
-pub const MAX_SIGNATURE_LEN: usize = 1024;
+pub(crate) const MAX_SIGNATURE_LEN: usize = 1024;
 /// Longest accepted LOGIN, in bytes.
-pub const MAX_LOGIN_LEN: usize = 256;
+pub(crate) const MAX_LOGIN_LEN: usize = 256;
 
 const MAX_APPDATA_LEN: usize = 512;
 const MAX_MAC_LEN: usize = 128;
@@ -61,22 +61,22 @@ impl Version {
 ///
 /// A parsed signature borrows its fields from the text it was parsed from.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Signature<'a> {
-    pub version: Version,
+pub(crate) struct Signature<'a> {
+    pub(crate) version: Version,
     /// Opaque client data; not covered by the signature.
-    pub appdata: Cow<'a, str>,
-    pub login: Cow<'a, str>,
+    pub(crate) appdata: Cow<'a, str>,
+    pub(crate) login: Cow<'a, str>,
     /// Base64 HMAC as sent.
-    pub signature: Cow<'a, str>,
+    pub(crate) signature: Cow<'a, str>,
     /// Milliseconds since the epoch; its decimal form is exactly the text that was signed.
-    pub expires: i64,
+    pub(crate) expires: i64,
     /// Empty, or base64 SHA1 of the body.
-    pub checksum: Cow<'a, str>,
+    pub(crate) checksum: Cow<'a, str>,
 }
 
 impl<'a> Signature<'a> {
     /// Parses a signature value; see the module doc for how strict this is.
-    pub fn parse(s: &'a str) -> Result<Signature<'a>, AuthError> {
+    pub(crate) fn parse(s: &'a str) -> Result<Signature<'a>, AuthError> {
         if s.is_empty() {
             return Err(AuthError::MissingField("signature"));
         }
@@ -160,8 +160,8 @@ impl<'a> Signature<'a> {
     }
 
     /// The request string this signature must cover: [`string_to_sign`] with this signature's
-    /// EXPIRES and CHECKSUM. `query` is the already chosen one ([`signed_query`]).
-    pub fn string_to_sign(
+    /// EXPIRES and CHECKSUM. `query` is the already chosen one (`signed_query`).
+    pub(crate) fn string_to_sign(
         &self,
         method: &str,
         host_header: &str,
@@ -211,7 +211,7 @@ impl fmt::Debug for Signature<'_> {
 
 /// A LOGIN that fits in a signature: non-empty, at most [`MAX_LOGIN_LEN`] bytes, no `|` and no
 /// control character. `/account/add` should refuse other logins, since they could never sign in.
-pub fn check_login(login: &str) -> Result<(), AuthError> {
+pub(crate) fn check_login(login: &str) -> Result<(), AuthError> {
     if login.is_empty() {
         return Err(AuthError::MissingField("login"));
     }
@@ -246,7 +246,7 @@ fn is_base64_text(s: &str) -> bool {
 /// Refuses an EXPIRES that is not after `now_ms` ([`AuthError::Expired`]) or, when `max_ahead_ms`
 /// is given (`-api-max-expire`, request signatures only), more than that far ahead
 /// ([`AuthError::TooFarAhead`]).
-pub fn check_expires(
+pub(crate) fn check_expires(
     expires: i64,
     now_ms: i64,
     max_ahead_ms: Option<i64>,

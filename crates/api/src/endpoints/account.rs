@@ -3,9 +3,9 @@
 
 use super::common::query::request;
 use super::common::rows::{for_client, public_only};
-use crate::access::{self, SESSION_COOKIE};
+use crate::access;
 use crate::api::{Req, Routes};
-use crate::auth;
+use crate::auth::{self, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::hooks::{AccountDeleteHook, AccountDeletion};
 use crate::reply::Out;
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Registers the account group.
-pub fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     r.add(
         "*",
         "/account/add",

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Registers the connection and reference groups.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     for op in ["add", "put", "incr", "update"] {
         r.add(
             "*",

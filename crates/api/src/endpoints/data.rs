@@ -21,7 +21,7 @@ fn refuse(e: DbError) -> Reply {
 }
 
 /// Dispatches `/data/...`; `None` for a path that is not one of these endpoints.
-pub async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
+pub(crate) async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
     let rest = path.strip_prefix("/data/")?;
     let Some(db) = &api.db else {
         return Some(error(

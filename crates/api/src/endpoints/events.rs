@@ -1,5 +1,5 @@
 //! Events to accounts over pub/sub (SPEC §4, §7): `/account/subscribe` long-polls for the events
-//! published to the caller's account, [`publish_to_account`] is what endpoints call for
+//! published to the caller's account, `publish_to_account` is what endpoints call for
 //! `_publish=1`, and `/system/msg/*` lets an admin publish to any key and see this worker's
 //! pub/sub counters. The same subscription feeds a WebSocket (see `api::websocket`).
 
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Registers `/account/subscribe` and `/system/msg/*`.
-pub fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     r.add(
         "*",
         "/account/subscribe",
@@ -36,7 +36,7 @@ pub fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
 }
 
 /// The `match` parameter: only events whose JSON text matches are kept.
-pub fn matcher(req: &Req) -> Result<Option<regex::Regex>, ApiError> {
+pub(crate) fn matcher(req: &Req) -> Result<Option<regex::Regex>, ApiError> {
     match req.param("match").filter(|m| !m.is_empty()) {
         None => Ok(None),
         Some(m) => regex::RegexBuilder::new(m)
@@ -49,7 +49,7 @@ pub fn matcher(req: &Req) -> Result<Option<regex::Regex>, ApiError> {
 
 /// Waits for the first matching event (until `timeout` or the drain), then gathers what comes
 /// within `interval`; empty when nothing came.
-pub async fn batch(
+pub(crate) async fn batch(
     req: &Req,
     sub: &mut Subscription,
     rx: Option<&regex::Regex>,

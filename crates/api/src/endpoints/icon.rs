@@ -29,7 +29,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Registers the icon group and the account icon endpoints.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/icon/get",

@@ -13,7 +13,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     r.add(
         "*",
         "/system/jobs",

@@ -2,7 +2,7 @@
 //! near a point. `/location/put` stores the caller's point in `bk_account` and in `bk_location`
 //! (key: the full-precision geohash and the id), ignoring moves within `-min-distance` (305).
 //! A search returns the rows within `distance` km (clamped to [min-distance, max-distance]) of
-//! a point, nearest first, in pages: it reads the cells of [`crate::geo::grid`] nearest first,
+//! a point, nearest first, in pages: it reads the cells of [`crate::geo::grid`](mod@crate::geo::grid) nearest first,
 //! stops once the next cell cannot hold anything nearer than what the page needs, and its
 //! `next_token` holds the search and the last row returned (distance, id), so the next page
 //! goes on exactly after it whichever cells that takes. Other accounts' rows show only `id`,
@@ -25,7 +25,7 @@ use std::sync::Arc;
 const MAX_CELLS: usize = 64;
 
 /// Registers the location group and `/account/select/location`.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/location/put",

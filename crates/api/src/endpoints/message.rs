@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Registers the message group.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/message/add",

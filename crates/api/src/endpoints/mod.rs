@@ -5,17 +5,17 @@
 pub(crate) mod common;
 
 pub mod account;
-pub mod connection;
-pub mod counter;
-pub mod data;
-pub mod events;
-pub mod file;
-pub mod icon;
-pub mod jobs;
+mod connection;
+mod counter;
+mod data;
+mod events;
+mod file;
+mod icon;
+mod jobs;
 pub mod location;
-pub mod message;
-pub mod status;
-pub mod system;
+mod message;
+mod status;
+mod system;
 
 use bkjs_base::config::{Kind, Param};
 

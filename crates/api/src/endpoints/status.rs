@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Registers the status group.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/status/get",

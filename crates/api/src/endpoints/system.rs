@@ -10,7 +10,7 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 
 /// Dispatches `/system/...`; `None` for a path that is not one of these endpoints.
-pub async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
+pub(crate) async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
     Some(match path {
         "/system/restart" => restart(api).await,
         _ => match path.strip_prefix("/system/cache/") {
@@ -161,7 +161,10 @@ async fn exists(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
 }
 
 /// `/system/stats` (JSON) and `/metrics` (Prometheus text): the server's machine-wide view.
-pub async fn machine_stats(api: &Api, prometheus: bool) -> Result<Reply, crate::error::ApiError> {
+pub(crate) async fn machine_stats(
+    api: &Api,
+    prometheus: bool,
+) -> Result<Reply, crate::error::ApiError> {
     use crate::error::ApiError;
     let ipc = api
         .ipc

@@ -21,7 +21,7 @@ impl From<MsgError> for ApiError {
 }
 
 /// The worker's pub/sub, or 503.
-pub fn pubsub(req: &Req) -> Result<&PubSub, ApiError> {
+pub(crate) fn pubsub(req: &Req) -> Result<&PubSub, ApiError> {
     req.api.msg.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -31,13 +31,13 @@ pub fn pubsub(req: &Req) -> Result<&PubSub, ApiError> {
 }
 
 /// True when the request asks for `_publish` (`1` or `true`).
-pub fn wants_publish(req: &Req) -> bool {
+pub(crate) fn wants_publish(req: &Req) -> bool {
     matches!(req.param("_publish"), Some("1") | Some("true"))
 }
 
 /// The event an endpoint publishes for the caller: the endpoint's path, the time, the caller's
 /// id and alias, then `extra`'s fields (which cannot replace those four).
-pub fn event(req: &Req, extra: Value) -> Value {
+pub(crate) fn event(req: &Req, extra: Value) -> Value {
     let (id, alias) = match &req.account {
         Some(a) => (a.id().to_string(), a.alias().to_string()),
         None => (String::new(), String::new()),
@@ -58,7 +58,7 @@ pub fn event(req: &Req, extra: Value) -> Value {
 /// Publishes [`event`]`(req, extra)` to account `to` (`_publish=1` of connection add, message
 /// add, counter incr). The write it reports has happened already, so a failure is logged, not
 /// returned: pub/sub is best effort.
-pub async fn publish_to_account(req: &Req, to: &str, extra: Value) {
+pub(crate) async fn publish_to_account(req: &Req, to: &str, extra: Value) {
     let Some(msg) = &req.api.msg else {
         tracing::warn!(
             "{}: _publish to {to}: pub/sub is not available here",
@@ -73,6 +73,6 @@ pub async fn publish_to_account(req: &Req, to: &str, extra: Value) {
 }
 
 /// An event as a reply element: the published JSON, or the text when it is not JSON.
-pub fn as_value(data: &str) -> Value {
+pub(crate) fn as_value(data: &str) -> Value {
     serde_json::from_str(data).unwrap_or_else(|_| Value::String(data.to_string()))
 }

@@ -10,13 +10,13 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Keeps only the columns other accounts may see (`pub`).
-pub fn public_only(table: &Table, row: &mut Row) {
+pub(crate) fn public_only(table: &Table, row: &mut Row) {
     row.retain(|k, _| table.column(k).is_some_and(|c| c.public));
 }
 
 /// Drops what no client sees (`priv`, `writeonly`) and, for non-admins, `admin` columns.
 /// Names the row has that the table does not describe are kept.
-pub fn for_client(table: &Table, row: &mut Row, admin: bool) {
+pub(crate) fn for_client(table: &Table, row: &mut Row, admin: bool) {
     // By the table's hidden columns, a few map lookups, rather than a column search per name.
     for c in table.columns() {
         if c.private || c.writeonly || (c.admin && !admin) {
