@@ -1,7 +1,7 @@
 //! Events to accounts over pub/sub (SPEC §4, §7): `/account/subscribe` long-polls for the events
-//! published to the caller's account, `publish_to_account` is what endpoints call for
-//! `_publish=1`, and `/system/msg/*` lets an admin publish to any key and see this worker's
-//! pub/sub counters. The same subscription feeds a WebSocket (see `api::websocket`).
+//! published to the caller's account (`common::publish::publish_to_account` is what endpoints
+//! call for `_publish=1`), and `/system/msg/*` lets an admin publish to any key and see this
+//! worker's pub/sub counters. The same subscription feeds a WebSocket (see `api::websocket`).
 
 use super::common::publish::{as_value, pubsub};
 use crate::api::{Req, Routes};

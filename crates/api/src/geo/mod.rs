@@ -1,6 +1,7 @@
 //! Geohash locations (SPEC §8): encode, decode, cell bounds and neighbours over the `geohash`
-//! crate, the great-circle distance with the platform's Earth radius, and the grid of cells that
-//! covers a search circle ([`grid`](fn@grid)), which is what `/location/get` walks nearest cell first.
+//! crate, the great-circle distance with the platform's Earth radius (`hash`), and the grid of
+//! cells that covers a search circle ([`grid`](fn@grid)), which is what `/location/get` walks
+//! nearest cell first.
 //!
 //! A geohash names a lat/lon rectangle; a longer hash is a smaller rectangle inside the shorter
 //! one, so every point of a cell has a geohash that begins with the cell's. Locations are stored
