@@ -2,7 +2,7 @@
 //! update, del and put/secret, over the `bk_auth`, `bk_account` and `bk_counter` rows.
 
 use super::common::query::request;
-use super::common::rows::{for_client, public_only};
+use super::common::rows::{db_of, for_client, public_only, row};
 use crate::access;
 use crate::api::{Req, Routes};
 use crate::auth::{self, SESSION_COOKIE};
@@ -46,17 +46,9 @@ pub(crate) fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     Ok(())
 }
 
-fn db(req: &Req) -> Result<&Arc<Db>, ApiError> {
-    req.api
-        .db
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no database"))
-}
-
+/// A key row of one text column.
 fn key(name: &str, value: &str) -> Row {
-    let mut r = Row::new();
-    r.insert(name.into(), json!(value));
-    r
+    row(&[(name, value)])
 }
 
 /// The request's parameters as one row, typed where the body was JSON.
@@ -97,7 +89,7 @@ fn text<'a>(input: &'a Row, name: &str) -> Result<&'a str, ApiError> {
 
 /// `/account/add`.
 async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let admin = req.account.as_ref().is_some_and(|a| a.is_admin());
     let row = create_account(db, &input(&req), admin).await?;
     Ok(Out::Json(Value::Object(row)))
@@ -190,7 +182,7 @@ async fn own(req: &Req, db: &Db) -> Result<Row, ApiError> {
 
 /// `/account/get`.
 async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     if let Some(ids) = req.param("id").filter(|s| !s.is_empty()) {
         let me = req.account.as_ref().map(|a| a.id().to_string());
         let admin = req.account.as_ref().is_some_and(|a| a.is_admin());
@@ -251,7 +243,7 @@ fn set_session(req: &Req) -> Result<(), ApiError> {
 
 /// `/account/select`.
 async fn select(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let me = req.account()?;
     let admin = me.is_admin();
     let (query, opts) = request(&req.params, false)?;
@@ -308,7 +300,7 @@ async fn auth_of(req: &Req, db: &Db, id: &str) -> Result<Row, ApiError> {
 
 /// `/account/update`.
 async fn update(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let (id, admin) = target(&req)?;
     let auth = auth_of(&req, db, &id).await?;
     update_account(db, &auth, &input(&req), admin).await?;
@@ -355,7 +347,7 @@ pub async fn update_account(db: &Db, auth: &Row, input: &Row, admin: bool) -> Re
 
 /// `/account/put/secret`.
 async fn put_secret(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let secret = req.required("secret")?;
     if secret.len() > 1024 {
         return Err(ApiError::bad("secret is too long"));
@@ -375,7 +367,7 @@ async fn put_secret(req: Arc<Req>) -> Result<Out, ApiError> {
 /// `/account/del`: bk_auth, bk_account, and every row keyed by the account id in any table
 /// whose first primary key column is `id`.
 async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let (id, _) = target(&req)?;
     let auth = auth_of(&req, db, &id).await?;
     let images = req.api.cfg.dir("images");
