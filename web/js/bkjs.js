@@ -1,16 +1,16 @@
 /*
- * bkjs.js: a small browser client for bkjs that signs requests per SPEC section 5.
+ * bkjs.js: a small browser client for bkjs that signs requests per docs/auth.md.
  *
  * Why its own SHA-1/SHA-256: WebCrypto (crypto.subtle) exists only in secure contexts (HTTPS or
  * localhost), and a console served over plain HTTP on a LAN address must sign too; the hashes
- * are small, synchronous and checked against the SPEC appendix vectors by bkjs.vectors().
+ * are small, synchronous and checked against the test vectors of docs/auth.md by bkjs.vectors().
  *
  *   bkjs.sign({version, login, secret, method, url, host, contentType, body, expires})
  *       -> the bk-signature header value
  *   bkjs.scramble(login, secret) -> {login, secret} as stored by clients that scramble secrets
  *   bkjs.send({method, url, body, contentType, login, secret, version}) -> Promise of
  *       {status, data, signature}
- *   bkjs.vectors() -> [{version, query, expected, got, ok}] for the SPEC appendix
+ *   bkjs.vectors() -> [{version, query, expected, got, ok}] for the test vectors of docs/auth.md
  *
  * Works in browsers and in node (module.exports).
  */
@@ -229,7 +229,7 @@
             });
     }
 
-    /* SPEC appendix: login alice, secret s3cret, GET, Host Api.Example.com:8000, /account/get. */
+    /* docs/auth.md test vectors: login alice, secret s3cret, GET, Host Api.Example.com:8000, /account/get. */
     var APPENDIX = [
         [1, "b=2&a=1&c=%2B", "1||alice|kzcRwejeU58HboBzv6+hZO5OIBI=|1900000000000||"],
         [3, "z=1&id=abc&_count=5", "3||alice|d+vXQuhdGnrFD4LIv50VBqP/F93Fc2k7gPbFb+/NdJA=|1900000000000||"],

@@ -1,4 +1,4 @@
-//! Who is calling (SPEC §5): the `bk-signature` header or query parameter, or the `bk_sid`
+//! Who is calling (docs/auth.md): the `bk-signature` header or query parameter, or the `bk_sid`
 //! session cookie, verified against the caller's `bk_auth` row (read through the cache).
 //!
 //! The order of the checks differs from the original on purpose: the signature is verified right
@@ -6,18 +6,15 @@
 //! an unsigned probe could learn that a login exists (412 or 403 instead of 401). An unknown login
 //! and a wrong signature answer the same 401 "Not authenticated". The secret is never logged.
 
-use super::auth::{self, AuthError, Signature, Version};
-use super::route::{Account, ApiError};
-use super::router::Api;
+use crate::api::Api;
+use crate::auth::{self, Account, AuthError, Signature, Version, SESSION_COOKIE};
+use crate::error::ApiError;
 use bkjs_base::config::Config;
 use bkjs_db::{Db, Options, Row};
 use hyper::header::{CONTENT_TYPE, COOKIE, HOST};
 use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 use std::borrow::Cow;
-
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "bk_sid";
 
 /// `bk_property` row holding the generated session key when `-api-session-key` is not set.
 const SESSION_KEY_PROPERTY: &str = "api.session.key";
@@ -66,7 +63,7 @@ pub async fn session_key(cfg: &Config, db: &Db) -> Result<Vec<u8>, bkjs_db::DbEr
 }
 
 /// The `Host` header as sent.
-pub fn host_of(headers: &HeaderMap) -> &str {
+pub(crate) fn host_of(headers: &HeaderMap) -> &str {
     headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
@@ -74,7 +71,7 @@ pub fn host_of(headers: &HeaderMap) -> &str {
 }
 
 /// The value of cookie `name`.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -93,23 +90,23 @@ fn query_signature(query: Option<&str>) -> Option<Cow<'_, str>> {
 }
 
 /// Whether the request carries any credentials at all.
-pub fn has_credentials(headers: &HeaderMap, query: Option<&str>) -> bool {
+pub(crate) fn has_credentials(headers: &HeaderMap, query: Option<&str>) -> bool {
     headers.contains_key("bk-signature")
         || query.is_some_and(|q| q.contains("bk-signature="))
         || cookie(headers, SESSION_COOKIE).is_some()
 }
 
 /// The parts of a request the signature covers.
-pub struct Signed<'a> {
-    pub method: &'a Method,
-    pub headers: &'a HeaderMap,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub body: &'a [u8],
+pub(crate) struct Signed<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) body: &'a [u8],
 }
 
-/// Verifies the caller's credentials; the account on success, the SPEC §5 refusal otherwise.
-pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError> {
+/// Verifies the caller's credentials; the account on success, the docs/auth.md refusal otherwise.
+pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError> {
     let header = r.headers.get("bk-signature").map(|v| v.to_str());
     let (text, from_cookie): (Cow<'_, str>, bool) = match header {
         Some(Ok(h)) => (Cow::Borrowed(h), false),
@@ -216,93 +213,4 @@ pub async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError
         return Err(ApiError::denied("Access denied"));
     }
     Ok(account)
-}
-
-/// The accounts built from `bk_auth` rows, by login, each with the shared row it was built from
-/// ([`bkjs_db::Db::get_cached_shared`]): while the cached row is the same, a signed request
-/// reuses its account instead of copying the row and taking the secret out again.
-pub struct Accounts {
-    built: std::sync::Mutex<lru::LruCache<String, (std::sync::Arc<Row>, Account)>>,
-}
-
-impl Default for Accounts {
-    fn default() -> Accounts {
-        Accounts::new(1024)
-    }
-}
-
-impl Accounts {
-    /// Keeps the accounts of the last `logins` logins that signed a request.
-    pub fn new(logins: usize) -> Accounts {
-        let n = std::num::NonZeroUsize::new(logins.max(1)).expect("at least one");
-        Accounts {
-            built: std::sync::Mutex::new(lru::LruCache::new(n)),
-        }
-    }
-
-    /// The account of `row` (the `bk_auth` row of `login`); `None` when it has no secret.
-    pub fn account(&self, login: &str, row: &std::sync::Arc<Row>) -> Option<Account> {
-        let mut built = self.built.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((from, account)) = built.get(login) {
-            if std::sync::Arc::ptr_eq(from, row) {
-                return Some(account.clone());
-            }
-        }
-        let mut auth = (**row).clone();
-        let secret: std::sync::Arc<str> = match auth.remove("secret") {
-            Some(Value::String(s)) if !s.is_empty() => s.into(),
-            _ => {
-                built.pop(login);
-                return None;
-            }
-        };
-        let account = Account {
-            auth: std::sync::Arc::new(auth),
-            secret,
-            keys: Default::default(),
-        };
-        built.put(login.to_string(), (row.clone(), account.clone()));
-        Some(account)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-
-    fn auth_row(secret: &str, alias: &str) -> Arc<Row> {
-        let v = json!({"login": "al", "id": "1", "secret": secret, "alias": alias});
-        match v {
-            Value::Object(m) => Arc::new(m),
-            _ => unreachable!("an object literal"),
-        }
-    }
-
-    #[test]
-    fn accounts_are_reused_while_the_cached_row_is_the_same() {
-        let accounts = Accounts::new(2);
-        let row = auth_row("s1", "Al");
-        let a = accounts.account("al", &row).expect("an account");
-        assert_eq!(&*a.secret, "s1");
-        assert!(
-            a.auth.get("secret").is_none(),
-            "the secret is not in the row"
-        );
-        assert!(!format!("{a:?}").contains("s1"), "nor in its Debug form");
-        assert_eq!(a.alias(), "Al");
-        let again = accounts.account("al", &row).expect("an account");
-        assert!(
-            Arc::ptr_eq(&a.auth, &again.auth),
-            "the same row: the same account"
-        );
-        // A new cached row (a changed secret) builds the account again.
-        let changed = auth_row("s2", "Al");
-        let b = accounts.account("al", &changed).expect("an account");
-        assert_eq!(&*b.secret, "s2");
-        assert!(!Arc::ptr_eq(&a.auth, &b.auth));
-        // A row without a secret signs nothing, and forgets the account built before.
-        assert!(accounts.account("al", &auth_row("", "Al")).is_none());
-        assert!(accounts.built.lock().expect("lock").peek("al").is_none());
-    }
 }

@@ -1,4 +1,4 @@
-//! Request parameters from the query string, a form body or a JSON body (SPEC §6: a JSON body
+//! Request parameters from the query string, a form body or a JSON body (docs/api.md: a JSON body
 //! replaces the query), in order of appearance.
 
 use bytes::Bytes;

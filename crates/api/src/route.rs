@@ -1,223 +1,47 @@
 //! What an application registers with the API: routes (method + path pattern → handler), access
 //! checks, pre hooks and post hooks, each matched by method and path regexp in registration order
-//! (SPEC §6). The built-in endpoint groups are registered the same way, so `-api-disable GROUP`
+//! (docs/api.md). The built-in endpoint groups are registered the same way, so `-api-disable GROUP`
 //! and `web/doc.html` see one list.
 //!
 //! A request runs: access rules and authentication (`access`), then every matching access check,
 //! then every matching pre hook, then the first matching route, then every matching post hook on
 //! its JSON reply. A check or hook that returns an error ends the request with that error.
 
-use super::params::Params;
-use super::router::{Api, Reply};
-use bkjs_db::{DbError, Row};
-use bytes::Bytes;
-use hyper::{HeaderMap, Method, StatusCode};
+use super::error::ApiError;
+use super::hooks::AccountDeleteHook;
+use super::paths::literal_path;
+use super::reply::Out;
+use hyper::Method;
 use regex::Regex;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// A boxed future returned by handlers and hooks.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// A route handler: answers one request.
-pub type Handler = Arc<dyn Fn(Arc<Req>) -> BoxFuture<Result<Out, ApiError>> + Send + Sync>;
+/// A route handler: answers one request `R`.
+pub type Handler<R> = Arc<dyn Fn(Arc<R>) -> BoxFuture<Result<Out, ApiError>> + Send + Sync>;
 /// An access check or pre hook: `Ok(())` lets the request go on.
-pub type Check = Arc<dyn Fn(Arc<Req>) -> BoxFuture<Result<(), ApiError>> + Send + Sync>;
+pub type Check<R> = Arc<dyn Fn(Arc<R>) -> BoxFuture<Result<(), ApiError>> + Send + Sync>;
 /// A post hook: may rewrite the JSON reply of a successful request.
-pub type PostHook = Arc<dyn Fn(&Req, &mut Value) + Send + Sync>;
+pub type PostHook<R> = Arc<dyn Fn(&R, &mut Value) + Send + Sync>;
 
-/// An error reply `{status, message}`: whose fault it is follows from the status (4xx the
-/// caller's, 5xx ours; 503 means a retry may help).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{status}: {message}")]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
+/// What hooks are matched on: a request's method and path. The table is generic over the
+/// request so that it does not depend on the request type, which refers back to the table
+/// through the worker's state (`crate::api`).
+pub trait Routed {
+    fn method(&self) -> &Method;
+    fn path(&self) -> &str;
 }
 
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            message: message.into(),
-        }
-    }
-
-    /// 400: the caller sent something wrong.
-    pub fn bad(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    /// 403: the caller may not do this.
-    pub fn denied(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, message)
-    }
-
-    /// 404.
-    pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, message)
-    }
-
-    /// 500, logged: a fault of ours.
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        let message = message.into();
-        tracing::error!("{message}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
-    }
-}
-
-impl From<DbError> for ApiError {
-    fn from(e: DbError) -> ApiError {
-        let status = super::endpoints::data::status_of(&e);
-        if status.is_server_error() {
-            tracing::error!("db: {e}");
-        }
-        ApiError::new(status, e.to_string())
-    }
-}
-
-/// What a handler answers: JSON (post hooks may rewrite it) or a finished reply (a file, an image).
-pub enum Out {
-    Json(Value),
-    Reply(Reply),
-}
-
-impl From<Value> for Out {
-    fn from(v: Value) -> Out {
-        Out::Json(v)
-    }
-}
-
-/// The authenticated caller: its `bk_auth` row (without the secret).
-#[derive(Clone)]
-pub struct Account {
-    /// Shared: an account is cloned into every request it signs.
-    pub auth: Arc<Row>,
-    /// Kept apart from the row so that printing an account never shows it.
-    pub(crate) secret: Arc<str>,
-    /// HMAC states keyed with `secret`, shared by the clones of this account.
-    pub(crate) keys: Arc<super::auth::SecretKeys>,
-}
-
-impl std::fmt::Debug for Account {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Account")
-            .field("auth", &self.auth)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Account {
-    fn text(&self, name: &str) -> &str {
-        self.auth.get(name).and_then(Value::as_str).unwrap_or("")
-    }
-    pub fn id(&self) -> &str {
-        self.text("id")
-    }
-    pub fn login(&self) -> &str {
-        self.text("login")
-    }
-    pub fn alias(&self) -> &str {
-        self.text("alias")
-    }
-    /// `bk_auth.type == "admin"`.
-    pub fn is_admin(&self) -> bool {
-        self.text("type") == "admin"
-    }
-}
-
-/// One request as handlers and hooks see it.
-pub struct Req {
-    pub api: Arc<Api>,
-    pub method: Method,
-    pub path: String,
-    pub headers: HeaderMap,
-    pub params: Params,
-    /// The raw body (already parsed into `params` where it was a form or JSON).
-    pub body: Bytes,
-    /// `{name}` segments of the matched route pattern.
-    pub captures: Vec<(String, String)>,
-    /// The signed-in caller; `None` on paths that need no authentication.
-    pub account: Option<Account>,
-    /// Headers to add to the reply (`Set-Cookie`, ...), set by handlers and hooks.
-    reply_headers: Mutex<Vec<(hyper::header::HeaderName, String)>>,
-    /// Values hooks leave for later hooks and the handler.
-    pub vars: Mutex<Row>,
-}
-
-impl Req {
-    pub(crate) fn new(
-        api: Arc<Api>,
-        method: Method,
-        path: String,
-        headers: HeaderMap,
-        params: Params,
-        body: Bytes,
-        account: Option<Account>,
-    ) -> Req {
-        Req {
-            api,
-            method,
-            path,
-            headers,
-            params,
-            body,
-            captures: Vec::new(),
-            account,
-            reply_headers: Mutex::new(Vec::new()),
-            vars: Mutex::new(Row::new()),
-        }
-    }
-
-    /// A `{name}` segment of the route pattern.
-    pub fn capture(&self, name: &str) -> Option<&str> {
-        self.captures
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The last value of parameter `name`.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name)
-    }
-
-    /// A required, non-empty parameter, or 400 naming it.
-    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
-        match self.params.get(name) {
-            Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(ApiError::bad(format!("{name} is required"))),
-        }
-    }
-
-    /// The caller, or 401 when the path was open and nobody signed in.
-    pub fn account(&self) -> Result<&Account, ApiError> {
-        self.account
-            .as_ref()
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated"))
-    }
-
-    /// Adds a header to the reply.
-    pub fn add_reply_header(&self, name: hyper::header::HeaderName, value: String) {
-        self.reply_headers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name, value));
-    }
-
-    pub(crate) fn take_reply_headers(&self) -> Vec<(hyper::header::HeaderName, String)> {
-        std::mem::take(&mut *self.reply_headers.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-/// What [`Routes::find`] found.
-pub struct Found {
-    pub handler: Handler,
-    pub captures: Vec<(String, String)>,
-    pub timer: Arc<bkjs_base::metrics::Timer>,
+/// What [`RouteTable::find`] found.
+pub(crate) struct Found<R> {
+    pub(crate) handler: Handler<R>,
+    pub(crate) captures: Vec<(String, String)>,
+    pub(crate) timer: Arc<bkjs_base::metrics::Timer>,
 }
 
 /// A path pattern: a regexp (`^/account/get$`, anchored by the caller) or a template with
@@ -270,7 +94,7 @@ impl Pattern {
         if !regexp {
             return Ok(Pattern::Exact(pattern.to_string()));
         }
-        match super::router::literal_path(pattern) {
+        match literal_path(pattern) {
             Some(p) => Ok(Pattern::Exact(p)),
             None => Ok(Pattern::Regex(Regex::new(pattern)?, Vec::new())),
         }
@@ -362,8 +186,7 @@ fn method_of(m: &str) -> Result<Option<Method>, String> {
         .map_err(|_| format!("bad method {m:?}"))
 }
 
-#[derive(Clone)]
-struct Route {
+struct Route<R> {
     method: Option<Method>,
     pattern: Pattern,
     /// `urls.PATTERN.response`, made on first use (bounded: one per route, not per path).
@@ -372,7 +195,21 @@ struct Route {
     group: String,
     /// One line for `web/doc.html` and `bkjs help`.
     doc: String,
-    handler: Handler,
+    handler: Handler<R>,
+}
+
+// By hand: a derive would require `R: Clone`, and a request is not.
+impl<R> Clone for Route<R> {
+    fn clone(&self) -> Self {
+        Route {
+            method: self.method.clone(),
+            pattern: self.pattern.clone(),
+            timer: self.timer.clone(),
+            group: self.group.clone(),
+            doc: self.doc.clone(),
+            handler: self.handler.clone(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -388,26 +225,58 @@ impl<F> Hook<F> {
     }
 }
 
-/// Every route and hook of an application, built-in groups included.
-#[derive(Default, Clone)]
-pub struct Routes {
-    routes: Vec<Route>,
+/// Every route and hook of an application, built-in groups included, for requests of type `R`
+/// (`crate::Routes` is the table of `crate::Req`).
+pub struct RouteTable<R> {
+    routes: Vec<Route<R>>,
     /// Exact paths to the routes registered for them, in order, so most requests skip the regexps.
     exact: HashMap<String, Vec<usize>>,
     /// Routes whose pattern is a regexp, in registration order.
     patterns: Vec<usize>,
-    access: Vec<Hook<Check>>,
-    pre: Vec<Hook<Check>>,
-    post: Vec<Hook<PostHook>>,
+    access: Vec<Hook<Check<R>>>,
+    pre: Vec<Hook<Check<R>>>,
+    post: Vec<Hook<PostHook<R>>>,
+    /// Run by `/account/del` before it deletes the account's rows keyed by id.
+    account_delete: Vec<AccountDeleteHook>,
 }
 
-impl std::fmt::Debug for Routes {
+// By hand: derives would require `R: Default` and `R: Clone`.
+impl<R> Default for RouteTable<R> {
+    fn default() -> Self {
+        RouteTable {
+            routes: Vec::new(),
+            exact: HashMap::new(),
+            patterns: Vec::new(),
+            access: Vec::new(),
+            pre: Vec::new(),
+            post: Vec::new(),
+            account_delete: Vec::new(),
+        }
+    }
+}
+
+impl<R> Clone for RouteTable<R> {
+    fn clone(&self) -> Self {
+        RouteTable {
+            routes: self.routes.clone(),
+            exact: self.exact.clone(),
+            patterns: self.patterns.clone(),
+            access: self.access.clone(),
+            pre: self.pre.clone(),
+            post: self.post.clone(),
+            account_delete: self.account_delete.clone(),
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for RouteTable<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Routes")
             .field("routes", &self.routes.len())
             .field("access", &self.access.len())
             .field("pre", &self.pre.len())
             .field("post", &self.post.len())
+            .field("account_delete", &self.account_delete.len())
             .finish()
     }
 }
@@ -423,32 +292,32 @@ pub struct RouteError {
 }
 
 /// The endpoint group of a path: its first segment (`/account/get` → `account`).
-pub fn group_of(path: &str) -> &str {
+pub(crate) fn group_of(path: &str) -> &str {
     path.trim_start_matches(['^', '/'])
         .split(['/', '$', '{', '('])
         .next()
         .unwrap_or("")
 }
 
-fn boxed_handler<F, Fut>(f: F) -> Handler
+fn boxed_handler<R, F, Fut>(f: F) -> Handler<R>
 where
-    F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<R>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Out, ApiError>> + Send + 'static,
 {
     Arc::new(move |r| Box::pin(f(r)))
 }
 
-fn boxed_check<F, Fut>(f: F) -> Check
+fn boxed_check<R, F, Fut>(f: F) -> Check<R>
 where
-    F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<R>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
 {
     Arc::new(move |r| Box::pin(f(r)))
 }
 
-impl Routes {
-    pub fn new() -> Routes {
-        Routes::default()
+impl<R: Routed + 'static> RouteTable<R> {
+    pub fn new() -> RouteTable<R> {
+        RouteTable::default()
     }
 
     /// Adds a route: `method` (`GET`, `POST`, ... or `*`), `pattern` (an exact path, a regexp, or
@@ -461,7 +330,7 @@ impl Routes {
         f: F,
     ) -> Result<(), RouteError>
     where
-        F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<R>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Out, ApiError>> + Send + 'static,
     {
         self.add_handler(method, pattern, doc, boxed_handler(f))
@@ -472,7 +341,7 @@ impl Routes {
         method: &str,
         pattern: &str,
         doc: &str,
-        handler: Handler,
+        handler: Handler<R>,
     ) -> Result<(), RouteError> {
         let fail = |reason: String| RouteError {
             method: method.to_string(),
@@ -513,7 +382,7 @@ impl Routes {
     /// An access check, run after authentication for requests whose method and path match.
     pub fn access<F, Fut>(&mut self, method: &str, pattern: &str, f: F) -> Result<(), RouteError>
     where
-        F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<R>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
     {
         let h = Self::hook(method, pattern, boxed_check(f))?;
@@ -524,7 +393,7 @@ impl Routes {
     /// A pre hook, run after the access checks.
     pub fn pre<F, Fut>(&mut self, method: &str, pattern: &str, f: F) -> Result<(), RouteError>
     where
-        F: Fn(Arc<Req>) -> Fut + Send + Sync + 'static,
+        F: Fn(Arc<R>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
     {
         let h = Self::hook(method, pattern, boxed_check(f))?;
@@ -535,15 +404,15 @@ impl Routes {
     /// A post hook: rewrites the JSON reply of a successful request.
     pub fn post<F>(&mut self, method: &str, pattern: &str, f: F) -> Result<(), RouteError>
     where
-        F: Fn(&Req, &mut Value) + Send + Sync + 'static,
+        F: Fn(&R, &mut Value) + Send + Sync + 'static,
     {
-        let h = Self::hook(method, pattern, Arc::new(f) as PostHook)?;
+        let h = Self::hook(method, pattern, Arc::new(f) as PostHook<R>)?;
         self.post.push(h);
         Ok(())
     }
 
     /// Moves every registration of `other` after this one's.
-    pub fn extend(&mut self, other: Routes) {
+    pub fn extend(&mut self, other: RouteTable<R>) {
         let base = self.routes.len();
         for (path, idx) in other.exact {
             self.exact
@@ -557,10 +426,22 @@ impl Routes {
         self.access.extend(other.access);
         self.pre.extend(other.pre);
         self.post.extend(other.post);
+        self.account_delete.extend(other.account_delete);
+    }
+
+    /// Adds a hook run when an account is deleted, for rows of the registering group that need
+    /// more than a delete by id.
+    pub fn on_account_delete(&mut self, hook: AccountDeleteHook) {
+        self.account_delete.push(hook);
+    }
+
+    /// The account-deletion hooks, in registration order.
+    pub fn account_delete_hooks(&self) -> &[AccountDeleteHook] {
+        &self.account_delete
     }
 
     /// Drops the routes of disabled groups (`-api-disable`).
-    pub fn disable(&mut self, groups: &[String]) {
+    pub(crate) fn disable(&mut self, groups: &[String]) {
         if groups.is_empty() {
             return;
         }
@@ -598,7 +479,7 @@ impl Routes {
 
     /// The first route for `method` and `path`: its handler, captures and per-route timer.
     /// `Err(true)` when the path exists for another method (405), `Err(false)` when it does not.
-    pub fn find(&self, method: &Method, path: &str) -> Result<Found, bool> {
+    pub(crate) fn find(&self, method: &Method, path: &str) -> Result<Found<R>, bool> {
         let (i, captures) = self.find_index(method, path)?;
         let r = &self.routes[i];
         let timer = r
@@ -621,7 +502,7 @@ impl Routes {
         path: &str,
     ) -> Result<(usize, Vec<(String, String)>), bool> {
         let mut other_method = false;
-        let accepts = |r: &Route| match &r.method {
+        let accepts = |r: &Route<R>| match &r.method {
             None => true,
             Some(m) => m == method || (method == Method::HEAD && m == Method::GET),
         };
@@ -647,9 +528,9 @@ impl Routes {
     }
 
     /// Runs the access checks, then the pre hooks, that match this request.
-    pub async fn before(&self, req: &Arc<Req>) -> Result<(), ApiError> {
+    pub(crate) async fn before(&self, req: &Arc<R>) -> Result<(), ApiError> {
         for h in self.access.iter().chain(self.pre.iter()) {
-            if h.applies(&req.method, &req.path) {
+            if h.applies(req.method(), req.path()) {
                 (h.f)(req.clone()).await?;
             }
         }
@@ -657,9 +538,9 @@ impl Routes {
     }
 
     /// Runs the post hooks that match this request on its JSON reply.
-    pub fn after(&self, req: &Req, reply: &mut Value) {
+    pub(crate) fn after(&self, req: &R, reply: &mut Value) {
         for h in &self.post {
-            if h.applies(&req.method, &req.path) {
+            if h.applies(req.method(), req.path()) {
                 (h.f)(req, reply);
             }
         }
@@ -684,7 +565,7 @@ impl Routes {
     }
 
     /// True when some pre hook, access check or post hook exists (the fast path skips them).
-    pub fn has_hooks(&self) -> bool {
+    pub(crate) fn has_hooks(&self) -> bool {
         !(self.access.is_empty() && self.pre.is_empty() && self.post.is_empty())
     }
 }
@@ -692,6 +573,7 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{Req, Routes};
 
     #[test]
     fn patterns_match_exact_regexp_and_templates() {

@@ -2,9 +2,14 @@
 //! then the application's checks and hooks around the first matching route; static files from
 //! `web/` when no route matches. Every reply carries the `Server` and CORS headers.
 
-use super::access::{self, Signed};
-use super::params::Params;
-use super::route::{Account, ApiError, Out, Req, Routes};
+use crate::access::{self, Signed};
+use crate::api::{Api, ApiMetrics, InProgress, Req, Routes};
+use crate::auth::{Account, Accounts};
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::paths::regex_set;
+use crate::reply::{empty_object, error, ok, Out, Reply};
+use crate::route::BoxFuture;
 use bkjs_base::config::Config;
 use bkjs_cache::Cache;
 use bkjs_ipc::Client;
@@ -13,16 +18,9 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, SERVER};
 use hyper::{Method, Request, Response, StatusCode};
-use regex::RegexSet;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tower_http::services::fs::ServeFileSystemResponseBody;
-
-/// A reply body: JSON built in memory, or a file streamed from `web/`.
-pub type Body = Either<Full<Bytes>, ServeFileSystemResponseBody>;
-/// A reply.
-pub type Reply = Response<Body>;
 
 const ALLOW_ORIGIN: HeaderName = HeaderName::from_static("access-control-allow-origin");
 const ALLOW_HEADERS: HeaderName = HeaderName::from_static("access-control-allow-headers");
@@ -36,168 +34,11 @@ const PREFLIGHT_MAX_AGE: &str = "86400";
 const SERVER_HEADER: &str = concat!("bkjs/", env!("CARGO_PKG_VERSION"));
 
 /// Test-only fault switch: set by `/_test/hang` when faults are enabled; stops heartbeats.
-pub static HANG: AtomicBool = AtomicBool::new(false);
+pub(crate) static HANG: AtomicBool = AtomicBool::new(false);
 
-/// The state a web worker serves requests with.
-pub struct Api {
-    pub cfg: Config,
-    pub ipc: Option<Client>,
-    /// The cache this worker uses (`None` outside a web worker).
-    pub cache: Option<Cache>,
-    /// The database pools and tables (`None` when the worker has none).
-    pub db: Option<std::sync::Arc<bkjs_db::Db>>,
-    /// The key session cookies are signed with (`None`: sessions are off).
-    pub session_key: Option<Vec<u8>>,
-    /// Accounts of the logins that signed requests lately, by their cached `bk_auth` rows.
-    pub(crate) accounts: super::access::Accounts,
-    /// This worker's pub/sub (`None` outside a web worker).
-    pub msg: Option<bkjs_msg::PubSub>,
-    /// Turns true when the worker starts draining: long polls and WebSockets end early.
-    pub drain: Option<tokio::sync::watch::Receiver<bool>>,
-    /// Requests served, reported in heartbeats.
-    pub requests: AtomicU64,
-    /// How late (ms) the runtime's last timer tick ran: the queue latency `-api-busy-latency`
-    /// compares against.
-    pub lag_ms: AtomicU64,
-    faults: bool,
-    routes: Routes,
-    /// `-api-allow` and `-api-allow-path` patterns compiled into one set.
-    allow: PathRules,
-    deny: PathRules,
-    disallow: PathRules,
-    /// `-api-allow-admin`: paths only admins may call.
-    admin: PathRules,
-    /// `-api-upload-limit`, read once.
-    upload_limit: usize,
-    busy_ms: u64,
-    /// `-api-max-expire` in milliseconds, read once: how far ahead a request signature may expire.
-    pub(crate) max_expire_ms: i64,
-    /// `/ping` may be answered before routing: it is open (`-api-allow`), neither denied nor
-    /// disallowed, and no hook could see it. Decided once, from this worker's configuration.
-    ping_fast: bool,
-    web: tower_http::services::ServeDir,
-    metrics: ApiMetrics,
-}
-
-/// The request metrics of SPEC §10 (`api`): held here so the hot path does no name lookups.
-struct ApiMetrics {
-    /// Every request, as a timer: its count and rates are the request count and rates.
-    response: Arc<bkjs_base::metrics::Timer>,
-    /// Requests refused with 503.
-    busy: Arc<bkjs_base::metrics::Meter>,
-    /// How late the runtime runs timers (ms), sampled every 100 ms.
-    queue: Arc<bkjs_base::metrics::Histogram>,
-    /// Requests in progress (a gauge: the machine-wide figure is the sum over the workers).
-    count: Arc<bkjs_base::metrics::Gauge>,
-}
-
-/// One request in progress in `api.count`; counted out when dropped, also when the client goes
-/// away and the request's future is dropped.
-struct InProgress<'a>(&'a bkjs_base::metrics::Gauge);
-
-impl<'a> InProgress<'a> {
-    fn enter(g: &'a bkjs_base::metrics::Gauge) -> InProgress<'a> {
-        g.add(1.0);
-        InProgress(g)
-    }
-}
-
-impl Drop for InProgress<'_> {
-    fn drop(&mut self) {
-        self.0.add(-1.0);
-    }
-}
-
-impl ApiMetrics {
-    fn new() -> ApiMetrics {
-        let r = bkjs_base::metrics::Registry::global();
-        ApiMetrics {
-            response: r.timer("api.response"),
-            busy: r.meter("api.busy"),
-            queue: r.histogram("api.queue"),
-            count: r.gauge("api.count"),
-        }
-    }
-}
-
-/// One automaton for all the patterns of some parameters: a path is tested once, not per pattern.
-fn regex_set(cfg: &Config, params: &[&str]) -> PathRules {
-    let mut exact: std::collections::HashSet<String, foldhash::fast::RandomState> =
-        std::collections::HashSet::default();
-    let mut prefixes = Vec::new();
-    let mut patterns: Vec<&str> = Vec::new();
-    for r in params.iter().flat_map(|p| cfg.regexps(p).iter()) {
-        if let Some(path) = literal_path(r.as_str()) {
-            exact.insert(path);
-        } else if let Some(prefix) = literal_prefix(r.as_str()) {
-            prefixes.push(prefix);
-        } else {
-            patterns.push(r.as_str());
-        }
-    }
-    PathRules {
-        exact,
-        prefixes,
-        // Every pattern already compiled on its own when the configuration was loaded.
-        set: RegexSet::new(&patterns).expect("patterns validated by the config loader"),
-    }
-}
-
-/// Whether a request path has a `.` or `..` segment, also percent-encoded (`%2e`) or behind an
-/// encoded separator (`%2f`, `%5c`, a backslash). No route or file has one, so such a path can only be a
-/// traversal attempt; without this check one whose segments no longer fit a route would answer
-/// 404 rather than 400.
-pub(crate) fn has_dot_segment(path: &str) -> bool {
-    if !path.bytes().any(|b| b == b'.' || b == b'%') {
-        return false;
-    }
-    // A plain path (`/js/bkjs.js`) is checked without copying it.
-    if !path.bytes().any(|b| b == b'%' || b == b'\\') {
-        return path.split('/').any(|seg| seg == "." || seg == "..");
-    }
-    let plain = path
-        .to_ascii_lowercase()
-        .replace("%2e", ".")
-        .replace("%2f", "/")
-        .replace("%5c", "/")
-        .replace('\\', "/");
-    plain.split('/').any(|seg| seg == "." || seg == "..")
-}
-
-/// `^/some/path$` with no other regexp syntax: the one path it matches.
-pub(crate) fn literal_path(pattern: &str) -> Option<String> {
-    let inner = pattern.strip_prefix('^')?.strip_suffix('$')?;
-    let plain = inner.starts_with('/')
-        && inner
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'));
-    plain.then(|| inner.to_string())
-}
-
-/// `^/some/prefix` with no other regexp syntax: the prefix every matching path starts with.
-pub(crate) fn literal_prefix(pattern: &str) -> Option<String> {
-    let inner = pattern.strip_prefix('^')?;
-    let plain = inner.starts_with('/')
-        && inner
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-'));
-    plain.then(|| inner.to_string())
-}
-
-/// Path patterns: exact paths in a hash set (the common `^/ping$` kind), literal prefixes (the
-/// common `^/system/cache/` kind) compared as strings, the rest in one regex set.
-pub struct PathRules {
-    exact: std::collections::HashSet<String, foldhash::fast::RandomState>,
-    prefixes: Vec<String>,
-    set: RegexSet,
-}
-
-impl PathRules {
-    pub fn is_match(&self, path: &str) -> bool {
-        self.exact.contains(path)
-            || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
-            || (!self.set.is_empty() && self.set.is_match(path))
-    }
+/// True once the test-only hang fault was triggered in this worker.
+pub fn router_hang() -> bool {
+    HANG.load(Ordering::SeqCst)
 }
 
 impl Api {
@@ -241,7 +82,7 @@ impl Api {
             cache,
             db,
             session_key,
-            accounts: super::access::Accounts::default(),
+            accounts: Accounts::default(),
             msg: None,
             drain: None,
             requests: AtomicU64::new(0),
@@ -252,25 +93,8 @@ impl Api {
         }
     }
 
-    /// Resolves once this worker starts draining (never outside a web worker).
-    pub async fn draining(&self) {
-        match &self.drain {
-            Some(rx) => {
-                let mut rx = rx.clone();
-                // A dropped sender means the worker is ending: the same as draining.
-                let _ = rx.wait_for(|d| *d).await;
-            }
-            None => std::future::pending().await,
-        }
-    }
-
-    /// The routes this worker serves.
-    pub fn routes(&self) -> &Routes {
-        &self.routes
-    }
-
     /// Handles one request; never fails, errors become JSON replies.
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
+    pub(crate) async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Reply {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let start = std::time::Instant::now();
         let _in_progress = InProgress::enter(&self.metrics.count);
@@ -307,56 +131,6 @@ impl Api {
             HeaderValue::from_static("bk-signature, content-type"),
         );
         reply
-    }
-
-    /// The path rules every request meets first: a `.` or `..` segment (400), deny (403),
-    /// disallow (404), busy (503).
-    pub(crate) fn gate(&self, path: &str) -> Result<(), ApiError> {
-        if has_dot_segment(path) {
-            return Err(ApiError::bad("a path may not have . or .. segments"));
-        }
-        if self.deny.is_match(path) {
-            return Err(ApiError::denied("Access denied"));
-        }
-        if self.disallow.is_match(path) {
-            return Err(ApiError::not_found("Not found"));
-        }
-        if self.is_busy() {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Server is busy, try again later",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Whether the runtime runs timers later than `-api-busy-latency` (answer 503).
-    fn is_busy(&self) -> bool {
-        self.busy_ms > 0 && self.lag_ms.load(Ordering::Relaxed) > self.busy_ms
-    }
-
-    /// Whether `path` needs no authentication (`-api-allow`, `-api-allow-path`).
-    pub(crate) fn is_open(&self, path: &str) -> bool {
-        self.allow.is_match(path)
-    }
-
-    /// The admin rule: a path that is not open and matches `-api-allow-admin` needs an admin.
-    pub(crate) fn check_admin(
-        &self,
-        path: &str,
-        open: bool,
-        account: Option<&Account>,
-    ) -> Result<(), ApiError> {
-        if !open && self.admin.is_match(path) && !account.is_some_and(Account::is_admin) {
-            return Err(ApiError::denied("Access denied: admins only"));
-        }
-        Ok(())
-    }
-
-    /// Counts one request answered outside [`Api::handle`] (a WebSocket frame).
-    pub(crate) fn count(&self, start: std::time::Instant) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.metrics.response.since(start);
     }
 
     async fn route(
@@ -406,7 +180,7 @@ impl Api {
         };
         self.check_admin(path, open, account.as_ref())?;
         if let Some(on) = upgrade {
-            return super::websocket::accept(self.clone(), &parts, account, on);
+            return super::websocket::accept(self.clone(), &parts, account, on, frame_dispatch);
         }
         self.dispatch(
             parts.method,
@@ -561,25 +335,29 @@ impl Api {
             _ => None,
         }
     }
+}
 
-    /// Measures how late the runtime runs a 100 ms timer, for `-api-busy-latency`.
-    pub fn watch_lag(self: &Arc<Self>) {
-        let api = Arc::downgrade(self);
-        tokio::spawn(async move {
-            const TICK: std::time::Duration = std::time::Duration::from_millis(100);
-            loop {
-                let start = std::time::Instant::now();
-                tokio::time::sleep(TICK).await;
-                let late = start.elapsed().saturating_sub(TICK).as_millis() as u64;
-                let Some(api) = api.upgrade() else { return };
-                // One stall keeps the worker busy for a few ticks (halving each tick), so load is
-                // shed for a while after it instead of only by the requests of one tick.
-                let smoothed = late.max(api.lag_ms.load(Ordering::Relaxed) / 2);
-                api.lag_ms.store(smoothed, Ordering::Relaxed);
-                api.metrics.queue.update(late as f64);
-            }
-        });
-    }
+/// A WebSocket frame's request ([`crate::websocket::Dispatch`]): dispatched like an HTTP GET,
+/// without static files.
+fn frame_dispatch(
+    api: Arc<Api>,
+    headers: hyper::HeaderMap,
+    path: String,
+    query: Option<String>,
+    account: Option<Account>,
+) -> BoxFuture<Result<Reply, ApiError>> {
+    Box::pin(async move {
+        api.dispatch(
+            Method::GET,
+            headers,
+            &path,
+            query.as_deref(),
+            Bytes::new(),
+            account,
+            false,
+        )
+        .await
+    })
 }
 
 /// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`. Browsers send
@@ -601,133 +379,10 @@ fn preflight() -> Reply {
     r
 }
 
-/// A 200 reply `{}`, without building JSON.
-pub fn empty_object() -> Reply {
-    let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(b"{}"))));
-    r.headers_mut().reserve(6);
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-/// A 200 JSON reply.
-pub fn ok(v: Value) -> Reply {
-    json_reply(StatusCode::OK, &v)
-}
-
-/// An error reply `{status, message}` with that HTTP status.
-pub fn error(status: StatusCode, message: &str) -> Reply {
-    error_full(status, message).map(Either::Left)
-}
-
-/// [`error`] with a plain in-memory body (for the proxy).
-pub fn error_full(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let v = json!({"status": status.as_u16(), "message": message});
-    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
-fn json_reply(status: StatusCode, v: &Value) -> Reply {
-    // `to_vec` writes straight into a buffer; `to_string` goes through `fmt::Display`.
-    let mut body = Vec::with_capacity(256);
-    if serde_json::to_writer(&mut body, v).is_err() {
-        body.clear();
-    }
-    let mut r = Response::new(Either::Left(Full::new(Bytes::from(body))));
-    *r.status_mut() = status;
-    r.headers_mut().reserve(6);
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn literal_patterns_skip_the_regex_set() {
-        assert_eq!(literal_path("^/ping$").as_deref(), Some("/ping"));
-        assert_eq!(literal_path("^/ping"), None);
-        assert_eq!(
-            literal_prefix("^/system/cache/").as_deref(),
-            Some("/system/cache/")
-        );
-        assert_eq!(literal_prefix("^/public").as_deref(), Some("/public"));
-        for not_literal in ["/public", "^/a.b", "^/a$", "^/(a|b)", "^/a+", r"\.(png)$"] {
-            assert_eq!(literal_prefix(not_literal), None, "{not_literal}");
-        }
-        let rules = PathRules {
-            exact: ["/ping".to_string()].into_iter().collect(),
-            prefixes: vec!["/system/cache/".into()],
-            set: RegexSet::new([r"\.png$"]).expect("regex"),
-        };
-        for (path, want) in [
-            ("/ping", true),
-            ("/pingx", false),
-            ("/system/cache/get", true),
-            ("/system/cachex", false),
-            ("/x/a.png", true),
-            ("/x/a.pngx", false),
-        ] {
-            assert_eq!(rules.is_match(path), want, "{path}");
-        }
-    }
-
-    #[test]
-    fn dot_segments_are_found_however_written() {
-        for bad in [
-            "/..",
-            "/image/../../etc/passwd",
-            "/image/pics/./1",
-            "/image/pics/x/..",
-            "/image/%2e%2e/x/1",
-            "/image/%2E./x/1",
-            "/image/..%2F..%2Fetc/x/1",
-            "/image/pics/x/a%5c..%5cb",
-            "/image/pics/x/a\\..\\b",
-            "/file/./x",
-        ] {
-            assert!(has_dot_segment(bad), "{bad}");
-        }
-        for ok in [
-            "/",
-            "/ping",
-            "/app.js",
-            "/.well-known/acme-challenge/x",
-            "/a..b/c",
-            "/image/pics/x/1.jpg",
-            "/image/pics/x/...",
-            "/account/get%20x",
-        ] {
-            assert!(!has_dot_segment(ok), "{ok}");
-        }
-    }
-
-    #[test]
-    fn literal_patterns_become_exact_paths() {
-        assert_eq!(literal_path("^/ping$").as_deref(), Some("/ping"));
-        assert_eq!(literal_path("^/$").as_deref(), Some("/"));
-        assert_eq!(
-            literal_path("^/account/add$").as_deref(),
-            Some("/account/add")
-        );
-        assert_eq!(literal_path("^/public"), None, "a prefix is a regexp");
-        assert_eq!(literal_path("^/a.b$"), None, "a dot is a regexp");
-        assert_eq!(literal_path(r"^/x\d$"), None);
-        let rules = PathRules {
-            exact: ["/ping".to_string()].into_iter().collect(),
-            prefixes: Vec::new(),
-            set: RegexSet::new([r"^/public"]).expect("set"),
-        };
-        assert!(rules.is_match("/ping"));
-        assert!(!rules.is_match("/ping/x"));
-        assert!(rules.is_match("/public/a"));
-        assert!(!rules.is_match("/other"));
-    }
+    use serde_json::Value;
 
     fn api_with(routes: Routes) -> (tempfile::TempDir, Arc<Api>) {
         let home = tempfile::tempdir().expect("temp home");
@@ -737,7 +392,7 @@ mod tests {
             bkjs_ipc::PARAMS,
             bkjs_cache::PARAMS,
             bkjs_db::front::PARAMS,
-            crate::PARAMS,
+            crate::config::PARAMS,
             bkjs_msg::PARAMS,
             bkjs_jobs::PARAMS,
         ]);

@@ -1,4 +1,4 @@
-//! The API over WebSocket (SPEC §6) on the same port as HTTP: a `GET` with `Upgrade: websocket`
+//! The API over WebSocket (docs/api.md) on the same port as HTTP: a `GET` with `Upgrade: websocket`
 //! to any path is authenticated like any request to that path (signature in the `bk-signature`
 //! header or query parameter, or the session cookie) and then upgraded by hyper. Each text frame
 //! is a request URL (`/account/get?id=...`), answered with a text frame holding the JSON reply
@@ -9,8 +9,11 @@
 //! whatever had arrived. A frame that is not a request URL gets an error frame and the
 //! connection stays open. When the worker drains, sockets are closed with code 1001.
 
-use super::route::{Account, ApiError};
-use super::router::{Api, Reply};
+use crate::api::Api;
+use crate::auth::Account;
+use crate::error::ApiError;
+use crate::reply::Reply;
+use crate::route::BoxFuture;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Either, Full};
@@ -30,8 +33,18 @@ const MAX_FRAME: usize = 64 * 1024;
 /// Events pushed in one frame at most.
 const MAX_BATCH: usize = 100;
 
+/// Answers the request URL of a frame as a GET with the socket's headers and caller: the
+/// router's dispatch, handed to [`accept`] so this module does not depend on the router.
+pub(crate) type Dispatch = fn(
+    Arc<Api>,
+    HeaderMap,
+    String,
+    Option<String>,
+    Option<Account>,
+) -> BoxFuture<Result<Reply, ApiError>>;
+
 /// True when the request asks for a WebSocket.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(UPGRADE)
         .and_then(|v| v.to_str().ok())
@@ -40,11 +53,12 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 
 /// Answers an authenticated upgrade request with 101 and serves the socket once hyper hands
 /// it over.
-pub fn accept(
+pub(crate) fn accept(
     api: Arc<Api>,
     parts: &hyper::http::request::Parts,
     account: Option<Account>,
     on: hyper::upgrade::OnUpgrade,
+    dispatch: Dispatch,
 ) -> Result<Reply, ApiError> {
     if parts.method != Method::GET {
         return Err(ApiError::bad("a WebSocket upgrade must be a GET"));
@@ -89,7 +103,7 @@ pub fn accept(
                     Some(config),
                 )
                 .await;
-                serve(api, headers, account, ws).await;
+                serve(api, headers, account, ws, dispatch).await;
             }
             Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
         }
@@ -115,7 +129,13 @@ fn error_text(e: &ApiError) -> String {
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// One socket: request frames in, replies and pushed events out, until either side closes.
-async fn serve(api: Arc<Api>, headers: HeaderMap, account: Option<Account>, mut ws: Ws) {
+async fn serve(
+    api: Arc<Api>,
+    headers: HeaderMap,
+    account: Option<Account>,
+    mut ws: Ws,
+    dispatch: Dispatch,
+) {
     let who = account
         .as_ref()
         .map(|a| a.id().to_string())
@@ -128,7 +148,7 @@ async fn serve(api: Arc<Api>, headers: HeaderMap, account: Option<Account>, mut 
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
                 Some(Ok(Message::Text(t))) => {
                     let start = std::time::Instant::now();
-                    let reply = frame_reply(&api, &headers, account.as_ref(), t.as_str(), &mut sub).await;
+                    let reply = frame_reply(&api, &headers, account.as_ref(), t.as_str(), &mut sub, dispatch).await;
                     api.count(start);
                     Message::text(reply)
                 }
@@ -139,10 +159,10 @@ async fn serve(api: Arc<Api>, headers: HeaderMap, account: Option<Account>, mut 
             },
             ev = next_event(&mut sub) => match ev {
                 Some(first) => {
-                    let mut events = vec![super::endpoints::events::as_value(&first.data)];
+                    let mut events = vec![super::endpoints::common::publish::as_value(&first.data)];
                     while events.len() < MAX_BATCH {
                         match sub.as_mut().and_then(|s| s.try_recv()) {
-                            Some(m) => events.push(super::endpoints::events::as_value(&m.data)),
+                            Some(m) => events.push(super::endpoints::common::publish::as_value(&m.data)),
                             None => break,
                         }
                     }
@@ -185,8 +205,9 @@ async fn frame_reply(
     account: Option<&Account>,
     text: &str,
     sub: &mut Option<bkjs_msg::Subscription>,
+    dispatch: Dispatch,
 ) -> String {
-    match request(api, headers, account, text.trim(), sub).await {
+    match request(api, headers, account, text.trim(), sub, dispatch).await {
         Ok(body) => body,
         Err(e) => error_text(&e),
     }
@@ -198,6 +219,7 @@ async fn request(
     account: Option<&Account>,
     url: &str,
     sub: &mut Option<bkjs_msg::Subscription>,
+    dispatch: Dispatch,
 ) -> Result<String, ApiError> {
     if !url.starts_with('/') {
         return Err(ApiError::bad(
@@ -228,17 +250,14 @@ async fn request(
         }
         return Ok(json!({"subscribed": me.id()}).to_string());
     }
-    let reply = api
-        .dispatch(
-            Method::GET,
-            headers.clone(),
-            path,
-            uri.query(),
-            Bytes::new(),
-            account.cloned(),
-            false,
-        )
-        .await?;
+    let reply = dispatch(
+        api.clone(),
+        headers.clone(),
+        path.to_string(),
+        uri.query().map(str::to_string),
+        account.cloned(),
+    )
+    .await?;
     let body = reply
         .into_body()
         .collect()

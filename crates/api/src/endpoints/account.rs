@@ -1,10 +1,14 @@
-//! `/account/*` (SPEC §7): add, get (self, others' public columns, session cookie), select,
+//! `/account/*` (docs/api.md): add, get (self, others' public columns, session cookie), select,
 //! update, del and put/secret, over the `bk_auth`, `bk_account` and `bk_counter` rows.
 
-use super::{for_client, public_only};
-use crate::access::{self, SESSION_COOKIE};
-use crate::auth;
-use crate::route::{ApiError, Out, Req, Routes};
+use super::common::query::request;
+use super::common::rows::{db_of, for_client, public_only, row};
+use crate::access;
+use crate::api::{Req, Routes};
+use crate::auth::{self, SESSION_COOKIE};
+use crate::error::ApiError;
+use crate::hooks::{AccountDeleteHook, AccountDeletion};
+use crate::reply::Out;
 use bkjs_db::{Db, DbError, Options, Row};
 use hyper::header::SET_COOKIE;
 use hyper::StatusCode;
@@ -12,7 +16,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Registers the account group.
-pub fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     r.add(
         "*",
         "/account/add",
@@ -42,17 +46,9 @@ pub fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     Ok(())
 }
 
-fn db(req: &Req) -> Result<&Arc<Db>, ApiError> {
-    req.api
-        .db
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no database"))
-}
-
+/// A key row of one text column.
 fn key(name: &str, value: &str) -> Row {
-    let mut r = Row::new();
-    r.insert(name.into(), json!(value));
-    r
+    row(&[(name, value)])
 }
 
 /// The request's parameters as one row, typed where the body was JSON.
@@ -93,7 +89,7 @@ fn text<'a>(input: &'a Row, name: &str) -> Result<&'a str, ApiError> {
 
 /// `/account/add`.
 async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let admin = req.account.as_ref().is_some_and(|a| a.is_admin());
     let row = create_account(db, &input(&req), admin).await?;
     Ok(Out::Json(Value::Object(row)))
@@ -186,7 +182,7 @@ async fn own(req: &Req, db: &Db) -> Result<Row, ApiError> {
 
 /// `/account/get`.
 async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     if let Some(ids) = req.param("id").filter(|s| !s.is_empty()) {
         let me = req.account.as_ref().map(|a| a.id().to_string());
         let admin = req.account.as_ref().is_some_and(|a| a.is_admin());
@@ -221,7 +217,7 @@ async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
 }
 
 /// Sets the `bk_sid` cookie: a v2 signature over the session string, keyed by the server's
-/// session key and the account's secret (SPEC §5).
+/// session key and the account's secret (docs/auth.md).
 fn set_session(req: &Req) -> Result<(), ApiError> {
     let me = req.account()?;
     let key = req
@@ -247,10 +243,10 @@ fn set_session(req: &Req) -> Result<(), ApiError> {
 
 /// `/account/select`.
 async fn select(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let me = req.account()?;
     let admin = me.is_admin();
-    let (query, opts) = super::data::request(&req.params, false)?;
+    let (query, opts) = request(&req.params, false)?;
     let table = db.table("bk_account")?;
     let query: Row = query
         .into_iter()
@@ -304,7 +300,7 @@ async fn auth_of(req: &Req, db: &Db, id: &str) -> Result<Row, ApiError> {
 
 /// `/account/update`.
 async fn update(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let (id, admin) = target(&req)?;
     let auth = auth_of(&req, db, &id).await?;
     update_account(db, &auth, &input(&req), admin).await?;
@@ -351,7 +347,7 @@ pub async fn update_account(db: &Db, auth: &Row, input: &Row, admin: bool) -> Re
 
 /// `/account/put/secret`.
 async fn put_secret(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let secret = req.required("secret")?;
     if secret.len() > 1024 {
         return Err(ApiError::bad("secret is too long"));
@@ -371,7 +367,7 @@ async fn put_secret(req: Arc<Req>) -> Result<Out, ApiError> {
 /// `/account/del`: bk_auth, bk_account, and every row keyed by the account id in any table
 /// whose first primary key column is `id`.
 async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
-    let db = db(&req)?;
+    let db = db_of(&req)?;
     let (id, _) = target(&req)?;
     let auth = auth_of(&req, db, &id).await?;
     let images = req.api.cfg.dir("images");
@@ -381,38 +377,37 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
         &id,
         auth.get("login").and_then(Value::as_str),
         &[],
+        req.api.routes().account_delete_hooks(),
     )
     .await?;
     Ok(Out::Json(json!({})))
 }
 
 /// Removes an account and all its rows; the login first, so its credentials stop working even
-/// if a later step fails. Rows that need more than a delete by id go first: connections with
-/// the other side's reverse rows and counters, locations (keyed by geohash), icons and message
-/// images with their files under `images`. Tables named in `keep` are left alone.
+/// if a later step fails. Rows that need more than a delete by id go first, by the `hooks` the
+/// endpoint groups registered ([`Routes::account_delete_hooks`]: connections with the other
+/// side's reverse rows and counters, locations keyed by geohash, icons and message images with
+/// their files under `images`). Tables named in `keep` are left alone.
 pub async fn delete_account(
     db: &Db,
     images: &std::path::Path,
     id: &str,
     login: Option<&str>,
     keep: &[String],
+    hooks: &[AccountDeleteHook],
 ) -> Result<(), DbError> {
     if let Some(login) = login {
         db.del("bk_auth", &key("login", login), &Options::default())
             .await?;
     }
-    let kept = |t: &str| keep.iter().any(|k| k == t);
-    if !kept("bk_connection") && !kept("bk_reference") {
-        super::connection::delete_account(db, id).await?;
-    }
-    if !kept("bk_location") {
-        super::location::delete_account(db, id).await?;
-    }
-    if !kept("bk_icon") {
-        super::icon::delete_account(db, images, id).await?;
-    }
-    if !kept("bk_message") && !kept("bk_archive") {
-        super::message::delete_account(db, images, id).await?;
+    let deletion = AccountDeletion {
+        db,
+        images,
+        id,
+        keep,
+    };
+    for hook in hooks {
+        hook(&deletion).await?;
     }
     for t in db.tables() {
         if t.name() == "bk_auth" || keep.iter().any(|k| k == t.name()) {

@@ -1,4 +1,4 @@
-//! `/connection/*` and `/reference/*` (SPEC §7): typed links between two accounts. A connection
+//! `/connection/*` and `/reference/*` (docs/api.md): typed links between two accounts. A connection
 //! `like` from A to B is the row `bk_connection (A, "like:B")`; its reverse `bk_reference
 //! (B, "like:A")` lets B see who connected to it. Making one also increments the `like0` counter
 //! of A and `like1` of B when those `bk_counter` columns are `autoincr`; deleting it decrements
@@ -7,14 +7,22 @@
 //! The two rows and two counters are separate writes, not a transaction: a failure after the
 //! first write is undone for add/put, and logged for the counters (which never fail a request).
 
-use super::{db_of, details, flag, list, row, text};
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use super::common::ids::{auto_counter, check_id};
+use super::common::publish::{publish_to_account, wants_publish};
+use super::common::query::request;
+use super::common::rows::{db_of, details, flag, list, row, rows_of_type, text};
+use crate::api::{Req, Routes};
+use crate::auth::Account;
+use crate::error::ApiError;
+use crate::hooks::{AccountDeletion, HookFuture};
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, DbError, Op, Options, Row};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Registers the connection and reference groups.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     for op in ["add", "put", "incr", "update"] {
         r.add(
             "*",
@@ -48,6 +56,7 @@ pub fn register(r: &mut Routes) -> Result<(), RouteError> {
             move |req| async move { select(req, name).await },
         )?;
     }
+    r.on_account_delete(on_account_delete);
     Ok(())
 }
 
@@ -66,20 +75,16 @@ fn check_type(t: &str) -> Result<(), ApiError> {
     }
 }
 
-/// An account id as a parameter: non-empty, no separators or control characters.
-pub(crate) fn check_id(name: &str, id: &str) -> Result<(), ApiError> {
-    let ok = !id.is_empty()
-        && id.len() <= 128
-        && !id
-            .chars()
-            .any(|c| c.is_control() || matches!(c, ':' | '|' | '/' | '\\'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad(format!(
-            "{name} must be 1-128 characters without : | / \\ or control characters"
-        )))
-    }
+/// The database, the caller, and the other account's `id` and the connection `type` of a
+/// request, both checked.
+fn link(req: &Req) -> Result<(&Arc<Db>, &Account, &str, &str), ApiError> {
+    let db = db_of(req)?;
+    let me = req.account()?;
+    let other = req.required("id")?;
+    let kind = req.required("type")?;
+    check_id("id", other)?;
+    check_type(kind)?;
+    Ok((db, me, other, kind))
 }
 
 /// `type:id` as stored in the second key column.
@@ -95,22 +100,6 @@ pub(crate) fn split(mut r: Row) -> Row {
         r.insert("id".into(), json!(other));
     }
     r
-}
-
-/// Adds `n` to counter `col` of account `id` when `bk_counter` has it as an `autoincr` column.
-/// A failure is logged, never returned: the write the counter follows has happened.
-pub(crate) async fn auto_counter(db: &Db, id: &str, col: &str, n: i64) {
-    let Ok(table) = db.table("bk_counter") else {
-        return;
-    };
-    if !table.column(col).is_some_and(|c| c.autoincr) {
-        return;
-    }
-    let mut r = row(&[("id", id)]);
-    r.insert(col.into(), json!(n));
-    if let Err(e) = db.incr("bk_counter", &r, &Options::default()).await {
-        tracing::warn!("counter {col} of {id} by {n}: {e}");
-    }
 }
 
 /// The columns of `table` a client may give for a connection (not the key, not mtime).
@@ -142,12 +131,7 @@ async fn write(db: &Db, op: &str, table: &str, r: &Row) -> Result<(), DbError> {
 
 /// `/connection/add|put|incr|update`.
 async fn put(req: Arc<Req>, op: &'static str) -> Result<Out, ApiError> {
-    let db = db_of(&req)?;
-    let me = req.account()?;
-    let other = req.required("id")?;
-    let kind = req.required("type")?;
-    check_id("id", other)?;
-    check_type(kind)?;
+    let (db, me, other, kind) = link(&req)?;
     if other == me.id() {
         return Err(ApiError::bad("cannot connect to itself"));
     }
@@ -207,8 +191,8 @@ async fn put(req: Arc<Req>, op: &'static str) -> Result<Out, ApiError> {
         auto_counter(db, me.id(), &format!("{kind}0"), 1).await;
         auto_counter(db, other, &format!("{kind}1"), 1).await;
     }
-    if matches!(op, "add" | "put") && super::events::wants_publish(&req) {
-        super::events::publish_to_account(&req, other, json!({"type": kind})).await;
+    if matches!(op, "add" | "put") && wants_publish(&req) {
+        publish_to_account(&req, other, json!({"type": kind})).await;
     }
     if flag(&req, "_connected") {
         let back = db
@@ -260,27 +244,6 @@ pub(crate) async fn delete_one(
     Ok(gone)
 }
 
-/// Every row of `table` owned by `id` whose type begins with `prefix`.
-async fn all_rows(db: &Db, table: &str, id: &str, prefix: &str) -> Result<Vec<Row>, DbError> {
-    let opts = Options {
-        count: 500,
-        ..Options::default()
-    }
-    .op("type", Op::BeginsWith);
-    let mut rows = Vec::new();
-    db.scan(
-        table,
-        &row(&[("id", id), ("type", prefix)]),
-        &opts,
-        |page| {
-            rows.extend(page);
-            Ok(())
-        },
-    )
-    .await?;
-    Ok(rows)
-}
-
 /// `/connection/del`: one (id and type), all of a type, or all the caller's connections.
 async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
@@ -301,7 +264,7 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
     }
     let prefix = kind.map(|k| format!("{k}:")).unwrap_or_default();
     let mut n = 0;
-    for r in all_rows(db, "bk_connection", me.id(), &prefix).await? {
+    for r in rows_of_type(db, "bk_connection", me.id(), &prefix).await? {
         let r = split(r);
         if other.is_some_and(|o| o != text(&r, "id")) {
             continue;
@@ -325,12 +288,12 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
 /// Removes every connection and reference of account `id` with the other side's rows and
 /// counters (`/account/del`).
 pub(crate) async fn delete_account(db: &Db, id: &str) -> Result<(), DbError> {
-    for r in all_rows(db, "bk_connection", id, "").await? {
+    for r in rows_of_type(db, "bk_connection", id, "").await? {
         let r = split(r);
         delete_one(db, id, text(&r, "type"), text(&r, "id"), true, true).await?;
     }
     // Connections other accounts made to this one.
-    for r in all_rows(db, "bk_reference", id, "").await? {
+    for r in rows_of_type(db, "bk_reference", id, "").await? {
         let r = split(r);
         delete_one(db, text(&r, "id"), text(&r, "type"), id, true, true).await?;
     }
@@ -339,12 +302,7 @@ pub(crate) async fn delete_account(db: &Db, id: &str) -> Result<(), DbError> {
 
 /// `/connection/get`, `/reference/get`.
 async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
-    let db = db_of(&req)?;
-    let me = req.account()?;
-    let other = req.required("id")?;
-    let kind = req.required("type")?;
-    check_id("id", other)?;
-    check_type(kind)?;
+    let (db, me, other, kind) = link(&req)?;
     let found = db
         .get(
             table,
@@ -364,7 +322,7 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
 async fn select(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
-    let (mut query, mut opts) = super::data::request(&req.params, false)?;
+    let (mut query, mut opts) = request(&req.params, false)?;
     let t = db.table(table)?;
     query.retain(|k, _| t.column(k).is_some() && k != "mtime");
     let other = query.remove("id");
@@ -393,4 +351,15 @@ async fn select(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
         details(db, &mut rows, "id").await?;
     }
     Ok(Out::Json(list(rows, res.next_token)))
+}
+
+/// Account deletion: removes the account's connections and references with the other side's
+/// rows and counters, unless either table is kept.
+fn on_account_delete<'a>(d: &'a AccountDeletion<'a>) -> HookFuture<'a> {
+    Box::pin(async move {
+        if d.kept("bk_connection") || d.kept("bk_reference") {
+            return Ok(());
+        }
+        delete_account(d.db, d.id).await
+    })
 }

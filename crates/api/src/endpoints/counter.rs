@@ -1,17 +1,22 @@
-//! `/counter/*` (SPEC §7): the per-account `bk_counter` row. Anyone signed in may read another
+//! `/counter/*` (docs/api.md): the per-account `bk_counter` row. Anyone signed in may read another
 //! account's public counters and increment its public ones (`ping`); the owner reads everything
 //! and sets or increments its own. The `autoincr` columns (`like0`, `follow1`, `msg1`, ...) are
 //! kept by the connection and message endpoints, so only admins may write them directly
 //! (**bkjs:** the original let an account inflate its own received-likes counter).
 
-use super::{db_of, public_only, row};
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use super::common::ids::check_id;
+use super::common::publish::{publish_to_account, wants_publish};
+use super::common::rows::{db_of, public_only, row};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, DbError, Options, Row, Table};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Registers the counter group.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/counter/get",
@@ -74,7 +79,7 @@ fn target(req: &Req) -> Result<(String, bool), ApiError> {
     let me = req.account()?;
     match req.param("id").filter(|i| !i.is_empty()) {
         Some(id) if id != me.id() => {
-            super::connection::check_id("id", id)?;
+            check_id("id", id)?;
             Ok((id.to_string(), true))
         }
         _ => Ok((me.id().to_string(), false)),
@@ -148,10 +153,10 @@ async fn incr(req: Arc<Req>) -> Result<Out, ApiError> {
     let mut r = columns(&req, &table, other, admin)?;
     r.insert("id".into(), json!(id));
     let res = db.incr("bk_counter", &r, &Options::default()).await?;
-    if other && super::events::wants_publish(&req) {
+    if other && wants_publish(&req) {
         let mut cols = r.clone();
         cols.remove("id");
-        super::events::publish_to_account(&req, &id, Value::Object(cols)).await;
+        publish_to_account(&req, &id, Value::Object(cols)).await;
     }
     let found = res.rows.into_iter().next().unwrap_or(r);
     Ok(Out::Json(visible(db, found, other, admin)?))

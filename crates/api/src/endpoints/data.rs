@@ -1,25 +1,16 @@
-//! `/data/*`: the DB API over HTTP for admins and trusted networks (SPEC §7). Every parameter not
+//! `/data/*`: the DB API over HTTP for admins and trusted networks (docs/api.md). Every parameter not
 //! starting with `_` is a column value; control parameters: `_select`, `_count` (≤ 100),
 //! `_start`/`_token`, `_sort`, `_desc`, `_ops=col,op,col,op`, `_total`, `_skip_null`,
 //! `_check_mtime`, `_check_data`, `_cached`, and `_noscan` only for groups in `-api-unsecure`.
 
+use super::common::query::{request, split_list};
+use crate::api::Api;
+use crate::error::status_of;
 use crate::params::Params;
-use crate::router::{error, ok, Api, Reply};
-use bkjs_db::{Db, DbError, Op, Options, Row};
+use crate::reply::{error, ok, Reply};
+use bkjs_db::{Db, DbError};
 use hyper::StatusCode;
 use serde_json::{json, Value};
-use std::str::FromStr;
-
-/// The status a DB error answers with.
-pub fn status_of(e: &DbError) -> StatusCode {
-    match e {
-        DbError::NotFound => StatusCode::NOT_FOUND,
-        DbError::Exists => StatusCode::CONFLICT,
-        DbError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        DbError::Driver(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
-    }
-}
 
 fn refuse(e: DbError) -> Reply {
     let status = status_of(&e);
@@ -30,7 +21,7 @@ fn refuse(e: DbError) -> Reply {
 }
 
 /// Dispatches `/data/...`; `None` for a path that is not one of these endpoints.
-pub async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
+pub(crate) async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
     let rest = path.strip_prefix("/data/")?;
     let Some(db) = &api.db else {
         return Some(error(
@@ -138,81 +129,4 @@ fn describe(t: &bkjs_db::Table) -> Value {
         })
         .collect();
     Value::Object(cols)
-}
-
-/// `a,b` → ["a","b"]; a JSON array stays as it is.
-fn split_list(v: &Value) -> Vec<Value> {
-    match v {
-        Value::Array(a) => a.clone(),
-        Value::String(s) => s
-            .split(',')
-            .filter(|x| !x.is_empty())
-            .map(|x| json!(x))
-            .collect(),
-        other => vec![other.clone()],
-    }
-}
-
-fn flag(v: &str) -> bool {
-    matches!(v, "1" | "true" | "yes" | "on")
-}
-
-/// The row (non-`_` parameters) and options (`_` parameters) of a request.
-pub(crate) fn request(params: &Params, unsecure: bool) -> Result<(Row, Options), DbError> {
-    let mut row = Row::new();
-    let mut opts = Options::default();
-    for (k, v) in params.pairs() {
-        match k.strip_prefix('_') {
-            None => {
-                let value = params
-                    .json(k)
-                    .cloned()
-                    .unwrap_or_else(|| Value::String(v.clone()));
-                row.insert(k.clone(), value);
-            }
-            Some("select") => {
-                opts.select = v
-                    .split(',')
-                    .filter(|x| !x.is_empty())
-                    .map(str::to_string)
-                    .collect()
-            }
-            Some("count") => {
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| DbError::bad_value("_count", "not a number"))?;
-                opts.count = n.clamp(1, 100);
-            }
-            Some("start" | "token") => opts.start = Some(v.clone()).filter(|s| !s.is_empty()),
-            Some("sort") => opts.sort = Some(v.clone()).filter(|s| !s.is_empty()),
-            Some("desc") => opts.desc = flag(v),
-            Some("total") => opts.total = flag(v),
-            Some("skip_null") => opts.skip_null = flag(v),
-            Some("check_mtime") => opts.check_mtime = Some(v.clone()).filter(|s| !s.is_empty()),
-            Some("check_data") => opts.check_data = flag(v),
-            Some("cached") => opts.cached = flag(v),
-            Some("noscan") if unsecure => opts.noscan = flag(v),
-            Some("ops") => {
-                let parts: Vec<&str> = v.split(',').collect();
-                if parts.len() % 2 != 0 {
-                    return Err(DbError::bad_value("_ops", "expected col,op,col,op"));
-                }
-                for pair in parts.chunks(2) {
-                    let op = Op::from_str(pair[1].trim())?;
-                    opts.ops.insert(pair[0].trim().to_string(), op);
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    // List operators take several values: `a,b` from a query string becomes an array.
-    for (col, op) in &opts.ops {
-        if matches!(op, Op::In | Op::NotIn | Op::Between | Op::NotBetween) {
-            if let Some(v @ Value::String(_)) = row.get(col) {
-                let list = split_list(v);
-                row.insert(col.clone(), Value::Array(list));
-            }
-        }
-    }
-    Ok((row, opts))
 }

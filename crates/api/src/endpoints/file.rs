@@ -1,4 +1,4 @@
-//! `/file/*` (SPEC §7): a file store under `files/PREFIX/NAME` for signed-in callers (restrict it
+//! `/file/*` (docs/api.md): a file store under `files/PREFIX/NAME` for signed-in callers (restrict it
 //! with `-api-allow-admin` or an access check where that is too open). The content comes as a
 //! multipart file, a base64 `data` field of a JSON body, a base64 `data` parameter, or the raw
 //! body of any other content type. Names are checked before anything is touched: a relative
@@ -6,15 +6,18 @@
 //! control character, no backslash, at most 255 bytes a part and 1024 in all; and the directory
 //! a file lands in must still be inside `files/` once symbolic links are resolved.
 
-use super::icon::{base64_decode, remove_file, send_file, write_file};
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use super::common::files::{base64_decode, remove_file, send_file, upload, write_file};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
+use crate::reply::Out;
+use crate::route::RouteError;
 use hyper::header::CONTENT_TYPE;
 use serde_json::{json, Value};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 /// Registers the file group.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add("*", "/file/get", "the file prefix/name", get)?;
     r.add(
         "*",
@@ -139,7 +142,7 @@ async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
 
 /// The content of a put.
 fn content(req: &Req) -> Result<Vec<u8>, ApiError> {
-    if let Some(data) = super::icon::upload(&req.params, "data")? {
+    if let Some(data) = upload(&req.params, "data")? {
         return Ok(data);
     }
     let ct = req

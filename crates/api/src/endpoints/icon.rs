@@ -1,4 +1,4 @@
-//! Icons (SPEC §7): `/icon/*` with a `prefix`, the account's own `/account/*/icon` (prefix
+//! Icons (docs/api.md): `/icon/*` with a `prefix`, the account's own `/account/*/icon` (prefix
 //! `account`, type `0`-`9` or `a`-`z`), and `/image/PREFIX/ID/TYPE`. An icon is a `bk_icon` row
 //! (`id`, `type` = `PREFIX:TYPE`, `acl_allow`, `ext`, ...) and a file
 //! `images/PREFIX/XX/YY/TYPE-ID.EXT`, where XX and YY are the last four digits of the id, so no
@@ -11,22 +11,25 @@
 //! open), `auth` = any signed-in account, else a comma-separated list of account ids.
 //! Admins read everything. Every path part is validated before any file is touched.
 
-use super::{db_of, list, row, text};
-use crate::image::{Convert, Converted, Format, ImageError};
-use crate::params::Params;
-use crate::route::{Account, ApiError, Out, Req, RouteError, Routes};
-use crate::router::Reply;
-use base64::Engine;
+use super::common::files::{
+    convert, convert_params, icon_path, remove_file, send_file, upload, write_file,
+};
+use super::common::query::request;
+use super::common::rows::{db_of, list, row, rows_of_type, text};
+use crate::api::{Req, Routes};
+use crate::auth::Account;
+use crate::error::ApiError;
+use crate::hooks::{AccountDeletion, HookFuture};
+use crate::image::Format;
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, DbError, Op, Options, Row};
-use bytes::Bytes;
-use http_body_util::{Either, Full};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Registers the icon group and the account icon endpoints.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/icon/get",
@@ -83,6 +86,7 @@ pub fn register(r: &mut Routes) -> Result<(), RouteError> {
         "the image of an icon (acl_allow checked; open to anyone for acl all where -api-allow-path allows ^/image/)",
         image,
     )?;
+    r.on_account_delete(on_account_delete);
     Ok(())
 }
 
@@ -179,23 +183,6 @@ impl Name {
     }
 }
 
-/// `images/PREFIX/XX/YY/TYPE-ID.EXT`: XX, YY are the last four digits of the id (zero-padded).
-pub(crate) fn icon_path(images: &Path, prefix: &str, id: &str, kind: &str, ext: &str) -> PathBuf {
-    let digits: String = id.chars().filter(char::is_ascii_digit).collect();
-    let digits = format!("{digits:0>4}");
-    let n = digits.len();
-    let name = if kind.is_empty() {
-        format!("{id}.{ext}")
-    } else {
-        format!("{kind}-{id}.{ext}")
-    };
-    images
-        .join(prefix)
-        .join(&digits[n - 2..])
-        .join(&digits[n - 4..n - 2])
-        .join(name)
-}
-
 /// Whether `caller` may read an icon of `owner` with this `acl_allow`.
 pub(crate) fn allowed(acl: &str, owner: &str, caller: Option<&Account>) -> bool {
     if caller.is_some_and(|c| c.is_admin() || c.id() == owner) {
@@ -207,152 +194,6 @@ pub(crate) fn allowed(acl: &str, owner: &str, caller: Option<&Account>) -> bool 
         "" => false,
         list => caller.is_some_and(|c| list.split(',').any(|x| x.trim() == c.id())),
     }
-}
-
-/// The image bytes of a request: a multipart file (field `field`, or the only file), a base64
-/// `field` of a JSON body, or a base64 `field` parameter. `None` when there is none.
-pub(crate) fn upload(params: &Params, field: &str) -> Result<Option<Vec<u8>>, ApiError> {
-    let files = params.files();
-    if let Some(f) = files
-        .iter()
-        .find(|f| f.name == field)
-        .or_else(|| (files.len() == 1).then(|| &files[0]))
-    {
-        return Ok(Some(f.data.to_vec()));
-    }
-    let text = match params.json(field) {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(ApiError::bad(format!("{field} must be base64 text"))),
-        None => params.get(field).map(str::to_string),
-    };
-    let Some(text) = text.filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
-    Ok(Some(base64_decode(field, &text)?))
-}
-
-/// Standard or URL-safe base64, padded or not; a `+` turned into a space by form decoding counts
-/// as `+`, line breaks are ignored.
-pub(crate) fn base64_decode(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {
-    use base64::engine::{
-        general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig,
-    };
-    let cleaned: String = text
-        .chars()
-        .filter(|c| !matches!(c, '\n' | '\r'))
-        .map(|c| if c == ' ' { '+' } else { c })
-        .collect();
-    let lenient =
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
-    let std = GeneralPurpose::new(&base64::alphabet::STANDARD, lenient);
-    let url = GeneralPurpose::new(&base64::alphabet::URL_SAFE, lenient);
-    std.decode(&cleaned)
-        .or_else(|_| url.decode(&cleaned))
-        .or_else(|_| general_purpose::STANDARD.decode(&cleaned))
-        .map_err(|_| ApiError::bad(format!("{field} is not valid base64")))
-}
-
-/// `_width`, `_height`, `_ext` and `_quality` of a request.
-pub(crate) fn convert_params(req: &Req) -> Result<Convert, ApiError> {
-    let int = |name: &str, min: i64, max: i64| -> Result<Option<i64>, ApiError> {
-        match req.param(name).filter(|v| !v.is_empty()) {
-            None => Ok(None),
-            Some(v) => match v.trim().parse::<i64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                _ => Err(ApiError::bad(format!(
-                    "{name} must be an integer within {min}..{max}"
-                ))),
-            },
-        }
-    };
-    let side = crate::image::MAX_SIDE as i64;
-    let mut c = Convert {
-        width: int("_width", -side, side)?.unwrap_or(0) as i32,
-        height: int("_height", -side, side)?.unwrap_or(0) as i32,
-        ..Convert::default()
-    };
-    if let Some(q) = int("_quality", 1, 100)? {
-        c.quality = q as u8;
-    }
-    if let Some(ext) = req.param("_ext").filter(|e| !e.is_empty()) {
-        c.format = Format::parse(ext).map_err(|e| ApiError::bad(e.to_string()))?;
-    }
-    Ok(c)
-}
-
-/// Converts an upload on the blocking pool.
-pub(crate) async fn convert(data: Vec<u8>, c: Convert) -> Result<Converted, ApiError> {
-    tokio::task::spawn_blocking(move || crate::image::convert(&data, &c))
-        .await
-        .map_err(|e| ApiError::internal(format!("image conversion failed: {e}")))?
-        .map_err(|e: ImageError| {
-            if e.is_caller_error() {
-                ApiError::bad(format!("icon: {e}"))
-            } else {
-                ApiError::internal(format!("icon: {e}"))
-            }
-        })
-}
-
-/// Writes a file atomically (a temporary sibling, then a rename), creating its directories.
-pub(crate) async fn write_file(path: PathBuf, data: Vec<u8>) -> Result<(), ApiError> {
-    let shown = path.display().to_string();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let dir = path
-            .parent()
-            .ok_or_else(|| std::io::Error::other("no directory"))?;
-        std::fs::create_dir_all(dir)?;
-        let tmp = dir.join(format!(
-            ".{}.{}.tmp",
-            path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-            hex::encode(rand::random::<[u8; 6]>())
-        ));
-        let written = std::fs::write(&tmp, &data).and_then(|_| std::fs::rename(&tmp, &path));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("write {shown}: {e}")))?
-    .map_err(|e| ApiError::internal(format!("write {shown}: {e}")))
-}
-
-/// Removes a file; a missing one is fine, other failures are logged.
-pub(crate) async fn remove_file(path: PathBuf) {
-    let shown = path.display().to_string();
-    match tokio::task::spawn_blocking(move || std::fs::remove_file(&path)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Ok(Err(e)) => tracing::warn!("remove {shown}: {e}"),
-        Err(e) => tracing::warn!("remove {shown}: {e}"),
-    }
-}
-
-/// A file as a reply, or 404 when it is not there.
-pub(crate) async fn send_file(path: PathBuf, content_type: &str) -> Result<Out, ApiError> {
-    let shown = path.display().to_string();
-    let data = match tokio::task::spawn_blocking(move || std::fs::read(&path)).await {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!("{shown} is missing");
-            return Err(ApiError::not_found("Not found"));
-        }
-        Ok(Err(e)) => return Err(ApiError::internal(format!("read {shown}: {e}"))),
-        Err(e) => return Err(ApiError::internal(format!("read {shown}: {e}"))),
-    };
-    let mut reply: Reply = hyper::Response::new(Either::Left(Full::new(Bytes::from(data))));
-    let h = reply.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_str(content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
-    h.insert(
-        CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=0"),
-    );
-    Ok(Out::Reply(reply))
 }
 
 fn content_type(ext: &str) -> &'static str {
@@ -454,7 +295,7 @@ async fn select(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiEr
     if !kind.is_empty() {
         check_kind(if fixed.is_some() { "" } else { &prefix }, kind)?;
     }
-    let (_, mut opts) = super::data::request(&req.params, false)?;
+    let (_, mut opts) = request(&req.params, false)?;
     opts.ops = Default::default();
     opts = opts.op("type", Op::BeginsWith);
     let q = row(&[("id", &id), ("type", &format!("{prefix}:{kind}"))]);
@@ -620,24 +461,18 @@ async fn del(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError
 
 /// Removes every icon of account `id`, files included (`/account/del`).
 pub(crate) async fn delete_account(db: &Db, images: &Path, id: &str) -> Result<(), DbError> {
-    let opts = Options {
-        count: 500,
-        ..Options::default()
-    }
-    .op("type", Op::BeginsWith);
-    let mut rows = Vec::new();
-    db.scan(
-        "bk_icon",
-        &row(&[("id", id), ("type", "")]),
-        &opts,
-        |page| {
-            rows.extend(page);
-            Ok(())
-        },
-    )
-    .await?;
-    for r in &rows {
+    for r in &rows_of_type(db, "bk_icon", id, "").await? {
         delete_icon(db, images, r).await?;
     }
     Ok(())
+}
+
+/// Account deletion: removes the account's icons and their files unless `bk_icon` is kept.
+fn on_account_delete<'a>(d: &'a AccountDeletion<'a>) -> HookFuture<'a> {
+    Box::pin(async move {
+        if d.kept("bk_icon") {
+            return Ok(());
+        }
+        delete_account(d.db, d.images, d.id).await
+    })
 }

@@ -1,15 +1,19 @@
-//! `/system/jobs` (admin, SPEC §7, §9): without `job`, the master's queue (running and waiting
+//! `/system/jobs` (admin, docs/api.md, §9): without `job`, the master's queue (running and waiting
 //! jobs, the crontab); with `job=NAME` or `job=JSON` (also a JSON body's `job` field) it queues
 //! the job at this machine's master, or with `host=H` for another host through `bk_jobs`.
 //! `type=server` runs it inside the master instead of a job worker.
 
-use crate::route::{ApiError, Out, Req, Routes};
+use crate::api::{Req, Routes};
+
+use crate::error::ApiError;
+
+use crate::reply::Out;
 use bkjs_jobs::{control, host_name, parse_spec, parse_text, JobError, JobType};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-pub fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     r.add(
         "*",
         "/system/jobs",

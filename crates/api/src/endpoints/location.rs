@@ -1,16 +1,21 @@
-//! `/location/*` and `/account/select/location` (SPEC §7, §8): where accounts are and who is
+//! `/location/*` and `/account/select/location` (docs/api.md, §8): where accounts are and who is
 //! near a point. `/location/put` stores the caller's point in `bk_account` and in `bk_location`
 //! (key: the full-precision geohash and the id), ignoring moves within `-min-distance` (305).
 //! A search returns the rows within `distance` km (clamped to [min-distance, max-distance]) of
-//! a point, nearest first, in pages: it reads the cells of [`crate::geo::grid`] nearest first,
+//! a point, nearest first, in pages: it reads the cells of [`crate::geo::grid`](mod@crate::geo::grid) nearest first,
 //! stops once the next cell cannot hold anything nearer than what the page needs, and its
 //! `next_token` holds the search and the last row returned (distance, id), so the next page
 //! goes on exactly after it whichever cells that takes. Other accounts' rows show only `id`,
 //! `alias` and `distance` (rounded down to `_round`, default min-distance).
 
-use super::{db_of, details, flag, list, public_only, row, text};
+use super::common::query::request;
+use super::common::rows::{db_of, details, flag, for_client, list, public_only, row, text};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
 use crate::geo;
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use crate::hooks::{AccountDeletion, HookFuture};
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, Op, Options, Row};
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -20,7 +25,7 @@ use std::sync::Arc;
 const MAX_CELLS: usize = 64;
 
 /// Registers the location group and `/account/select/location`.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/location/put",
@@ -39,6 +44,7 @@ pub fn register(r: &mut Routes) -> Result<(), RouteError> {
         "accounts within distance km of latitude/longitude, nearest first, as /location/get",
         |req| async move { get(req, "bk_account").await },
     )?;
+    r.on_account_delete(on_account_delete);
     Ok(())
 }
 
@@ -308,7 +314,7 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
     let s = Search::of(&req)?;
-    let (_, opts) = super::data::request(&req.params, false)?;
+    let (_, opts) = request(&req.params, false)?;
     let round = match number(&req, "_round")? {
         Some(r) if r >= 0.0 => r,
         Some(_) => return Err(ApiError::bad("_round must be at least 0")),
@@ -327,7 +333,7 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
                     public_only(&t, &mut r);
                 }
             } else if table == "bk_account" {
-                super::for_client(&t, &mut r, me.is_admin());
+                for_client(&t, &mut r, me.is_admin());
             }
             r.insert("distance".into(), json!(geo::round_down(d, round)));
             r
@@ -349,6 +355,16 @@ pub(crate) async fn delete_account(db: &Db, id: &str) -> Result<(), bkjs_db::DbE
     db.del_all("bk_location", &row(&[("id", id)]), &opts)
         .await?;
     Ok(())
+}
+
+/// Account deletion: removes the account's `bk_location` rows (keyed by geohash) unless kept.
+fn on_account_delete<'a>(d: &'a AccountDeletion<'a>) -> HookFuture<'a> {
+    Box::pin(async move {
+        if d.kept("bk_location") {
+            return Ok(());
+        }
+        delete_account(d.db, d.id).await
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `/message/*` (SPEC §7): private messages. A message from S to R is the row `bk_message
+//! `/message/*` (docs/api.md): private messages. A message from S to R is the row `bk_message
 //! (R, "MS:S")` in R's inbox and `bk_sent (S, "MS:R")` in S's sent box (MS = milliseconds since
 //! the epoch); R may move it to `bk_archive`. A message carries text (`msg`), an image (`icon`,
 //! stored as `images/message/XX/YY/MS:S-R.EXT` and read with `/message/image`), or both.
@@ -7,17 +7,26 @@
 //! Adding a message increments the `msg0` counter of the sender and `msg1` of the recipient
 //! when those `bk_counter` columns are `autoincr`.
 
-use super::icon::{convert, convert_params, icon_path, remove_file, send_file, upload, write_file};
-use super::{db_of, details, flag, list, row, text};
+use super::common::files::{
+    convert, convert_params, icon_path, remove_file, send_file, upload, write_file,
+};
+use super::common::ids::{auto_counter, check_id};
+use super::common::publish::{publish_to_account, wants_publish};
+use super::common::query::request;
+use super::common::rows::{db_of, details, flag, list, row, text};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
+use crate::hooks::{AccountDeletion, HookFuture};
 use crate::image::Format;
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, DbError, Op, Options, Row};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::Arc;
 
 /// Registers the message group.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/message/add",
@@ -72,6 +81,7 @@ pub fn register(r: &mut Routes) -> Result<(), RouteError> {
         "the image of the inbox or archive message sender+mtime",
         image,
     )?;
+    r.on_account_delete(on_account_delete);
     Ok(())
 }
 
@@ -151,7 +161,7 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
     let to = req.required("id")?;
-    super::connection::check_id("id", to)?;
+    check_id("id", to)?;
     let msg = req.param("msg").filter(|m| !m.is_empty());
     let icon = upload(&req.params, "icon")?;
     if msg.is_none() && icon.is_none() {
@@ -217,10 +227,10 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
         }
     }
     if !flag(&req, "_nocounter") {
-        super::connection::auto_counter(db, me.id(), "msg0", 1).await;
-        super::connection::auto_counter(db, to, "msg1", 1).await;
+        auto_counter(db, me.id(), "msg0", 1).await;
+        auto_counter(db, to, "msg1", 1).await;
     }
-    if to != me.id() && super::events::wants_publish(&req) {
+    if to != me.id() && wants_publish(&req) {
         let msg: String = inbox
             .get("msg")
             .and_then(Value::as_str)
@@ -228,7 +238,7 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
             .chars()
             .take(100)
             .collect();
-        super::events::publish_to_account(&req, to, json!({"msg": msg})).await;
+        publish_to_account(&req, to, json!({"msg": msg})).await;
     }
     let reply = if flag(&req, "_nosent") { inbox } else { sent };
     Ok(Out::Json(Value::Object(shown(reply))))
@@ -236,11 +246,11 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
 
 /// The query of a listing: the caller's rows, optionally of one peer, after `mtime`.
 fn listing(req: &Req, b: Folder, me: &str) -> Result<(Row, Options), ApiError> {
-    let (_, mut opts) = super::data::request(&req.params, false)?;
+    let (_, mut opts) = request(&req.params, false)?;
     opts.ops = Default::default();
     let mut q = row(&[("id", me)]);
     if let Some(peer) = req.param(b.peer).filter(|p| !p.is_empty()) {
-        super::connection::check_id(b.peer, peer)?;
+        check_id(b.peer, peer)?;
         q.insert(b.peer.into(), json!(peer));
     }
     if let Some(ms) = mtime_param(req)? {
@@ -282,7 +292,7 @@ async fn archive(req: Arc<Req>) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
     let sender = req.required("sender")?;
-    super::connection::check_id("sender", sender)?;
+    check_id("sender", sender)?;
     let ms = mtime_param(&req)?.ok_or_else(|| ApiError::bad("mtime is required"))?;
     let k = row(&[("id", me.id()), ("mtime", &key(ms, sender))]);
     let found = db
@@ -323,7 +333,7 @@ async fn del(req: Arc<Req>, b: Folder) -> Result<Out, ApiError> {
     let images = req.api.cfg.dir("images");
     let peer = req.param(b.peer).filter(|p| !p.is_empty());
     if let (Some(peer), Some(ms)) = (peer, mtime_param(&req)?) {
-        super::connection::check_id(b.peer, peer)?;
+        check_id(b.peer, peer)?;
         let k = row(&[("id", me.id()), ("mtime", &key(ms, peer))]);
         let n = match db.get(b.table, &k, &Options::default()).await? {
             Some(r) => {
@@ -353,7 +363,7 @@ async fn image(req: Arc<Req>) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
     let sender = req.required("sender")?;
-    super::connection::check_id("sender", sender)?;
+    check_id("sender", sender)?;
     let ms = mtime_param(&req)?.ok_or_else(|| ApiError::bad("mtime is required"))?;
     let stored = key(ms, sender);
     let k = row(&[("id", me.id()), ("mtime", &stored)]);
@@ -399,4 +409,15 @@ pub(crate) async fn delete_account(db: &Db, images: &Path, id: &str) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Account deletion: removes the images of the account's messages unless `bk_message` or
+/// `bk_archive` is kept.
+fn on_account_delete<'a>(d: &'a AccountDeletion<'a>) -> HookFuture<'a> {
+    Box::pin(async move {
+        if d.kept("bk_message") || d.kept("bk_archive") {
+            return Ok(());
+        }
+        delete_account(d.db, d.images, d.id).await
+    })
 }

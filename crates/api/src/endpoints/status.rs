@@ -1,4 +1,4 @@
-//! `/status/*` (SPEC §7): presence. An account puts its status (`online` by default) and its
+//! `/status/*` (docs/api.md): presence. An account puts its status (`online` by default) and its
 //! last-seen time `atime`; anyone signed in reads statuses, and an account counts as `online`
 //! while its `atime` is within `-api-status-interval` and its status is not `offline`.
 //!
@@ -7,14 +7,18 @@
 //! refreshes `atime` in the cached row, which is what `/status/get` reads. If the cache loses the
 //! row, readers see the database's `atime`, at most half an interval behind.
 
-use super::{db_of, flag, list, row, text};
-use crate::route::{ApiError, Out, Req, RouteError, Routes};
+use super::common::ids::check_id;
+use super::common::rows::{db_of, flag, list, row, text};
+use crate::api::{Req, Routes};
+use crate::error::ApiError;
+use crate::reply::Out;
+use crate::route::RouteError;
 use bkjs_db::{Db, Options, Row};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Registers the status group.
-pub fn register(r: &mut Routes) -> Result<(), RouteError> {
+pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/status/get",
@@ -66,7 +70,7 @@ async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
     };
     let mut rows = Vec::new();
     for id in ids.split(',').filter(|x| !x.is_empty()).take(100) {
-        super::connection::check_id("id", id)?;
+        check_id("id", id)?;
         let r = status_of(db, id)
             .await?
             .unwrap_or_else(|| row(&[("id", id)]));

@@ -1,14 +1,15 @@
 //! `/system/*`: rolling restart and the cache (admin-only once authentication exists; until then
 //! reachable where `-api-allow-path` allows).
 
+use crate::api::Api;
 use crate::params::Params;
-use crate::router::{error, ok, Api, Reply};
+use crate::reply::{error, ok, Reply};
 use bkjs_cache::Cache;
 use hyper::StatusCode;
 use serde_json::{json, Value};
 
 /// Dispatches `/system/...`; `None` for a path that is not one of these endpoints.
-pub async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
+pub(crate) async fn handle(api: &Api, path: &str, params: &Params) -> Option<Reply> {
     Some(match path {
         "/system/restart" => restart(api).await,
         _ => match path.strip_prefix("/system/cache/") {
@@ -159,8 +160,11 @@ async fn exists(cache: &Cache, params: &Params) -> Result<Value, Refusal> {
 }
 
 /// `/system/stats` (JSON) and `/metrics` (Prometheus text): the server's machine-wide view.
-pub async fn machine_stats(api: &Api, prometheus: bool) -> Result<Reply, crate::ApiError> {
-    use crate::ApiError;
+pub(crate) async fn machine_stats(
+    api: &Api,
+    prometheus: bool,
+) -> Result<Reply, crate::error::ApiError> {
+    use crate::error::ApiError;
     let ipc = api
         .ipc
         .as_ref()

@@ -9,7 +9,7 @@
 //! replaces the original walk of the centre cell and its eight neighbours, which misses points
 //! when the radius is larger than a cell.
 
-use super::{distance, encode, GeoError, EARTH_RADIUS_KM, MAX_LENGTH};
+use super::hash::{check, distance, encode, GeoError, EARTH_RADIUS_KM, MAX_LENGTH};
 
 /// One cell of a [`grid`].
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +82,7 @@ impl Span {
 /// cells (fewer, larger ones when needed; length 1 whatever the count), sorted by their lower
 /// distance bound. Cells entirely outside the circle are left out.
 pub fn grid(lat: f64, lon: f64, radius: f64, max_cells: usize) -> Result<Vec<Cell>, GeoError> {
-    super::check(lat, lon)?;
+    check(lat, lon)?;
     let radius = if radius.is_finite() {
         radius.max(0.0)
     } else {

@@ -170,7 +170,9 @@ pub(crate) async fn subcommand(
             let auth = find_auth(db, &mut input).await?;
             let id = auth.get("id").and_then(Value::as_str).unwrap_or("");
             let login = auth.get("login").and_then(Value::as_str);
-            account::delete_account(db, &cfg.dir("images"), id, login, keep)
+            let routes = bkjs_api::endpoints::builtin();
+            let hooks = routes.account_delete_hooks();
+            account::delete_account(db, &cfg.dir("images"), id, login, keep, hooks)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(serde_json::json!({}))

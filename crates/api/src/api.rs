@@ -1,0 +1,283 @@
+//! The state a web worker serves requests with ([`Api`]), one request as handlers see it
+//! ([`Req`]) and the route table they are served from ([`Routes`]). The three refer to each other
+//! (a request holds its worker's state, the state holds the routes, the routes take requests), so
+//! they are declared here together, over the generic table of `route`; serving a request is
+//! `router`'s.
+
+use crate::auth::{Account, Accounts};
+use crate::error::ApiError;
+use crate::params::Params;
+use crate::paths::{has_dot_segment, PathRules};
+use crate::route::{RouteTable, Routed};
+use bkjs_base::config::Config;
+use bkjs_cache::Cache;
+use bkjs_db::Row;
+use bkjs_ipc::Client;
+use bytes::Bytes;
+use hyper::{HeaderMap, Method, StatusCode};
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Every route and hook of an application, built-in groups included.
+pub type Routes = RouteTable<Req>;
+
+/// The state a web worker serves requests with.
+pub struct Api {
+    pub cfg: Config,
+    pub ipc: Option<Client>,
+    /// The cache this worker uses (`None` outside a web worker).
+    pub cache: Option<Cache>,
+    /// The database pools and tables (`None` when the worker has none).
+    pub db: Option<std::sync::Arc<bkjs_db::Db>>,
+    /// The key session cookies are signed with (`None`: sessions are off).
+    pub session_key: Option<Vec<u8>>,
+    /// Accounts of the logins that signed requests lately, by their cached `bk_auth` rows.
+    pub(crate) accounts: Accounts,
+    /// This worker's pub/sub (`None` outside a web worker).
+    pub msg: Option<bkjs_msg::PubSub>,
+    /// Turns true when the worker starts draining: long polls and WebSockets end early.
+    pub drain: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Requests served, reported in heartbeats.
+    pub requests: AtomicU64,
+    /// How late (ms) the runtime's last timer tick ran: the queue latency `-api-busy-latency`
+    /// compares against.
+    pub lag_ms: AtomicU64,
+    pub(crate) faults: bool,
+    pub(crate) routes: Routes,
+    /// `-api-allow` and `-api-allow-path` patterns compiled into one set.
+    pub(crate) allow: PathRules,
+    pub(crate) deny: PathRules,
+    pub(crate) disallow: PathRules,
+    /// `-api-allow-admin`: paths only admins may call.
+    pub(crate) admin: PathRules,
+    /// `-api-upload-limit`, read once.
+    pub(crate) upload_limit: usize,
+    pub(crate) busy_ms: u64,
+    /// `-api-max-expire` in milliseconds, read once: how far ahead a request signature may expire.
+    pub(crate) max_expire_ms: i64,
+    /// `/ping` may be answered before routing: it is open (`-api-allow`), neither denied nor
+    /// disallowed, and no hook could see it. Decided once, from this worker's configuration.
+    pub(crate) ping_fast: bool,
+    pub(crate) web: tower_http::services::ServeDir,
+    pub(crate) metrics: ApiMetrics,
+}
+
+/// The request metrics of docs/stats.md (`api`): held here so the hot path does no name lookups.
+pub(crate) struct ApiMetrics {
+    /// Every request, as a timer: its count and rates are the request count and rates.
+    pub(crate) response: Arc<bkjs_base::metrics::Timer>,
+    /// Requests refused with 503.
+    pub(crate) busy: Arc<bkjs_base::metrics::Meter>,
+    /// How late the runtime runs timers (ms), sampled every 100 ms.
+    pub(crate) queue: Arc<bkjs_base::metrics::Histogram>,
+    /// Requests in progress (a gauge: the machine-wide figure is the sum over the workers).
+    pub(crate) count: Arc<bkjs_base::metrics::Gauge>,
+}
+
+/// One request in progress in `api.count`; counted out when dropped, also when the client goes
+/// away and the request's future is dropped.
+pub(crate) struct InProgress<'a>(&'a bkjs_base::metrics::Gauge);
+
+impl<'a> InProgress<'a> {
+    pub(crate) fn enter(g: &'a bkjs_base::metrics::Gauge) -> InProgress<'a> {
+        g.add(1.0);
+        InProgress(g)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.add(-1.0);
+    }
+}
+
+impl ApiMetrics {
+    pub(crate) fn new() -> ApiMetrics {
+        let r = bkjs_base::metrics::Registry::global();
+        ApiMetrics {
+            response: r.timer("api.response"),
+            busy: r.meter("api.busy"),
+            queue: r.histogram("api.queue"),
+            count: r.gauge("api.count"),
+        }
+    }
+}
+
+impl Api {
+    /// Resolves once this worker starts draining (never outside a web worker).
+    pub(crate) async fn draining(&self) {
+        match &self.drain {
+            Some(rx) => {
+                let mut rx = rx.clone();
+                // A dropped sender means the worker is ending: the same as draining.
+                let _ = rx.wait_for(|d| *d).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// The routes this worker serves.
+    pub(crate) fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The path rules every request meets first: a `.` or `..` segment (400), deny (403),
+    /// disallow (404), busy (503).
+    pub(crate) fn gate(&self, path: &str) -> Result<(), ApiError> {
+        if has_dot_segment(path) {
+            return Err(ApiError::bad("a path may not have . or .. segments"));
+        }
+        if self.deny.is_match(path) {
+            return Err(ApiError::denied("Access denied"));
+        }
+        if self.disallow.is_match(path) {
+            return Err(ApiError::not_found("Not found"));
+        }
+        if self.is_busy() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Server is busy, try again later",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the runtime runs timers later than `-api-busy-latency` (answer 503).
+    pub(crate) fn is_busy(&self) -> bool {
+        self.busy_ms > 0 && self.lag_ms.load(Ordering::Relaxed) > self.busy_ms
+    }
+
+    /// Whether `path` needs no authentication (`-api-allow`, `-api-allow-path`).
+    pub(crate) fn is_open(&self, path: &str) -> bool {
+        self.allow.is_match(path)
+    }
+
+    /// The admin rule: a path that is not open and matches `-api-allow-admin` needs an admin.
+    pub(crate) fn check_admin(
+        &self,
+        path: &str,
+        open: bool,
+        account: Option<&Account>,
+    ) -> Result<(), ApiError> {
+        if !open && self.admin.is_match(path) && !account.is_some_and(Account::is_admin) {
+            return Err(ApiError::denied("Access denied: admins only"));
+        }
+        Ok(())
+    }
+
+    /// Counts one request answered outside [`Api::handle`] (a WebSocket frame).
+    pub(crate) fn count(&self, start: std::time::Instant) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.metrics.response.since(start);
+    }
+
+    /// Measures how late the runtime runs a 100 ms timer, for `-api-busy-latency`.
+    pub(crate) fn watch_lag(self: &Arc<Self>) {
+        let api = Arc::downgrade(self);
+        tokio::spawn(async move {
+            const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+            loop {
+                let start = std::time::Instant::now();
+                tokio::time::sleep(TICK).await;
+                let late = start.elapsed().saturating_sub(TICK).as_millis() as u64;
+                let Some(api) = api.upgrade() else { return };
+                // One stall keeps the worker busy for a few ticks (halving each tick), so load is
+                // shed for a while after it instead of only by the requests of one tick.
+                let smoothed = late.max(api.lag_ms.load(Ordering::Relaxed) / 2);
+                api.lag_ms.store(smoothed, Ordering::Relaxed);
+                api.metrics.queue.update(late as f64);
+            }
+        });
+    }
+}
+
+/// One request as handlers and hooks see it.
+pub struct Req {
+    pub api: Arc<Api>,
+    pub method: Method,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub params: Params,
+    /// The raw body (already parsed into `params` where it was a form or JSON).
+    pub body: Bytes,
+    /// `{name}` segments of the matched route pattern.
+    pub captures: Vec<(String, String)>,
+    /// The signed-in caller; `None` on paths that need no authentication.
+    pub account: Option<Account>,
+    /// Headers to add to the reply (`Set-Cookie`, ...), set by handlers and hooks.
+    reply_headers: Mutex<Vec<(hyper::header::HeaderName, String)>>,
+    /// Values hooks leave for later hooks and the handler.
+    pub vars: Mutex<Row>,
+}
+
+impl Req {
+    pub(crate) fn new(
+        api: Arc<Api>,
+        method: Method,
+        path: String,
+        headers: HeaderMap,
+        params: Params,
+        body: Bytes,
+        account: Option<Account>,
+    ) -> Req {
+        Req {
+            api,
+            method,
+            path,
+            headers,
+            params,
+            body,
+            captures: Vec::new(),
+            account,
+            reply_headers: Mutex::new(Vec::new()),
+            vars: Mutex::new(Row::new()),
+        }
+    }
+
+    /// A `{name}` segment of the route pattern.
+    pub fn capture(&self, name: &str) -> Option<&str> {
+        self.captures
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The last value of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name)
+    }
+
+    /// A required, non-empty parameter, or 400 naming it.
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        match self.params.get(name) {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(ApiError::bad(format!("{name} is required"))),
+        }
+    }
+
+    /// The caller, or 401 when the path was open and nobody signed in.
+    pub fn account(&self) -> Result<&Account, ApiError> {
+        self.account
+            .as_ref()
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated"))
+    }
+
+    /// Adds a header to the reply.
+    pub fn add_reply_header(&self, name: hyper::header::HeaderName, value: String) {
+        self.reply_headers.lock().push((name, value));
+    }
+
+    pub(crate) fn take_reply_headers(&self) -> Vec<(hyper::header::HeaderName, String)> {
+        std::mem::take(&mut *self.reply_headers.lock())
+    }
+}
+
+impl Routed for Req {
+    fn method(&self) -> &Method {
+        &self.method
+    }
+    fn path(&self) -> &str {
+        &self.path
+    }
+}

@@ -1,0 +1,102 @@
+//! The API's configuration parameters (`-api-*`), declared once for the App to assemble with
+//! the other crates' parameters.
+
+use bkjs_base::config::{Kind, Param};
+
+/// Paths that need no authentication by default (docs/auth.md).
+const DEFAULT_ALLOW: &str =
+    r"^/$ \.(html|ico|gif|png|jpg|svg|ttf|woff|js|css)$ ^/public ^/account/add$";
+
+/// API parameters.
+pub static PARAMS: &[Param] = &[
+    Param::new(
+        "api-allow",
+        Kind::Regexp,
+        DEFAULT_ALLOW,
+        "paths that need no authentication; a value replaces the default list",
+    ),
+    Param::accumulating(
+        "api-allow-path",
+        Kind::Regexp,
+        "",
+        "adds a path pattern that needs no authentication (repeatable)",
+    ),
+    Param::accumulating(
+        "api-deny-path",
+        Kind::Regexp,
+        "",
+        "adds a path pattern that is always refused with 403 (repeatable)",
+    ),
+    Param::accumulating(
+        "api-disallow-path",
+        Kind::Regexp,
+        "",
+        "adds a path pattern answered 404 as if it did not exist (repeatable)",
+    ),
+    Param::new(
+        "api-upload-limit",
+        Kind::Size,
+        "10MB",
+        "largest request body accepted",
+    ),
+    Param::new(
+        "api-unsecure",
+        Kind::List,
+        "",
+        "endpoint groups that may use _pool, _noscan and _noprocessrows (e.g. data)",
+    ),
+    Param::new(
+        "api-allow-admin",
+        Kind::Regexp,
+        "^/(system|data)/ ^/metrics$",
+        "paths only admins may call (unless an allow pattern opens them); a value replaces the default list",
+    ),
+    Param::new(
+        "api-disable",
+        Kind::List,
+        "",
+        "endpoint groups (first path segment: account, system, data, ...) that are not served",
+    ),
+    Param::new(
+        "api-max-expire",
+        Kind::Duration,
+        "1d",
+        "a signed request whose expiry is further ahead than this is refused",
+    ),
+    Param::new(
+        "api-session-age",
+        Kind::Duration,
+        "14d",
+        "lifetime of the session cookie set by /account/get?_session=1",
+    ),
+    Param::new(
+        "api-session-key",
+        Kind::String,
+        "",
+        "key that signs session cookies; empty: one generated once and kept in bk_property",
+    ),
+    Param::new(
+        "api-busy-latency",
+        Kind::Duration,
+        "1s",
+        "answer 503 while a worker's runtime runs timers later than this (0 = never)",
+    ),
+    Param::new(
+        "api-subscribe-timeout",
+        Kind::Duration,
+        "30m",
+        "a /account/subscribe long poll without events answers [] after this long",
+    ),
+    Param::new(
+        "api-subscribe-interval",
+        Kind::Duration,
+        "3s",
+        "after the first event, /account/subscribe gathers events this long before it answers",
+    ),
+    Param::new(
+        "api-threads",
+        Kind::Int { min: 1, max: 256 },
+        "1",
+        "threads of each web worker's runtime",
+    ),
+];

@@ -1,0 +1,287 @@
+//! The serve loop of a web worker: hyper 1.x on the inherited listening socket, one task per
+//! connection, and a graceful drain (stop accepting, finish in-flight requests, close idle
+//! keep-alive connections, hard deadline).
+
+use crate::api::Api;
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use std::time::Instant;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+
+/// After a drain starts, a connection is closed once it has had no request in flight for this
+/// long; until then requests on it are still served, answered with `Connection: close`. Closing an
+/// idle connection at once would race a client that is sending its next request (or whose first
+/// request is still in the socket buffer of a just-accepted connection).
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
+
+/// What the idle sweep and the drain need to know about one connection. The connection task
+/// reads `closing` only when it is polled anyway; the sweep sets it and wakes the task, so the
+/// request path carries no timer and no extra future.
+#[derive(Default)]
+struct ConnState {
+    inflight: AtomicUsize,
+    /// Coarse clock reading (ms) of the last request start or end, or of the accept.
+    last_ms: AtomicU64,
+    /// OPEN, then SHUTDOWN (finish the request in flight, close when idle), then ABORT (drop it).
+    closing: std::sync::atomic::AtomicU8,
+    /// Clock reading when SHUTDOWN was asked.
+    closing_ms: AtomicU64,
+    waker: atomic_waker::AtomicWaker,
+}
+
+const OPEN: u8 = 0;
+const SHUTDOWN: u8 = 1;
+const ABORT: u8 = 2;
+
+impl ConnState {
+    fn set(&self, to: u8, now: u64) {
+        if self.closing.load(Ordering::Acquire) < to {
+            self.closing.store(to, Ordering::Release);
+            self.closing_ms.store(now, Ordering::Relaxed);
+            self.waker.wake();
+        }
+    }
+}
+
+/// A connection that asked to shut down but sits idle mid-headers this long is dropped.
+const STUCK_GRACE_MS: u64 = 1000;
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How often the coarse clock ticks and idle connections are swept.
+const SWEEP: Duration = Duration::from_millis(100);
+
+/// The open connections of one worker and a coarse millisecond clock. One sweep task replaces a
+/// timer per request: requests only read an atomic, and idle connections (keep-alive, or headers
+/// never completed) are closed by the sweep after `-timeout`.
+struct Conns {
+    /// Set when the drain starts: replies then carry `Connection: close`.
+    draining: AtomicBool,
+    clock: AtomicU64,
+    next_id: AtomicU64,
+    open: parking_lot::Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
+}
+
+impl Conns {
+    fn now(&self) -> u64 {
+        self.clock.load(Ordering::Relaxed)
+    }
+
+    fn add(&self) -> (u64, Arc<ConnState>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState::default());
+        state.last_ms.store(self.now(), Ordering::Relaxed);
+        self.open.lock().insert(id, state.clone());
+        (id, state)
+    }
+
+    fn remove(&self, id: u64) {
+        self.open.lock().remove(&id);
+    }
+
+    /// Advances the clock; asks idle connections to close (after `idle`, or after the short
+    /// grace once draining) and drops those that stay stuck.
+    fn sweep(&self, epoch: Instant, idle: Duration) {
+        let now = epoch.elapsed().as_millis() as u64;
+        self.clock.store(now, Ordering::Relaxed);
+        let limit = if self.draining.load(Ordering::Relaxed) {
+            DRAIN_IDLE_GRACE
+        } else {
+            idle
+        }
+        .as_millis() as u64;
+        for c in self.open.lock().values() {
+            if c.inflight.load(Ordering::SeqCst) > 0 {
+                continue;
+            }
+            match c.closing.load(Ordering::Acquire) {
+                OPEN if now.saturating_sub(c.last_ms.load(Ordering::Relaxed)) >= limit => {
+                    c.set(SHUTDOWN, now)
+                }
+                SHUTDOWN
+                    if now.saturating_sub(c.closing_ms.load(Ordering::Relaxed))
+                        >= STUCK_GRACE_MS =>
+                {
+                    c.set(ABORT, now)
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Accepts connections on a thread of its own with blocking `accept(2)`. Every web worker shares
+/// one listening socket; the kernel wakes exactly one blocked acceptor per connection, the one
+/// waiting longest, so connections spread round-robin over the workers (with readiness polling
+/// all workers wake and the first to run takes every connection). The socket's receive timeout lets
+/// the thread notice a drain; it then stops accepting, and the channel closes.
+fn accept_thread(
+    listener: std::net::TcpListener,
+    drain: watch::Receiver<bool>,
+) -> mpsc::Receiver<std::net::TcpStream> {
+    let (tx, rx) = mpsc::channel(256);
+    let sock = socket2::SockRef::from(&listener);
+    // The socket is shared by all workers: they all accept the same way, blocking.
+    if let Err(e) = sock
+        .set_nonblocking(false)
+        .and_then(|_| sock.set_read_timeout(Some(ACCEPT_WAKEUP)))
+    {
+        tracing::error!("listening socket: {e}");
+    }
+    let spawned = std::thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || {
+            while !*drain.borrow() {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        if tx.blocking_send(s).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock
+                                | std::io::ErrorKind::TimedOut
+                                | std::io::ErrorKind::Interrupted
+                        ) => {}
+                    Err(e) => {
+                        // Out of fds or a connection reset while queued: not fatal.
+                        tracing::warn!("accept: {e}");
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the accept thread: {e}");
+    }
+    rx
+}
+
+/// How often a blocked accept wakes up to look at the drain flag.
+const ACCEPT_WAKEUP: Duration = Duration::from_millis(200);
+
+/// Serves `listener` until `drain` turns true, then drains: in-flight requests finish, every
+/// connection closes once idle, and whatever is left after `drain_timeout` is cut. Each connection
+/// task holds a clone of `done`; the drain is over when the last one is dropped.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    api: Arc<Api>,
+    drain: watch::Receiver<bool>,
+    drain_timeout: Duration,
+) {
+    let mut http = http1::Builder::new();
+    http.keep_alive(true);
+    let (done, mut all_done) = mpsc::channel::<()>(1);
+    let epoch = Instant::now();
+    let conns = Arc::new(Conns {
+        draining: AtomicBool::new(false),
+        clock: AtomicU64::new(0),
+        next_id: AtomicU64::new(0),
+        open: Default::default(),
+    });
+    let idle = api.cfg.duration("timeout");
+    api.watch_lag();
+    {
+        let (conns, mut drain) = (conns.clone(), drain.clone());
+        tokio::spawn(async move {
+            if drain.wait_for(|d| *d).await.is_ok() {
+                conns.draining.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let sweeper = {
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP);
+            loop {
+                tick.tick().await;
+                conns.sweep(epoch, idle);
+            }
+        })
+    };
+    let mut incoming = accept_thread(listener, drain.clone());
+    loop {
+        tokio::select! {
+            r = incoming.recv() => {
+                let Some(stream) = r else { break };
+                // Registered with this runtime's reactor here, not on the accept thread.
+                let stream = match stream.set_nonblocking(true).and_then(|_| TcpStream::from_std(stream)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("accepted socket: {e}");
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (id, state) = conns.add();
+                let svc = {
+                    // One shared context per connection: a request clones one Arc, not four.
+                    let ctx = Arc::new((api.clone(), state.clone(), conns.clone()));
+                    hyper::service::service_fn(move |req| {
+                        let ctx = ctx.clone();
+                        async move {
+                            let (api, state, conns) = &*ctx;
+                            state.inflight.fetch_add(1, Ordering::SeqCst);
+                            state.last_ms.store(conns.now(), Ordering::Relaxed);
+                            let mut reply = api.handle(req).await;
+                            if conns.draining.load(Ordering::Relaxed) {
+                                reply.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                            }
+                            state.last_ms.store(conns.now(), Ordering::Relaxed);
+                            state.inflight.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, std::convert::Infallible>(reply)
+                        }
+                    })
+                };
+                let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+                let done = done.clone();
+                let conns = conns.clone();
+                tokio::spawn(async move {
+                    let mut conn = std::pin::pin!(conn);
+                    let mut shut = false;
+                    let r = std::future::poll_fn(|cx| {
+                        state.waker.register(cx.waker());
+                        match state.closing.load(Ordering::Acquire) {
+                            ABORT => return std::task::Poll::Ready(Ok(())),
+                            SHUTDOWN if !shut => {
+                                // Finish the request in flight, then close.
+                                conn.as_mut().graceful_shutdown();
+                                shut = true;
+                            }
+                            _ => {}
+                        }
+                        conn.as_mut().poll(cx)
+                    })
+                    .await;
+                    if let Err(e) = r {
+                        tracing::debug!("connection: {e}");
+                    }
+                    conns.remove(id);
+                    drop(done);
+                });
+            }
+        }
+    }
+    drop(done);
+    tracing::info!("draining: no longer accepting connections");
+    let _stop_sweeper = AbortOnDrop(sweeper);
+    tokio::select! {
+        _ = all_done.recv() => tracing::info!("drained: all connections closed"),
+        _ = tokio::time::sleep(drain_timeout) => tracing::warn!("drain deadline {drain_timeout:?} reached: closing the remaining connections"),
+    }
+}
