@@ -3,8 +3,9 @@
 
 use crate::harness::*;
 use nix::sys::signal::Signal;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Several client threads with keep-alive connections hitting `/ping` until stopped.
@@ -31,10 +32,7 @@ impl Load {
                         if r.status == 200 {
                             ok.fetch_add(1, Ordering::Relaxed);
                         } else {
-                            failed
-                                .lock()
-                                .expect("lock")
-                                .push(format!("{} {}", r.status, r.body));
+                            failed.lock().push(format!("{} {}", r.status, r.body));
                         }
                     }
                 })
@@ -67,7 +65,7 @@ impl Load {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let failed = self.failed.lock().expect("lock").clone();
+        let failed = self.failed.lock().clone();
         (self.count(), failed)
     }
 }

@@ -23,10 +23,11 @@
 
 use bkjs::db::pgsql::PgsqlDriver;
 use bkjs::db::{builtin_tables, Blocking, Db, Driver, Options, Row, SqliteDriver, Table};
+use parking_lot::Mutex;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The allocator of the `bkjs` binary, so the library runs as it does there (the raw side, in the
@@ -244,9 +245,7 @@ async fn spawned(
 ) -> Res<()> {
     let (conn, sql) = (conn.clone(), sql.clone());
     tokio::task::spawn_blocking(move || {
-        let c = conn
-            .lock()
-            .map_err(|_| "raw connection lock poisoned".to_string())?;
+        let c = conn.lock();
         let mut stmt = c
             .prepare_cached(&sql)
             .map_err(|e| format!("raw prepare: {e}"))?;

@@ -15,24 +15,24 @@ pub static PARAMS: &[Param] = &[
         DEFAULT_ALLOW,
         "paths that need no authentication; a value replaces the default list",
     ),
-    Param::accumulating(
+    Param::new(
         "api-allow-path",
         Kind::Regexp,
         "",
         "adds a path pattern that needs no authentication (repeatable)",
-    ),
-    Param::accumulating(
+    ).accumulating(),
+    Param::new(
         "api-deny-path",
         Kind::Regexp,
         "",
         "adds a path pattern that is always refused with 403 (repeatable)",
-    ),
-    Param::accumulating(
+    ).accumulating(),
+    Param::new(
         "api-disallow-path",
         Kind::Regexp,
         "",
         "adds a path pattern answered 404 as if it did not exist (repeatable)",
-    ),
+    ).accumulating(),
     Param::new(
         "api-upload-limit",
         Kind::Size,

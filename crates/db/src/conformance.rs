@@ -14,10 +14,11 @@
 //! implemented yet and not checked.
 
 use super::schema::valid_name;
-use super::{Column, DbError, Driver, Op, Options, Res, Row, Table};
+use super::{BlockingDriver, Column, DbError, Driver, Op, Options, Res, Row, Table};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fmt::Display;
+use std::future::Future;
 
 /// The longest prefix accepted: `{prefix}_{suffix}` and the index names derived from it must stay
 /// within PostgreSQL's 63-byte identifiers.
@@ -167,6 +168,81 @@ pub(crate) fn items_table(extra: impl IntoIterator<Item = Column>) -> Table {
     let mut columns = items_columns();
     columns.extend(extra);
     Table::new("t", columns).expect("valid table")
+}
+
+/// The two descriptions of table `up` in the blocking drivers' restart tests: v1 has `id` and
+/// `a`; v2 indexes `a` and adds `b` with an index of its own.
+pub(crate) fn upgrade_tables() -> (Table, Table) {
+    let v1 = Table::new("up", vec![Column::text("id").primary(1), Column::int("a")]).expect("v1");
+    let v2 = Table::new(
+        "up",
+        vec![
+            Column::text("id").primary(1),
+            Column::int("a").index(1),
+            Column::text("b").index_n(1, 1),
+        ],
+    )
+    .expect("v2");
+    (v1, v2)
+}
+
+/// Drives a blocking driver from `writers` threads at once, `rounds` times each: every round
+/// increments `cnt` of row (p, 1) of `t` and, when `mixed`, also puts a row of the thread's own
+/// and reads row (p, 1) back. Afterwards the counter must be exactly `writers * rounds`.
+pub(crate) fn concurrent_incr(
+    db: &dyn BlockingDriver,
+    t: &Table,
+    writers: usize,
+    rounds: usize,
+    mixed: bool,
+) {
+    let key = &row(json!({"id": "p", "rk": "1"}));
+    std::thread::scope(|s| {
+        for i in 0..writers {
+            s.spawn(move || {
+                for j in 0..rounds {
+                    db.incr(t, &row(json!({"id": "p", "rk": "1", "cnt": 1})), &o())
+                        .expect("incr");
+                    if mixed {
+                        let own = row(json!({"id": format!("w{i}"), "rk": format!("{j}")}));
+                        db.put(t, &own, &o()).expect("put");
+                        db.get(t, key, &o()).expect("get");
+                    }
+                }
+            });
+        }
+    });
+    let g = db.get(t, key, &o()).expect("get").expect("row");
+    assert_eq!(
+        g["cnt"],
+        json!(writers * rounds),
+        "{writers} threads x {rounds} increments"
+    );
+}
+
+/// Runs the future `cleanup` makes to completion on a fresh thread with its own current-thread
+/// runtime: for test guards that drop a database or schema from `Drop`, which cannot await (and
+/// may run while the test's runtime unwinds). An error or a panic is reported on stderr after
+/// `what`.
+pub(crate) fn run_cleanup<F, Fut, E>(what: &str, cleanup: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    let done = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(cleanup()).map_err(|e| e.to_string())
+    })
+    .join();
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("{what}: {e}"),
+        Err(_) => eprintln!("{what}: cleanup thread panicked"),
+    }
 }
 
 /// The general-purpose test table: composite key `id`, `rk` (range key) and one of each type.
@@ -337,6 +413,24 @@ impl Ck<'_> {
             format_args!("select {q:?} with {:?}", opts.ops),
             self.d.select(t, &q, opts).await,
         )
+    }
+
+    /// Each of `names` must be refused with [`DbError::BadName`] naming it, both as an ops key
+    /// and as the sort column (descending when `desc`) of a select on `id = a`.
+    async fn bad_ops_and_sort(&self, t: &Table, names: &[&str], desc: bool) {
+        let q = row(json!({"id": "a"}));
+        for &bad in names {
+            self.bad_name(
+                format!("ops key {bad:?}"),
+                self.d.select(t, &q, &o().op(bad, Op::Eq)).await,
+                bad,
+            );
+            self.bad_name(
+                format!("sort {bad:?}"),
+                self.d.select(t, &q, &sorted(bad, desc, 50)).await,
+                bad,
+            );
+        }
     }
 
     /// Adds rows id=a, rk=r1..r9, num=1..9, name=n9..n1, plus one row with id=b that conditions
@@ -1074,19 +1168,8 @@ async fn bad_names_are_refused(c: &Ck<'_>) {
         let what = format!("column name {bad:?}");
         c.bad_name(&what, Table::new(&format!("{}_x", c.prefix), cols), bad);
     }
-    for bad in ["nosuch", "Name", "name;"] {
-        let q = row(json!({"id": "a"}));
-        c.bad_name(
-            format!("ops key {bad:?}"),
-            c.d.select(&t, &q, &o().op(bad, Op::Eq)).await,
-            bad,
-        );
-        c.bad_name(
-            format!("sort {bad:?}"),
-            c.d.select(&t, &q, &sorted(bad, false, 50)).await,
-            bad,
-        );
-    }
+    c.bad_ops_and_sort(&t, &["nosuch", "Name", "name;"], false)
+        .await;
     let e = c.err(
         "ops key with a bad name",
         c.d.select(&t, &row(json!({"id": "a"})), &o().op("nosuch", Op::Eq))
@@ -1175,19 +1258,8 @@ async fn injection_is_refused_or_harmless(c: &Ck<'_>) {
             .await,
     );
     // Through an ops key and sort: refused with the name.
-    for bad in ["id) OR (1=1", "num; DROP TABLE x", "name --"] {
-        let q = row(json!({"id": "a"}));
-        c.bad_name(
-            format!("ops key {bad:?}"),
-            c.d.select(&t, &q, &o().op(bad, Op::Eq)).await,
-            bad,
-        );
-        c.bad_name(
-            format!("sort {bad:?}"),
-            c.d.select(&t, &q, &sorted(bad, true, 50)).await,
-            bad,
-        );
-    }
+    c.bad_ops_and_sort(&t, &["id) OR (1=1", "num; DROP TABLE x", "name --"], true)
+        .await;
     // Through the select list: ignored.
     let sel = Options {
         select: vec![

@@ -458,30 +458,14 @@ mod tests {
     impl Drop for DropDb {
         fn drop(&mut self) {
             let name = self.0.clone();
-            let done = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    let d = MysqlDriver::connect(&format!("{BASE_URL}/test"), 1).expect("url");
-                    let r = d
-                        .query(
-                            &format!("DROP DATABASE IF EXISTS {}", D.quote(&name)),
-                            &[],
-                            &Options::default(),
-                        )
-                        .await;
-                    if let Err(e) = r {
-                        eprintln!("dropping test database {name}: {e}");
-                    }
-                    let _ = d.close().await;
-                });
-            })
-            .join();
-            if done.is_err() {
-                eprintln!("dropping test database {}: thread failed", self.0);
-            }
+            let what = format!("dropping test database {name}");
+            crate::conformance::run_cleanup(&what, move || async move {
+                let d = MysqlDriver::connect(&format!("{BASE_URL}/test"), 1)?;
+                let drop_db = format!("DROP DATABASE IF EXISTS {}", D.quote(&name));
+                let r = d.query(&drop_db, &[], &Options::default()).await;
+                let _ = d.close().await;
+                r.map(|_| ())
+            });
         }
     }
 

@@ -3,7 +3,7 @@
 //! queries, the connection pool) and driver-independent details (names, operators, tokens,
 //! built-in tables, SQL dialect text, value coercion).
 
-use super::conformance::{items_table, row};
+use super::conformance::{concurrent_incr, items_table, row, upgrade_tables};
 use super::*;
 use crate::options::{decode_token, encode_token};
 use crate::types::Param;
@@ -242,22 +242,13 @@ async fn sqlite_conformance() {
 #[test]
 fn sqlite_upgrade_after_restart_creates_indexes() {
     let tmp = Tmp::new();
-    let v1 = Table::new("up", vec![Column::text("id").primary(1), Column::int("a")]).expect("v1");
+    let (v1, v2) = upgrade_tables();
     {
         let db = SqliteDriver::open(tmp.db(), 2).expect("open");
         db.init(std::slice::from_ref(&v1)).expect("init v1");
         db.add(&v1, &row(json!({"id": "x", "a": 1})), &o())
             .expect("add");
     }
-    let v2 = Table::new(
-        "up",
-        vec![
-            Column::text("id").primary(1),
-            Column::int("a").index(1),
-            Column::text("b").index_n(1, 1),
-        ],
-    )
-    .expect("v2");
     let db = SqliteDriver::open(tmp.db(), 2).expect("reopen");
     db.init(std::slice::from_ref(&v2)).expect("init v2");
     let got = db
@@ -311,35 +302,7 @@ fn native_query_binds_parameters() {
 #[test]
 fn pool_serves_concurrent_writers() {
     let (_tmp, db, t) = setup();
-    let db = std::sync::Arc::new(db);
-    let t = std::sync::Arc::new(t);
-    let threads: Vec<_> = (0..8)
-        .map(|i| {
-            let (db, t) = (db.clone(), t.clone());
-            std::thread::spawn(move || {
-                for j in 0..25 {
-                    db.incr(&t, &row(json!({"id": "p", "rk": "1", "cnt": 1})), &o())
-                        .expect("incr");
-                    db.put(
-                        &t,
-                        &row(json!({"id": format!("w{i}"), "rk": format!("{j}")})),
-                        &o(),
-                    )
-                    .expect("put");
-                    db.get(&t, &row(json!({"id": "p", "rk": "1"})), &o())
-                        .expect("get");
-                }
-            })
-        })
-        .collect();
-    for th in threads {
-        th.join().expect("thread");
-    }
-    let g = db
-        .get(&t, &row(json!({"id": "p", "rk": "1"})), &o())
-        .expect("get")
-        .expect("row");
-    assert_eq!(g["cnt"], json!(200));
+    concurrent_incr(&db, &t, 8, 25, true);
 }
 
 #[test]

@@ -40,12 +40,12 @@ pub static PARAMS: &[Param] = &[
         "1",
         "job worker processes running at once; more jobs wait in the master's queue (0 = local jobs only wait)",
     ),
-    Param::accumulating(
+    Param::new(
         "server-job",
         Kind::List,
         "",
         "a job the master queues when it starts: base64 of its JSON, e.g. {\"name\":{\"arg\":1}} (repeatable)",
-    ),
+    ).accumulating(),
     Param::new(
         "server-job-max-time",
         Kind::Duration,

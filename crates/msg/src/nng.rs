@@ -432,16 +432,9 @@ fn tcp_listener(addr: &str) -> io::Result<std::net::TcpListener> {
     let sa: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(sa),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&sa.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
+    let l = bkjs_base::sys::tcp_listener(sa, 1024)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 enum Listener {

@@ -253,7 +253,7 @@ fn listen(cfg: &Config, boot: &Boot) -> Result<TcpListener, String> {
     let deadline = Instant::now() + cfg.duration("server-bind-retry");
     let mut logged = false;
     loop {
-        match bind(sa, cfg.int("backlog") as i32) {
+        match bkjs_base::sys::tcp_listener(sa, cfg.int("backlog") as i32) {
             Ok(l) => return Ok(l),
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
                 if !logged {
@@ -265,18 +265,6 @@ fn listen(cfg: &Config, boot: &Boot) -> Result<TcpListener, String> {
             Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
         }
     }
-}
-
-fn bind(sa: std::net::SocketAddr, backlog: i32) -> std::io::Result<TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(sa),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&sa.into())?;
-    socket.listen(backlog)?;
-    Ok(socket.into())
 }
 
 fn mtimes(cfg: &Config) -> Vec<Option<SystemTime>> {

@@ -80,16 +80,12 @@ impl Param {
         }
     }
 
-    /// A list or regexp parameter whose repeated values accumulate.
-    pub const fn accumulating(
-        name: &'static str,
-        kind: Kind,
-        default: &'static str,
-        help: &'static str,
-    ) -> Param {
+    /// This (list or regexp) parameter with repeated values accumulating:
+    /// `Param::new(...).accumulating()`.
+    pub const fn accumulating(self) -> Param {
         Param {
             accumulate: true,
-            ..Param::new(name, kind, default, help)
+            ..self
         }
     }
 }

@@ -34,7 +34,7 @@ mod tempfile_dir {
 /// Parameters of upper crates that these tests load, as those crates declare them.
 static TEST_PARAMS: &[Param] = &[
     Param::new("api-allow", Kind::Regexp, "^/ping$", "test"),
-    Param::accumulating("api-allow-path", Kind::Regexp, "", "test"),
+    Param::new("api-allow-path", Kind::Regexp, "", "test").accumulating(),
     Param::new("api-upload-limit", Kind::Size, "10MB", "test"),
     Param::new("server-drain-timeout", Kind::Duration, "30s", "test"),
 ];

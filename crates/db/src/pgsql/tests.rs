@@ -29,24 +29,13 @@ struct DropSchema {
 impl Drop for DropSchema {
     fn drop(&mut self) {
         let (url, schema) = (self.url.clone(), self.schema.clone());
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let (client, conn) = tokio_postgres::connect(&url, NoTls).await?;
-                tokio::spawn(conn);
-                let ddl = format!("DROP SCHEMA IF EXISTS {} CASCADE", D.quote(&schema));
-                client.batch_execute(&ddl).await
-            })
-        })
-        .join();
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("dropping schema {}: {e}", self.schema),
-            Err(_) => eprintln!("dropping schema {}: cleanup thread panicked", self.schema),
-        }
+        let what = format!("dropping schema {schema}");
+        crate::conformance::run_cleanup(&what, move || async move {
+            let (client, conn) = tokio_postgres::connect(&url, NoTls).await?;
+            tokio::spawn(conn);
+            let ddl = format!("DROP SCHEMA IF EXISTS {} CASCADE", D.quote(&schema));
+            client.batch_execute(&ddl).await
+        });
     }
 }
 

@@ -4,7 +4,7 @@
 use super::codec::{enc_params, successor};
 use super::filter::like;
 use super::SledDriver;
-use crate::conformance::{items_table, row};
+use crate::conformance::{concurrent_incr, items_table, row, upgrade_tables};
 use crate::types::Param;
 use crate::SqliteDriver;
 use crate::{BlockingDriver, Column, DbError, Op, Options, Res, Row, Table};
@@ -303,7 +303,7 @@ fn index_stays_consistent() {
 #[test]
 fn upgrade_backfills_new_indexes() {
     let tmp = Tmp::new();
-    let v1 = Table::new("up", vec![Column::text("id").primary(1), Column::int("a")]).expect("v1");
+    let (v1, v2) = upgrade_tables();
     {
         let db = SledDriver::open(tmp.path("sled")).expect("open");
         db.init(std::slice::from_ref(&v1)).expect("init v1");
@@ -312,15 +312,6 @@ fn upgrade_backfills_new_indexes() {
         db.add(&v1, &row(json!({"id": "y", "a": 2})), &o())
             .expect("add");
     }
-    let v2 = Table::new(
-        "up",
-        vec![
-            Column::text("id").primary(1),
-            Column::int("a").index(1),
-            Column::text("b").index_n(1, 1),
-        ],
-    )
-    .expect("v2");
     let db = SledDriver::open(tmp.path("sled")).expect("reopen");
     db.init(std::slice::from_ref(&v2)).expect("init v2");
     db.init(std::slice::from_ref(&v2)).expect("init v2 again");
@@ -390,27 +381,7 @@ fn unique_index_over_duplicates_is_refused() {
 fn concurrent_incr_is_atomic() {
     let tmp = Tmp::new();
     let (db, t) = setup(&tmp);
-    let db = Arc::new(db);
-    let t = Arc::new(t);
-    let threads: Vec<_> = (0..8)
-        .map(|_| {
-            let (db, t) = (db.clone(), t.clone());
-            std::thread::spawn(move || {
-                for _ in 0..25 {
-                    db.incr(&t, &row(json!({"id": "p", "rk": "1", "cnt": 1})), &o())
-                        .expect("incr");
-                }
-            })
-        })
-        .collect();
-    for th in threads {
-        th.join().expect("thread");
-    }
-    let g = db
-        .get(&t, &row(json!({"id": "p", "rk": "1"})), &o())
-        .expect("get")
-        .expect("row");
-    assert_eq!(g["cnt"], json!(200));
+    concurrent_incr(&db, &t, 8, 25, false);
 }
 
 /// The same selects against SQLite and sled give the same answers (rows, order, paging,
