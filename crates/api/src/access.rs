@@ -96,6 +96,11 @@ pub(crate) fn has_credentials(headers: &HeaderMap, query: Option<&str>) -> bool 
         || cookie(headers, SESSION_COOKIE).is_some()
 }
 
+/// Whether the URL query has a parameter other than the signature itself.
+fn has_unsigned_query(query: Option<&str>) -> bool {
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k != "bk-signature"))
+}
+
 /// The parts of a request the signature covers.
 pub(crate) struct Signed<'a> {
     pub(crate) method: &'a Method,
@@ -129,6 +134,13 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
     }
     let content_type = r.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let form = auth::is_form_post(r.method.as_str(), content_type);
+    if !from_cookie && form && has_unsigned_query(r.query) {
+        // A form POST signs its body in the query's place: parameters in its URL would be merged
+        // into the request without being covered by the signature.
+        return Err(ApiError::bad(
+            "Invalid signature: a signed form POST carries its parameters in the body, not in the URL",
+        ));
+    }
     if !from_cookie && !form && !r.body.is_empty() && sig.checksum.is_empty() {
         // Otherwise whoever sees the request could replace its body until it expires.
         return Err(ApiError::bad(

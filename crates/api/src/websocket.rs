@@ -235,7 +235,7 @@ async fn request(
     if !open && account.is_none() {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated"));
     }
-    api.check_admin(path, open, account)?;
+    api.check_admin(path, account)?;
     if path == "/account/subscribe" {
         let me =
             account.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated"))?;

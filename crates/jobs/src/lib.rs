@@ -374,6 +374,15 @@ pub fn host_name(cfg: &Config) -> String {
     }
 }
 
+/// Whether `host` can name a machine: what `hostname` may return, nothing a query could
+/// widen or a log line could be forged with.
+pub fn valid_host(host: &str) -> bool {
+    (1..=253).contains(&host.len())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Queues `jobs` for `host` in `bk_jobs`; the master of that host picks them up within
 /// `-server-jobs-interval`. Answers the row's id.
 pub async fn submit_to_host(
@@ -381,8 +390,10 @@ pub async fn submit_to_host(
     host: &str,
     jobs: &[Job],
 ) -> Result<String, JobError> {
-    if host.is_empty() || host.len() > 255 {
-        return Err(JobError::Bad("host must be 1 to 255 characters".into()));
+    if !valid_host(host) {
+        return Err(JobError::Bad(
+            "host must be a host name: 1 to 253 letters, digits, '-', '_' and '.'".into(),
+        ));
     }
     let kind = jobs.first().map(|j| j.kind).unwrap_or_default();
     let id = hex::encode(rand::random::<[u8; 16]>());

@@ -9,7 +9,7 @@ use crate::auth::{self, SESSION_COOKIE};
 use crate::error::ApiError;
 use crate::hooks::{AccountDeleteHook, AccountDeletion};
 use crate::reply::Out;
-use bkjs_db::{Db, DbError, Options, Row};
+use bkjs_db::{Db, DbError, Options, Row, Table};
 use hyper::header::SET_COOKIE;
 use hyper::StatusCode;
 use serde_json::{json, Value};
@@ -248,6 +248,9 @@ async fn select(req: Arc<Req>) -> Result<Out, ApiError> {
     let admin = me.is_admin();
     let (query, opts) = request(&req.params, false)?;
     let table = db.table("bk_account")?;
+    if !admin {
+        only_public(&table, &query, &opts)?;
+    }
     let query: Row = query
         .into_iter()
         .filter(|(k, _)| table.column(k).is_some_and(|c| admin || !c.admin))
@@ -271,6 +274,26 @@ async fn select(req: Arc<Req>) -> Result<Out, ApiError> {
         v["next_token"] = json!(t);
     }
     Ok(Out::Json(v))
+}
+
+/// Refuses a non-admin search that filters, sorts or selects by a column that is not public:
+/// its answers would reveal other accounts' private values one comparison at a time.
+fn only_public(table: &Table, query: &Row, opts: &Options) -> Result<(), ApiError> {
+    let private = |name: &str| table.column(name).is_some_and(|c| !c.public);
+    let named = query
+        .keys()
+        .chain(opts.ops.keys())
+        .chain(opts.select.iter())
+        .map(String::as_str)
+        .chain(opts.sort.as_deref());
+    for name in named {
+        if private(name) {
+            return Err(ApiError::bad(format!(
+                "{name}: only public columns of accounts can be searched, sorted or selected"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The account a write applies to: the caller's, or for admins the one named by `id`.

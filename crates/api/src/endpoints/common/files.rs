@@ -11,7 +11,10 @@ use crate::reply::Reply;
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{Either, Full};
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
+    X_CONTENT_TYPE_OPTIONS,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -152,6 +155,15 @@ pub(crate) async fn remove_file(path: PathBuf) {
     }
 }
 
+/// Image types a browser renders only as images (not SVG, which can carry scripts): these are
+/// served inline; every other stored file is served as an attachment.
+pub(crate) fn inline_image(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "image/jpeg" | "image/png" | "image/gif" | "image/webp"
+    )
+}
+
 /// A file as a reply, or 404 when it is not there.
 pub(crate) async fn send_file(path: PathBuf, content_type: &str) -> Result<Out, ApiError> {
     let shown = path.display().to_string();
@@ -175,5 +187,15 @@ pub(crate) async fn send_file(path: PathBuf, content_type: &str) -> Result<Out, 
         CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=0"),
     );
+    // Files users upload are data, never pages of this origin: no sniffing, no scripts, and a
+    // download unless the type is an image a browser only ever renders as one.
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; sandbox"),
+    );
+    if !inline_image(content_type) {
+        h.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
     Ok(Out::Reply(reply))
 }
