@@ -6,10 +6,7 @@ use crate::harness::*;
 use serde_json::json;
 
 /// A signed request with its status, headers (lower-case names) and body.
-fn signed_raw(
-    t: &Tree,
-    c: &Call<'_>,
-) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
+fn signed_raw(t: &Tree, c: &Call<'_>) -> (u16, std::collections::HashMap<String, String>, Vec<u8>) {
     let sig = py_sign(c, &host(t));
     let mut req = agent()
         .request(c.method, &t.url(c.target))
@@ -76,7 +73,10 @@ fn uploaded_pages_are_served_as_inert_attachments() {
             Some("nosniff"),
             "{name}: {h:?}"
         );
-        let csp = h.get("content-security-policy").cloned().unwrap_or_default();
+        let csp = h
+            .get("content-security-policy")
+            .cloned()
+            .unwrap_or_default();
         assert!(
             csp.contains("default-src 'none'") && csp.contains("sandbox"),
             "{name}: {h:?}"
@@ -130,7 +130,10 @@ fn account_search_refuses_private_columns() {
         assert!(message.contains("email"), "{target}: {v}");
         assert!(message.contains("public"), "{target}: {v}");
     }
-    let (s, v) = signed(&t, &Call::get(3, "alice", "s1", "/account/select?alias=Bobby"));
+    let (s, v) = signed(
+        &t,
+        &Call::get(3, "alice", "s1", "/account/select?alias=Bobby"),
+    );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["count"], json!(1), "{v}");
     assert_eq!(v["data"][0]["id"], json!(bob));
@@ -191,7 +194,10 @@ fn a_form_post_with_an_unsigned_query_is_refused() {
     );
     assert_eq!(s, 400, "{v}");
     assert!(
-        v["message"].as_str().unwrap_or_default().contains("form POST"),
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("form POST"),
         "{v}"
     );
     let (s, me) = signed(&t, &Call::get(3, "alice", "s1", "/account/get"));
@@ -205,8 +211,8 @@ fn a_form_post_with_an_unsigned_query_is_refused() {
     assert_eq!(me["alias"], json!("Signed"), "{me}");
 }
 
-/// `/system/jobs` names the host a job is queued for: only a host name is accepted, and nothing is
-/// queued otherwise.
+/// `/system/jobs` names the host a job is queued for: only a host name is accepted (the refusal
+/// comes before anything is written); a host name is queued.
 #[test]
 fn a_job_for_a_malformed_host_is_refused() {
     let t = Tree::start("run", &[]);
@@ -221,10 +227,13 @@ fn a_job_for_a_malformed_host_is_refused() {
             "{host}: {v}"
         );
     }
-    let (s, v) = signed(
-        &t,
-        &Call::get(3, "root", "rs", "/data/select/bk_jobs"),
-    );
+    // A host name goes through: queued in bk_jobs for that host.
+    let target = "/system/jobs?job=test.write&host=node-2.example_b";
+    let (s, v) = signed(&t, &Call::get(3, "root", "rs", target));
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["count"], json!(0), "nothing queued: {v}");
+    let id = v["id"].as_str().expect("an id").to_string();
+    let target = format!("/data/get/bk_jobs?id={id}&tag=test.write");
+    let (s, row) = signed(&t, &Call::get(3, "root", "rs", &target));
+    assert_eq!(s, 200, "{row}");
+    assert_eq!(row["host"], json!("node-2.example_b"), "{row}");
 }

@@ -155,7 +155,11 @@ impl Api {
 
     /// The admin rule: a path that matches `-api-allow-admin` needs an admin, open or not (an
     /// allow pattern such as the `.png` extension rule waives authentication, never this rule).
-    pub(crate) fn check_admin(&self, path: &str, account: Option<&Account>) -> Result<(), ApiError> {
+    pub(crate) fn check_admin(
+        &self,
+        path: &str,
+        account: Option<&Account>,
+    ) -> Result<(), ApiError> {
         if self.admin.is_match(path) && !account.is_some_and(Account::is_admin) {
             return Err(ApiError::denied("Access denied: admins only"));
         }
