@@ -104,6 +104,16 @@ impl ApiMetrics {
     }
 }
 
+/// `path` without the extension of its last segment (`/a/b.png` -> `/a/b`): what the access
+/// rules that must not depend on an extension look at.
+pub(crate) fn route_of(path: &str) -> &str {
+    let last = path.rfind('/').map_or(0, |i| i + 1);
+    match path[last..].rfind('.') {
+        Some(dot) if dot > 0 => &path[..last + dot],
+        _ => path,
+    }
+}
+
 impl Api {
     /// Resolves once this worker starts draining (never outside a web worker).
     pub(crate) async fn draining(&self) {
@@ -153,14 +163,19 @@ impl Api {
         self.allow.is_match(path)
     }
 
-    /// The admin rule: a path that matches `-api-allow-admin` needs an admin, open or not (an
-    /// allow pattern such as the `.png` extension rule waives authentication, never this rule).
+    /// The admin rule: a path that matches `-api-allow-admin` needs an admin unless an allow
+    /// pattern opens its route, the path without an extension on its last segment. So an
+    /// explicit `-api-allow-path ^/system/` opens `/system/...`, but the default `\.png$` rule
+    /// never opens `/data/select/bk_auth.png` to anonymous callers.
     pub(crate) fn check_admin(
         &self,
         path: &str,
         account: Option<&Account>,
     ) -> Result<(), ApiError> {
-        if self.admin.is_match(path) && !account.is_some_and(Account::is_admin) {
+        if self.admin.is_match(path)
+            && !self.is_open(route_of(path))
+            && !account.is_some_and(Account::is_admin)
+        {
             return Err(ApiError::denied("Access denied: admins only"));
         }
         Ok(())
@@ -279,5 +294,20 @@ impl Routed for Req {
     }
     fn path(&self) -> &str {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::route_of;
+
+    #[test]
+    fn the_route_of_a_path_has_no_extension() {
+        assert_eq!(route_of("/data/select/bk_auth.png"), "/data/select/bk_auth");
+        assert_eq!(route_of("/system/stats"), "/system/stats");
+        assert_eq!(route_of("/a.b/c"), "/a.b/c");
+        assert_eq!(route_of("/x/.hidden"), "/x/.hidden");
+        assert_eq!(route_of("/x/a.tar.gz"), "/x/a.tar");
+        assert_eq!(route_of("/"), "/");
     }
 }

@@ -49,7 +49,7 @@ pub static PARAMS: &[Param] = &[
         "api-allow-admin",
         Kind::Regexp,
         "^/(system|data)/ ^/metrics$",
-        "paths only admins may call, even when an allow pattern opens them; a value replaces the default list",
+        "paths only admins may call unless an allow pattern opens them without their extension; a value replaces the default list",
     ),
     Param::new(
         "api-disable",
