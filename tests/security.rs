@@ -237,3 +237,39 @@ fn a_job_for_a_malformed_host_is_refused() {
     assert_eq!(s, 200, "{row}");
     assert_eq!(row["host"], json!("node-2.example_b"), "{row}");
 }
+
+/// Image uploads cannot be made to allocate without bound: the produced size is capped by
+/// `-api-image-max-side` (asked for or following from the aspect), over the cap is a 400 and
+/// nothing is stored.
+#[test]
+fn image_output_size_is_capped() {
+    let t = Tree::start("run", &["-api-image-max-side", "64"]);
+    t.ready(2);
+    add_account(&t, "alice", "s1", "Alice");
+    let one = crate::social::png(1, 1);
+    let tall = crate::social::png(1, 2);
+    let b64 = |d: &[u8]| {
+        use base64::Engine;
+        crate::social::q(&base64::engine::general_purpose::STANDARD.encode(d))
+    };
+    for (what, data, size) in [
+        ("8192 asked", &one, "&_width=8192&_height=8192"),
+        ("65 asked", &one, "&_width=65"),
+        ("128 from the aspect", &tall, "&_width=64"),
+    ] {
+        let target = format!("/icon/put?prefix=p&type=1&icon={}{size}", b64(data));
+        let (s, v) = signed(&t, &Call::get(3, "alice", "s1", &target));
+        assert_eq!(s, 400, "{what}: {v}");
+        let (s, v) = signed(
+            &t,
+            &Call::get(3, "alice", "s1", "/icon/get?prefix=p&type=1"),
+        );
+        assert_ne!(s, 200, "{what}: nothing stored: {v}");
+    }
+    let target = format!(
+        "/icon/put?prefix=p&type=1&icon={}&_width=64&_height=64",
+        b64(&one)
+    );
+    let (s, v) = signed(&t, &Call::get(3, "alice", "s1", &target));
+    assert_eq!(s, 200, "within the cap: {v}");
+}

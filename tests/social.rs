@@ -108,7 +108,7 @@ fn b64(data: &[u8]) -> String {
 }
 
 /// Query-string encoding.
-fn q(s: &str) -> String {
+pub(crate) fn q(s: &str) -> String {
     form_urlencoded_encode(s)
 }
 
@@ -124,7 +124,7 @@ fn form_urlencoded_encode(s: &str) -> String {
 }
 
 /// A PNG of the given size with a gradient.
-fn png(w: u32, h: u32) -> Vec<u8> {
+pub(crate) fn png(w: u32, h: u32) -> Vec<u8> {
     let img =
         image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 3) as u8, (y * 5) as u8, 120]));
     let mut out = std::io::Cursor::new(Vec::new());

@@ -53,6 +53,8 @@ pub struct Api {
     pub(crate) admin: PathRules,
     /// `-api-upload-limit`, read once.
     pub(crate) upload_limit: usize,
+    /// `-api-image-jobs`: permits for image conversions on the blocking pool.
+    pub(crate) image_jobs: tokio::sync::Semaphore,
     pub(crate) busy_ms: u64,
     /// `-api-max-expire` in milliseconds, read once: how far ahead a request signature may expire.
     pub(crate) max_expire_ms: i64,

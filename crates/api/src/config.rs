@@ -10,6 +10,18 @@ const DEFAULT_ALLOW: &str =
 /// API parameters.
 pub static PARAMS: &[Param] = &[
     Param::new(
+        "api-image-max-side",
+        Kind::Int { min: 1, max: 8192 },
+        "4096",
+        "largest width or height of an image the server produces (icons, message pictures); a larger _width/_height is a 400",
+    ),
+    Param::new(
+        "api-image-jobs",
+        Kind::Int { min: 1, max: 64 },
+        "2",
+        "image conversions one web worker runs at once; more wait their turn",
+    ),
+    Param::new(
         "api-allow",
         Kind::Regexp,
         DEFAULT_ALLOW,

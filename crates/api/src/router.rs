@@ -53,8 +53,7 @@ impl Api {
         session_key: Option<Vec<u8>>,
     ) -> Api {
         // Fault switches exist only in debug builds and only when a test asks for them.
-        let faults =
-            cfg!(debug_assertions) && std::env::var("BKJS_TEST_FAULTS").as_deref() == Ok("1");
+        let faults = bkjs_base::faults::enabled();
         let mut routes = app_routes;
         routes.extend(super::endpoints::builtin());
         routes.disable(cfg.list("api-disable"));
@@ -67,6 +66,7 @@ impl Api {
             && !routes.has_hooks();
         Api {
             upload_limit: cfg.int("api-upload-limit") as usize,
+            image_jobs: tokio::sync::Semaphore::new(cfg.int("api-image-jobs") as usize),
             busy_ms: cfg.duration("api-busy-latency").as_millis() as u64,
             max_expire_ms: i64::try_from(cfg.duration("api-max-expire").as_millis())
                 .unwrap_or(i64::MAX),

@@ -384,7 +384,7 @@ async fn put(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError
             )));
         }
     }
-    let out = convert(data, c).await?;
+    let out = convert(&req, data, c).await?;
     let ext = out.format.ext();
     let images = req.api.cfg.dir("images");
     let path = icon_path(&images, &n.prefix, &n.id, &n.kind, ext);

@@ -175,7 +175,7 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
     };
     // The image is checked and converted before anything is stored.
     let image = match icon {
-        Some(data) => Some(convert(data, convert_params(&req)?).await?),
+        Some(data) => Some(convert(&req, data, convert_params(&req)?).await?),
         None => None,
     };
     let ext = image.as_ref().map(|i| i.format.ext()).unwrap_or("");

@@ -11,6 +11,9 @@ use std::io::Cursor;
 /// The largest width or height accepted, decoded or asked for.
 pub const MAX_SIDE: u32 = 8192;
 
+/// The default largest side of a produced image (`-api-image-max-side`).
+pub const DEFAULT_MAX_OUTPUT: u32 = 4096;
+
 /// Memory the decoder may use for one image.
 const MAX_ALLOC: u64 = 256 * 1024 * 1024;
 
@@ -89,6 +92,8 @@ pub struct Convert {
     pub format: Format,
     /// JPEG quality 1..=100.
     pub quality: u8,
+    /// The largest width or height this conversion may produce (`-api-image-max-side`).
+    pub max_side: u32,
 }
 
 impl Default for Convert {
@@ -98,6 +103,7 @@ impl Default for Convert {
             height: 0,
             format: Format::Jpeg,
             quality: 80,
+            max_side: DEFAULT_MAX_OUTPUT,
         }
     }
 }
@@ -117,6 +123,7 @@ pub fn target_size(
     src_h: u32,
     width: i32,
     height: i32,
+    max_side: u32,
 ) -> Result<(u32, u32), ImageError> {
     let want = |v: i32, src: u32| -> Option<u32> {
         match v {
@@ -134,9 +141,10 @@ pub fn target_size(
         (Some(w), None) => (w, scale(src_h, w, src_w)),
         (None, Some(h)) => (scale(src_w, h, src_h), h),
     };
-    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+    let max = max_side.min(MAX_SIDE);
+    if w == 0 || h == 0 || w > max || h > max {
         return Err(ImageError::BadSize(format!(
-            "{w}x{h} is outside 1..{MAX_SIDE} on a side"
+            "{w}x{h} is outside 1..{max} on a side (-api-image-max-side)"
         )));
     }
     Ok((w, h))
@@ -159,7 +167,7 @@ pub fn convert(data: &[u8], c: &Convert) -> Result<Converted, ImageError> {
         ::image::ImageError::Limits(_) => ImageError::TooLarge,
         other => ImageError::NotAnImage(other.to_string()),
     })?;
-    let (w, h) = target_size(img.width(), img.height(), c.width, c.height)?;
+    let (w, h) = target_size(img.width(), img.height(), c.width, c.height, c.max_side)?;
     let img = if (w, h) == (img.width(), img.height()) {
         img
     } else {
@@ -248,26 +256,37 @@ mod tests {
 
     #[test]
     fn sizes_follow_the_original_rules() {
-        assert_eq!(target_size(400, 200, 0, 0), Ok((400, 200)));
-        assert_eq!(target_size(400, 200, 128, 128), Ok((128, 128)));
-        assert_eq!(target_size(400, 200, 100, 0), Ok((100, 50)), "aspect kept");
-        assert_eq!(target_size(400, 200, 0, 100), Ok((200, 100)));
+        assert_eq!(target_size(400, 200, 0, 0, MAX_SIDE), Ok((400, 200)));
+        assert_eq!(target_size(400, 200, 128, 128, MAX_SIDE), Ok((128, 128)));
         assert_eq!(
-            target_size(100, 50, -200, 0),
+            target_size(400, 200, 100, 0, MAX_SIDE),
+            Ok((100, 50)),
+            "aspect kept"
+        );
+        assert_eq!(target_size(400, 200, 0, 100, MAX_SIDE), Ok((200, 100)));
+        assert_eq!(
+            target_size(100, 50, -200, 0, MAX_SIDE),
             Ok((100, 50)),
             "negative: no upscale"
         );
         assert_eq!(
-            target_size(400, 200, -200, 0),
+            target_size(400, 200, -200, 0, MAX_SIDE),
             Ok((200, 100)),
             "negative: downscale"
         );
         assert_eq!(
-            target_size(100, 50, 300, 0),
+            target_size(100, 50, 300, 0, MAX_SIDE),
             Ok((300, 150)),
             "positive upscales"
         );
-        assert!(target_size(10, 10, 100_000, 0).is_err());
+        assert!(target_size(10, 10, 100_000, 0, MAX_SIDE).is_err());
+        // The output cap holds for a size asked for and for one that follows from the aspect.
+        assert_eq!(target_size(1, 1, 64, 64, 64), Ok((64, 64)));
+        assert!(target_size(1, 1, 65, 64, 64).is_err());
+        assert!(
+            target_size(1, 2, 64, 0, 64).is_err(),
+            "height 128 from the aspect"
+        );
     }
 
     #[test]
@@ -284,6 +303,7 @@ mod tests {
                 height: 128,
                 format: Format::parse(ext).expect("format"),
                 quality: 70,
+                ..Convert::default()
             };
             let out = convert(&src, &c).expect("convert");
             assert_eq!((out.width, out.height), (128, 128));

@@ -91,10 +91,12 @@ pub(crate) fn convert_params(req: &Req) -> Result<Convert, ApiError> {
             },
         }
     };
-    let side = crate::image::MAX_SIDE as i64;
+    let max_side = req.api.cfg.int("api-image-max-side") as u32;
+    let side = i64::from(max_side);
     let mut c = Convert {
         width: int("_width", -side, side)?.unwrap_or(0) as i32,
         height: int("_height", -side, side)?.unwrap_or(0) as i32,
+        max_side,
         ..Convert::default()
     };
     if let Some(q) = int("_quality", 1, 100)? {
@@ -106,8 +108,16 @@ pub(crate) fn convert_params(req: &Req) -> Result<Convert, ApiError> {
     Ok(c)
 }
 
-/// Converts an upload on the blocking pool.
-pub(crate) async fn convert(data: Vec<u8>, c: Convert) -> Result<Converted, ApiError> {
+/// Converts an upload on the blocking pool, at most `-api-image-jobs` at once in this worker:
+/// decoding and resizing hold tens of megabytes each, so they wait their turn instead of growing
+/// the blocking pool and the worker's memory without bound.
+pub(crate) async fn convert(req: &Req, data: Vec<u8>, c: Convert) -> Result<Converted, ApiError> {
+    let _permit = req
+        .api
+        .image_jobs
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(format!("image conversion: {e}")))?;
     tokio::task::spawn_blocking(move || crate::image::convert(&data, &c))
         .await
         .map_err(|e| ApiError::internal(format!("image conversion failed: {e}")))?
