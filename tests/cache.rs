@@ -201,6 +201,24 @@ fn unanswered_ipc_is_a_miss_for_reads_and_an_error_for_writes() {
         }
     }
     let _cont = Cont(server);
+    // kill(2) only queues SIGSTOP: wait until every thread of the server is stopped.
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{server}/task"))
+            .map(|tasks| {
+                tasks.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                        s.rfind(')')
+                            .and_then(|i| s[i + 1..].split_whitespace().next())
+                            == Some("T")
+                    })
+                })
+            })
+            .unwrap_or(false)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), stopped),
+        "the server stops"
+    );
     let start = std::time::Instant::now();
     assert_eq!(value(&t, "a"), json!({}), "a read without reply is a miss");
     let (s, e) = call(&t, "put?name=a&value=2");
