@@ -591,11 +591,11 @@ fn scenario(store: Store) {
     };
     let (s, v) = signed(&t, &c);
     assert_eq!((s, v["size"].clone()), (200, json!(9)), "{v}");
-    let (s, body, ct) = fetch(&t, Some(&b), "/file/get?prefix=docs&name=notes/a.txt");
+    let (s, body, ct) = fetch(&t, Some(&a), "/file/get?prefix=docs&name=notes/a.txt");
     assert_eq!((s, body.as_slice()), (200, &b"file body"[..]));
     assert!(ct.starts_with("text/plain"), "{ct}");
     assert_eq!(
-        std::fs::read(home.join("files/docs/notes/a.txt")).expect("stored"),
+        std::fs::read(home.join(format!("files/{}/docs/notes/a.txt", a.id))).expect("stored"),
         b"file body"
     );
     let (s, v) = get(&t, &a, "/file/del?prefix=docs&name=notes/a.txt");
@@ -1013,8 +1013,9 @@ fn path_traversal(store: Store) {
     );
     assert_eq!(s, 400, "a part too long");
     // A symbolic link inside files/ that points outside is not followed.
-    std::fs::create_dir_all(home.join("files/docs")).expect("files dir");
-    std::os::unix::fs::symlink(&outside, home.join("files/docs/out")).expect("symlink");
+    let docs = home.join(format!("files/{}/docs", a.id));
+    std::fs::create_dir_all(&docs).expect("files dir");
+    std::os::unix::fs::symlink(&outside, docs.join("out")).expect("symlink");
     let (s, v) = get(
         &t,
         &a,

@@ -107,11 +107,46 @@ pub(crate) struct Signed<'a> {
     pub(crate) headers: &'a HeaderMap,
     pub(crate) path: &'a str,
     pub(crate) query: Option<&'a str>,
-    pub(crate) body: &'a [u8],
+    /// `None` while the body is not read yet: the request is authenticated from its headers and
+    /// the returned [`BodyCheck`] checks the body once it is there. A form POST signs its body in
+    /// the query's place, so it must come with its body.
+    pub(crate) body: Option<&'a [u8]>,
+}
+
+/// What authenticating from the headers alone leaves for the body: a signed request's body must
+/// match the CHECKSUM the signature covers, and a body needs one at all.
+#[must_use = "the body is not checked until BodyCheck::check runs"]
+pub(crate) struct BodyCheck {
+    /// `None`: nothing left to check (a session cookie, or the body was checked already).
+    checksum: Option<String>,
+}
+
+impl BodyCheck {
+    /// Refuses a body the signature does not cover.
+    pub(crate) fn check(&self, body: &[u8]) -> Result<(), ApiError> {
+        let Some(checksum) = &self.checksum else {
+            return Ok(());
+        };
+        if !body.is_empty() && checksum.is_empty() {
+            return Err(unsigned_body());
+        }
+        auth::verify_checksum(checksum, body).map_err(refused)
+    }
+}
+
+/// A signed body whose checksum is not signed: whoever sees the request could replace its body
+/// until it expires.
+fn unsigned_body() -> ApiError {
+    ApiError::bad("Invalid signature: a request with a body must sign its checksum")
 }
 
 /// Verifies the caller's credentials; the account on success, the docs/auth.md refusal otherwise.
-pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, ApiError> {
+/// With `r.body` `None` nothing is read from the body: the returned [`BodyCheck`] must then pass
+/// on the body before the request is served.
+pub(crate) async fn authenticate(
+    api: &Api,
+    r: &Signed<'_>,
+) -> Result<(Account, BodyCheck), ApiError> {
     let header = r.headers.get("bk-signature").map(|v| v.to_str());
     let (text, from_cookie): (Cow<'_, str>, bool) = match header {
         Some(Ok(h)) => (Cow::Borrowed(h), false),
@@ -141,11 +176,16 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
             "Invalid signature: a signed form POST carries its parameters in the body, not in the URL",
         ));
     }
-    if !from_cookie && !form && !r.body.is_empty() && sig.checksum.is_empty() {
-        // Otherwise whoever sees the request could replace its body until it expires.
-        return Err(ApiError::bad(
-            "Invalid signature: a request with a body must sign its checksum",
+    if !from_cookie && form && r.body.is_none() {
+        return Err(ApiError::internal(
+            "a signed form POST is authenticated with its body",
         ));
+    }
+    let body_check = BodyCheck {
+        checksum: (!from_cookie && !form).then(|| sig.checksum.to_string()),
+    };
+    if body_check.checksum.as_deref() == Some("") && r.body.is_some_and(|b| !b.is_empty()) {
+        return Err(unsigned_body());
     }
     let db = api
         .db
@@ -168,7 +208,7 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
             None => Err(AuthError::NoServerKey),
         }
     } else {
-        let body = form.then(|| String::from_utf8_lossy(r.body));
+        let body = form.then(|| String::from_utf8_lossy(r.body.unwrap_or_default()));
         let query = auth::signed_query(
             r.method.as_str(),
             content_type,
@@ -176,12 +216,16 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
             body.as_deref(),
         );
         let string = sig.string_to_sign(r.method.as_str(), host, r.path, &query, content_type);
+        // The MAC covers the CHECKSUM as sent; the body itself is the BodyCheck's (above, or once
+        // it is read).
+        let mut mac_only = sig.clone();
+        mac_only.checksum = Cow::Borrowed("");
         auth::verify_request_keyed(
-            &sig,
+            &mac_only,
             &account.keys,
             account.secret.as_bytes(),
             &string,
-            r.body,
+            &[],
         )
     };
     if let Err(e) = checked {
@@ -195,6 +239,20 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
         );
         return Err(refused(e));
     }
+    let left = match r.body {
+        Some(body) => {
+            body_check.check(body)?;
+            BodyCheck { checksum: None }
+        }
+        None => body_check,
+    };
+    check_account(&row, r.path, now)?;
+    Ok((account, left))
+}
+
+/// The account rules every request and every WebSocket frame of an account meets once its
+/// caller is known: the account's expiry (412) and its own `acl_deny`/`acl_allow` patterns (403).
+pub(crate) fn check_account(row: &Row, path: &str, now: i64) -> Result<(), ApiError> {
     let expires = row.get("expires").and_then(Value::as_i64).unwrap_or(0);
     if expires > 0 && expires < now {
         return Err(ApiError::new(
@@ -210,7 +268,8 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
         match regex::Regex::new(p) {
             Ok(rx) => Some(rx),
             Err(e) => {
-                tracing::warn!("auth: {name} of login {:?} is not a regexp: {e}", sig.login);
+                let login = row.get("login").and_then(Value::as_str).unwrap_or("");
+                tracing::warn!("auth: {name} of login {login:?} is not a regexp: {e}");
                 // An unusable rule must not open the account up: deny matches every path,
                 // allow matches none.
                 let fallback = if name == "acl_deny" { "^" } else { r"[^\s\S]" };
@@ -218,11 +277,11 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
             }
         }
     };
-    if acl("acl_deny").is_some_and(|rx| rx.is_match(r.path)) {
+    if acl("acl_deny").is_some_and(|rx| rx.is_match(path)) {
         return Err(ApiError::denied("Access denied"));
     }
-    if acl("acl_allow").is_some_and(|rx| !rx.is_match(r.path)) {
+    if acl("acl_allow").is_some_and(|rx| !rx.is_match(path)) {
         return Err(ApiError::denied("Access denied"));
     }
-    Ok(account)
+    Ok(())
 }

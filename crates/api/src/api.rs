@@ -53,8 +53,12 @@ pub struct Api {
     pub(crate) admin: PathRules,
     /// `-api-upload-limit`, read once.
     pub(crate) upload_limit: usize,
+    /// `-api-body-timeout`, read once (zero: none).
+    pub(crate) body_timeout: std::time::Duration,
     /// `-api-image-jobs`: permits for image conversions on the blocking pool.
     pub(crate) image_jobs: tokio::sync::Semaphore,
+    /// `-api-body-jobs`: permits for parsing and decoding large bodies on the blocking pool.
+    pub(crate) body_jobs: tokio::sync::Semaphore,
     pub(crate) busy_ms: u64,
     /// `-api-max-expire` in milliseconds, read once: how far ahead a request signature may expire.
     pub(crate) max_expire_ms: i64,
@@ -105,6 +109,9 @@ impl ApiMetrics {
         }
     }
 }
+
+/// Bodies this large (bytes) are parsed and decoded off the request task ([`Api::off_task`]).
+pub(crate) const LARGE_BODY: usize = 256 * 1024;
 
 /// `path` without the extension of its last segment (`/a/b.png` -> `/a/b`): what the access
 /// rules that must not depend on an extension look at.
@@ -181,6 +188,28 @@ impl Api {
             return Err(ApiError::denied("Access denied: admins only"));
         }
         Ok(())
+    }
+
+    /// Runs `work` on a body of `size` bytes: on the request task when the body is small, on the
+    /// blocking pool when it is [`LARGE_BODY`] or more, at most `-api-body-jobs` at once. Parsing
+    /// or decoding megabytes takes tens of milliseconds; on the request task it would hold every
+    /// other request of the worker (one runtime thread by default) for that long.
+    pub(crate) async fn off_task<T: Send + 'static>(
+        &self,
+        size: usize,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        if size < LARGE_BODY {
+            return Ok(work());
+        }
+        let _permit = self
+            .body_jobs
+            .acquire()
+            .await
+            .map_err(|e| ApiError::internal(format!("large body: {e}")))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| ApiError::internal(format!("large body: {e}")))
     }
 
     /// Counts one request answered outside [`Api::handle`] (a WebSocket frame).

@@ -22,6 +22,12 @@ pub static PARAMS: &[Param] = &[
         "image conversions one web worker runs at once; more wait their turn",
     ),
     Param::new(
+        "api-body-jobs",
+        Kind::Int { min: 1, max: 64 },
+        "2",
+        "large request bodies (256KB or more) one web worker parses and decodes at once on its blocking pool; more wait their turn",
+    ),
+    Param::new(
         "api-allow",
         Kind::Regexp,
         DEFAULT_ALLOW,
@@ -50,6 +56,48 @@ pub static PARAMS: &[Param] = &[
         Kind::Size,
         "10MB",
         "largest request body accepted",
+    ),
+    Param::new(
+        "api-body-timeout",
+        Kind::Duration,
+        "30s",
+        "a request body not fully received this long after its headers is answered 408 and its connection closed (0 = no limit)",
+    ),
+    Param::new(
+        "api-ip-conn-max",
+        Kind::Int { min: 0, max: 1_000_000 },
+        "256",
+        "open connections one client address may hold on one web worker; more are answered 429 and closed (0 = no limit; raise it behind a reverse proxy)",
+    ),
+    Param::new(
+        "api-ws-anonymous",
+        Kind::Bool,
+        "false",
+        "allow WebSockets without a signed-in account on open paths; otherwise an anonymous upgrade is a 401",
+    ),
+    Param::new(
+        "api-ws-origins",
+        Kind::List,
+        "",
+        "origins (scheme://host[:port]) besides the request's own host whose pages may open WebSockets; * allows any; a foreign Origin is a 403",
+    ),
+    Param::new(
+        "api-ws-ping-interval",
+        Kind::Duration,
+        "30s",
+        "how often the server pings an open WebSocket (0 = never)",
+    ),
+    Param::new(
+        "api-ws-pong-timeout",
+        Kind::Duration,
+        "10s",
+        "a WebSocket whose peer sends nothing, not even a pong, this long after a ping is closed",
+    ),
+    Param::new(
+        "api-ws-idle-timeout",
+        Kind::Duration,
+        "10m",
+        "a WebSocket with neither a request from its peer nor a pushed event for this long is closed (0 = never)",
     ),
     Param::new(
         "api-unsecure",

@@ -15,6 +15,7 @@ pub mod access;
 mod api;
 pub mod auth;
 mod config;
+mod conn_limit;
 pub mod endpoints;
 mod error;
 pub mod geo;

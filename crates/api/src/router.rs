@@ -66,7 +66,9 @@ impl Api {
             && !routes.has_hooks();
         Api {
             upload_limit: cfg.int("api-upload-limit") as usize,
+            body_timeout: cfg.duration("api-body-timeout"),
             image_jobs: tokio::sync::Semaphore::new(cfg.int("api-image-jobs") as usize),
+            body_jobs: tokio::sync::Semaphore::new(cfg.int("api-body-jobs") as usize),
             busy_ms: cfg.duration("api-busy-latency").as_millis() as u64,
             max_expire_ms: i64::try_from(cfg.duration("api-max-expire").as_millis())
                 .unwrap_or(i64::MAX),
@@ -150,36 +152,62 @@ impl Api {
             super::websocket::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
         let no_body = hyper::body::Body::size_hint(&body).exact() == Some(0);
-        let body = if no_body {
-            Bytes::new()
-        } else {
-            let limit = self.upload_limit;
-            match Limited::new(body, limit).collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("request body is larger than -api-upload-limit ({limit} bytes)"),
-                    ))
-                }
-                Err(e) => return Err(ApiError::bad(format!("cannot read the request body: {e}"))),
-            }
-        };
-        let signed = Signed {
+        let content_type = parts
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        // A form POST signs its body in the query's place: it is read first (within the size
+        // limit and the body timeout). Every other request is authenticated from its headers and
+        // refused before a byte of its body is read.
+        let form = !no_body && crate::auth::is_form_post(parts.method.as_str(), content_type);
+        let wants_account = !open || access::has_credentials(&parts.headers, query);
+        let mut signed = Signed {
             method: &parts.method,
             headers: &parts.headers,
             path,
             query,
-            body: &body,
+            // No body: nothing to wait for, and nothing for a BodyCheck to look at later.
+            body: no_body.then_some(&[][..]),
         };
-        let account: Option<Account> = if !open {
-            Some(access::authenticate(self, &signed).await?)
-        } else if access::has_credentials(&parts.headers, query) {
-            // An open path still learns who signed, when the signature is good.
-            access::authenticate(self, &signed).await.ok()
+        let mut account: Option<Account> = None;
+        let mut body_check = None;
+        if wants_account && !form {
+            match access::authenticate(self, &signed).await {
+                Ok((a, check)) => {
+                    account = Some(a);
+                    body_check = Some(check);
+                }
+                // The body is never read: hyper closes the connection after the answer.
+                Err(e) if !open => return Err(e),
+                // An open path still learns who signed, when the signature is good.
+                Err(_) => {}
+            }
+        }
+        let body = if no_body {
+            Bytes::new()
         } else {
-            None
+            self.read_body(body, path).await?
         };
+        if wants_account && form {
+            signed.body = Some(&body);
+            match access::authenticate(self, &signed).await {
+                Ok((a, _checked)) => account = Some(a),
+                Err(e) if !open => return Err(e),
+                Err(_) => {}
+            }
+        } else if let Some(check) = body_check {
+            if let Err(e) = check.check(&body) {
+                tracing::info!(
+                    "auth: the body of {} {path} is refused: {}",
+                    parts.method,
+                    e.message
+                );
+                if !open {
+                    return Err(e);
+                }
+                account = None;
+            }
+        }
         self.check_admin(path, account.as_ref())?;
         if let Some(on) = upgrade {
             return super::websocket::accept(self.clone(), &parts, account, on, frame_dispatch);
@@ -194,6 +222,41 @@ impl Api {
             true,
         )
         .await
+    }
+
+    /// The request body, at most `-api-upload-limit` bytes (413) and within `-api-body-timeout`
+    /// (408): a client that stalls mid-body does not hold its connection forever.
+    async fn read_body(&self, body: Incoming, path: &str) -> Result<Bytes, ApiError> {
+        let limit = self.upload_limit;
+        let read = Limited::new(body, limit).collect();
+        let collected = if self.body_timeout.is_zero() {
+            read.await
+        } else {
+            match tokio::time::timeout(self.body_timeout, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::info!(
+                        "the body of a request to {path} did not arrive within -api-body-timeout ({:?})",
+                        self.body_timeout
+                    );
+                    return Err(ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request body did not arrive within -api-body-timeout",
+                    ));
+                }
+            }
+        };
+        match collected {
+            Ok(b) => Ok(b.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                tracing::info!("the body of a request to {path} is larger than -api-upload-limit");
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body is larger than -api-upload-limit ({limit} bytes)"),
+                ))
+            }
+            Err(e) => Err(ApiError::bad(format!("cannot read the request body: {e}"))),
+        }
     }
 
     /// Runs the route for an authenticated request (static files from `web/` when `statics`
@@ -233,9 +296,21 @@ impl Api {
                 });
             }
         };
-        let params = Params::parse(query, content_type.as_deref(), &body)
-            .await
-            .map_err(ApiError::bad)?;
+        let params = if body.len() < crate::api::LARGE_BODY {
+            Params::parse(query, content_type.as_deref(), &body).await
+        } else {
+            let (q, ct, b) = (
+                query.map(str::to_string),
+                content_type.clone(),
+                body.clone(),
+            );
+            let rt = tokio::runtime::Handle::current();
+            self.off_task(b.len(), move || {
+                rt.block_on(Params::parse(q.as_deref(), ct.as_deref(), &b))
+            })
+            .await?
+        }
+        .map_err(ApiError::bad)?;
         let mut r = Req::new(
             self.clone(),
             method,

@@ -195,6 +195,7 @@ pub async fn serve(
         open: Default::default(),
     });
     let idle = api.cfg.duration("timeout");
+    let per_ip = crate::conn_limit::IpConns::new(api.cfg.int("api-ip-conn-max") as usize);
     api.watch_lag();
     {
         let (conns, mut drain) = (conns.clone(), drain.clone());
@@ -228,6 +229,18 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let slot = match stream.peer_addr() {
+                    Ok(peer) => match per_ip.enter(peer.ip()) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            tracing::info!("{} holds -api-ip-conn-max connections already: refused", peer.ip());
+                            // Best effort: a client that is not reading gets the close only.
+                            let _ = stream.try_write(crate::conn_limit::REFUSED);
+                            continue;
+                        }
+                    },
+                    Err(_) => None,
+                };
                 let (id, state) = conns.add();
                 let svc = {
                     // One shared context per connection: a request clones one Arc, not four.
@@ -272,6 +285,7 @@ pub async fn serve(
                         tracing::debug!("connection: {e}");
                     }
                     conns.remove(id);
+                    drop(slot);
                     drop(done);
                 });
             }

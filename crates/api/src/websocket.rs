@@ -8,6 +8,18 @@
 //! long poll's reply shape; requests are answered with JSON objects), each frame holding
 //! whatever had arrived. A frame that is not a request URL gets an error frame and the
 //! connection stays open. When the worker drains, sockets are closed with code 1001.
+//!
+//! Every frame meets the access rules of an HTTP request to its path (deny, disallow, the admin
+//! rule, the account's expiry and `acl_deny`/`acl_allow`), checked against the account's current
+//! `bk_auth` row. The row is also re-read through the cache every [`ACCOUNT_WATCH`] (cache writes
+//! are pushed to every worker), so a socket whose account is deleted, gets a new secret or
+//! another type is closed with code 1008 within a second, on whichever worker holds it.
+//!
+//! Limits (docs/security.md): an upgrade needs an authenticated account unless
+//! `-api-ws-anonymous`; a browser's `Origin` must be the request's own host or listed in
+//! `-api-ws-origins`; the server pings every `-api-ws-ping-interval` and closes a socket whose
+//! peer has not answered within `-api-ws-pong-timeout`, and one with neither a request nor a
+//! pushed event for `-api-ws-idle-timeout`.
 
 use crate::api::Api;
 use crate::auth::Account;
@@ -22,6 +34,7 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -32,6 +45,12 @@ const MAX_FRAME: usize = 64 * 1024;
 
 /// Events pushed in one frame at most.
 const MAX_BATCH: usize = 100;
+
+/// How often an open socket re-reads its account's `bk_auth` row (through the near cache).
+const ACCOUNT_WATCH: Duration = Duration::from_millis(400);
+
+/// How long a close frame may take to leave before the socket is dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Answers the request URL of a frame as a GET with the socket's headers and caller: the
 /// router's dispatch, handed to [`accept`] so this module does not depend on the router.
@@ -63,6 +82,17 @@ pub(crate) fn accept(
     if parts.method != Method::GET {
         return Err(ApiError::bad("a WebSocket upgrade must be a GET"));
     }
+    if account.is_none() && !api.cfg.bool("api-ws-anonymous") {
+        tracing::info!(
+            "websocket: an anonymous upgrade to {} refused",
+            parts.uri.path()
+        );
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Not authenticated: a WebSocket needs a signed-in account",
+        ));
+    }
+    check_origin(&parts.headers, api.cfg.list("api-ws-origins"))?;
     let version = parts
         .headers
         .get("sec-websocket-version")
@@ -122,17 +152,114 @@ pub(crate) fn accept(
     Ok(r)
 }
 
+/// A browser's upgrade carries `Origin`: it must name the host the request was sent to, or be
+/// listed in `-api-ws-origins` (`*` allows any). Other clients send none and are not refused.
+fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(hyper::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+    {
+        return Ok(());
+    }
+    let host = crate::access::host_of(headers);
+    let own = origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| !host.is_empty() && rest.eq_ignore_ascii_case(host));
+    if own {
+        return Ok(());
+    }
+    tracing::info!("websocket: origin {origin:?} refused for host {host:?}");
+    Err(ApiError::denied(
+        "Access denied: this Origin may not open a WebSocket (-api-ws-origins)",
+    ))
+}
+
+/// The socket limits of `-api-ws-*`, read once per socket.
+struct Limits {
+    ping: Duration,
+    pong: Duration,
+    idle: Duration,
+}
+
+impl Limits {
+    fn of(api: &Api) -> Limits {
+        Limits {
+            ping: api.cfg.duration("api-ws-ping-interval"),
+            pong: api.cfg.duration("api-ws-pong-timeout"),
+            idle: api.cfg.duration("api-ws-idle-timeout"),
+        }
+    }
+}
+
+/// The account's current state, read again through the cache: the account to go on with, or why
+/// the socket must close (deleted, new secret, another type).
+async fn refresh(api: &Api, account: &Account) -> Result<Account, &'static str> {
+    let Some(db) = api.db.as_ref() else {
+        return Ok(account.clone());
+    };
+    let mut key = bkjs_db::Row::new();
+    key.insert("login".into(), json!(account.login()));
+    let row = match db.get_cached_shared("bk_auth", &key).await {
+        Ok(Some(row)) => row,
+        Ok(None) => return Err("the account was deleted"),
+        Err(e) => {
+            // The database is unreachable: the account is as good as it was.
+            tracing::warn!(
+                "websocket: cannot read the account {}: {e}",
+                account.login()
+            );
+            return Ok(account.clone());
+        }
+    };
+    let Some(fresh) = api.accounts.account(account.login(), &row) else {
+        return Err("the account has no secret");
+    };
+    if fresh.id() != account.id() {
+        return Err("the account was deleted");
+    }
+    if fresh.secret != account.secret {
+        return Err("the account's secret changed");
+    }
+    let kind = |a: &Account| a.auth.get("type").cloned();
+    if kind(&fresh) != kind(account) {
+        return Err("the account's type changed");
+    }
+    Ok(fresh)
+}
+
+/// Sends a close frame (bounded in time: the peer may not be reading).
+async fn close(ws: &mut Ws, code: CloseCode, reason: &str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }));
+    let _ = tokio::time::timeout(CLOSE_GRACE, ws.send(frame)).await;
+}
+
+/// Resolves at `at`, or never.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn error_text(e: &ApiError) -> String {
     json!({"status": e.status.as_u16(), "message": e.message}).to_string()
 }
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-/// One socket: request frames in, replies and pushed events out, until either side closes.
+/// One socket: request frames in, replies and pushed events out, until either side closes, the
+/// account changes or a limit of [`Limits`] is reached.
 async fn serve(
     api: Arc<Api>,
     headers: HeaderMap,
-    account: Option<Account>,
+    mut account: Option<Account>,
     mut ws: Ws,
     dispatch: Dispatch,
 ) {
@@ -141,24 +268,52 @@ async fn serve(
         .map(|a| a.id().to_string())
         .unwrap_or_else(|| "anonymous".into());
     tracing::debug!("websocket open for {who}");
+    let limits = Limits::of(&api);
     let mut sub: Option<bkjs_msg::Subscription> = None;
-    loop {
+    let mut watch = tokio::time::interval(ACCOUNT_WATCH);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pinger = tokio::time::interval(if limits.ping.is_zero() {
+        Duration::from_secs(3600)
+    } else {
+        limits.ping
+    });
+    pinger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pinger.tick().await; // the first tick is immediate
+                         // When the unanswered ping was sent; any frame from the peer answers it.
+    let mut ping_sent: Option<Instant> = None;
+    let mut active = Instant::now();
+    let idle_at = |active: Instant| (!limits.idle.is_zero()).then(|| active + limits.idle);
+    let closed: Option<(CloseCode, String)> = loop {
         let out = tokio::select! {
-            frame = ws.next() => match frame {
-                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
-                Some(Ok(Message::Text(t))) => {
-                    let start = std::time::Instant::now();
-                    let reply = frame_reply(&api, &headers, account.as_ref(), t.as_str(), &mut sub, dispatch).await;
-                    api.count(start);
-                    Message::text(reply)
+            frame = ws.next() => {
+                ping_sent = None;
+                match frame {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break None,
+                    Some(Ok(Message::Text(t))) => {
+                        active = Instant::now();
+                        if let Some(a) = &account {
+                            match refresh(&api, a).await {
+                                Ok(fresh) => account = Some(fresh),
+                                Err(why) => break Some((CloseCode::Policy, why.to_string())),
+                            }
+                        }
+                        let start = std::time::Instant::now();
+                        let reply = frame_reply(&api, &headers, account.as_ref(), t.as_str(), &mut sub, dispatch).await;
+                        api.count(start);
+                        Message::text(reply)
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        active = Instant::now();
+                        Message::text(error_text(&ApiError::bad(
+                            "binary frames are not requests: send the request URL as a text frame",
+                        )))
+                    }
+                    Some(Ok(_)) => continue, // pings are answered by tungstenite; a pong is noted above
                 }
-                Some(Ok(Message::Binary(_))) => Message::text(error_text(&ApiError::bad(
-                    "binary frames are not requests: send the request URL as a text frame",
-                ))),
-                Some(Ok(_)) => continue, // ping and pong are answered by tungstenite
             },
             ev = next_event(&mut sub) => match ev {
                 Some(first) => {
+                    active = Instant::now();
                     let mut events = vec![super::endpoints::common::publish::as_value(&first.data)];
                     while events.len() < MAX_BATCH {
                         match sub.as_mut().and_then(|s| s.try_recv()) {
@@ -173,19 +328,36 @@ async fn serve(
                     continue;
                 }
             },
-            _ = api.draining() => {
-                let _ = ws
-                    .send(Message::Close(Some(CloseFrame {
-                        code: CloseCode::Away,
-                        reason: "the server is restarting".into(),
-                    })))
-                    .await;
-                break;
+            _ = watch.tick(), if account.is_some() => {
+                if let Some(a) = &account {
+                    match refresh(&api, a).await {
+                        Ok(fresh) => account = Some(fresh),
+                        Err(why) => break Some((CloseCode::Policy, why.to_string())),
+                    }
+                }
+                continue;
             }
+            _ = pinger.tick(), if !limits.ping.is_zero() && ping_sent.is_none() => {
+                ping_sent = Some(Instant::now());
+                Message::Ping(Bytes::new())
+            }
+            _ = until(ping_sent.map(|at| at + limits.pong)) => {
+                tracing::info!("websocket of {who}: no pong within -api-ws-pong-timeout");
+                break Some((CloseCode::Away, "no pong within -api-ws-pong-timeout".to_string()));
+            }
+            _ = until(idle_at(active)) => {
+                tracing::debug!("websocket of {who}: idle for -api-ws-idle-timeout");
+                break Some((CloseCode::Normal, "idle for -api-ws-idle-timeout".to_string()));
+            }
+            _ = api.draining() => break Some((CloseCode::Away, "the server is restarting".to_string())),
         };
         if ws.send(out).await.is_err() {
-            break;
+            break None;
         }
+    };
+    if let Some((code, reason)) = closed {
+        tracing::info!("websocket of {who} closed: {reason}");
+        close(&mut ws, code, &reason).await;
     }
     tracing::debug!("websocket closed for {who}");
 }
@@ -236,6 +408,9 @@ async fn request(
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated"));
     }
     api.check_admin(path, account)?;
+    if let Some(a) = account {
+        crate::access::check_account(&a.auth, path, bkjs_base::time::now_ms())?;
+    }
     if path == "/account/subscribe" {
         let me =
             account.ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated"))?;

@@ -79,6 +79,6 @@ pub use signature::Version;
 
 pub(crate) use account::Accounts;
 pub(crate) use canonical::{is_form_post, signed_query};
-pub(crate) use mac::verify_request_keyed;
+pub(crate) use mac::{verify_checksum, verify_request_keyed};
 pub(crate) use session::{session_cookie, verify_session};
 pub(crate) use signature::{check_expires, check_login, Signature, SESSION_COOKIE};

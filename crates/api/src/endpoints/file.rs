@@ -1,5 +1,7 @@
-//! `/file/*` (docs/api.md): a file store under `files/PREFIX/NAME` for signed-in callers (restrict it
-//! with `-api-allow-admin` or an access check where that is too open). The content comes as a
+//! `/file/*` (docs/api.md): a file store under `files/OWNER/PREFIX/NAME` for signed-in callers
+//! (restrict it further with `-api-allow-admin` or an access check). Files live under their
+//! owner's account id: a caller reads, writes and deletes its own; `id=OWNER` names another
+//! account's files, which only admins may touch (403 otherwise, before anything is looked at). The content comes as a
 //! multipart file, a base64 `data` field of a JSON body, a base64 `data` parameter, or the raw
 //! body of any other content type. Names are checked before anything is touched: a relative
 //! path of normal components (no `..`, no `.`, no empty part), no absolute path, no NUL or other
@@ -71,11 +73,31 @@ pub(crate) fn check_name(param: &str, name: &str, nested: bool) -> Result<PathBu
     Ok(out)
 }
 
-/// `files/PREFIX/NAME` of a request.
+/// The account whose files a request addresses: `id` when given, which only that account itself
+/// or an admin may name; the caller otherwise.
+fn owner(req: &Req) -> Result<PathBuf, ApiError> {
+    let me = req.account()?;
+    match req.param("id").filter(|v| !v.is_empty()) {
+        None => check_name("id", me.id(), false),
+        Some(id) if id == me.id() || me.is_admin() => check_name("id", id, false),
+        Some(id) => {
+            tracing::info!(
+                "/file: account {} refused the files of account {id:?}",
+                me.id()
+            );
+            Err(ApiError::denied(
+                "Access denied: only the owner or an admin may use these files",
+            ))
+        }
+    }
+}
+
+/// `files/OWNER/PREFIX/NAME` of a request.
 fn path_of(req: &Req) -> Result<PathBuf, ApiError> {
+    let owner = owner(req)?;
     let prefix = check_name("prefix", req.required("prefix")?, false)?;
     let name = check_name("name", req.param("name").unwrap_or(""), true)?;
-    Ok(req.api.cfg.dir("files").join(prefix).join(name))
+    Ok(req.api.cfg.dir("files").join(owner).join(prefix).join(name))
 }
 
 /// Refuses a path whose existing directories lead outside `root` through a symbolic link.
@@ -140,6 +162,14 @@ async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
     send_file(path, ct).await
 }
 
+/// The content of a put, decoded off the request task when the body is large.
+async fn content_of(req: &Arc<Req>) -> Result<Vec<u8>, ApiError> {
+    let r = req.clone();
+    req.api
+        .off_task(req.body.len(), move || content(&r))
+        .await?
+}
+
 /// The content of a put.
 fn content(req: &Req) -> Result<Vec<u8>, ApiError> {
     if let Some(data) = upload(&req.params, "data")? {
@@ -168,7 +198,7 @@ fn content(req: &Req) -> Result<Vec<u8>, ApiError> {
 /// `/file/put`.
 async fn put(req: Arc<Req>) -> Result<Out, ApiError> {
     let path = path_of(&req)?;
-    let data = content(&req)?;
+    let data = content_of(&req).await?;
     let root = req.api.cfg.dir("files");
     inside(root, path.clone()).await?;
     let size = data.len();

@@ -12,7 +12,7 @@
 //! Admins read everything. Every path part is validated before any file is touched.
 
 use super::common::files::{
-    convert, convert_params, icon_path, remove_file, send_file, upload, write_file,
+    convert, convert_params, icon_path, remove_file, send_file, upload_of, write_file,
 };
 use super::common::query::request;
 use super::common::rows::{db_of, list, row, rows_of_type, text};
@@ -337,7 +337,7 @@ async fn put(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError
             "acl_allow must be \"\", all, auth or a list of ids",
         ));
     }
-    let data = upload(&req.params, "icon")?.ok_or_else(|| {
+    let data = upload_of(&req, "icon").await?.ok_or_else(|| {
         ApiError::bad("icon is required (base64 icon=, a JSON icon field or a multipart file)")
     })?;
     let c = convert_params(&req)?;

@@ -8,7 +8,7 @@
 //! when those `bk_counter` columns are `autoincr`.
 
 use super::common::files::{
-    convert, convert_params, icon_path, remove_file, send_file, upload, write_file,
+    convert, convert_params, icon_path, remove_file, send_file, upload_of, write_file,
 };
 use super::common::ids::{auto_counter, check_id};
 use super::common::publish::{publish_to_account, wants_publish};
@@ -163,7 +163,7 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
     let to = req.required("id")?;
     check_id("id", to)?;
     let msg = req.param("msg").filter(|m| !m.is_empty());
-    let icon = upload(&req.params, "icon")?;
+    let icon = upload_of(&req, "icon").await?;
     if msg.is_none() && icon.is_none() {
         return Err(ApiError::bad("msg or icon is required"));
     }

@@ -57,6 +57,17 @@ pub(crate) fn upload(params: &Params, field: &str) -> Result<Option<Vec<u8>>, Ap
     Ok(Some(base64_decode(field, &text)?))
 }
 
+/// [`upload`] of a request, decoded off the request task when its body is large.
+pub(crate) async fn upload_of(
+    req: &std::sync::Arc<Req>,
+    field: &'static str,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let r = req.clone();
+    req.api
+        .off_task(req.body.len(), move || upload(&r.params, field))
+        .await?
+}
+
 /// Standard or URL-safe base64, padded or not; a `+` turned into a space by form decoding counts
 /// as `+`, line breaks are ignored.
 pub(crate) fn base64_decode(field: &str, text: &str) -> Result<Vec<u8>, ApiError> {

@@ -1,0 +1,98 @@
+//! The per-address connection cap of a web worker (`-api-ip-conn-max`): one client address may
+//! hold at most so many open connections on one worker, so a single host cannot take every
+//! connection slot with stalled requests. A connection counts from its accept until it closes;
+//! the [`Slot`] it holds gives its place back when dropped.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Open connections by client address.
+pub(crate) struct IpConns {
+    max: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One counted connection; counted out when dropped.
+pub(crate) struct Slot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl IpConns {
+    /// At most `max` connections per address (0: no limit).
+    pub(crate) fn new(max: usize) -> IpConns {
+        IpConns {
+            max,
+            open: Default::default(),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` when it holds `max` already.
+    pub(crate) fn enter(&self, ip: IpAddr) -> Option<Slot> {
+        let mut open = self.open.lock();
+        let n = open.entry(ip).or_insert(0);
+        if self.max > 0 && *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The answer to a connection over the cap, written before it is closed.
+pub(crate) const REFUSED: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 71\r\n\r\n{\"message\":\"too many connections from this address (-api-ip-conn-max)\"}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_holds_at_most_max_connections_and_gets_them_back() {
+        let conns = IpConns::new(2);
+        let a: IpAddr = "127.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.1".parse().expect("ip");
+        let one = conns.enter(a).expect("first");
+        let _two = conns.enter(a).expect("second");
+        assert!(conns.enter(a).is_none(), "the third is over the cap");
+        assert!(
+            conns.enter(b).is_some(),
+            "another address has its own count"
+        );
+        drop(one);
+        assert!(
+            conns.enter(a).is_some(),
+            "a closed connection frees its slot"
+        );
+        let unlimited = IpConns::new(0);
+        let held: Vec<Slot> = (0..1000).filter_map(|_| unlimited.enter(a)).collect();
+        assert_eq!(held.len(), 1000);
+        drop(held);
+        assert!(unlimited.open.lock().is_empty(), "no entry left behind");
+    }
+
+    #[test]
+    fn the_refusal_is_a_complete_http_answer() {
+        let text = std::str::from_utf8(REFUSED).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let v: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert!(v["message"].is_string());
+    }
+}
