@@ -227,7 +227,7 @@ fn bodies_are_refused_before_they_are_read_and_cut_after_the_body_timeout() {
             method: "POST",
             target: "/file/put?prefix=p&name=n",
             content_type: Some("application/octet-stream"),
-            body: b"",
+            body: b"a body signed with the wrong secret",
             expires: None,
         },
         &host(&t),
@@ -539,5 +539,7 @@ fn a_large_upload_does_not_hold_small_requests() {
     let answer = upload.join().expect("upload thread");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"size\":6000000"), "{answer}");
-    assert!(worst < Duration::from_secs(1), "/ping waited {worst:?}");
+    // About 10 ms here in a debug build; about 1 s when the body is parsed, decoded and checked
+    // on the request task.
+    assert!(worst < Duration::from_millis(400), "/ping waited {worst:?}");
 }

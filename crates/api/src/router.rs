@@ -196,7 +196,9 @@ impl Api {
                 Err(_) => {}
             }
         } else if let Some(check) = body_check {
-            if let Err(e) = check.check(&body) {
+            // The checksum of megabytes takes a while: off the request task when large.
+            let b = body.clone();
+            if let Err(e) = self.off_task(b.len(), move || check.check(&b)).await? {
                 tracing::info!(
                     "auth: the body of {} {path} is refused: {}",
                     parts.method,
