@@ -543,3 +543,95 @@ fn a_large_upload_does_not_hold_small_requests() {
     // on the request task.
     assert!(worst < Duration::from_millis(400), "/ping waited {worst:?}");
 }
+
+#[test]
+fn per_account_quotas_answer_429() {
+    let t = Tree::start(
+        "run",
+        &[
+            "-api-quota-rate",
+            "limited:5",
+            "-api-quota-window",
+            "10m",
+            "-api-quota-storage",
+            "*:1K,admin:0",
+        ],
+    );
+    t.ready(2);
+    add_admin(&t, "root", "rs");
+    let q = add_account(&t, "qa", "s1", "Q");
+    let qb = add_account(&t, "qb", "s2", "Q2");
+    let qc = add_account(&t, "qc", "s3", "Q3");
+    for id in [&q, &qc] {
+        let (s, v) = call(
+            &t,
+            "root",
+            "rs",
+            &format!("/account/update?id={id}&type=limited"),
+        );
+        assert_eq!(s, 200, "{v}");
+    }
+    // Twelve requests against a rate of five: refused with 429 and a message, counted across
+    // both workers (a window boundary in between still leaves one side over five).
+    let answers: Vec<(u16, Value)> = (0..12)
+        .map(|_| call(&t, "qa", "s1", "/account/get"))
+        .collect();
+    let refused: Vec<&(u16, Value)> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!refused.is_empty(), "never refused: {answers:?}");
+    assert!(
+        refused[0].1["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("-api-quota-rate")),
+        "{:?}",
+        refused[0]
+    );
+    assert!(
+        answers.iter().all(|(s, _)| *s == 200 || *s == 429),
+        "{answers:?}"
+    );
+    // WebSocket frames count like requests.
+    let mut ws = signed_ws(&t, "qc", "s3");
+    let frames: Vec<Value> = (0..12).map(|_| ask(&mut ws, "/ping")).collect();
+    assert!(
+        frames.iter().any(|v| v["status"] == json!(429)),
+        "no frame refused: {frames:?}"
+    );
+    // Other types have no rate quota here: another account and the admin are served.
+    for _ in 0..8 {
+        assert_eq!(call(&t, "qb", "s2", "/account/get").0, 200);
+        assert_eq!(call(&t, "root", "rs", "/account/get").0, 200);
+    }
+
+    // Storage: 1K per account; a replaced file counts once; admins have none.
+    let put = |login: &str, secret: &str, name: &str, size: usize| {
+        let target = format!("/file/put?prefix=q&name={name}");
+        let body = vec![b'z'; size];
+        let c = Call {
+            version: 3,
+            login,
+            secret,
+            method: "POST",
+            target: &target,
+            content_type: Some("application/octet-stream"),
+            body: &body,
+            expires: None,
+        };
+        signed(&t, &c)
+    };
+    assert_eq!(put("qb", "s2", "a", 600).0, 200);
+    let (s, v) = put("qb", "s2", "b", 600);
+    assert_eq!(s, 429, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("-api-quota-storage")),
+        "{v}"
+    );
+    assert!(
+        !t.home.path().join("files").join(&qb).join("q/b").exists(),
+        "nothing stored over the quota"
+    );
+    assert_eq!(put("qb", "s2", "a", 900).0, 200, "replacing counts once");
+    assert_eq!(put("qb", "s2", "b", 200).0, 429);
+    assert_eq!(put("root", "rs", "big", 4000).0, 200, "admins have none");
+}

@@ -100,6 +100,24 @@ pub static PARAMS: &[Param] = &[
         "a WebSocket with neither a request from its peer nor a pushed event for this long is closed (0 = never)",
     ),
     Param::new(
+        "api-quota-rate",
+        Kind::Map,
+        "",
+        "requests (and WebSocket frames) an account may make per -api-quota-window, by bk_auth type: user:600,*:100 (* = other types, 0 = none); over it a 429",
+    ),
+    Param::new(
+        "api-quota-window",
+        Kind::Duration,
+        "1m",
+        "the window -api-quota-rate counts requests in",
+    ),
+    Param::new(
+        "api-quota-storage",
+        Kind::Map,
+        "",
+        "bytes of /file storage an account may hold, by bk_auth type: *:100MB,admin:0 (0 = none); a put over it is a 429",
+    ),
+    Param::new(
         "api-unsecure",
         Kind::List,
         "",

@@ -23,6 +23,7 @@ pub mod hooks;
 pub mod image;
 pub mod params;
 mod paths;
+mod quota;
 mod reply;
 pub mod route;
 mod router;

@@ -182,6 +182,10 @@ impl Api {
                 // An open path still learns who signed, when the signature is good.
                 Err(_) => {}
             }
+            if let Some(a) = &account {
+                // Over the quota: refused before the body is read.
+                crate::quota::check_rate(&self.cfg, self.cache.as_ref(), a).await?;
+            }
         }
         let body = if no_body {
             Bytes::new()
@@ -191,7 +195,10 @@ impl Api {
         if wants_account && form {
             signed.body = Some(&body);
             match access::authenticate(self, &signed).await {
-                Ok((a, _checked)) => account = Some(a),
+                Ok((a, _checked)) => {
+                    crate::quota::check_rate(&self.cfg, self.cache.as_ref(), &a).await?;
+                    account = Some(a);
+                }
                 Err(e) if !open => return Err(e),
                 Err(_) => {}
             }

@@ -94,10 +94,16 @@ fn owner(req: &Req) -> Result<PathBuf, ApiError> {
 
 /// `files/OWNER/PREFIX/NAME` of a request.
 fn path_of(req: &Req) -> Result<PathBuf, ApiError> {
-    let owner = owner(req)?;
+    Ok(place_of(req)?.1)
+}
+
+/// `files/OWNER` and `files/OWNER/PREFIX/NAME` of a request.
+fn place_of(req: &Req) -> Result<(PathBuf, PathBuf), ApiError> {
+    let owner = req.api.cfg.dir("files").join(owner(req)?);
     let prefix = check_name("prefix", req.required("prefix")?, false)?;
     let name = check_name("name", req.param("name").unwrap_or(""), true)?;
-    Ok(req.api.cfg.dir("files").join(owner).join(prefix).join(name))
+    let path = owner.join(prefix).join(name);
+    Ok((owner, path))
 }
 
 /// Refuses a path whose existing directories lead outside `root` through a symbolic link.
@@ -197,11 +203,12 @@ fn content(req: &Req) -> Result<Vec<u8>, ApiError> {
 
 /// `/file/put`.
 async fn put(req: Arc<Req>) -> Result<Out, ApiError> {
-    let path = path_of(&req)?;
+    let (owner, path) = place_of(&req)?;
     let data = content_of(&req).await?;
     let root = req.api.cfg.dir("files");
     inside(root, path.clone()).await?;
     let size = data.len();
+    crate::quota::check_storage(&req.api.cfg, req.account()?, &owner, &path, size as u64).await?;
     write_file(path, data).await?;
     Ok(Out::Json(json!({
         "prefix": req.param("prefix").unwrap_or(""),

@@ -16,7 +16,9 @@ pub use error::ConfigError;
 pub use param::{Kind, Param};
 use parse::parse_bool;
 #[cfg(test)]
-use parse::{parse_duration, parse_size};
+use parse::parse_duration;
+/// Sizes as `Kind::Size` reads them, for values inside maps and lists.
+pub use parse::parse_size;
 pub use registry::registry;
 
 use value::Value;

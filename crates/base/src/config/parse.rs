@@ -26,7 +26,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// Bytes with an optional `K`, `M`, `G` suffix (`KB`, `MB`, `GB` too), powers of 1024.
-pub(crate) fn parse_size(s: &str) -> Result<i64, String> {
+pub fn parse_size(s: &str) -> Result<i64, String> {
     let t = s.trim().to_ascii_uppercase();
     let t = t.strip_suffix('B').unwrap_or(&t);
     let (num, mult) = match t.chars().last() {
