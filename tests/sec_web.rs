@@ -405,6 +405,14 @@ fn files_belong_to_their_owner() {
     assert_eq!(s, 200, "{v}");
     let (s, _) = call(&t, "fa", "s1", "/file/get?prefix=docs&name=private.txt");
     assert_eq!(s, 404, "deleted by the admin");
+    // A deleted account's files go with it.
+    let (s, v) = signed(&t, &put);
+    assert_eq!(s, 200, "{v}");
+    let dir = t.home.path().join(format!("files/{a}"));
+    assert!(dir.is_dir());
+    let (s, v) = call(&t, "fa", "s1", "/account/del");
+    assert_eq!(s, 200, "{v}");
+    assert!(!dir.exists(), "files of a deleted account are left");
 }
 
 #[test]

@@ -12,6 +12,8 @@ pub struct AccountDeletion<'a> {
     pub db: &'a Db,
     /// Where icons and message images are stored.
     pub images: &'a Path,
+    /// Where `/file` files are stored, under each owner's id.
+    pub files: &'a Path,
     /// The account's id.
     pub id: &'a str,
     /// Tables to leave alone.

@@ -394,9 +394,11 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
     let (id, _) = target(&req)?;
     let auth = auth_of(&req, db, &id).await?;
     let images = req.api.cfg.dir("images");
+    let files = req.api.cfg.dir("files");
     delete_account(
         db,
         &images,
+        &files,
         &id,
         auth.get("login").and_then(Value::as_str),
         &[],
@@ -410,10 +412,11 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
 /// if a later step fails. Rows that need more than a delete by id go first, by the `hooks` the
 /// endpoint groups registered ([`Routes::account_delete_hooks`]: connections with the other
 /// side's reverse rows and counters, locations keyed by geohash, icons and message images with
-/// their files under `images`). Tables named in `keep` are left alone.
+/// their files under `images`, `/file` files under `files`). Tables named in `keep` are left alone.
 pub async fn delete_account(
     db: &Db,
     images: &std::path::Path,
+    files: &std::path::Path,
     id: &str,
     login: Option<&str>,
     keep: &[String],
@@ -426,6 +429,7 @@ pub async fn delete_account(
     let deletion = AccountDeletion {
         db,
         images,
+        files,
         id,
         keep,
     };

@@ -11,6 +11,7 @@
 use super::common::files::{base64_decode, remove_file, send_file, upload, write_file};
 use crate::api::{Req, Routes};
 use crate::error::ApiError;
+use crate::hooks::{AccountDeletion, HookFuture};
 use crate::reply::Out;
 use crate::route::RouteError;
 use hyper::header::CONTENT_TYPE;
@@ -28,6 +29,7 @@ pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
         put,
     )?;
     r.add("*", "/file/del", "delete the file prefix/name", del)?;
+    r.on_account_delete(on_account_delete);
     Ok(())
 }
 
@@ -232,6 +234,25 @@ async fn del(req: Arc<Req>) -> Result<Out, ApiError> {
     }
     remove_file(path).await;
     Ok(Out::Json(json!({})))
+}
+
+/// A deleted account's files go with it: `files/ID`.
+fn on_account_delete<'a>(d: &'a AccountDeletion<'a>) -> HookFuture<'a> {
+    Box::pin(async move {
+        let Ok(owner) = check_name("id", d.id, false) else {
+            tracing::warn!("account deletion: id {:?} names no files directory", d.id);
+            return Ok(());
+        };
+        let dir = d.files.join(owner);
+        let shown = dir.display().to_string();
+        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(e)) => tracing::warn!("account deletion: remove {shown}: {e}"),
+            Err(e) => tracing::warn!("account deletion: remove {shown}: {e}"),
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]

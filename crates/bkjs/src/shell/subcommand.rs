@@ -172,7 +172,8 @@ pub(crate) async fn subcommand(
             let login = auth.get("login").and_then(Value::as_str);
             let routes = bkjs_api::endpoints::builtin();
             let hooks = routes.account_delete_hooks();
-            account::delete_account(db, &cfg.dir("images"), id, login, keep, hooks)
+            let (images, files) = (cfg.dir("images"), cfg.dir("files"));
+            account::delete_account(db, &images, &files, id, login, keep, hooks)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(serde_json::json!({}))
