@@ -429,9 +429,9 @@ fn websocket_origin_anonymous_ping_and_idle_limits() {
             "-api-ws-ping-interval",
             "300ms",
             "-api-ws-pong-timeout",
-            "500ms",
+            "1s",
             "-api-ws-idle-timeout",
-            "2s",
+            "3s",
         ],
     );
     t.ready(1);
@@ -463,7 +463,11 @@ fn websocket_origin_anonymous_ping_and_idle_limits() {
     let (text, closed) = answer(&mut raw, Duration::from_secs(5));
     assert!(closed, "still open without pongs after 5 s");
     assert!(text.contains("no pong"), "{text:?}");
-    assert!(start.elapsed() >= Duration::from_millis(500));
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     // A peer that answers pings but sends no request is closed after the idle timeout; one that
     // sends requests is not.
     let start = Instant::now();
@@ -475,12 +479,12 @@ fn websocket_origin_anonymous_ping_and_idle_limits() {
             break closed;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(8),
+            start.elapsed() < Duration::from_secs(10),
             "an idle socket stays open"
         );
     };
     assert!(
-        start.elapsed() >= Duration::from_millis(1900),
+        start.elapsed() >= Duration::from_millis(2900),
         "closed before the idle timeout: {:?}",
         start.elapsed()
     );

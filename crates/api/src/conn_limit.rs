@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub(crate) struct IpConns {
     max: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    /// When a refusal was last logged: one line a second at most, however many are refused.
+    logged: Mutex<Option<std::time::Instant>>,
 }
 
 /// One counted connection; counted out when dropped.
@@ -26,7 +28,19 @@ impl IpConns {
         IpConns {
             max,
             open: Default::default(),
+            logged: Mutex::new(None),
         }
+    }
+
+    /// Whether a refusal may be logged now (the first, then one a second).
+    pub(crate) fn should_log(&self) -> bool {
+        let mut last = self.logged.lock();
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// A slot for one more connection from `ip`, or `None` when it holds `max` already.
@@ -85,6 +99,8 @@ mod tests {
         assert_eq!(held.len(), 1000);
         drop(held);
         assert!(unlimited.open.lock().is_empty(), "no entry left behind");
+        assert!(conns.should_log(), "the first refusal is logged");
+        assert!(!conns.should_log(), "not another in the same second");
     }
 
     #[test]

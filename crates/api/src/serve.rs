@@ -233,7 +233,9 @@ pub async fn serve(
                     Ok(peer) => match per_ip.enter(peer.ip()) {
                         Some(slot) => Some(slot),
                         None => {
-                            tracing::info!("{} holds -api-ip-conn-max connections already: refused", peer.ip());
+                            if per_ip.should_log() {
+                                tracing::info!("{} holds -api-ip-conn-max connections already: refused (logged once a second)", peer.ip());
+                            }
                             // Best effort: a client that is not reading gets the close only.
                             let _ = stream.try_write(crate::conn_limit::REFUSED);
                             continue;
