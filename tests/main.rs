@@ -16,6 +16,7 @@ mod packaging;
 mod realtime;
 mod rolling;
 mod sec_auth;
+mod sec_cluster;
 mod security;
 mod shell;
 mod social;

@@ -211,6 +211,8 @@ fn events_published_on_node_a_reach_a_subscriber_on_node_b_over_nng() {
             port,
             "-msg-bind",
             "127.0.0.1",
+            "-cluster-secret",
+            "realtime-test-cluster-secret",
         ]
         .iter()
         .map(|s| s.to_string())

@@ -126,6 +126,19 @@ pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
 /// What a master needs to run jobs: the application's registered jobs and its tables.
 pub(crate) type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
 
+/// Refuses, before any child starts, a configuration that names cache peers or pub/sub
+/// forwarders on other machines without a usable cluster secret (docs/security.md).
+fn cluster_config(cfg: &Config) -> Result<(), bkjs_base::cluster::ClusterError> {
+    use bkjs_base::cluster::Secret;
+    if cfg.str("cache-type") == "local" && !cfg.list("cache-host").is_empty() {
+        Secret::require(cfg, "cache-host")?;
+    }
+    if cfg.str("msg-type") == "nng" && !cfg.list("msg-host").is_empty() {
+        Secret::require(cfg, "msg-host")?;
+    }
+    Ok(())
+}
+
 /// Runs a monitor or a master until it is told to stop; returns the exit code. A master runs
 /// the jobs of `jobs`.
 pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<JobsSetup>) -> i32 {
@@ -136,6 +149,10 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
             return super::EXIT_BOOT;
         }
     };
+    if let Err(e) = cluster_config(&cfg) {
+        tracing::error!("{e}");
+        return bkjs_base::config::EXIT_USAGE;
+    }
     let jobs = match jobs.filter(|_| role == Role::Master) {
         Some((registry, tables)) => match bkjs_jobs::Jobs::start(&cfg, boot, registry, tables) {
             Ok(j) => Some(j),

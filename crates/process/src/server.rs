@@ -104,7 +104,10 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
         Ok(c) => c,
         Err(e) => {
             tracing::error!("cannot start the cache: {e}");
-            return EXIT_BOOT;
+            return match e {
+                bkjs_cache::CacheError::Config(_) => bkjs_base::config::EXIT_USAGE,
+                _ => EXIT_BOOT,
+            };
         }
     };
     // The nng pub/sub forwarder (docs/ipc.md) lives as long as this server.
@@ -112,7 +115,10 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
         Ok(f) => f,
         Err(e) => {
             tracing::error!("cannot start the pub/sub forwarder: {e}");
-            return EXIT_BOOT;
+            return match e {
+                bkjs_msg::MsgError::Config(_) => bkjs_base::config::EXIT_USAGE,
+                _ => EXIT_BOOT,
+            };
         }
     };
     // Cache requests are answered on the hub's threads; control messages go to the loop below.
