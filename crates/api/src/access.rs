@@ -111,11 +111,11 @@ pub(crate) struct Signed<'a> {
 }
 
 /// A write (a route not in `-api-read-path`) authenticated by the session cookie must come from
-/// a page of an allowed origin: a POST whose `Origin` (or, without one, `Referer`) is this
-/// server's own origin or one of `-api-origins`. Another site's page can make a browser send the
+/// a page of an allowed origin: a POST (or a WebSocket upgrade) whose `Origin` (or, without one,
+/// `Referer`) is this server's own origin or one of `-api-origins`. Another site's page can make a browser send the
 /// cookie, but not forge these headers (docs/security.md, CSRF).
-fn check_write_origin(api: &Api, r: &Signed<'_>) -> Result<(), ApiError> {
-    if *r.method != Method::POST {
+fn check_write_origin(api: &Api, r: &Signed<'_>, upgrade: bool) -> Result<(), ApiError> {
+    if *r.method != Method::POST && !upgrade {
         return Err(ApiError::denied(
             "Access denied: a write with the session cookie must be a POST",
         ));
@@ -234,8 +234,11 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
         return Err(refused(AuthError::WrongSource));
     }
     let read = api.is_read(r.path);
-    if from_cookie && !read {
-        check_write_origin(api, r)?;
+    let upgrade = crate::websocket::is_upgrade(r.headers);
+    if from_cookie && (!read || upgrade) {
+        // A WebSocket carries writes too, and browsers send the cookie with the upgrade from
+        // any page: the same origin rule applies to it, for GET (what an upgrade is).
+        check_write_origin(api, r, upgrade)?;
     }
     let content_type = r.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let form = auth::is_form_post(r.method.as_str(), content_type);
