@@ -15,6 +15,7 @@ mod operations;
 mod packaging;
 mod realtime;
 mod rolling;
+mod sec_supervisor;
 mod security;
 mod shell;
 mod social;
