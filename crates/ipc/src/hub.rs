@@ -1,4 +1,4 @@
-//! The server side of worker IPC: a REP endpoint on `ipc://var/NAME-server.sock` served by a
+//! The server side of worker IPC: a REP endpoint on `ipc://var/ipc/NAME-server.sock` served by a
 //! runtime of its own. Each worker connection is read in a task; every request is answered inline
 //! by the handler (cache operations in place, control messages forwarded to the supervisor loop),
 //! so requests from one worker are pipelined and answered in order without thread hand-offs.

@@ -1,4 +1,4 @@
-//! The master's control socket, `var/NAME-jobs.sock`: one JSON request line, one JSON reply line.
+//! The master's control socket, `var/ipc/NAME-jobs.sock`: one JSON request line, one JSON reply line.
 //! Web workers use it for `/system/jobs` (queue a job, read the queue's state); it is separate
 //! from the server's IPC hub because the queue lives in the master.
 //!
