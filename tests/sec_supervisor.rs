@@ -90,9 +90,31 @@ fn inherited(parent: u32, child: u32, allowed: &[String]) -> Vec<String> {
 
 #[test]
 fn master_killed_mid_request_http_is_back_within_two_seconds() {
+    // The cache peer bus and the forwarder listen on TCP too: the successor must get those ports.
+    let base = free_ports(3);
+    let (cache_port, msg_port) = (base.to_string(), (base + 1).to_string());
+    let cache_host = format!("127.0.0.1:{base}");
+    let msg_host = format!("127.0.0.1:{}", base + 1);
     let t = Tree::start_with(
         "run-server",
-        &["-syslog", "0", "-api-allow-path", "^/_test/"],
+        &[
+            "-syslog",
+            "0",
+            "-api-allow-path",
+            "^/_test/",
+            "-cache-port",
+            &cache_port,
+            "-cache-bind",
+            "127.0.0.1",
+            "-cache-host",
+            &cache_host,
+            "-msg-port",
+            &msg_port,
+            "-msg-bind",
+            "127.0.0.1",
+            "-msg-host",
+            &msg_host,
+        ],
         |cmd| {
             cmd.env("BKJS_TEST_FAULTS", "1");
         },
@@ -159,6 +181,19 @@ fn master_killed_mid_request_http_is_back_within_two_seconds() {
         "{}",
         t.log()
     );
+    // The successor listens on the peer bus and forwarder ports the orphan held.
+    let successor = t.pids("server");
+    for port in [base, base + 1, base + 2] {
+        let listening = tcp_inodes(port, "0A", None);
+        let held = successor
+            .iter()
+            .any(|s| fds(*s).iter().any(|(_, l)| listening.contains(l)));
+        assert!(
+            held,
+            "port {port} not taken over by {successor:?}\n{}",
+            t.log()
+        );
+    }
     // It left its successor's sockets alone: the new workers keep their heartbeats (3 s timeout)
     // and nothing is killed or restarted for a few timeouts' worth.
     for name in [
