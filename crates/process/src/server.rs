@@ -76,7 +76,8 @@ struct Server<'a> {
     conf_mtimes: Vec<Option<SystemTime>>,
     last_conf_check: Instant,
     stats: std::sync::Arc<super::stats::Stats>,
-    /// The master that started this server; another parent means it died (see [`Server::stop`]).
+    /// The master that started this server; another parent means it died (see
+    /// [`Server::check_orphaned`]).
     parent: u32,
     orphaned: bool,
     /// Released at once when this server is orphaned, so that its successor can bind the ports.
