@@ -17,6 +17,7 @@ mod realtime;
 mod rolling;
 mod sec_auth;
 mod sec_cluster;
+mod sec_supervisor;
 mod security;
 mod shell;
 mod social;

@@ -191,6 +191,14 @@ impl Server {
         Ok(Server { store, peers })
     }
 
+    /// Closes the peer bus and frees its port (an orphaned server making way for its successor);
+    /// the LRU keeps answering this server's own workers.
+    pub fn close_peers(&self) {
+        if let Some(p) = &self.peers {
+            p.close();
+        }
+    }
+
     fn broadcast(&self, op: PeerOp) {
         if let Some(p) = &self.peers {
             p.broadcast(op);

@@ -210,6 +210,12 @@ impl Peers {
         Ok(peers)
     }
 
+    /// Closes the bus (its listening port too): this server is going away and a successor
+    /// needs the port. Later broadcasts are dropped; the receive thread ends.
+    pub(crate) fn close(&self) {
+        self.socket.close();
+    }
+
     /// Sends one write to every peer.
     pub fn broadcast(&self, op: PeerOp) {
         let _order = self.sending.lock();

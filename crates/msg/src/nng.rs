@@ -66,11 +66,11 @@ impl std::fmt::Display for Endpoint {
 
 /// The ipc:// sockets of this home's forwarder: (publishers push here, subscribers dial here).
 pub(crate) fn ipc_paths(cfg: &Config) -> (PathBuf, PathBuf) {
-    let var = cfg.dir("var");
+    let dir = bkjs_base::sys::socket_dir(cfg);
     let name = cfg.str("name");
     (
-        var.join(format!("{name}-msg.sock")),
-        var.join(format!("{name}-msg-sub.sock")),
+        dir.join(format!("{name}-msg.sock")),
+        dir.join(format!("{name}-msg-sub.sock")),
     )
 }
 
@@ -460,7 +460,8 @@ async fn sub_on<S: AsyncRead + AsyncWrite + Unpin>(
 /// ipc:// sockets, and on TCP when this server is one of `-msg-host`; stops when dropped.
 pub struct Forwarder {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    paths: Vec<PathBuf>,
+    /// Removed on drop only while they are still this forwarder's (not a successor's).
+    files: Vec<bkjs_base::sys::SocketFile>,
     stats: Arc<ForwarderStats>,
 }
 
@@ -521,11 +522,14 @@ impl Forwarder {
         let (push_path, sub_path) = ipc_paths(cfg);
         let mut pulls = Vec::new();
         let mut pubs = Vec::new();
+        let mut files = Vec::new();
+        let dir = bkjs_base::sys::socket_dir(cfg);
+        bkjs_base::sys::private_dir(&dir).map_err(|e| fail(&dir.display().to_string(), e))?;
         for (path, list) in [(&push_path, &mut pulls), (&sub_path, &mut pubs)] {
-            // A socket file left by a killed server would make bind fail.
-            let _ = std::fs::remove_file(path);
-            let l = std::os::unix::net::UnixListener::bind(path)
+            // Renamed over a socket left by a killed (or a still draining) server; mode 0600.
+            let (l, file) = bkjs_base::sys::bind_unix(path)
                 .map_err(|e| fail(&format!("ipc://{}", path.display()), e))?;
+            files.push(file);
             l.set_nonblocking(true)
                 .map_err(|e| fail(&path.display().to_string(), e))?;
             list.push(Listener::Unix(l));
@@ -582,7 +586,7 @@ impl Forwarder {
         );
         Ok(Some(Forwarder {
             stop: Some(stop),
-            paths: vec![push_path, sub_path],
+            files,
             stats,
         }))
     }
@@ -597,9 +601,7 @@ impl Drop for Forwarder {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        for p in &self.paths {
-            let _ = std::fs::remove_file(p);
-        }
+        self.files.clear();
     }
 }
 
