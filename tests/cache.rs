@@ -19,6 +19,9 @@ fn value(t: &Tree, key: &str) -> Value {
 
 const CACHE: &[&str] = &["-api-allow-path", "^/system/cache/"];
 
+/// The cluster secret of the peer tests: the bus does not start without one.
+const SECRET: &str = "cache-test-cluster-secret";
+
 /// The operations every cache type must answer the same way.
 fn conformance(t: &Tree) {
     assert_eq!(call(t, "put?name=a&value=1"), (200, json!({})));
@@ -350,6 +353,8 @@ impl Cluster {
                     "127.0.0.1",
                     "-cache-peer-heartbeat",
                     "200ms",
+                    "-cluster-secret",
+                    SECRET,
                 ];
                 if i == 0 {
                     args.extend(extra_a);
@@ -551,6 +556,8 @@ fn a_node_listed_in_its_own_cache_host_stops_dialling_itself() {
             "0.0.0.0",
             "-cache-peer-heartbeat",
             "200ms",
+            "-cluster-secret",
+            SECRET,
         ],
     );
     t.ready(2);

@@ -211,6 +211,8 @@ fn events_published_on_node_a_reach_a_subscriber_on_node_b_over_nng() {
             port,
             "-msg-bind",
             "127.0.0.1",
+            "-cluster-secret",
+            "realtime-test-cluster-secret",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -420,7 +422,20 @@ fn socket_scenario(t: &Tree, port: u16) {
         .next()
         .expect("pair")
         .to_string();
-    let mut ws = ws_connect(port, "/ws", &[("cookie", &cookie)]).expect("session upgrade");
+    // A cookie upgrade from another site's page is refused (cross-site WebSocket hijacking);
+    // from the server's own origin it opens.
+    assert_eq!(
+        ws_connect(
+            port,
+            "/ws",
+            &[("cookie", &cookie), ("origin", "https://evil.example")]
+        )
+        .err(),
+        Some(403)
+    );
+    let own = format!("http://127.0.0.1:{port}");
+    let mut ws =
+        ws_connect(port, "/ws", &[("cookie", &cookie), ("origin", &own)]).expect("session upgrade");
     assert_eq!(ask(&mut ws, "/account/get")["id"], json!(other));
     let _ = send; // the HTTP helpers of tests/api.rs
 }

@@ -11,7 +11,7 @@ use crate::auth::{self, Account, AuthError, Signature, Version, SESSION_COOKIE};
 use crate::error::ApiError;
 use bkjs_base::config::Config;
 use bkjs_db::{Db, Options, Row};
-use hyper::header::{CONTENT_TYPE, COOKIE, HOST};
+use hyper::header::{CONTENT_TYPE, COOKIE, HOST, ORIGIN, REFERER};
 use hyper::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -140,6 +140,127 @@ fn unsigned_body() -> ApiError {
     ApiError::bad("Invalid signature: a request with a body must sign its checksum")
 }
 
+/// A write (a route not in `-api-read-path`) authenticated by the session cookie must come from
+/// a page of an allowed origin: a POST (or a WebSocket upgrade) whose `Origin` (or, without one,
+/// `Referer`) is this server's own origin or one of `-api-origins`. Another site's page can make a browser send the
+/// cookie, but not forge these headers (docs/security.md, CSRF).
+fn check_write_origin(api: &Api, r: &Signed<'_>, upgrade: bool) -> Result<(), ApiError> {
+    if *r.method != Method::POST && !upgrade {
+        return Err(ApiError::denied(
+            "Access denied: a write with the session cookie must be a POST",
+        ));
+    }
+    let origin = r
+        .headers
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            let referer = r.headers.get(REFERER)?.to_str().ok()?;
+            let after_scheme = referer.find("://")? + 3;
+            let end = referer[after_scheme..]
+                .find('/')
+                .map_or(referer.len(), |i| after_scheme + i);
+            Some(&referer[..end])
+        });
+    let Some(origin) = origin.map(|o| o.trim_end_matches('/').to_ascii_lowercase()) else {
+        return Err(ApiError::denied(
+            "Access denied: a write with the session cookie needs an Origin or Referer header",
+        ));
+    };
+    let own = origin
+        .split_once("://")
+        .is_some_and(|(_, host)| host == host_of(r.headers).to_ascii_lowercase());
+    if own || api.origins.contains(&origin) {
+        return Ok(());
+    }
+    tracing::info!(
+        "auth: refused a cookie write to {} from origin {origin}",
+        r.path
+    );
+    Err(ApiError::denied(
+        "Access denied: this origin may not write with the session cookie (-api-origins)",
+    ))
+}
+
+/// The HMAC work of a verification, for a login that has no account: its refusal then takes the
+/// time a wrong signature of a real login takes.
+fn decoy_verify(sig: &Signature<'_>) {
+    static DECOY: std::sync::OnceLock<auth::SecretKeys> = std::sync::OnceLock::new();
+    let keys = DECOY.get_or_init(Default::default);
+    let _ = auth::verify_request_keyed(
+        sig,
+        keys,
+        b"decoy secret of no account",
+        sig.login.as_ref(),
+        b"",
+    );
+}
+
+/// Refuses a signature of a write that was already used (per machine, in the cache, for as long
+/// as the cache keeps it; signatures expire within `-api-max-expire` anyway).
+async fn refuse_replay(api: &Api, sig: &Signature<'_>) -> Result<(), ApiError> {
+    let Some(cache) = &api.cache else {
+        return Ok(());
+    };
+    let key = format!("bk:sig:{}", sig.signature);
+    match cache.incr(key, 1).await {
+        Ok(1) => Ok(()),
+        Ok(_) => {
+            tracing::info!(
+                "auth: refused a replayed signature of login {:?}",
+                sig.login
+            );
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "Not authenticated: this signature was already used",
+            ))
+        }
+        Err(e) => {
+            // Without the cache a replay cannot be told from a first use: refuse, the client
+            // can sign again.
+            tracing::warn!("auth: the replay cache is unavailable: {e}");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the replay cache is unavailable, try again",
+            ))
+        }
+    }
+}
+
+/// Writes a secret stored before sealing existed again, so it is sealed from now on.
+fn reseal(db: std::sync::Arc<Db>, login: &str, secret: &str) {
+    let mut row = Row::new();
+    row.insert("login".into(), json!(login));
+    row.insert("secret".into(), json!(secret));
+    let login = login.to_string();
+    tokio::spawn(async move {
+        match db.update("bk_auth", &row, &Options::default()).await {
+            Ok(_) => tracing::info!("auth: sealed the secret of login {login:?}"),
+            Err(e) => tracing::warn!("auth: cannot seal the secret of login {login:?}: {e}"),
+        }
+    });
+}
+
+/// The account of `login`'s cached `bk_auth` row, its secret unsealed (the flag: stored before
+/// sealing, to be written again); `None` when it has no usable secret.
+pub(crate) fn open_account(
+    api: &Api,
+    db: &Db,
+    login: &str,
+    row: &std::sync::Arc<Row>,
+) -> Result<Option<(Account, bool)>, ApiError> {
+    let table = db.table("bk_auth")?;
+    Ok(api
+        .accounts
+        .account(login, row, |row| match db.unseal(&table, row, "secret") {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::error!("auth: the secret of login {login:?} does not open: {e}");
+                None
+            }
+        }))
+}
+
 /// Verifies the caller's credentials; the account on success, the docs/auth.md refusal otherwise.
 /// With `r.body` `None` nothing is read from the body: the returned [`BodyCheck`] must then pass
 /// on the body before the request is served.
@@ -166,6 +287,13 @@ pub(crate) async fn authenticate(
     auth::check_expires(sig.expires, now, max_ahead).map_err(refused)?;
     if (sig.version == Version::V2) != from_cookie {
         return Err(refused(AuthError::WrongSource));
+    }
+    let read = api.is_read(r.path);
+    let upgrade = crate::websocket::is_upgrade(r.headers);
+    if from_cookie && (!read || upgrade) {
+        // A WebSocket carries writes too, and browsers send the cookie with the upgrade from
+        // any page: the same origin rule applies to it, for GET (what an upgrade is).
+        check_write_origin(api, r, upgrade)?;
     }
     let content_type = r.headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let form = auth::is_form_post(r.method.as_str(), content_type);
@@ -195,18 +323,22 @@ pub(crate) async fn authenticate(
         .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no database"))?;
     let mut key = Row::new();
     key.insert("login".into(), json!(sig.login));
+    // Unknown logins are cached as absent like known ones are cached as present, and cost the
+    // same HMAC, so neither the answer nor its time tells whether a login exists.
     let Some(row) = db.get_cached_shared("bk_auth", &key).await? else {
         tracing::info!("auth: unknown login {:?} for {}", sig.login, r.path);
+        decoy_verify(&sig);
         return Err(not_authenticated());
     };
-    let Some(account) = api.accounts.account(&sig.login, &row) else {
-        tracing::info!("auth: login {:?} has no secret", sig.login);
+    let Some((account, legacy)) = open_account(api, db, &sig.login, &row)? else {
+        tracing::info!("auth: login {:?} has no usable secret", sig.login);
+        decoy_verify(&sig);
         return Err(not_authenticated());
     };
     let host = host_of(r.headers);
     let checked = if from_cookie {
         match api.session_key.as_deref().filter(|k| !k.is_empty()) {
-            Some(key) => auth::verify_session(key, &sig, account.secret.as_bytes(), host),
+            Some(key) => auth::verify_session(key, &sig, &account.session_secret(), host),
             None => Err(AuthError::NoServerKey),
         }
     } else {
@@ -248,6 +380,12 @@ pub(crate) async fn authenticate(
         }
         None => body_check,
     };
+    if !from_cookie && !read {
+        refuse_replay(api, &sig).await?;
+    }
+    if legacy {
+        reseal(db.clone(), &sig.login, &account.secret);
+    }
     check_account(&row, r.path, now)?;
     Ok((account, left))
 }

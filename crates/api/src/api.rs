@@ -51,6 +51,10 @@ pub struct Api {
     pub(crate) disallow: PathRules,
     /// `-api-allow-admin`: paths only admins may call.
     pub(crate) admin: PathRules,
+    /// `-api-read-path`: routes that only read (no CSRF rule, no replay cache).
+    pub(crate) read: PathRules,
+    /// `-api-origins`, lower-cased: other origins allowed to call writes with the session cookie.
+    pub(crate) origins: Vec<String>,
     /// `-api-upload-limit`, read once.
     pub(crate) upload_limit: usize,
     /// `-api-body-timeout`, read once (zero: none).
@@ -210,6 +214,11 @@ impl Api {
         tokio::task::spawn_blocking(work)
             .await
             .map_err(|e| ApiError::internal(format!("large body: {e}")))
+    }
+
+    /// Whether `path` only reads (`-api-read-path`, on the route without its extension).
+    pub(crate) fn is_read(&self, path: &str) -> bool {
+        self.read.is_match(route_of(path))
     }
 
     /// Counts one request answered outside [`Api::handle`] (a WebSocket frame).

@@ -138,8 +138,20 @@ pub static PARAMS: &[Param] = &[
     Param::new(
         "api-max-expire",
         Kind::Duration,
-        "1d",
-        "a signed request whose expiry is further ahead than this is refused",
+        "10m",
+        "a signed request whose expiry is further ahead than this is refused; a signed write is refused when replayed inside this window",
+    ),
+    Param::new(
+        "api-read-path",
+        Kind::Regexp,
+        r"^/[^/]+/(get|select|search|list|columns|keys|subscribe|image|stats|recent)(/|$) ^/image/ ^/(ping|metrics)$",
+        "routes that only read: a session cookie may call them from any page, and their signatures may be replayed until they expire; every other route is a write (POST from an allowed origin with the cookie, each signature used once); a value replaces the default list",
+    ),
+    Param::new(
+        "api-origins",
+        Kind::List,
+        "",
+        "origins (scheme://host[:port]) besides the server's own whose pages may call writes with the session cookie",
     ),
     Param::new(
         "api-session-age",

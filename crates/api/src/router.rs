@@ -77,6 +77,12 @@ impl Api {
             deny,
             disallow,
             admin: regex_set(&cfg, &["api-allow-admin"]),
+            read: regex_set(&cfg, &["api-read-path"]),
+            origins: cfg
+                .list("api-origins")
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+                .collect(),
             web: tower_http::services::ServeDir::new(cfg.dir("web"))
                 .append_index_html_on_directories(true),
             cfg,

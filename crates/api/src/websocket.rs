@@ -215,14 +215,26 @@ async fn refresh(api: &Api, account: &Account) -> Result<Account, &'static str> 
             return Ok(account.clone());
         }
     };
-    let Some(fresh) = api.accounts.account(account.login(), &row) else {
-        return Err("the account has no secret");
+    let fresh = match crate::access::open_account(api, db, account.login(), &row) {
+        Ok(Some((fresh, _))) => fresh,
+        Ok(None) => return Err("the account has no secret"),
+        Err(e) => {
+            tracing::warn!(
+                "websocket: cannot open the account {}: {}",
+                account.login(),
+                e.message
+            );
+            return Ok(account.clone());
+        }
     };
     if fresh.id() != account.id() {
         return Err("the account was deleted");
     }
     if fresh.secret != account.secret {
         return Err("the account's secret changed");
+    }
+    if fresh.session_gen() != account.session_gen() {
+        return Err("the account logged out");
     }
     let kind = |a: &Account| a.auth.get("type").cloned();
     if kind(&fresh) != kind(account) {

@@ -1,5 +1,6 @@
 //! bkjs-base: what every other bkjs crate stands on, and nothing that knows about them.
 //!
+//! - [`cluster`]: the cluster secret and the signed frames servers exchange over TCP.
 //! - [`config`]: the typed parameter registry mechanism and the loader (`etc/config`,
 //!   `etc/config.local`, environment, command line). Each upper crate declares its own `PARAMS`;
 //!   the application assembles them with [`config::registry`].
@@ -13,6 +14,7 @@
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod cluster;
 pub mod config;
 pub mod faults;
 pub mod log;

@@ -154,6 +154,7 @@ pub fn params() -> Vec<&'static Param> {
         bkjs_db::front::PARAMS,
         bkjs_api::PARAMS,
         bkjs_msg::PARAMS,
+        bkjs_base::cluster::PARAMS,
         bkjs_jobs::PARAMS,
     ])
 }

@@ -17,7 +17,7 @@ pub(crate) mod shell;
 
 pub use bkjs_api as api;
 pub use bkjs_api::{geo, image};
-pub use bkjs_base::{config, faults, log, metrics, sys, testing, time};
+pub use bkjs_base::{cluster, config, faults, log, metrics, sys, testing, time};
 pub use bkjs_cache as cache;
 pub use bkjs_db as db;
 pub use bkjs_ipc as ipc;

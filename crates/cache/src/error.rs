@@ -6,6 +6,9 @@ pub enum CacheError {
     /// The server or Redis did not answer in time or the connection failed; a retry may help.
     #[error("cache unavailable: {0}")]
     Unavailable(String),
+    /// The configuration does not allow the cache to start (e.g. peers but no cluster secret).
+    #[error("{0}")]
+    Config(String),
     /// An answer that makes no sense for the request: a bug; retrying will not help.
     #[error("unexpected cache reply: {0}")]
     Protocol(String),

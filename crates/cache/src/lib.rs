@@ -25,9 +25,9 @@ use std::sync::Arc;
 pub static PARAMS: &[Param] = &[
     Param::new("lru-max", Kind::Int { min: 1, max: 1 << 40 }, "100000", "entries of the server's LRU cache"),
     Param::new("cache-type", Kind::Enum(&["local", "redis"]), "local", "where the cache lives: the server's LRU (local) or Redis"),
-    Param::new("cache-host", Kind::List, "", "peer servers (host or host:port) whose LRU caches are kept coherent with this one; may include this server itself"),
+    Param::new("cache-host", Kind::List, "", "peer servers (host or host:port) whose LRU caches are kept coherent with this one; may include this server itself; needs a cluster secret (-cluster-secret)"),
     Param::new("cache-port", Kind::Int { min: 1, max: 65535 }, "20194", "TCP port of the peer cache bus"),
-    Param::new("cache-bind", Kind::String, "0.0.0.0", "address the peer cache bus listens on"),
+    Param::new("cache-bind", Kind::String, "", "address the peer cache bus listens on; empty: 127.0.0.1 when every -cache-host entry is a loopback address, else 0.0.0.0"),
     Param::new("cache-peer-heartbeat", Kind::Duration, "1s", "how often a server tells its peers its last sequence number; bounds how long a lost broadcast can go unnoticed"),
     Param::new("cache-near-size", Kind::Size, "4MB", "bytes of values each web worker keeps of what it read from the server's LRU, kept coherent by invalidations the server pushes; 0 = every read crosses IPC"),
     Param::new("cache-prefix", Kind::String, "", "prefix of every key stored in Redis"),
@@ -189,6 +189,14 @@ impl Server {
             Some(Arc::new(Peers::start(cfg, store.clone())?))
         };
         Ok(Server { store, peers })
+    }
+
+    /// Closes the peer bus and frees its port (an orphaned server making way for its successor);
+    /// the LRU keeps answering this server's own workers.
+    pub fn close_peers(&self) {
+        if let Some(p) = &self.peers {
+            p.close();
+        }
     }
 
     fn broadcast(&self, op: PeerOp) {

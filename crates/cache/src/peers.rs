@@ -8,9 +8,16 @@
 //! its whole cache when it sees a gap, when a peer connection is added or removed, or when a peer
 //! was silent for three heartbeats. A lost broadcast therefore leaves a stale value for at most
 //! one heartbeat interval (plus delivery time) while the links work.
+//!
+//! Anyone who can reach the port can join an nng bus, so every frame is sealed with the cache-bus
+//! key of the cluster secret ([`bkjs_base::cluster::frame`]): a frame that is not signed with it,
+//! that is too old, that repeats a counter already seen or that carries this server's own origin
+//! is dropped and counted (`cluster.cache.*` in `/system/stats`) before it can touch the LRU.
+//! The bus does not start without a secret.
 
 use crate::error::CacheError;
 use crate::store::LruStore;
+use bkjs_base::cluster::{self, Opener, Refused, Sealer, Secret};
 use bkjs_base::config::Config;
 use nng::options::{Options, ReconnectMaxTime, ReconnectMinTime};
 use nng::{PipeEvent, Protocol, Socket};
@@ -100,10 +107,17 @@ impl Shared {
     }
 }
 
+/// Counts a dropped frame as `cluster.cache.{why}`.
+fn dropped(why: Refused) {
+    cluster::count_drop("cache", why);
+}
+
 /// The running peer bus of one server.
 pub(crate) struct Peers {
     socket: Socket,
     id: u64,
+    /// Seals every frame this server sends (its origin is `id`).
+    sealer: Arc<Sealer>,
     /// Last sequence number used; the heartbeat thread reads it.
     seq: Arc<AtomicU64>,
     /// Held while numbering and sending one broadcast, so frames leave in sequence order.
@@ -121,6 +135,10 @@ impl Peers {
     /// Listens on `tcp://{cache-bind}:{cache-port}`, dials every `-cache-host` entry, and starts
     /// the receive and heartbeat threads.
     pub fn start(cfg: &Config, store: Arc<Mutex<LruStore>>) -> Result<Peers, CacheError> {
+        let secret =
+            Secret::require(cfg, "cache-host").map_err(|e| CacheError::Config(e.to_string()))?;
+        let key = secret.key("cache-bus");
+        cluster::register_drops("cache");
         let t = |e: nng::Error| CacheError::Unavailable(format!("peer bus: {e}"));
         let socket = Socket::new(Protocol::Bus0).map_err(t)?;
         socket
@@ -130,7 +148,8 @@ impl Peers {
             .set_opt::<ReconnectMaxTime>(Some(Duration::from_secs(1)))
             .map_err(t)?;
         let port = cfg.int("cache-port") as u16;
-        let url = format!("tcp://{}:{port}", cfg.str("cache-bind"));
+        let bind = cluster::bind_address(cfg.str("cache-bind"), cfg.list("cache-host"));
+        let url = format!("tcp://{bind}:{port}");
         socket.listen(&url).map_err(|e| {
             CacheError::Unavailable(format!("peer bus cannot listen on {url}: {e}"))
         })?;
@@ -147,24 +166,15 @@ impl Peers {
                 _ => {}
             })
             .map_err(t)?;
-        let id = loop {
-            let id: u64 = rand::random();
-            if id != 0 {
-                break id;
-            }
-        };
+        let sealer = Arc::new(Sealer::new(key.clone()));
+        let id = sealer.origin();
+        let opener = Opener::new(key, Some(id), cluster::frame_age(cfg));
         for host in cfg.list("cache-host") {
             let (h, p) = match host.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p.parse::<u16>().unwrap_or(port)),
                 None => (host.clone(), port),
             };
-            let local = [
-                "127.0.0.1",
-                "localhost",
-                "0.0.0.0",
-                "::1",
-                cfg.str("cache-bind"),
-            ];
+            let local = ["127.0.0.1", "localhost", "0.0.0.0", "::1", bind.as_str()];
             if p == port && local.contains(&h.as_str()) {
                 // This server itself: nothing to dial.
                 continue;
@@ -181,6 +191,7 @@ impl Peers {
         let peers = Peers {
             socket: socket.clone(),
             id,
+            sealer: sealer.clone(),
             seq: Arc::new(AtomicU64::new(0)),
             sending: Arc::new(Mutex::new(())),
             drop_next: AtomicBool::new(false),
@@ -189,14 +200,20 @@ impl Peers {
         let rx_shared = shared.clone();
         std::thread::Builder::new()
             .name("cache-peers".into())
-            .spawn(move || receive(rx_socket, rx_shared, id))
+            .spawn(move || receive(rx_socket, rx_shared, opener))
             .map_err(|e| CacheError::Unavailable(e.to_string()))?;
         let (hb_seq, hb_lock) = (peers.seq.clone(), peers.sending.clone());
         std::thread::Builder::new()
             .name("cache-heartbeat".into())
-            .spawn(move || heartbeat(socket, shared, id, hb_seq, hb_lock))
+            .spawn(move || heartbeat(socket, shared, sealer, hb_seq, hb_lock))
             .map_err(|e| CacheError::Unavailable(e.to_string()))?;
         Ok(peers)
+    }
+
+    /// Closes the bus (its listening port too): this server is going away and a successor
+    /// needs the port. Later broadcasts are dropped; the receive thread ends.
+    pub(crate) fn close(&self) {
+        self.socket.close();
     }
 
     /// Sends one write to every peer.
@@ -224,7 +241,7 @@ impl Peers {
             );
             return;
         }
-        send(&self.socket, &frame);
+        send(&self.socket, &self.sealer, &frame);
     }
 
     /// Test-only: the next broadcast is not sent (its sequence number is still used).
@@ -233,9 +250,11 @@ impl Peers {
     }
 }
 
-fn send(socket: &Socket, frame: &Frame) {
+/// Seals and sends one frame; called under the send lock, so frames leave in counter order.
+fn send(socket: &Socket, sealer: &Sealer, frame: &Frame) {
     match serde_json::to_vec(frame) {
-        Ok(bytes) => {
+        Ok(json) => {
+            let bytes = sealer.seal(&json);
             if let Err((_, e)) = socket.send(&bytes[..]) {
                 tracing::debug!("peer bus send: {e}");
             }
@@ -244,7 +263,7 @@ fn send(socket: &Socket, frame: &Frame) {
     }
 }
 
-fn receive(socket: Socket, shared: Arc<Shared>, me: u64) {
+fn receive(socket: Socket, shared: Arc<Shared>, mut opener: Opener) {
     // Dialers found to lead back to this server, closed once each.
     let mut closed: std::collections::HashSet<nng::Dialer> = std::collections::HashSet::new();
     loop {
@@ -257,30 +276,62 @@ fn receive(socket: Socket, shared: Arc<Shared>, me: u64) {
                 continue;
             }
         };
-        let frame: Frame = match serde_json::from_slice(&msg) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!("peer bus: undecodable frame: {e}");
+        // The connection it came on, in case it turns out to lead back to this server.
+        let pipe = msg.pipe();
+        let opened = opener.open(&msg).map(|f| {
+            (
+                f.origin,
+                serde_json::from_slice::<Frame>(f.payload).map_err(|e| e.to_string()),
+            )
+        });
+        let frame = match opened {
+            Ok((origin, Ok(f))) if f.o == origin => f,
+            Ok((origin, other)) => {
+                // Signed with the key, yet not a frame of its origin: a bug or a version skew.
+                dropped(Refused::BadMac);
+                tracing::warn!(
+                    "peer bus: signed frame of {origin:016x} is not a valid frame: {:?}",
+                    other.map(|f| f.o)
+                );
+                continue;
+            }
+            Err(Refused::OwnOrigin) => {
+                dropped(Refused::OwnOrigin);
+                close_dialer_to_self(&mut closed, pipe);
+                continue;
+            }
+            Err(why) => {
+                dropped(why);
+                if why == Refused::Replay {
+                    // Mostly the second copy of a frame: every pair of peers has two connections.
+                    shared.store.lock().stats_mut().duplicates += 1;
+                }
                 continue;
             }
         };
-        if frame.o == me {
-            // Our own broadcast came back: this connection leads to ourselves. Closing the
-            // dialer closes its pipe and stops it reconnecting (and clearing) forever; the
-            // accepted end of the same connection then closes by itself. Pipes are not closed
-            // here: one may already be gone, and the nng crate panics on that (which would end
-            // this thread and with it the whole peer bus).
-            if let Some(d) = msg.pipe().and_then(|p| p.dialer()) {
-                if closed.insert(d) {
-                    tracing::info!("cache peer bus: a -cache-host entry is this server itself; no longer dialling it");
-                    if std::panic::catch_unwind(move || d.close()).is_err() {
-                        tracing::warn!("cache peer bus: closing the dialer to this server failed");
-                    }
-                }
-            }
-            continue;
-        }
         apply(&shared, frame);
+    }
+}
+
+/// This server's own frame came back, so the connection it came on leads to this server itself.
+fn close_dialer_to_self(
+    closed: &mut std::collections::HashSet<nng::Dialer>,
+    pipe: Option<nng::Pipe>,
+) {
+    // Our own broadcast came back: this connection leads to ourselves. Closing the
+    // dialer closes its pipe and stops it reconnecting (and clearing) forever; the
+    // accepted end of the same connection then closes by itself. Pipes are not closed
+    // here: one may already be gone, and the nng crate panics on that (which would end
+    // this thread and with it the whole peer bus).
+    if let Some(d) = pipe.and_then(|p| p.dialer()) {
+        if closed.insert(d) {
+            tracing::info!(
+                "cache peer bus: a -cache-host entry is this server itself; no longer dialling it"
+            );
+            if std::panic::catch_unwind(move || d.close()).is_err() {
+                tracing::warn!("cache peer bus: closing the dialer to this server failed");
+            }
+        }
     }
 }
 
@@ -363,7 +414,7 @@ fn apply_op(shared: &Shared, f: &Frame) {
 fn heartbeat(
     socket: Socket,
     shared: Arc<Shared>,
-    me: u64,
+    sealer: Arc<Sealer>,
     seq: Arc<AtomicU64>,
     sending: Arc<Mutex<()>>,
 ) {
@@ -376,8 +427,9 @@ fn heartbeat(
             let s = seq.load(Ordering::SeqCst);
             send(
                 &socket,
+                &sealer,
                 &Frame {
-                    o: me,
+                    o: sealer.origin(),
                     s,
                     t: "hb".into(),
                     k: String::new(),

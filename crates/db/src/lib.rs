@@ -10,6 +10,7 @@
 //!   [`BlockingDriver`] for blocking ones, run on tokio's blocking pool through [`Blocking`];
 //! - `sql/`: the SQL layer the SQL drivers only specialise; the drivers [`sqlite`], [`pgsql`],
 //!   [`mysql`] (SQL) and [`sled`] (key-value), which never use each other;
+//! - `seal.rs`: the key and the AES-GCM sealing of columns stored encrypted at rest;
 //! - [`front`]: [`Db`], the front applications use (pools, placement, cached reads), with
 //!   `metered.rs` counting every pool's calls.
 
@@ -25,6 +26,7 @@ mod options;
 pub mod pgsql;
 mod query;
 pub mod schema;
+pub mod seal;
 pub mod sled;
 pub(crate) mod sql;
 pub mod sqlite;

@@ -78,6 +78,8 @@ pub struct Column {
     pub readonly: bool,
     /// Accepted in writes but never returned to clients.
     pub writeonly: bool,
+    /// Stored encrypted under the seal key (`seal.rs`); read back only by [`crate::Db::unseal`].
+    pub sealed: bool,
     /// Set to the current time (ms) on every write.
     pub now: bool,
     /// A counter the API increments automatically (e.g. connection counters).
@@ -106,6 +108,7 @@ impl Column {
             hidden: false,
             readonly: false,
             writeonly: false,
+            sealed: false,
             now: false,
             autoincr: false,
             join: Vec::new(),
@@ -189,6 +192,11 @@ impl Column {
     }
     pub fn writeonly(mut self) -> Column {
         self.writeonly = true;
+        self
+    }
+    /// Stored encrypted at rest (a text column; see `seal.rs`). Sealed values cannot be searched.
+    pub fn sealed(mut self) -> Column {
+        self.sealed = true;
         self
     }
     pub fn now(mut self) -> Column {
@@ -416,12 +424,14 @@ pub fn builtin_tables() -> Vec<Table> {
                 Column::text("login").primary(1),
                 Column::text("id").index(1),
                 Column::text("alias"),
-                Column::text("secret").priv_(),
+                Column::text("secret").priv_().sealed(),
                 Column::text("status"),
                 Column::text("type").admin(),
                 Column::text("acl_deny"),
                 Column::text("acl_allow"),
                 Column::bigint("expires"),
+                // Bumped by /account/logout: session cookies issued before stop working.
+                Column::bigint("session_gen").admin(),
                 Column::bigint("mtime").now(),
             ],
         ),

@@ -1,4 +1,4 @@
-//! The server side of worker IPC: a REP endpoint on `ipc://var/NAME-server.sock` served by a
+//! The server side of worker IPC: a REP endpoint on `ipc://var/ipc/NAME-server.sock` served by a
 //! runtime of its own. Each worker connection is read in a task; every request is answered inline
 //! by the handler (cache operations in place, control messages forwarded to the supervisor loop),
 //! so requests from one worker are pipelined and answered in order without thread hand-offs.
@@ -28,6 +28,8 @@ pub type Handler = Arc<dyn Fn(Request) -> Reply + Send + Sync>;
 /// The server's listening IPC socket; closed and its file removed when dropped.
 pub struct Hub {
     path: PathBuf,
+    /// Removed on drop only while it is still this hub's socket (not a successor's).
+    file: Option<bkjs_base::sys::SocketFile>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -178,9 +180,9 @@ impl Hub {
         })?;
         counter.bump();
         let _ = pushes.counter.set(counter);
-        // A socket file left by a killed server would make bind fail.
-        let _ = std::fs::remove_file(&path);
-        let std_listener = std::os::unix::net::UnixListener::bind(&path)
+        // Bound under a private name and renamed over a socket left by a killed (or a still
+        // draining) server; mode 0600.
+        let (std_listener, file) = bkjs_base::sys::bind_unix(&path)
             .map_err(|e| IpcError::Transport(format!("listen ipc://{}: {e}", path.display())))?;
         std_listener
             .set_nonblocking(true)
@@ -220,6 +222,7 @@ impl Hub {
             .map_err(|e| IpcError::Transport(e.to_string()))?;
         Ok(Hub {
             path,
+            file: Some(file),
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -324,6 +327,6 @@ impl Drop for Hub {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        drop(self.file.take());
     }
 }

@@ -43,10 +43,9 @@ pub fn hub_url(cfg: &Config) -> String {
     format!("ipc://{}", hub_path(cfg).display())
 }
 
-/// The file of the server's hub socket.
+/// The file of the server's hub socket (in the private `var/ipc/`).
 pub fn hub_path(cfg: &Config) -> std::path::PathBuf {
-    cfg.dir("var")
-        .join(format!("{}-server.sock", cfg.str("name")))
+    bkjs_base::sys::socket_dir(cfg).join(format!("{}-server.sock", cfg.str("name")))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The master's control socket, `var/NAME-jobs.sock`: one JSON request line, one JSON reply line.
+//! The master's control socket, `var/ipc/NAME-jobs.sock`: one JSON request line, one JSON reply line.
 //! Web workers use it for `/system/jobs` (queue a job, read the queue's state); it is separate
 //! from the server's IPC hub because the queue lives in the master.
 //!
@@ -14,10 +14,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-/// The socket file of this home's master.
+/// The socket file of this home's master (in the private `var/ipc/`).
 pub(crate) fn socket_path(cfg: &Config) -> PathBuf {
-    cfg.dir("var")
-        .join(format!("{}-jobs.sock", cfg.str("name")))
+    bkjs_base::sys::socket_dir(cfg).join(format!("{}-jobs.sock", cfg.str("name")))
 }
 
 /// The longest request or reply line.

@@ -43,7 +43,8 @@ pub struct Jobs {
     /// Pids of running job workers, to tell the supervisor loop which exits are ours.
     pids: Arc<Mutex<HashSet<u32>>>,
     live: Arc<AtomicUsize>,
-    socket: PathBuf,
+    /// The control socket, removed on drop only while it is still this master's.
+    _socket: bkjs_base::sys::SocketFile,
 }
 
 impl Jobs {
@@ -76,8 +77,11 @@ impl Jobs {
             }
         };
         let socket = socket_path(cfg);
-        let _ = std::fs::remove_file(&socket);
-        let listener = std::os::unix::net::UnixListener::bind(&socket)
+        let dir = bkjs_base::sys::socket_dir(cfg);
+        bkjs_base::sys::private_dir(&dir)
+            .map_err(|e| format!("cannot prepare {}: {e}", dir.display()))?;
+        // Renamed over a socket left by a killed master (or one still stopping); mode 0600.
+        let (listener, socket_file) = bkjs_base::sys::bind_unix(&socket)
             .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let (uid, gid) = bkjs_base::sys::target_ids(cfg);
@@ -141,7 +145,7 @@ impl Jobs {
             tx,
             pids,
             live,
-            socket,
+            _socket: socket_file,
         })
     }
 
@@ -175,12 +179,6 @@ impl Jobs {
     /// Job workers still running.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Jobs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.socket);
     }
 }
 

@@ -44,7 +44,7 @@ pub static PARAMS: &[Param] = &[
         "msg-host",
         Kind::List,
         "",
-        "nng: forwarders (host or host:port) every node publishes to and subscribes from; a server listed here forwards on TCP; empty: this machine's server only, over ipc://",
+        "nng: forwarders (host or host:port) every node publishes to and subscribes from; a server listed here forwards on TCP; needs a cluster secret (-cluster-secret); empty: this machine's server only, over ipc://",
     ),
     Param::new(
         "msg-port",
@@ -55,8 +55,8 @@ pub static PARAMS: &[Param] = &[
     Param::new(
         "msg-bind",
         Kind::String,
-        "0.0.0.0",
-        "nng: address a forwarder listens on for TCP",
+        "",
+        "nng: address a forwarder listens on for TCP; empty: 127.0.0.1 when every -msg-host entry is a loopback address, else 0.0.0.0",
     ),
     Param::new(
         "amqp-host",

@@ -16,11 +16,20 @@
 //! subscriber subscribes to `"KEY "`. nng pub/sub is lossy by design: a subscriber whose queue
 //! at the forwarder is full loses messages (counted and logged), a publisher whose forwarders
 //! are all unreachable has its messages queued up to a bound and then refused.
+//!
+//! Across machines (`-msg-host` set) a cluster secret is required: every publisher seals each
+//! frame with the `msg` key of the cluster secret ([`bkjs_base::cluster::frame`], a random
+//! origin per process and a counter per frame), the forwarder opens it and drops (and counts as
+//! `cluster.forwarder.*`) what is unsigned, forged, stale or replayed, and forwards the sealed
+//! frame unchanged; subscribers check it again (`cluster.subscriber.*`). On one machine
+//! (`-msg-host` empty) frames stay plain.
 
 use crate::backend::{retry_delay, Backend, BoxFuture, MsgError, Shared};
+use bkjs_base::cluster::{self, Opener, Sealer, Secret};
 use bkjs_base::config::Config;
 use bkjs_ipc::sp;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,12 +66,37 @@ impl std::fmt::Display for Endpoint {
 
 /// The ipc:// sockets of this home's forwarder: (publishers push here, subscribers dial here).
 pub(crate) fn ipc_paths(cfg: &Config) -> (PathBuf, PathBuf) {
-    let var = cfg.dir("var");
+    let dir = bkjs_base::sys::socket_dir(cfg);
     let name = cfg.str("name");
     (
-        var.join(format!("{name}-msg.sock")),
-        var.join(format!("{name}-msg-sub.sock")),
+        dir.join(format!("{name}-msg.sock")),
+        dir.join(format!("{name}-msg-sub.sock")),
     )
+}
+
+/// The `msg` key of the cluster secret when `-msg-host` names forwarders (required then), `None`
+/// on one machine.
+fn cluster_key(cfg: &Config) -> Result<Option<cluster::Key>, MsgError> {
+    if cfg.list("msg-host").is_empty() {
+        return Ok(None);
+    }
+    let secret = Secret::require(cfg, "msg-host").map_err(|e| MsgError::Config(e.to_string()))?;
+    Ok(Some(secret.key("msg")))
+}
+
+/// Checks a frame a forwarder or subscriber received: `Some(payload)` when it may pass (always,
+/// without a key), `None` when it was dropped and counted under `channel`.
+fn check<'a>(opener: Option<&Mutex<Opener>>, channel: &str, frame: &'a [u8]) -> Option<&'a [u8]> {
+    let Some(opener) = opener else {
+        return Some(frame);
+    };
+    match opener.lock().open(frame) {
+        Ok(f) => Some(f.payload),
+        Err(why) => {
+            cluster::count_drop(channel, why);
+            None
+        }
+    }
 }
 
 /// `(host, port)` of every `-msg-host` entry (`host` or `host:port`).
@@ -191,13 +225,23 @@ pub(crate) struct NngBackend {
 impl NngBackend {
     pub(crate) fn start(cfg: &Config, shared: Arc<Shared>) -> Result<NngBackend, MsgError> {
         let (push, sub) = endpoints(cfg)?;
+        let key = cluster_key(cfg)?;
+        let sealer = key.clone().map(|k| Arc::new(Sealer::new(k)));
+        let opener = key.map(|k| {
+            cluster::register_drops("subscriber");
+            Arc::new(Mutex::new(Opener::new(k, None, cluster::frame_age(cfg))))
+        });
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| MsgError::Config("pub/sub needs a tokio runtime".into()))?;
         let (tx, rx) = mpsc::channel::<Bytes>(PUBLISH_QUEUE);
         let connected = Arc::new(AtomicU64::new(0));
-        handle.spawn(pusher(push.clone(), rx, connected.clone()));
+        handle.spawn(pusher(push.clone(), rx, connected.clone(), sealer));
         for ep in &sub {
-            handle.spawn(subscriber(ep.clone(), Arc::downgrade(&shared)));
+            handle.spawn(subscriber(
+                ep.clone(),
+                Arc::downgrade(&shared),
+                opener.clone(),
+            ));
         }
         let list = |v: &[Endpoint]| {
             v.iter()
@@ -247,7 +291,14 @@ impl Backend for NngBackend {
 /// depends on the process, to spread publishers), and writes the queued messages to it in order;
 /// when it fails the next forwarder takes over. One connection at a time keeps one publisher's
 /// messages in order.
-async fn pusher(eps: Vec<Endpoint>, mut queue: mpsc::Receiver<Bytes>, connected: Arc<AtomicU64>) {
+/// Frames are sealed here, by the one task that writes them, so they leave in counter order.
+async fn pusher(
+    eps: Vec<Endpoint>,
+    mut queue: mpsc::Receiver<Bytes>,
+    connected: Arc<AtomicU64>,
+    sealer: Option<Arc<Sealer>>,
+) {
+    let sealer = sealer.as_deref();
     let streaks: Vec<Streak> = eps
         .iter()
         .map(|ep| Streak::new(format!("publishing to {ep}")))
@@ -260,8 +311,8 @@ async fn pusher(eps: Vec<Endpoint>, mut queue: mpsc::Receiver<Bytes>, connected:
         let ipc = matches!(ep, Endpoint::Ipc(_));
         let r = async {
             match dial(ep).await? {
-                Conn::Unix(s) => push_on(s, ipc, &mut queue, &connected, &streaks[i]).await,
-                Conn::Tcp(s) => push_on(s, ipc, &mut queue, &connected, &streaks[i]).await,
+                Conn::Unix(s) => push_on(s, ipc, &mut queue, &connected, &streaks[i], sealer).await,
+                Conn::Tcp(s) => push_on(s, ipc, &mut queue, &connected, &streaks[i], sealer).await,
             }
         }
         .await;
@@ -293,8 +344,13 @@ async fn push_on<S: AsyncRead + AsyncWrite + Unpin>(
     queue: &mut mpsc::Receiver<Bytes>,
     connected: &AtomicU64,
     streak: &Streak,
+    sealer: Option<&Sealer>,
 ) -> io::Result<bool> {
     sp::handshake(&mut s, PUSH0, PULL0).await?;
+    let put = |out: &mut Vec<u8>, m: &[u8]| match sealer {
+        Some(s) => put_msg(out, ipc, &s.seal(m)),
+        None => put_msg(out, ipc, m),
+    };
     streak.ok();
     connected.fetch_add(1, Ordering::Relaxed);
     struct Down<'a>(&'a AtomicU64);
@@ -317,11 +373,11 @@ async fn push_on<S: AsyncRead + AsyncWrite + Unpin>(
             m = queue.recv() => {
                 let Some(m) = m else { return Ok(true) };
                 out.clear();
-                put_msg(&mut out, ipc, &m);
+                put(&mut out, &m);
                 // What else is waiting goes in the same write.
                 while out.len() < 64 * 1024 {
                     match queue.try_recv() {
-                        Ok(m) => put_msg(&mut out, ipc, &m),
+                        Ok(m) => put(&mut out, &m),
                         Err(_) => break,
                     }
                 }
@@ -335,7 +391,11 @@ async fn push_on<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Keeps one SUB connection from a forwarder and delivers what it publishes.
-async fn subscriber(ep: Endpoint, shared: std::sync::Weak<Shared>) {
+async fn subscriber(
+    ep: Endpoint,
+    shared: std::sync::Weak<Shared>,
+    opener: Option<Arc<Mutex<Opener>>>,
+) {
     let streak = Streak::new(format!("subscribing from {ep}"));
     let ipc = matches!(ep, Endpoint::Ipc(_));
     let mut attempt = 0;
@@ -345,8 +405,8 @@ async fn subscriber(ep: Endpoint, shared: std::sync::Weak<Shared>) {
         }
         let r = async {
             match dial(&ep).await? {
-                Conn::Unix(s) => sub_on(s, ipc, &shared, &streak).await,
-                Conn::Tcp(s) => sub_on(s, ipc, &shared, &streak).await,
+                Conn::Unix(s) => sub_on(s, ipc, &shared, &streak, opener.as_deref()).await,
+                Conn::Tcp(s) => sub_on(s, ipc, &shared, &streak, opener.as_deref()).await,
             }
         }
         .await;
@@ -367,6 +427,7 @@ async fn sub_on<S: AsyncRead + AsyncWrite + Unpin>(
     ipc: bool,
     shared: &std::sync::Weak<Shared>,
     streak: &Streak,
+    opener: Option<&Mutex<Opener>>,
 ) -> io::Result<bool> {
     sp::handshake(&mut s, SUB0, PUB0).await?;
     streak.ok();
@@ -379,12 +440,15 @@ async fn sub_on<S: AsyncRead + AsyncWrite + Unpin>(
         let Some(shared) = shared.upgrade() else {
             return Ok(true);
         };
-        let Some(sp) = buf.iter().position(|b| *b == b' ') else {
+        let Some(frame) = check(opener, "subscriber", &buf) else {
+            continue;
+        };
+        let Some(sp) = frame.iter().position(|b| *b == b' ') else {
             continue;
         };
         let (Ok(key), Ok(data)) = (
-            std::str::from_utf8(&buf[..sp]),
-            std::str::from_utf8(&buf[sp + 1..]),
+            std::str::from_utf8(&frame[..sp]),
+            std::str::from_utf8(&frame[sp + 1..]),
         ) else {
             continue;
         };
@@ -396,7 +460,8 @@ async fn sub_on<S: AsyncRead + AsyncWrite + Unpin>(
 /// ipc:// sockets, and on TCP when this server is one of `-msg-host`; stops when dropped.
 pub struct Forwarder {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    paths: Vec<PathBuf>,
+    /// Removed on drop only while they are still this forwarder's (not a successor's).
+    files: Vec<bkjs_base::sys::SocketFile>,
     stats: Arc<ForwarderStats>,
 }
 
@@ -404,6 +469,8 @@ pub struct Forwarder {
 #[derive(Debug, Default)]
 pub struct ForwarderStats {
     pub received: AtomicU64,
+    /// Publishers' messages dropped: unsigned, forged, stale or replayed (with a cluster key).
+    pub refused: AtomicU64,
     /// Messages a subscriber connection was too far behind to get.
     pub lost: AtomicU64,
     pub subscribers: AtomicU64,
@@ -415,12 +482,13 @@ fn listed(cfg: &Config) -> Result<bool, MsgError> {
     let me = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let bind = cluster::bind_address(cfg.str("msg-bind"), cfg.list("msg-host"));
     let local = [
         "127.0.0.1",
         "localhost",
         "0.0.0.0",
         "::1",
-        cfg.str("msg-bind"),
+        bind.as_str(),
         &me,
     ];
     Ok(hosts(cfg)?
@@ -454,11 +522,14 @@ impl Forwarder {
         let (push_path, sub_path) = ipc_paths(cfg);
         let mut pulls = Vec::new();
         let mut pubs = Vec::new();
+        let mut files = Vec::new();
+        let dir = bkjs_base::sys::socket_dir(cfg);
+        bkjs_base::sys::private_dir(&dir).map_err(|e| fail(&dir.display().to_string(), e))?;
         for (path, list) in [(&push_path, &mut pulls), (&sub_path, &mut pubs)] {
-            // A socket file left by a killed server would make bind fail.
-            let _ = std::fs::remove_file(path);
-            let l = std::os::unix::net::UnixListener::bind(path)
+            // Renamed over a socket left by a killed (or a still draining) server; mode 0600.
+            let (l, file) = bkjs_base::sys::bind_unix(path)
                 .map_err(|e| fail(&format!("ipc://{}", path.display()), e))?;
+            files.push(file);
             l.set_nonblocking(true)
                 .map_err(|e| fail(&path.display().to_string(), e))?;
             list.push(Listener::Unix(l));
@@ -471,10 +542,11 @@ impl Forwarder {
                 })?;
             }
         }
+        let key = cluster_key(cfg)?;
         let mut tcp = Vec::new();
         if listed(cfg)? {
             let port = cfg.int("msg-port") as u16;
-            let bind = cfg.str("msg-bind");
+            let bind = cluster::bind_address(cfg.str("msg-bind"), cfg.list("msg-host"));
             let host = if bind.contains(':') {
                 format!("[{bind}]")
             } else {
@@ -494,9 +566,13 @@ impl Forwarder {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let stats = Arc::new(ForwarderStats::default());
         let st = stats.clone();
+        let opener = key.map(|k| {
+            cluster::register_drops("forwarder");
+            Arc::new(Mutex::new(Opener::new(k, None, cluster::frame_age(cfg))))
+        });
         std::thread::Builder::new()
             .name("msg-forwarder".into())
-            .spawn(move || rt.block_on(forward(pulls, pubs, st, stopped)))
+            .spawn(move || rt.block_on(forward(pulls, pubs, st, opener, stopped)))
             .map_err(|e| MsgError::Unavailable(e.to_string()))?;
         tracing::info!(
             "pub/sub forwarder on ipc://{} and ipc://{}{}",
@@ -510,7 +586,7 @@ impl Forwarder {
         );
         Ok(Some(Forwarder {
             stop: Some(stop),
-            paths: vec![push_path, sub_path],
+            files,
             stats,
         }))
     }
@@ -525,9 +601,7 @@ impl Drop for Forwarder {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        for p in &self.paths {
-            let _ = std::fs::remove_file(p);
-        }
+        self.files.clear();
     }
 }
 
@@ -535,6 +609,7 @@ async fn forward(
     pulls: Vec<Listener>,
     pubs: Vec<Listener>,
     stats: Arc<ForwarderStats>,
+    opener: Option<Arc<Mutex<Opener>>>,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let (tx, _) = broadcast::channel::<Bytes>(FORWARD_QUEUE);
@@ -544,12 +619,12 @@ async fn forward(
         .map(|l| (l, true))
         .chain(pubs.into_iter().map(|l| (l, false)))
     {
-        let (tx, stats) = (tx.clone(), stats.clone());
+        let (tx, stats, opener) = (tx.clone(), stats.clone(), opener.clone());
         let spawned = match l {
             Listener::Unix(l) => tokio::net::UnixListener::from_std(l)
-                .map(|l| tasks.spawn(accept_loop(l, publisher_side, tx, stats))),
+                .map(|l| tasks.spawn(accept_loop(l, publisher_side, tx, stats, opener))),
             Listener::Tcp(l) => tokio::net::TcpListener::from_std(l)
-                .map(|l| tasks.spawn(accept_loop(l, publisher_side, tx, stats))),
+                .map(|l| tasks.spawn(accept_loop(l, publisher_side, tx, stats, opener))),
         };
         if let Err(e) = spawned {
             tracing::error!("pub/sub forwarder: {e}");
@@ -592,11 +667,19 @@ async fn accept_loop<L: Accept>(
     publisher_side: bool,
     tx: broadcast::Sender<Bytes>,
     stats: Arc<ForwarderStats>,
+    opener: Option<Arc<Mutex<Opener>>>,
 ) {
     loop {
         match l.next_conn().await {
             Ok(s) => {
-                tokio::spawn(serve(s, L::IPC, publisher_side, tx.clone(), stats.clone()));
+                tokio::spawn(serve(
+                    s,
+                    L::IPC,
+                    publisher_side,
+                    tx.clone(),
+                    stats.clone(),
+                    opener.clone(),
+                ));
             }
             Err(e) => {
                 tracing::warn!("pub/sub forwarder accept: {e}");
@@ -606,14 +689,16 @@ async fn accept_loop<L: Accept>(
     }
 }
 
-/// One connection to the forwarder: a publisher whose messages are broadcast, or a subscriber
-/// that gets every broadcast message.
+/// One connection to the forwarder: a publisher whose messages are broadcast (when they pass
+/// [`check`] with the cluster key, if there is one), or a subscriber that gets every broadcast
+/// message.
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     ipc: bool,
     publisher_side: bool,
     tx: broadcast::Sender<Bytes>,
     stats: Arc<ForwarderStats>,
+    opener: Option<Arc<Mutex<Opener>>>,
 ) {
     let (me, peer) = if publisher_side {
         (PULL0, PUSH0)
@@ -628,6 +713,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         let mut r = tokio::io::BufReader::new(s);
         let mut buf = Vec::with_capacity(256);
         while read_msg(&mut r, ipc, &mut buf).await.is_ok() {
+            if check(opener.as_deref(), "forwarder", &buf).is_none() {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             stats.received.fetch_add(1, Ordering::Relaxed);
             let _ = tx.send(Bytes::copy_from_slice(&buf));
         }

@@ -30,7 +30,7 @@ impl Drop for Home {
 }
 
 fn cfg(home: &Home, words: &[&str]) -> Config {
-    let reg = registry(&[bkjs_ipc::PARAMS, crate::PARAMS]);
+    let reg = registry(&[bkjs_ipc::PARAMS, crate::PARAMS, bkjs_base::cluster::PARAMS]);
     let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
     w.extend(["-home".to_string(), home.0.display().to_string()]);
     let args = Args::parse(&w, &reg).expect("args");
@@ -173,6 +173,8 @@ async fn nng_across_two_nodes_over_tcp() {
             &ports[0].to_string(),
             "-msg-bind",
             "127.0.0.1",
+            "-cluster-secret",
+            "0123456789abcdef-test",
         ],
     );
     let c2 = cfg(
@@ -184,6 +186,8 @@ async fn nng_across_two_nodes_over_tcp() {
             &ports[1].to_string(),
             "-msg-bind",
             "127.0.0.1",
+            "-cluster-secret",
+            "0123456789abcdef-test",
         ],
     );
     let _f1 = Forwarder::start(&c1).expect("forwarder 1").expect("nng");
@@ -345,4 +349,117 @@ fn keys_every_backend_can_carry() {
     for bad in ["", " ", "a b", "a\nb", "a..b", "a.", ".a", "a>", "a*", "é"] {
         assert!(check_key(bad).is_err(), "{bad:?}");
     }
+}
+
+/// Two consecutive free TCP ports (a forwarder's publish and subscribe sides).
+fn port_pair() -> u16 {
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let p = l.local_addr().expect("addr").port();
+        if p < 65000 && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+#[test]
+fn forwarders_on_tcp_need_a_cluster_secret() {
+    let home = Home::new();
+    let port = port_pair().to_string();
+    let host = format!("127.0.0.1:{port}");
+    let c = cfg(&home, &["-msg-host", &host, "-msg-port", &port]);
+    match Forwarder::start(&c) {
+        Err(MsgError::Config(m)) => assert!(
+            m.contains("-msg-host") && m.contains("-cluster-secret"),
+            "{m}"
+        ),
+        other => panic!("started without a secret: {:?}", other.map(|f| f.is_some())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tcp_forwarder_drops_unsigned_forged_and_replayed_publishes() {
+    use ::nng::options::{Options, SendTimeout};
+    use bkjs_base::cluster::{frame, Secret};
+    let home = Home::new();
+    let port = port_pair();
+    let host = format!("127.0.0.1:{port}");
+    let secret = "0123456789abcdef-test";
+    let c = cfg(
+        &home,
+        &[
+            "-msg-host",
+            &host,
+            "-msg-port",
+            &port.to_string(),
+            "-cluster-secret",
+            secret,
+        ],
+    );
+    let fwd = Forwarder::start(&c).expect("forwarder").expect("nng");
+    let p = PubSub::start(&c).await.expect("pubsub");
+    let k = key("f");
+    let mut mine = p.subscribe(&k).expect("subscribe");
+    // The node's own publisher (sealed) gets through: the subscriber is connected.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        p.publish(&k, "ok").await.expect("publish");
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), mine.recv()).await {
+            assert_eq!(m.data, "ok");
+            break;
+        }
+        assert!(Instant::now() < deadline, "sealed publish not delivered");
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), mine.recv()).await {}
+    let push = ::nng::Socket::new(::nng::Protocol::Push0).expect("push");
+    push.set_opt::<SendTimeout>(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    push.dial(&format!("tcp://{host}")).expect("dial");
+    let send = |b: Vec<u8>| push.send(&b[..]).map_err(|(_, e)| e).expect("send");
+    let good = Secret::new(secret).expect("secret").key("msg");
+    let wrong = Secret::new("another-secret-of-16")
+        .expect("secret")
+        .key("msg");
+    let now = bkjs_base::time::now_ms();
+    let valid = frame::seal(&good, 42, 7, now, format!("{k} signed").as_bytes());
+    send(format!("{k} unsigned").into_bytes());
+    send(frame::seal(
+        &wrong,
+        42,
+        1,
+        now,
+        format!("{k} wrong-key").as_bytes(),
+    ));
+    send(frame::seal(
+        &good,
+        42,
+        1,
+        now - 3_600_000,
+        format!("{k} stale").as_bytes(),
+    ));
+    send(valid.clone());
+    send(valid.clone());
+    send(frame::seal(
+        &good,
+        42,
+        3,
+        now,
+        format!("{k} old-counter").as_bytes(),
+    ));
+    send(frame::seal(
+        &good,
+        42,
+        8,
+        now,
+        format!("{k} last").as_bytes(),
+    ));
+    let mut got = Vec::new();
+    while got.last().map(String::as_str) != Some("last") {
+        match tokio::time::timeout(Duration::from_secs(10), mine.recv()).await {
+            Ok(Some(m)) => got.push(m.data),
+            _ => panic!("got only {got:?}"),
+        }
+    }
+    assert_eq!(got, ["signed", "last"]);
+    assert_eq!(fwd.stats().refused.load(Ordering::Relaxed), 5);
 }

@@ -4,6 +4,11 @@
 //! With `-watch` (run-backend) the monitor restarts the master when the executable or `etc/` files
 //! change (except `etc/crontab`, which the master reloads itself), re-executing itself when its
 //! own binary was rebuilt.
+//!
+//! The monitor binds the HTTP socket itself and hands it down (master, server, web workers, as
+//! systemd socket activation would): a master that dies takes its server with it
+//! (`PR_SET_PDEATHSIG`), and the next server serves the very same socket at once, with no port to
+//! wait for while the orphaned server drains; connections made in between wait in its backlog.
 
 use super::{
     kill_group, kill_tree, reap, spawn, Backoff, ChildSpec, Event, Events, ExitInfo, Role,
@@ -12,6 +17,7 @@ use bkjs_base::config::Config;
 use bkjs_base::sys::Boot;
 use nix::sys::signal::Signal;
 use std::collections::HashMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -126,6 +132,19 @@ pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
 /// What a master needs to run jobs: the application's registered jobs and its tables.
 pub(crate) type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
 
+/// Refuses, before any child starts, a configuration that names cache peers or pub/sub
+/// forwarders on other machines without a usable cluster secret (docs/security.md).
+fn cluster_config(cfg: &Config) -> Result<(), bkjs_base::cluster::ClusterError> {
+    use bkjs_base::cluster::Secret;
+    if cfg.str("cache-type") == "local" && !cfg.list("cache-host").is_empty() {
+        Secret::require(cfg, "cache-host")?;
+    }
+    if cfg.str("msg-type") == "nng" && !cfg.list("msg-host").is_empty() {
+        Secret::require(cfg, "msg-host")?;
+    }
+    Ok(())
+}
+
 /// Runs a monitor or a master until it is told to stop; returns the exit code. A master runs
 /// the jobs of `jobs`.
 pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<JobsSetup>) -> i32 {
@@ -136,6 +155,10 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
             return super::EXIT_BOOT;
         }
     };
+    if let Err(e) = cluster_config(&cfg) {
+        tracing::error!("{e}");
+        return bkjs_base::config::EXIT_USAGE;
+    }
     let jobs = match jobs.filter(|_| role == Role::Master) {
         Some((registry, tables)) => match bkjs_jobs::Jobs::start(&cfg, boot, registry, tables) {
             Ok(j) => Some(j),
@@ -158,9 +181,12 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
             return bkjs_base::config::EXIT_USAGE;
         }
     };
+    let mut http = (role == Role::Monitor && boot.listen_fds.is_empty())
+        .then(|| HttpSocket::bind(&cfg))
+        .flatten();
     let mut child = Supervised {
         role: child_role,
-        spec: child_spec(boot, &cfg, child_role),
+        spec: spec_with(child_spec(boot, &cfg, child_role), &http),
         pid: None,
         started: Instant::now(),
         backoff,
@@ -199,6 +225,9 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
             Some(Event::Signal(sig @ (libc::SIGTERM | libc::SIGINT))) => {
                 tracing::info!("signal {sig}: stopping");
                 stopping.get_or_insert(Instant::now() + stop_deadline(&cfg, role));
+                // New connections are refused from now on instead of waiting in the backlog.
+                http = None;
+                close_inherited(boot, role);
                 if let Some(pid) = child.pid {
                     kill_group(pid, Signal::SIGTERM);
                 }
@@ -223,7 +252,8 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
                     if let Some(j) = &jobs {
                         j.reload();
                     }
-                    child.spec = child_spec(boot, &cfg, child_role);
+                    HttpSocket::refresh(&mut http, &cfg);
+                    child.spec = spec_with(child_spec(boot, &cfg, child_role), &http);
                     if let Some(pid) = child.pid {
                         kill_group(pid, Signal::SIGHUP);
                     }
@@ -273,7 +303,8 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
                         tracing::info!("{what} changed: restarting the {}", child_role.flag());
                         if let Ok(new) = cfg.reload() {
                             cfg = new;
-                            child.spec = child_spec(boot, &cfg, child_role);
+                            HttpSocket::refresh(&mut http, &cfg);
+                            child.spec = spec_with(child_spec(boot, &cfg, child_role), &http);
                         }
                         if let Some(pid) = child.pid {
                             restart_now = true;
@@ -286,6 +317,7 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
                         tracing::info!("the executable changed: stopping and starting it again");
                         exec_self = true;
                         stopping = Some(Instant::now() + stop_deadline(&cfg, role));
+                        http = None;
                         if let Some(pid) = child.pid {
                             kill_group(pid, Signal::SIGTERM);
                         }
@@ -302,6 +334,63 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
     }
     tracing::info!("stopped");
     0
+}
+
+/// Adds the monitor's HTTP socket to a child's spec as its inherited listening socket.
+fn spec_with(mut spec: ChildSpec, http: &Option<HttpSocket>) -> ChildSpec {
+    if let Some(h) = http {
+        spec.fds = vec![h.listener.as_raw_fd()];
+    }
+    spec
+}
+
+/// A master stopping closes its copy of an inherited listening socket, so that once the server and
+/// its workers have closed theirs new connections are refused rather than left in the backlog.
+fn close_inherited(boot: &Boot, role: Role) {
+    if role == Role::Master {
+        for fd in &boot.listen_fds {
+            // SAFETY: the fd was inherited as a listening socket and is not used by this process
+            // (only passed on to children, and no child is started any more).
+            unsafe { libc::close(*fd) };
+        }
+    }
+}
+
+/// The HTTP listening socket the monitor owns for the whole tree (`-bind`, `-port`).
+struct HttpSocket {
+    addr: std::net::SocketAddr,
+    listener: std::net::TcpListener,
+}
+
+impl HttpSocket {
+    /// Binds `-bind:-port`; on failure the server binds it itself later (and reports the error
+    /// with its retries and crash delay).
+    fn bind(cfg: &Config) -> Option<HttpSocket> {
+        let text = format!("{}:{}", cfg.str("bind"), cfg.int("port"));
+        let addr: std::net::SocketAddr = text.parse().ok()?;
+        match bkjs_base::sys::tcp_listener(addr, cfg.int("backlog") as i32) {
+            Ok(listener) => {
+                tracing::info!("monitor listening on {addr} for the web workers");
+                Some(HttpSocket { addr, listener })
+            }
+            Err(e) => {
+                tracing::warn!("monitor cannot listen on {addr}: {e}; the server will bind it");
+                None
+            }
+        }
+    }
+
+    /// Binds again when `-bind`/`-port` changed (a reloaded configuration).
+    fn refresh(http: &mut Option<HttpSocket>, cfg: &Config) {
+        let Some(h) = http.as_ref() else {
+            return;
+        };
+        let text = format!("{}:{}", cfg.str("bind"), cfg.int("port"));
+        if text.parse::<std::net::SocketAddr>().ok() != Some(h.addr) {
+            *http = None;
+            *http = HttpSocket::bind(cfg);
+        }
+    }
 }
 
 enum Change {

@@ -30,6 +30,8 @@ enum State {
 
 #[derive(Debug)]
 struct Worker {
+    /// The worker slot it fills (see [`Slot`]).
+    slot: usize,
     port: u16,
     started: Instant,
     last_seen: Instant,
@@ -41,6 +43,14 @@ struct Worker {
     /// When it was sent SIGABRT or SIGKILL for being silent or late.
     killed_at: Option<Instant>,
     recycling: bool,
+}
+
+/// One of the `-server-web-workers` places a worker fills, with its own restart backoff: a worker
+/// that keeps crashing delays only its own replacement, never the other slots'.
+#[derive(Debug)]
+struct Slot {
+    backoff: Backoff,
+    next_spawn: Instant,
 }
 
 /// A rolling restart in progress: the workers still to replace, one at a time.
@@ -58,13 +68,21 @@ struct Server<'a> {
     proxy: Option<Proxy>,
     workers: BTreeMap<u32, Worker>,
     roll: Option<Roll>,
+    /// Fresh backoff for a new slot (from the restart parameters).
     backoff: Backoff,
-    next_spawn: Instant,
+    slots: Vec<Slot>,
     stopping: Option<Instant>,
     notified_ready: bool,
     conf_mtimes: Vec<Option<SystemTime>>,
     last_conf_check: Instant,
     stats: std::sync::Arc<super::stats::Stats>,
+    /// The master that started this server; another parent means it died (see
+    /// [`Server::check_orphaned`]).
+    parent: u32,
+    orphaned: bool,
+    /// Released at once when this server is orphaned, so that its successor can bind the ports.
+    forwarder: Option<bkjs_msg::Forwarder>,
+    cache: bkjs_cache::Server,
 }
 
 /// Runs the server role until it is told to stop; returns the exit code.
@@ -76,6 +94,8 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
             return EXIT_BOOT;
         }
     };
+    // Checked before anything else: the master may have died between spawn and now.
+    let parent = nix::unistd::getppid().as_raw() as u32;
     let listener = match listen(&cfg, boot) {
         Ok(l) => l,
         Err(e) => {
@@ -88,10 +108,15 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
         tracing::error!("cannot prepare the database: {e}");
         return EXIT_BOOT;
     }
+    // Test fault: a descriptor opened without O_CLOEXEC, as a library might; no worker may
+    // inherit it (see `bkjs_base::sys::spawn`).
+    let _probe = bkjs_base::faults::enabled()
+        .then(|| fd_probe(&cfg))
+        .flatten();
     // Every write to the LRU (from a worker, a peer or a resync) is pushed to the workers'
     // near caches before it is answered.
     let pushes = bkjs_ipc::Pushes::new();
-    let on_change: bkjs_cache::ChangeListener = {
+    let on_change = || -> bkjs_cache::ChangeListener {
         let pushes = pushes.clone();
         Box::new(move |c| match c {
             bkjs_cache::Change::Key(k) => pushes.push(&Push::Invalidate {
@@ -100,30 +125,42 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
             bkjs_cache::Change::All => pushes.push(&Push::InvalidateAll),
         })
     };
-    let cache = match bkjs_cache::Server::start(&cfg, Some(on_change)) {
+    // The peer and forwarder ports may still be held for a moment by an orphaned predecessor
+    // that is releasing them: retried like the HTTP port.
+    let bind_deadline = Instant::now() + cfg.duration("server-bind-retry");
+    let cache = match retry_until(bind_deadline, || {
+        bkjs_cache::Server::start(&cfg, Some(on_change()))
+    }) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("cannot start the cache: {e}");
-            return EXIT_BOOT;
+            return match e {
+                bkjs_cache::CacheError::Config(_) => bkjs_base::config::EXIT_USAGE,
+                _ => EXIT_BOOT,
+            };
         }
     };
     // The nng pub/sub forwarder (docs/ipc.md) lives as long as this server.
-    let _forwarder = match bkjs_msg::Forwarder::start(&cfg) {
+    let forwarder = match retry_until(bind_deadline, || bkjs_msg::Forwarder::start(&cfg)) {
         Ok(f) => f,
         Err(e) => {
             tracing::error!("cannot start the pub/sub forwarder: {e}");
-            return EXIT_BOOT;
+            return match e {
+                bkjs_msg::MsgError::Config(_) => bkjs_base::config::EXIT_USAGE,
+                _ => EXIT_BOOT,
+            };
         }
     };
+    let hub_cache = cache.clone();
     // Cache requests are answered on the hub's threads; control messages go to the loop below.
     let tx = parking_lot::Mutex::new(events.tx.clone());
     let stats = std::sync::Arc::new(super::stats::Stats::new());
     let hub_stats = stats.clone();
     let handler: bkjs_ipc::Handler = std::sync::Arc::new(move |msg: Request| {
-        if let Some(reply) = hub_stats.handle(&msg, &cache) {
+        if let Some(reply) = hub_stats.handle(&msg, &hub_cache) {
             return reply;
         }
-        if let Some(reply) = cache.handle(&msg) {
+        if let Some(reply) = hub_cache.handle(&msg) {
             return reply;
         }
         let tx = tx.lock();
@@ -134,6 +171,12 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
             },
         }
     });
+    // The socket directory is private (0700) and every socket in it 0600.
+    let socket_dir = bkjs_base::sys::socket_dir(&cfg);
+    if let Err(e) = bkjs_base::sys::private_dir(&socket_dir) {
+        tracing::error!("cannot prepare {}: {e}", socket_dir.display());
+        return EXIT_BOOT;
+    }
     let hub = match Hub::start(bkjs_ipc::hub_path(&cfg), handler, pushes) {
         Ok(h) => h,
         Err(e) => {
@@ -145,7 +188,12 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
     if uid.is_some() || gid.is_some() {
         // Workers run as -uid/-gid: they must reach the IPC socket and write the embedded
         // databases (SQLite creates its -wal/-shm files next to the database file).
-        let mut paths = vec![hub.path().to_path_buf(), hub.counter_path(), cfg.dir("var")];
+        let mut paths = vec![
+            hub.path().to_path_buf(),
+            hub.counter_path(),
+            cfg.dir("var"),
+            socket_dir.clone(),
+        ];
         if let Some(db) = cfg.path("db-sqlite-pool") {
             for suffix in ["", "-wal", "-shm"] {
                 paths.push(std::path::PathBuf::from(format!(
@@ -192,12 +240,16 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
         workers: BTreeMap::new(),
         roll: None,
         backoff,
-        next_spawn: Instant::now(),
+        slots: Vec::new(),
         stopping: None,
         notified_ready: false,
         conf_mtimes,
         last_conf_check: Instant::now(),
         stats,
+        parent,
+        orphaned: false,
+        forwarder,
+        cache,
     };
     let addr = server
         .listener
@@ -222,6 +274,38 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
     let code = server.run(&events);
     drop(hub);
     code
+}
+
+/// Opens `var/fd-probe` without `O_CLOEXEC` (the test fault above).
+fn fd_probe(cfg: &Config) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let path =
+        std::ffi::CString::new(cfg.dir("var").join("fd-probe").as_os_str().as_bytes()).ok()?;
+    // SAFETY: open gets a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o600) };
+    // SAFETY: a descriptor open just returned, owned by nothing else.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Calls `start` until it succeeds or `deadline` passes (a port still held by a predecessor).
+fn retry_until<T, E: std::fmt::Display>(
+    deadline: Instant,
+    mut start: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let mut logged = false;
+    loop {
+        match start() {
+            Err(e) if Instant::now() < deadline => {
+                if !logged {
+                    tracing::warn!("{e}; retrying");
+                    logged = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Opens the pools and creates or upgrades every described table.
@@ -326,6 +410,7 @@ impl Server<'_> {
                 Some(Event::Ipc(msg)) => self.ipc(msg),
                 Some(Event::Signal(_)) | None => {}
             }
+            self.check_orphaned();
             if let Some(deadline) = self.stopping {
                 if self.workers.is_empty() {
                     tracing::info!("stopped");
@@ -437,7 +522,18 @@ impl Server<'_> {
         }
     }
 
-    fn spawn_worker(&mut self) -> Option<u32> {
+    /// The slot `i`, created with a fresh backoff when the pool grew.
+    fn slot(&mut self, i: usize) -> &mut Slot {
+        while self.slots.len() <= i {
+            self.slots.push(Slot {
+                backoff: self.backoff.clone(),
+                next_spawn: Instant::now(),
+            });
+        }
+        &mut self.slots[i]
+    }
+
+    fn spawn_worker(&mut self, slot: usize) -> Option<u32> {
         let mut spec = child_spec(self.boot, &self.cfg, Role::Web);
         let mut port = 0u16;
         if let Some(l) = &self.listener {
@@ -466,6 +562,7 @@ impl Server<'_> {
                 self.workers.insert(
                     pid,
                     Worker {
+                        slot,
                         port,
                         started: now,
                         last_seen: now,
@@ -480,9 +577,10 @@ impl Server<'_> {
                 Some(pid)
             }
             Err(e) => {
-                let delay = self.backoff.next_delay(Duration::ZERO);
-                tracing::error!("cannot start a web worker: {e}; retrying in {delay:?}");
-                self.next_spawn = Instant::now() + delay;
+                let s = self.slot(slot);
+                let delay = s.backoff.next_delay(Duration::ZERO);
+                s.next_spawn = Instant::now() + delay;
+                tracing::error!("cannot start web worker {slot}: {e}; retrying in {delay:?}");
                 None
             }
         }
@@ -508,11 +606,12 @@ impl Server<'_> {
         let delay = if info.is_boot_failure() {
             let d = self.cfg.duration("server-crash-delay");
             tracing::error!(
-                "web pid {pid} failed at boot ({info}), uptime {uptime:.1}s; retrying in {d:?}"
+                "web pid {pid} (slot {}) failed at boot ({info}), uptime {uptime:.1}s; retrying in {d:?}",
+                w.slot
             );
             d
         } else {
-            let d = self.backoff.next_delay(w.started.elapsed());
+            let d = self.slot(w.slot).backoff.next_delay(w.started.elapsed());
             let why = match w.killed_at {
                 Some(_) => format!(
                     "killed after no heartbeat for {:?}",
@@ -521,14 +620,16 @@ impl Server<'_> {
                 None => info.to_string(),
             };
             tracing::warn!(
-                "web pid {pid} exited: {why}, uptime {uptime:.1}s, {} requests, rss {} KB; replacing in {:.2}s",
+                "web pid {pid} (slot {}) exited: {why}, uptime {uptime:.1}s, {} requests, rss {} KB; replacing in {:.2}s",
+                w.slot,
                 w.requests,
                 w.rss / 1024,
                 d.as_secs_f64()
             );
             d
         };
-        self.next_spawn = self.next_spawn.max(Instant::now() + delay);
+        let s = self.slot(w.slot);
+        s.next_spawn = s.next_spawn.max(Instant::now() + delay);
     }
 
     /// Kills workers that stopped sending heartbeats and drains that overran their deadline.
@@ -596,7 +697,12 @@ impl Server<'_> {
 
     fn apply(&mut self, new: Config) {
         match backoff(&new) {
-            Ok(b) => self.backoff = b,
+            Ok(b) => {
+                for s in &mut self.slots {
+                    s.backoff = b.clone();
+                }
+                self.backoff = b;
+            }
             Err(e) => {
                 tracing::error!("configuration not applied: {e}");
                 return;
@@ -682,7 +788,8 @@ impl Server<'_> {
             if matches!(w.state, State::Draining { .. }) {
                 continue;
             }
-            match self.spawn_worker() {
+            // The replacement takes over the slot of the worker it replaces.
+            match self.spawn_worker(w.slot) {
                 Some(new) => {
                     let deadline = Instant::now() + self.cfg.duration("server-ready-timeout");
                     roll.waiting = Some((new, old, deadline));
@@ -695,32 +802,56 @@ impl Server<'_> {
         tracing::info!("rolling restart complete");
     }
 
-    /// Keeps the number of serving workers at the desired count.
+    /// Keeps one serving worker in each of the desired slots; each slot restarts on its own
+    /// backoff. Workers of slots beyond the desired count are drained one at a time.
     fn manage_count(&mut self) {
-        let live = self
-            .workers
-            .values()
-            .filter(|w| !matches!(w.state, State::Draining { .. }) && w.killed_at.is_none())
-            .count();
+        let serving =
+            |w: &Worker| !matches!(w.state, State::Draining { .. }) && w.killed_at.is_none();
         let desired = self.desired();
-        if live < desired && Instant::now() >= self.next_spawn {
-            for _ in live..desired {
-                if self.spawn_worker().is_none() {
-                    break;
-                }
+        let now = Instant::now();
+        for i in 0..desired {
+            let filled = self.workers.values().any(|w| w.slot == i && serving(w));
+            if !filled && now >= self.slot(i).next_spawn && self.spawn_worker(i).is_none() {
+                break;
             }
-        } else if live > desired && self.roll.is_none() {
-            if self
+        }
+        if self.roll.is_some()
+            || self
                 .workers
                 .values()
                 .any(|w| matches!(w.state, State::Draining { .. }))
-            {
-                return;
-            }
-            if let Some(pid) = self.workers.keys().next().copied() {
-                tracing::info!("{live} web workers for {desired} wanted: removing one");
-                self.drain(pid);
-            }
+        {
+            return;
+        }
+        let extra = self
+            .workers
+            .iter()
+            .find(|(_, w)| w.slot >= desired && serving(w))
+            .map(|(pid, _)| *pid);
+        if let Some(pid) = extra {
+            tracing::info!("more web workers than the {desired} wanted: removing one");
+            self.drain(pid);
+        }
+    }
+
+    /// Checked on every turn of the loop: when the master is gone (its `PR_SET_PDEATHSIG` SIGTERM
+    /// may come while it is still dying, before this process is handed to a new parent), a new
+    /// master is about to start a new server. The pub/sub forwarder and the cache peer bus close at
+    /// once so that the new server can bind their ports; the HTTP socket (the monitor's) is closed
+    /// here and by each worker as it starts to drain; the in-flight requests still finish.
+    fn check_orphaned(&mut self) {
+        if self.orphaned || nix::unistd::getppid().as_raw() as u32 == self.parent {
+            return;
+        }
+        self.orphaned = true;
+        tracing::warn!(
+            "the master (pid {}) is gone: releasing the ports for its successor and draining",
+            self.parent
+        );
+        self.forwarder = None;
+        self.cache.close_peers();
+        if self.stopping.is_none() {
+            self.stop();
         }
     }
 

@@ -102,18 +102,40 @@ async fn serve(
         };
 
     let mut signals = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
         signal(SignalKind::user_defined1()),
         signal(SignalKind::hangup()),
     ) {
-        (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         _ => {
             tracing::error!("cannot install signal handlers");
             return EXIT_BOOT;
         }
     };
+    // SIGTERM/SIGINT start the drain from a thread of their own, not from the serving runtime:
+    // a worker whose runtime is busy with a long request must still stop accepting (and close
+    // its copy of the listening socket) at once, or it would keep taking connections it cannot
+    // serve while its successor waits.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let mut stop_signals = match signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return EXIT_BOOT;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("drain-signal".into())
+        .spawn(move || {
+            if stop_signals.forever().next().is_some() {
+                let _ = drain_tx.send(true);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the signal thread: {e}");
+        return EXIT_BOOT;
+    }
     let drain_timeout = cfg.duration("server-drain-timeout");
     let interval = cfg.duration("server-heartbeat-interval");
     let cache = match bkjs_cache::Cache::new(&cfg, ipc.clone()) {
@@ -144,7 +166,6 @@ async fn serve(
             return EXIT_BOOT;
         }
     };
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let mut api = Api::new(
         cfg,
         Some(ipc.clone()),
@@ -177,17 +198,14 @@ async fn serve(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = signals.0.recv() => break,
-                _ = signals.1.recv() => break,
-                _ = signals.2.recv() => {
+                _ = signals.0.recv() => {
                     tracing::info!("SIGQUIT: exiting now");
                     std::process::exit(0);
                 }
-                _ = signals.3.recv() => bkjs_base::log::reopen(),
-                _ = signals.4.recv() => {} // the server rolls workers; nothing to do here
+                _ = signals.1.recv() => bkjs_base::log::reopen(),
+                _ = signals.2.recv() => {} // the server rolls workers; nothing to do here
             }
         }
-        let _ = drain_tx.send(true);
     });
     // Metrics go to the server every tick; it merges every worker's into one machine view.
     let metrics_ipc = ipc.clone();

@@ -3,6 +3,7 @@
 //! signature functions because it holds state (an LRU cache behind a lock).
 
 use super::mac::SecretKeys;
+use bkjs_db::seal::Opened;
 use bkjs_db::Row;
 use serde_json::Value;
 use std::sync::Arc;
@@ -39,6 +40,24 @@ impl Account {
     pub fn alias(&self) -> &str {
         self.text("alias")
     }
+    /// What session cookies of this account are keyed with: its secret and, once it logged out,
+    /// its session generation (`bk_auth.session_gen`), so logging out or changing the secret
+    /// ends every session issued before.
+    pub(crate) fn session_secret(&self) -> Vec<u8> {
+        match self.auth.get("session_gen").and_then(Value::as_i64) {
+            Some(g) if g != 0 => format!("{}\0{g}", self.secret).into_bytes(),
+            _ => self.secret.as_bytes().to_vec(),
+        }
+    }
+
+    /// The session generation (0 until the first logout).
+    pub(crate) fn session_gen(&self) -> i64 {
+        self.auth
+            .get("session_gen")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    }
+
     /// `bk_auth.type == "admin"`.
     pub fn is_admin(&self) -> bool {
         self.text("type") == "admin"
@@ -67,29 +86,39 @@ impl Accounts {
         }
     }
 
-    /// The account of `row` (the `bk_auth` row of `login`); `None` when it has no secret.
-    pub(crate) fn account(&self, login: &str, row: &std::sync::Arc<Row>) -> Option<Account> {
+    /// The account of `row` (the `bk_auth` row of `login`), its secret opened by `open` (the
+    /// seal of `bk_auth.secret`, [`bkjs_db::Db::unseal`]); `None` when it has no usable secret.
+    /// The flag is true when the account was built just now from a secret stored before
+    /// sealing existed, which the caller should write again (sealed).
+    pub(crate) fn account(
+        &self,
+        login: &str,
+        row: &std::sync::Arc<Row>,
+        open: impl FnOnce(&Row) -> Option<Opened>,
+    ) -> Option<(Account, bool)> {
         let mut built = self.built.lock();
         if let Some((from, account)) = built.get(login) {
             if std::sync::Arc::ptr_eq(from, row) {
-                return Some(account.clone());
+                return Some((account.clone(), false));
             }
         }
-        let mut auth = (**row).clone();
-        let secret: std::sync::Arc<str> = match auth.remove("secret") {
-            Some(Value::String(s)) if !s.is_empty() => s.into(),
+        let (secret, legacy): (std::sync::Arc<str>, bool) = match open(row) {
+            Some(Opened::Sealed(s)) if !s.is_empty() => (s.into(), false),
+            Some(Opened::Legacy(s)) if !s.is_empty() => (s.into(), true),
             _ => {
                 built.pop(login);
                 return None;
             }
         };
+        let mut auth = (**row).clone();
+        auth.remove("secret");
         let account = Account {
             auth: std::sync::Arc::new(auth),
             secret,
             keys: Default::default(),
         };
         built.put(login.to_string(), (row.clone(), account.clone()));
-        Some(account)
+        Some((account, legacy))
     }
 }
 
@@ -107,11 +136,21 @@ mod tests {
         }
     }
 
+    /// The secret column as stored, "enc:" values counting as sealed.
+    fn plain(row: &Row) -> Option<Opened> {
+        let s = row.get("secret").and_then(Value::as_str)?;
+        Some(match s.strip_prefix("enc:") {
+            Some(p) => Opened::Sealed(p.to_string()),
+            None => Opened::Legacy(s.to_string()),
+        })
+    }
+
     #[test]
     fn accounts_are_reused_while_the_cached_row_is_the_same() {
         let accounts = Accounts::new(2);
         let row = auth_row("s1", "Al");
-        let a = accounts.account("al", &row).expect("an account");
+        let (a, legacy) = accounts.account("al", &row, plain).expect("an account");
+        assert!(legacy, "a plaintext secret is legacy");
         assert_eq!(&*a.secret, "s1");
         assert!(
             a.auth.get("secret").is_none(),
@@ -119,18 +158,20 @@ mod tests {
         );
         assert!(!format!("{a:?}").contains("s1"), "nor in its Debug form");
         assert_eq!(a.alias(), "Al");
-        let again = accounts.account("al", &row).expect("an account");
+        let (again, legacy) = accounts.account("al", &row, plain).expect("an account");
+        assert!(!legacy, "reported once, when built");
         assert!(
             Arc::ptr_eq(&a.auth, &again.auth),
             "the same row: the same account"
         );
         // A new cached row (a changed secret) builds the account again.
-        let changed = auth_row("s2", "Al");
-        let b = accounts.account("al", &changed).expect("an account");
+        let changed = auth_row("enc:s2", "Al");
+        let (b, legacy) = accounts.account("al", &changed, plain).expect("an account");
+        assert!(!legacy);
         assert_eq!(&*b.secret, "s2");
         assert!(!Arc::ptr_eq(&a.auth, &b.auth));
         // A row without a secret signs nothing, and forgets the account built before.
-        assert!(accounts.account("al", &auth_row("", "Al")).is_none());
+        assert!(accounts.account("al", &auth_row("", "Al"), plain).is_none());
         assert!(accounts.built.lock().peek("al").is_none());
     }
 }

@@ -53,7 +53,9 @@
 //! ```
 //!
 //! - the server key means a client (or a leaked secret) cannot mint sessions;
-//! - the account secret means changing it (`/account/put/secret`) ends every session;
+//! - the account secret means changing it (`/account/put/secret`) ends every session; once an
+//!   account logged out, its secret is followed by `\0` and its session generation
+//!   (`bk_auth.session_gen`, moved on by `/account/logout`), which ends every earlier session;
 //! - the login means two accounts that happen to share a secret cannot swap cookies (the session
 //!   string itself does not name the account);
 //! - nested HMACs need no separator, so no choice of secret or login can collide with another.
@@ -79,6 +81,6 @@ pub use signature::Version;
 
 pub(crate) use account::Accounts;
 pub(crate) use canonical::{is_form_post, signed_query};
-pub(crate) use mac::{verify_checksum, verify_request_keyed};
+pub(crate) use mac::{verify_checksum, verify_request_keyed, SecretKeys};
 pub(crate) use session::{session_cookie, verify_session};
 pub(crate) use signature::{check_expires, check_login, Signature, SESSION_COOKIE};

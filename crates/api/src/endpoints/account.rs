@@ -39,6 +39,12 @@ pub(crate) fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     )?;
     r.add(
         "*",
+        "/account/logout",
+        "end every session of the caller (cookies issued before stop working) and drop the session cookie",
+        logout,
+    )?;
+    r.add(
+        "*",
         "/account/put/secret",
         "replace the caller's secret: secret required",
         put_secret,
@@ -207,10 +213,7 @@ async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
     let row = own(&req, db).await?;
     match req.param("_session") {
         Some("1") | Some("true") => set_session(&req)?,
-        Some("0") | Some("false") => req.add_reply_header(
-            SET_COOKIE,
-            format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax"),
-        ),
+        Some("0") | Some("false") => clear_session(&req),
         _ => {}
     }
     Ok(Out::Json(Value::Object(row)))
@@ -229,16 +232,53 @@ fn set_session(req: &Req) -> Result<(), ApiError> {
     let age = req.api.cfg.duration("api-session-age");
     let expires = bkjs_base::time::now_ms() + age.as_millis() as i64;
     let host = access::host_of(&req.headers);
-    let value = auth::session_cookie(key, me.login(), me.secret.as_bytes(), host, expires)
+    let value = auth::session_cookie(key, me.login(), &me.session_secret(), host, expires)
         .map_err(|e| ApiError::internal(format!("session cookie: {}", e.message())))?;
     req.add_reply_header(
         SET_COOKIE,
         format!(
-            "{SESSION_COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-            age.as_secs()
+            "{SESSION_COOKIE}={value}; Path=/; Max-Age={}{}",
+            age.as_secs(),
+            cookie_flags(req)
         ),
     );
     Ok(())
+}
+
+/// The flags of the session cookie: never readable by scripts, never sent by another site's
+/// page, and only over TLS when the request came over TLS (`X-Forwarded-Proto: https` from a
+/// TLS-terminating proxy).
+fn cookie_flags(req: &Req) -> &'static str {
+    let tls = req
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.eq_ignore_ascii_case("https"));
+    if tls {
+        "; HttpOnly; SameSite=Strict; Secure"
+    } else {
+        "; HttpOnly; SameSite=Strict"
+    }
+}
+
+/// Tells the browser to drop the session cookie.
+fn clear_session(req: &Req) {
+    req.add_reply_header(
+        SET_COOKIE,
+        format!("{SESSION_COOKIE}=; Path=/; Max-Age=0{}", cookie_flags(req)),
+    );
+}
+
+/// `/account/logout`: ends every session of the caller (the session generation moves on, so
+/// cookies issued before are refused everywhere) and drops the cookie.
+async fn logout(req: Arc<Req>) -> Result<Out, ApiError> {
+    let db = db_of(&req)?;
+    let me = req.account()?;
+    let mut a = key("login", me.login());
+    a.insert("session_gen".into(), json!(me.session_gen() + 1));
+    db.update("bk_auth", &a, &Options::default()).await?;
+    clear_session(&req);
+    Ok(Out::Json(json!({})))
 }
 
 /// `/account/select`.

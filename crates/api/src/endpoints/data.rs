@@ -32,9 +32,39 @@ pub(crate) async fn handle(api: &Api, path: &str, params: &Params) -> Option<Rep
     let (op, table) = rest.split_once('/').unwrap_or((rest, ""));
     let unsecure = api.cfg.list("api-unsecure").iter().any(|g| g == "data");
     Some(match run(db, op, table, params, unsecure).await? {
-        Ok(v) => ok(v),
+        Ok(mut v) => {
+            if let Ok(t) = db.table(table) {
+                without_secrets(&t, &mut v);
+            }
+            ok(v)
+        }
         Err(e) => refuse(e),
     })
+}
+
+/// Removes the columns no answer carries (`priv`, `writeonly`: secrets) from the row or rows of
+/// a reply, also for admins: `/data` is no way around them (docs/security.md).
+fn without_secrets(table: &bkjs_db::Table, v: &mut Value) {
+    let hidden: Vec<&str> = table
+        .columns()
+        .iter()
+        .filter(|c| c.private || c.writeonly || c.sealed)
+        .map(|c| c.name.as_str())
+        .collect();
+    if hidden.is_empty() {
+        return;
+    }
+    let strip = |row: &mut Value| {
+        if let Some(row) = row.as_object_mut() {
+            for name in &hidden {
+                row.remove(*name);
+            }
+        }
+    };
+    match v.get_mut("data").and_then(Value::as_array_mut) {
+        Some(rows) => rows.iter_mut().for_each(strip),
+        None => strip(v),
+    }
 }
 
 async fn run(

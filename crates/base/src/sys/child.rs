@@ -70,9 +70,11 @@ pub fn spawn(spec: &ChildSpec) -> std::io::Result<u32> {
         cmd.env("_BKJS_LISTEN_FDS", list.join(","));
     }
     let fds = spec.fds.clone();
+    let first_free = 3 + fds.len() as libc::c_uint;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (prctl, getppid, dup2, fcntl, _exit) on values prepared before the fork.
+    // (prctl, getppid, dup2, fcntl, close_range, getrlimit, _exit) on values prepared before the
+    // fork.
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
@@ -93,12 +95,46 @@ pub fn spawn(spec: &ChildSpec) -> std::io::Result<u32> {
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // Descriptors that libraries opened without O_CLOEXEC (nng, SQLite, raw sockets)
+            // must not leak into the new role: every one after the passed sockets is marked
+            // close-on-exec (not closed: the standard library's exec-error pipe is among them).
+            mark_cloexec_from(first_free);
             Ok(())
         });
     }
     let child = cmd.spawn()?;
     // The child is reaped by `reap` through waitpid(-1); the handle is not needed.
     Ok(child.id())
+}
+
+/// Marks every descriptor from `first` on close-on-exec: one `close_range(2)` call, or on a kernel
+/// older than 5.11 one `fcntl` per possible descriptor. Async-signal-safe (runs between fork and
+/// exec).
+fn mark_cloexec_from(first: libc::c_uint) {
+    // SAFETY: close_range, getrlimit and fcntl take plain integers and a local struct; they
+    // touch no memory of this process beyond it.
+    unsafe {
+        if libc::close_range(
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        ) == 0
+        {
+            return;
+        }
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur.min(1 << 20) as libc::c_int
+        } else {
+            1 << 16
+        };
+        for fd in first as libc::c_int..max {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
 }
 
 /// Reaps every child that has exited, without blocking.

@@ -264,7 +264,12 @@ pub(crate) async fn send_request(cfg: &Config, db: &Db, mut input: Row) -> Resul
     };
     let auth = find_auth(db, &mut input).await?;
     let login = auth.get("login").and_then(Value::as_str).unwrap_or("");
-    let secret = auth.get("secret").and_then(Value::as_str).unwrap_or("");
+    let table = db.table("bk_auth").map_err(|e| e.to_string())?;
+    let secret = db
+        .unseal(&table, &auth, "secret")
+        .map_err(|e| format!("the secret of {login:?}: {e}"))?
+        .map(|s| s.into_inner())
+        .unwrap_or_default();
     let mut query = form_urlencoded::Serializer::new(String::new());
     for (k, v) in &input {
         match v {

@@ -12,6 +12,9 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use std::sync::Arc;
 
+/// What the cache holds for a row that does not exist (no row is the JSON `null`).
+const ABSENT: &str = "null";
+
 /// The last rows [`super::Db::get_cached`] parsed, each with the JSON text it came from, so that
 /// reading the same cached text again costs no parse (every signed request reads its `bk_auth`
 /// row this way). An entry is used only when the cached text is the very value it was parsed
@@ -124,6 +127,12 @@ impl CachedRows {
         let ckey = Self::key(t, key)
             .ok_or_else(|| DbError::bad_value("key", "primary key value required"))?;
         if let Some(text) = cache.get_one(&ckey).await {
+            if &*text == ABSENT {
+                if let Some((hits, _)) = &p.counters {
+                    hits.inc();
+                }
+                return Ok(None);
+            }
             if let Some(row) = self.parsed.row(&ckey, text) {
                 if let Some((hits, _)) = &p.counters {
                     hits.inc();
@@ -135,10 +144,16 @@ impl CachedRows {
             misses.inc();
         }
         let row = pool.get(t, key, &Options::default()).await?;
-        if let Some(r) = &row {
-            if let Err(e) = cache.put(ckey, Value::Object(r.clone()).to_string()).await {
-                tracing::warn!("db: cache put for {}: {e}", t.name());
-            }
+        // A missing row is cached too (every write invalidates its key, present or not): a key
+        // that does not exist costs no more than one that does, so the time of a lookup (of a
+        // login, say) does not tell whether it exists, and probing unknown keys does not reach
+        // the database each time.
+        let text = match &row {
+            Some(r) => Value::Object(r.clone()).to_string(),
+            None => ABSENT.to_string(),
+        };
+        if let Err(e) = cache.put(ckey, text).await {
+            tracing::warn!("db: cache put for {}: {e}", t.name());
         }
         Ok(row.map(Arc::new))
     }

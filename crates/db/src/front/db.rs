@@ -11,10 +11,12 @@ use crate::error::DbError;
 use crate::metered::Metered;
 use crate::options::Options;
 use crate::schema::Table;
+use crate::seal::{Opened, SealKey};
 use crate::types::{Op, Res, Row};
 use bkjs_base::config::Config;
 use bkjs_cache::Cache;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -31,6 +33,9 @@ pub struct Db {
     hooks: HashMap<String, Vec<RowHook>, FastHash>,
     /// The cache (when this process has one) and the rows parsed from it.
     rows: CachedRows,
+    /// The key of sealed columns; `None` only for a Db built with [`Db::with_pools`] that was
+    /// given none, which then refuses to write sealed columns.
+    seal: Option<SealKey>,
 }
 
 impl std::fmt::Debug for Db {
@@ -69,6 +74,7 @@ impl Db {
                 }
             }
         }
+        let seal = SealKey::load(cfg)?;
         let mut pools = HashMap::new();
         for driver in needed {
             let pool = open_pool(&driver, cfg).await?;
@@ -80,6 +86,7 @@ impl Db {
             caching: cfg.list("db-caching").iter().cloned().collect(),
             hooks: HashMap::default(),
             rows: CachedRows::new(cache),
+            seal: Some(seal),
         })
     }
 
@@ -96,7 +103,57 @@ impl Db {
             caching: HashSet::default(),
             hooks: HashMap::default(),
             rows: CachedRows::new(cache),
+            seal: None,
         }
+    }
+
+    /// The key sealed columns are written with (a Db from [`Db::with_pools`] has none).
+    pub fn set_seal_key(&mut self, key: SealKey) {
+        self.seal = Some(key);
+    }
+
+    /// The plaintext of sealed column `column` of `row` (a row of `table` as read); `None` when
+    /// the row has no text there. A value stored before sealing existed comes back as
+    /// [`Opened::Legacy`]: writing it again seals it.
+    pub fn unseal(
+        &self,
+        table: &Table,
+        row: &Row,
+        column: &str,
+    ) -> Result<Option<Opened>, DbError> {
+        let Some(stored) = row.get(column).and_then(Value::as_str) else {
+            return Ok(None);
+        };
+        match &self.seal {
+            Some(key) => key.open(&seal_aad(table, column, row)?, stored).map(Some),
+            None if stored.starts_with(crate::seal::SEALED_PREFIX) => Err(DbError::Driver(
+                "a sealed value, and this Db has no seal key".into(),
+            )),
+            None => Ok(Some(Opened::Legacy(stored.to_string()))),
+        }
+    }
+
+    /// `row` with its sealed columns sealed (already sealed values are kept as given).
+    fn sealed<'r>(&self, table: &Table, row: &'r Row) -> Result<Cow<'r, Row>, DbError> {
+        let mut out = Cow::Borrowed(row);
+        for c in table.columns().iter().filter(|c| c.sealed) {
+            let Some(Value::String(plain)) = row.get(&c.name) else {
+                continue;
+            };
+            if plain.is_empty() || plain.starts_with(crate::seal::SEALED_PREFIX) {
+                continue;
+            }
+            let key = self.seal.as_ref().ok_or_else(|| {
+                DbError::Driver(format!(
+                    "{}.{} is sealed and this Db has no seal key",
+                    table.name(),
+                    c.name
+                ))
+            })?;
+            let value = key.seal(&seal_aad(table, &c.name, row)?, plain)?;
+            out.to_mut().insert(c.name.clone(), Value::String(value));
+        }
+        Ok(out)
     }
 
     /// Rows of `table` read through this Db go through `hook`, in registration order.
@@ -226,6 +283,7 @@ impl Db {
 
     pub async fn put(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
+        let row = &*self.sealed(t, row)?;
         let r = pool.put(t, row, opts).await?;
         self.invalidate(t, row).await;
         Ok(r)
@@ -233,6 +291,7 @@ impl Db {
 
     pub async fn add(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
+        let row = &*self.sealed(t, row)?;
         let r = pool.add(t, row, opts).await?;
         self.invalidate(t, row).await;
         Ok(r)
@@ -240,6 +299,7 @@ impl Db {
 
     pub async fn update(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
+        let row = &*self.sealed(t, row)?;
         let r = pool.update(t, row, opts).await?;
         self.invalidate(t, row).await;
         Ok(r)
@@ -247,6 +307,7 @@ impl Db {
 
     pub async fn incr(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
+        let row = &*self.sealed(t, row)?;
         let r = pool.incr(t, row, opts).await?;
         self.invalidate(t, row).await;
         Ok(r)
@@ -328,6 +389,7 @@ impl Db {
     /// holds the same data (`check_data`); affected = 0 when skipped. See [`replace_on`].
     pub async fn replace(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
         let (pool, t) = self.pool(table)?;
+        let row = &*self.sealed(t, row)?;
         let r = replace_on(pool.as_ref(), t, row, opts).await?;
         if r.affected > 0 {
             self.invalidate(t, row).await;
@@ -370,4 +432,16 @@ impl Db {
             .ok_or_else(|| DbError::BadName(format!("pool {pool} is not open")))?;
         p.query(text, params, opts).await
     }
+}
+
+/// The associated data of a sealed value: table, column and the row's primary key, so a sealed
+/// value does not open in another row.
+fn seal_aad(table: &Table, column: &str, row: &Row) -> Result<String, DbError> {
+    let key = CachedRows::key(table, row).ok_or_else(|| {
+        DbError::bad_value(
+            column,
+            "a sealed column is written with the row's primary key",
+        )
+    })?;
+    Ok(format!("{key}|{column}"))
 }

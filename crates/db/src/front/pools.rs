@@ -105,6 +105,12 @@ pub static PARAMS: &[Param] = &[
         "",
         "tables whose gets go through the cache by default",
     ),
+    Param::new(
+        "db-seal-key",
+        Kind::String,
+        "",
+        "64 hex digits: the AES-256 key of columns sealed at rest (account secrets); empty: the file etc/seal.key of the home, made on first use. Every machine sharing a database needs the same key",
+    ),
 ];
 
 /// Opens the pool of one driver from the configuration.
