@@ -79,7 +79,7 @@ pub static PARAMS: &[Param] = &[
         "api-ws-origins",
         Kind::List,
         "",
-        "origins (scheme://host[:port]) besides the request's own host whose pages may open WebSockets; * allows any; a foreign Origin is a 403",
+        "origins (scheme://host[:port]) besides the request's own host and -api-origins whose pages may open WebSockets; * allows any; a foreign Origin is a 403",
     ),
     Param::new(
         "api-ws-ping-interval",

@@ -154,8 +154,13 @@ impl Api {
             return Ok(preflight());
         }
         let open = self.is_open(path);
-        let upgrade =
-            super::websocket::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+        let upgrade = if super::websocket::is_upgrade(req.headers()) {
+            let lists = [self.cfg.list("api-ws-origins"), &self.origins[..]];
+            super::websocket::check_origin(req.headers(), &lists)?;
+            Some(hyper::upgrade::on(&mut req))
+        } else {
+            None
+        };
         let (parts, body) = req.into_parts();
         let no_body = hyper::body::Body::size_hint(&body).exact() == Some(0);
         let content_type = parts

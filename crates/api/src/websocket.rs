@@ -92,7 +92,6 @@ pub(crate) fn accept(
             "Not authenticated: a WebSocket needs a signed-in account",
         ));
     }
-    check_origin(&parts.headers, api.cfg.list("api-ws-origins"))?;
     let version = parts
         .headers
         .get("sec-websocket-version")
@@ -153,14 +152,19 @@ pub(crate) fn accept(
 }
 
 /// A browser's upgrade carries `Origin`: it must name the host the request was sent to, or be
-/// listed in `-api-ws-origins` (`*` allows any). Other clients send none and are not refused.
-fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), ApiError> {
+/// listed in `-api-ws-origins` (`*` allows any) or in `-api-origins` (the origins allowed to write
+/// with the session cookie). Other clients send none and are not refused. Checked by the router
+/// before the upgrade is authenticated, so a refused page spends no signature (the replay cache
+/// would take it as used).
+pub(crate) fn check_origin(headers: &HeaderMap, lists: &[&[String]]) -> Result<(), ApiError> {
     let Some(origin) = headers.get(hyper::header::ORIGIN) else {
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("");
-    if allowed
+    let origin = origin.trim_end_matches('/');
+    if lists
         .iter()
+        .flat_map(|l| l.iter())
         .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
     {
         return Ok(());
@@ -453,4 +457,53 @@ async fn request(
         .map_err(|e| ApiError::internal(format!("websocket reply body: {e}")))?
         .to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            hyper::header::HOST,
+            HeaderValue::from_static("api.example:8000"),
+        );
+        if let Some(o) = origin {
+            h.insert(
+                hyper::header::ORIGIN,
+                HeaderValue::from_str(o).expect("ascii"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn an_origin_must_be_the_host_itself_or_listed() {
+        let ws = vec!["https://app.example".to_string()];
+        let cookie = vec!["https://other.example".to_string()];
+        let lists: [&[String]; 2] = [&ws, &cookie];
+        for ok in [
+            None,
+            Some("http://api.example:8000"),
+            Some("https://API.example:8000"),
+            Some("https://app.example"),
+            Some("https://app.example/"),
+            Some("https://other.example"),
+        ] {
+            assert!(check_origin(&headers(ok), &lists).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "http://evil.example",
+            "null",
+            "http://api.example:8001",
+            "http://api.example:8000.evil.example",
+            "https://app.example.evil",
+        ] {
+            let e = check_origin(&headers(Some(bad)), &lists).expect_err(bad);
+            assert_eq!(e.status, StatusCode::FORBIDDEN, "{bad}");
+        }
+        let any = vec!["*".to_string()];
+        assert!(check_origin(&headers(Some("http://evil.example")), &[&any]).is_ok());
+    }
 }
