@@ -268,9 +268,12 @@ pub(crate) async fn authenticate(api: &Api, r: &Signed<'_>) -> Result<Account, A
         decoy_verify(&sig);
         return Err(not_authenticated());
     };
-    let table = db.table("bk_auth")?;
     let opened = api.accounts.account(&sig.login, &row, |row| {
-        match db.unseal(&table, row, "secret") {
+        // Only when the account is built anew (its cached row changed), not per request.
+        let unsealed = db
+            .table("bk_auth")
+            .and_then(|table| db.unseal(&table, row, "secret"));
+        match unsealed {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::error!(
