@@ -114,6 +114,8 @@ fn master_killed_mid_request_http_is_back_within_two_seconds() {
             "127.0.0.1",
             "-msg-host",
             &msg_host,
+            "-cluster-secret",
+            "supervisor-test-cluster-secret",
         ],
         |cmd| {
             cmd.env("BKJS_TEST_FAULTS", "1");

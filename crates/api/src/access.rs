@@ -248,17 +248,20 @@ pub(crate) fn open_account(
     db: &Db,
     login: &str,
     row: &std::sync::Arc<Row>,
-) -> Result<Option<(Account, bool)>, ApiError> {
-    let table = db.table("bk_auth")?;
-    Ok(api
-        .accounts
-        .account(login, row, |row| match db.unseal(&table, row, "secret") {
+) -> Option<(Account, bool)> {
+    api.accounts.account(login, row, |row| {
+        // Only when the account is built anew (its cached row changed), not per request.
+        let unsealed = db
+            .table("bk_auth")
+            .and_then(|table| db.unseal(&table, row, "secret"));
+        match unsealed {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::error!("auth: the secret of login {login:?} does not open: {e}");
                 None
             }
-        }))
+        }
+    })
 }
 
 /// Verifies the caller's credentials; the account on success, the docs/auth.md refusal otherwise.
@@ -330,7 +333,7 @@ pub(crate) async fn authenticate(
         decoy_verify(&sig);
         return Err(not_authenticated());
     };
-    let Some((account, legacy)) = open_account(api, db, &sig.login, &row)? else {
+    let Some((account, legacy)) = open_account(api, db, &sig.login, &row) else {
         tracing::info!("auth: login {:?} has no usable secret", sig.login);
         decoy_verify(&sig);
         return Err(not_authenticated());

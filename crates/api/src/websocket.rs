@@ -219,17 +219,8 @@ async fn refresh(api: &Api, account: &Account) -> Result<Account, &'static str> 
             return Ok(account.clone());
         }
     };
-    let fresh = match crate::access::open_account(api, db, account.login(), &row) {
-        Ok(Some((fresh, _))) => fresh,
-        Ok(None) => return Err("the account has no secret"),
-        Err(e) => {
-            tracing::warn!(
-                "websocket: cannot open the account {}: {}",
-                account.login(),
-                e.message
-            );
-            return Ok(account.clone());
-        }
+    let Some((fresh, _)) = crate::access::open_account(api, db, account.login(), &row) else {
+        return Err("the account has no secret");
     };
     if fresh.id() != account.id() {
         return Err("the account was deleted");

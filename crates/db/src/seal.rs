@@ -16,6 +16,9 @@ use bkjs_base::config::Config;
 use std::io::Write;
 use std::path::Path;
 
+/// The key this process loaded before it dropped its privileges.
+static PRELOADED: std::sync::OnceLock<SealKey> = std::sync::OnceLock::new();
+
 /// What marks a sealed value.
 pub const SEALED_PREFIX: &str = "enc1:";
 const NONCE_LEN: usize = 12;
@@ -68,8 +71,26 @@ impl SealKey {
     }
 
     /// `-db-seal-key` when set, otherwise the key file `etc/seal.key` of the home, created
-    /// (mode 0600, never replaced) by the first process that needs it.
+    /// (mode 0600, never replaced) by the first process that needs it. A key [`SealKey::preload`]ed
+    /// by this process is used as it is.
     pub fn load(cfg: &Config) -> Result<SealKey, DbError> {
+        if let Some(key) = PRELOADED.get() {
+            return Ok(key.clone());
+        }
+        Self::read(cfg)
+    }
+
+    /// Loads the key now, for a process about to drop its privileges (`-uid`): the key file is
+    /// private to the user that made it, which the process may not be any more when it opens the
+    /// database.
+    pub fn preload(cfg: &Config) -> Result<(), DbError> {
+        if PRELOADED.get().is_none() {
+            let _ = PRELOADED.set(Self::read(cfg)?);
+        }
+        Ok(())
+    }
+
+    fn read(cfg: &Config) -> Result<SealKey, DbError> {
         let configured = cfg.str("db-seal-key");
         if !configured.is_empty() {
             return SealKey::from_hex(configured);

@@ -26,6 +26,11 @@ pub fn run_worker(
             return bkjs_base::config::EXIT_USAGE;
         }
     };
+    // The seal key file belongs to the user the tree started as.
+    if let Err(e) = bkjs_db::seal::SealKey::preload(&cfg) {
+        tracing::error!("cannot load the seal key: {e}");
+        return bkjs_base::sys::EXIT_BOOT;
+    }
     if let Err(e) = bkjs_base::sys::drop_privileges(&cfg) {
         tracing::error!("cannot drop privileges: {e}");
         return bkjs_base::sys::EXIT_BOOT;

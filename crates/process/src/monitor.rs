@@ -420,7 +420,12 @@ impl Watcher {
         dirs.extend(cfg.list("watch-dirs").iter().map(|d| cfg.home.join(d)));
         let mut w = Watcher {
             exe: boot.exe.clone(),
-            ignored: vec![cfg.dir("etc").join("crontab")],
+            // The crontab is reloaded by the master itself; the seal key is made once by the
+            // first process that opens the database and never changes a running tree.
+            ignored: vec![
+                cfg.dir("etc").join("crontab"),
+                cfg.dir("etc").join("seal.key"),
+            ],
             dirs,
             interval: cfg.duration("watch-interval"),
             last_check: Instant::now(),
@@ -440,7 +445,12 @@ impl Watcher {
             };
             for e in entries.flatten() {
                 let p = e.path();
-                if self.ignored.contains(&p) {
+                // Hidden files are temporary (an editor's swap file, a key being written).
+                let hidden = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'));
+                if hidden || self.ignored.contains(&p) {
                     continue;
                 }
                 if let Some(t) = mtime(&p) {

@@ -55,6 +55,11 @@ pub fn run_web(
             return EXIT_BOOT;
         }
     };
+    // The seal key file belongs to the user the tree started as.
+    if let Err(e) = bkjs_db::seal::SealKey::preload(&cfg) {
+        tracing::error!("cannot load the seal key: {e}");
+        return EXIT_BOOT;
+    }
     if let Err(e) = drop_privileges(&cfg) {
         tracing::error!("cannot drop privileges: {e}");
         return EXIT_BOOT;
