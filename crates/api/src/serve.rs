@@ -195,7 +195,13 @@ pub async fn serve(
         open: Default::default(),
     });
     let idle = api.cfg.duration("timeout");
-    let per_ip = crate::conn_limit::IpConns::new(api.cfg.int("api-ip-conn-max") as usize);
+    // Behind the proxy of proxy mode every connection comes from the proxy: no per-address cap.
+    let per_ip_max = if api.cfg.int("proxy-port") > 0 {
+        0
+    } else {
+        api.cfg.int("api-ip-conn-max") as usize
+    };
+    let per_ip = crate::conn_limit::IpConns::new(per_ip_max);
     api.watch_lag();
     {
         let (conns, mut drain) = (conns.clone(), drain.clone());
