@@ -111,6 +111,8 @@ pub(crate) struct Signed<'a> {
     /// the returned [`BodyCheck`] checks the body once it is there. A form POST signs its body in
     /// the query's place, so it must come with its body.
     pub(crate) body: Option<&'a [u8]>,
+    /// A WebSocket upgrade (`websocket::is_upgrade`, decided once by the router).
+    pub(crate) upgrade: bool,
 }
 
 /// What authenticating from the headers alone leaves for the body: a signed request's body must
@@ -292,7 +294,7 @@ pub(crate) async fn authenticate(
         return Err(refused(AuthError::WrongSource));
     }
     let read = api.is_read(r.path);
-    let upgrade = crate::websocket::is_upgrade(r.headers);
+    let upgrade = r.upgrade;
     if from_cookie && (!read || upgrade) {
         // A WebSocket carries writes too, and browsers send the cookie with the upgrade from
         // any page: the same origin rule applies to it, for GET (what an upgrade is).

@@ -53,6 +53,12 @@ pub struct Api {
     pub(crate) admin: PathRules,
     /// `-api-read-path`: routes that only read (no CSRF rule, no replay cache).
     pub(crate) read: PathRules,
+    /// What `read` said of the paths seen lately: a map lookup instead of a regexp search on
+    /// every authenticated request (bounded; cleared when full).
+    pub(crate) read_memo:
+        Mutex<std::collections::HashMap<Box<str>, bool, foldhash::fast::RandomState>>,
+    /// `-api-quota-rate` names at least one account type: requests are counted.
+    pub(crate) quota_rate: bool,
     /// `-api-origins`, lower-cased: other origins allowed to call writes with the session cookie.
     pub(crate) origins: Vec<String>,
     /// `-api-upload-limit`, read once.
@@ -218,7 +224,18 @@ impl Api {
 
     /// Whether `path` only reads (`-api-read-path`, on the route without its extension).
     pub(crate) fn is_read(&self, path: &str) -> bool {
-        self.read.is_match(route_of(path))
+        /// Distinct paths remembered; any more clear the memo (paths are the client's choice).
+        const MEMO: usize = 4096;
+        if let Some(read) = self.read_memo.lock().get(path) {
+            return *read;
+        }
+        let read = self.read.is_match(route_of(path));
+        let mut memo = self.read_memo.lock();
+        if memo.len() >= MEMO {
+            memo.clear();
+        }
+        memo.insert(path.into(), read);
+        read
     }
 
     /// Counts one request answered outside [`Api::handle`] (a WebSocket frame).

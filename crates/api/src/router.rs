@@ -78,6 +78,8 @@ impl Api {
             disallow,
             admin: regex_set(&cfg, &["api-allow-admin"]),
             read: regex_set(&cfg, &["api-read-path"]),
+            read_memo: Default::default(),
+            quota_rate: !cfg.map("api-quota-rate").is_empty(),
             origins: cfg
                 .list("api-origins")
                 .iter()
@@ -154,7 +156,8 @@ impl Api {
             return Ok(preflight());
         }
         let open = self.is_open(path);
-        let upgrade = if super::websocket::is_upgrade(req.headers()) {
+        let is_upgrade = super::websocket::is_upgrade(req.headers());
+        let upgrade = if is_upgrade {
             let lists = [self.cfg.list("api-ws-origins"), &self.origins[..]];
             super::websocket::check_origin(req.headers(), &lists)?;
             Some(hyper::upgrade::on(&mut req))
@@ -177,6 +180,7 @@ impl Api {
             headers: &parts.headers,
             path,
             query,
+            upgrade: is_upgrade,
             // No body: nothing to wait for, and nothing for a BodyCheck to look at later.
             body: no_body.then_some(&[][..]),
         };
@@ -193,7 +197,7 @@ impl Api {
                 // An open path still learns who signed, when the signature is good.
                 Err(_) => {}
             }
-            if let Some(a) = &account {
+            if let Some(a) = account.as_ref().filter(|_| self.quota_rate) {
                 // Over the quota: refused before the body is read.
                 crate::quota::check_rate(&self.cfg, self.cache.as_ref(), a).await?;
             }
@@ -207,7 +211,9 @@ impl Api {
             signed.body = Some(&body);
             match access::authenticate(self, &signed).await {
                 Ok((a, _checked)) => {
-                    crate::quota::check_rate(&self.cfg, self.cache.as_ref(), &a).await?;
+                    if self.quota_rate {
+                        crate::quota::check_rate(&self.cfg, self.cache.as_ref(), &a).await?;
+                    }
                     account = Some(a);
                 }
                 Err(e) if !open => return Err(e),
