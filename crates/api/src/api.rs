@@ -189,15 +189,24 @@ impl Api {
     pub(crate) fn check_admin(
         &self,
         path: &str,
+        open: bool,
         account: Option<&Account>,
     ) -> Result<(), ApiError> {
-        if self.admin.is_match(path)
-            && !self.is_open(route_of(path))
-            && !account.is_some_and(Account::is_admin)
-        {
-            return Err(ApiError::denied("Access denied: admins only"));
+        if account.is_some_and(Account::is_admin) || !self.admin.is_match(path) {
+            return Ok(());
         }
-        Ok(())
+        // `open` is `is_open(path)`, already known to the caller: the route is the path itself
+        // unless its last segment has an extension.
+        let route = route_of(path);
+        let route_open = if route.len() == path.len() {
+            open
+        } else {
+            self.is_open(route)
+        };
+        if route_open {
+            return Ok(());
+        }
+        Err(ApiError::denied("Access denied: admins only"))
     }
 
     /// Runs `work` on a body of `size` bytes: on the request task when the body is small, on the

@@ -234,7 +234,7 @@ impl Api {
                 account = None;
             }
         }
-        self.check_admin(path, account.as_ref())?;
+        self.check_admin(path, open, account.as_ref())?;
         if let Some(on) = upgrade {
             return super::websocket::accept(self.clone(), &parts, account, on, frame_dispatch);
         }

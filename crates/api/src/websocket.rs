@@ -414,7 +414,7 @@ async fn request(
     if !open && account.is_none() {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "Not authenticated"));
     }
-    api.check_admin(path, account)?;
+    api.check_admin(path, open, account)?;
     if let Some(a) = account {
         crate::access::check_account(&a.auth, path, bkjs_base::time::now_ms())?;
         if api.quota_rate {
