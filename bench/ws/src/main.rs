@@ -112,7 +112,8 @@ async fn latency(nodes: Vec<String>, subs: usize, n: usize) {
                     target: "/ws",
                     content_type: None,
                     body: b"",
-                    expires: now_ms() + 3_600_000,
+                    // Within -api-max-expire (10 minutes by default).
+                    expires: now_ms() + 300_000,
                 },
             )
             .expect("sign");

@@ -204,7 +204,9 @@ async fn refuse_replay(api: &Api, sig: &Signature<'_>) -> Result<(), ApiError> {
     let Some(cache) = &api.cache else {
         return Ok(());
     };
-    let key = format!("bk:sig:{}", sig.signature);
+    // The login too: the MAC does not cover it, so two accounts sharing a secret sign the same
+    // request alike.
+    let key = format!("bk:sig:{}|{}", sig.login, sig.signature);
     match cache.incr(key, 1).await {
         Ok(1) => Ok(()),
         Ok(_) => {
