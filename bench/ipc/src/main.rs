@@ -126,7 +126,10 @@ impl Samples {
 fn hub_url(home: &Path) -> String {
     format!(
         "ipc://{}",
-        home.join("var").join("ipc").join("bkjs-server.sock").display()
+        home.join("var")
+            .join("ipc")
+            .join("bkjs-server.sock")
+            .display()
     )
 }
 
