@@ -11,7 +11,7 @@ use std::time::Duration;
 
 const SIGNER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/sign.py");
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")

@@ -268,10 +268,10 @@ fn events_published_on_node_a_reach_a_subscriber_on_node_b_over_nats() {
     across_nodes(&args, &args, "nats nats://127.0.0.1:4222");
 }
 
-type Socket = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
 
 /// Opens a WebSocket on `path` of `port` with extra headers; the HTTP status when refused.
-fn ws_connect(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<Socket, u16> {
+pub(crate) fn ws_connect(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<Socket, u16> {
     let mut req = format!("ws://127.0.0.1:{port}{path}")
         .into_client_request()
         .expect("request");

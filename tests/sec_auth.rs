@@ -2,16 +2,9 @@
 //! with the session cookie, replayed signatures, revoked sessions, secrets in answers and at
 //! rest, and whether a login's existence shows. See docs/security.md.
 
-use crate::api::{add_account, add_admin, host, py_sign, send, signed, Call};
+use crate::api::{add_account, add_admin, host, now_ms, py_sign, send, signed, Call};
 use crate::harness::*;
 use serde_json::{json, Value};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
 
 /// A session cookie (`bk_sid=...` pair and the whole Set-Cookie line) for `login`.
 fn session(t: &Tree, login: &str, secret: &str, headers: &[(&str, &str)]) -> (String, String) {

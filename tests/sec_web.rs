@@ -10,33 +10,10 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
-use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::Message;
 
-type Socket = tungstenite::WebSocket<MaybeTlsStream<TcpStream>>;
-
-/// Opens a WebSocket on `path` with extra headers; the HTTP status when refused.
-fn ws_connect(port: u16, path: &str, headers: &[(&str, &str)]) -> Result<Socket, u16> {
-    let mut req = format!("ws://127.0.0.1:{port}{path}")
-        .into_client_request()
-        .expect("request");
-    for (k, v) in headers {
-        req.headers_mut().insert(
-            tungstenite::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
-            v.parse().expect("value"),
-        );
-    }
-    match tungstenite::connect(req) {
-        Ok((ws, resp)) => {
-            assert_eq!(resp.status(), 101);
-            set_timeout(&ws, Duration::from_secs(10));
-            Ok(ws)
-        }
-        Err(tungstenite::Error::Http(r)) => Err(r.status().as_u16()),
-        Err(e) => panic!("websocket connect: {e}"),
-    }
-}
+use crate::realtime::{ws_connect, Socket};
 
 fn set_timeout(ws: &Socket, d: Duration) {
     if let MaybeTlsStream::Plain(s) = ws.get_ref() {

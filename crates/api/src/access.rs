@@ -359,15 +359,7 @@ pub(crate) async fn authenticate(
         let string = sig.string_to_sign(r.method.as_str(), host, r.path, &query, content_type);
         // The MAC covers the CHECKSUM as sent; the body itself is the BodyCheck's (above, or once
         // it is read).
-        let mut mac_only = sig.clone();
-        mac_only.checksum = Cow::Borrowed("");
-        auth::verify_request_keyed(
-            &mac_only,
-            &account.keys,
-            account.secret.as_bytes(),
-            &string,
-            &[],
-        )
+        auth::verify_mac_keyed(&sig, &account.keys, account.secret.as_bytes(), &string)
     };
     if let Err(e) = checked {
         tracing::info!(

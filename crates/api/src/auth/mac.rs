@@ -109,6 +109,18 @@ pub(crate) fn verify_request_keyed(
     string: &str,
     body: &[u8],
 ) -> Result<(), AuthError> {
+    verify_mac_keyed(sig, keys, secret, string)?;
+    verify_checksum(&sig.checksum, body)
+}
+
+/// The MAC part of [`verify_request_keyed`] alone: the body is checked by the caller (against
+/// the CHECKSUM, which the MAC covers) once it has been read.
+pub(crate) fn verify_mac_keyed(
+    sig: &Signature<'_>,
+    keys: &SecretKeys,
+    secret: &[u8],
+    string: &str,
+) -> Result<(), AuthError> {
     if sig.version == Version::V2 {
         return Err(AuthError::WrongSource);
     }
@@ -119,7 +131,7 @@ pub(crate) fn verify_request_keyed(
     if !good {
         return Err(AuthError::NotAuthenticated);
     }
-    verify_checksum(&sig.checksum, body)
+    Ok(())
 }
 
 /// HMAC states keyed with one account's secret, made on first use and cloned for each request:

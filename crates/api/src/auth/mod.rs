@@ -81,6 +81,6 @@ pub use signature::Version;
 
 pub(crate) use account::Accounts;
 pub(crate) use canonical::{is_form_post, signed_query};
-pub(crate) use mac::{verify_checksum, verify_request_keyed, SecretKeys};
+pub(crate) use mac::{verify_checksum, verify_mac_keyed, verify_request_keyed, SecretKeys};
 pub(crate) use session::{session_cookie, verify_session};
 pub(crate) use signature::{check_expires, check_login, Signature, SESSION_COOKIE};
