@@ -1,13 +1,13 @@
 //! The web console end to end: headless Chromium (Debian's chromium and chromium-driver, which
-//! `scripts/setup` installs) driven over WebDriver by tests/console.py opens `web/api.html` from
-//! a running tree, checks its signer against the test vectors of docs/auth.md and tests/sign.py, adds an account,
+//! `scripts/setup` installs) driven over WebDriver by tests/console.py opens `/api.html` from a
+//! tree started as a newcomer would (`bkjs run-backend`, a fresh home, no flag: the console is
+//! the copy built into the binary), checks its signer against the test vectors of docs/auth.md and tests/sign.py, adds an account,
 //! signs in and gets it (plain and scrambled secrets), and saves a screenshot.
 
 use crate::harness::*;
 use std::path::Path;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/console.py");
-const WEB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../web");
 
 #[test]
 fn console_signs_in_adds_an_account_and_gets_it_in_chromium() {
@@ -21,8 +21,12 @@ fn console_signs_in_adds_an_account_and_gets_it_in_chromium() {
         eprintln!("SKIPPED: {chromium} or {driver} is missing (scripts/setup installs them)");
         return;
     }
-    let t = Tree::start("run", &["-web-dir", WEB]);
-    t.ready(2);
+    let t = Tree::start_plain("run-backend", &[]);
+    t.ready_at("/api.html");
+    assert!(
+        !t.home.path().join("web/api.html").exists(),
+        "the console must come from the binary, not from files in the home"
+    );
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let _ = std::fs::remove_file(&shot);
     let out = std::process::Command::new("python3")

@@ -238,6 +238,32 @@ impl Tree {
         Tree::spawn_in(home, port, command_name, extra, setup)
     }
 
+    /// `bkjs COMMAND -home TMP -port FREE -bind 127.0.0.1 EXTRA...` without [`FAST`]: the
+    /// defaults a new user gets (`/ping` closed, two web workers, normal restart delays).
+    /// Does not wait for readiness; see [`Tree::ready_at`].
+    pub fn start_plain(command_name: &str, extra: &[&str]) -> Tree {
+        let home = tempfile::Builder::new()
+            .prefix("bkjs-t")
+            .tempdir()
+            .expect("temp home");
+        let port = free_port();
+        let mut args: Vec<String> = vec![command_name.to_string()];
+        args.extend(["-home".to_string(), home.path().display().to_string()]);
+        args.extend(["-port".to_string(), port.to_string()]);
+        args.extend(["-bind".to_string(), "127.0.0.1".to_string()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let (mut cmd, log) = command(home.path(), &args);
+        let child = cmd.spawn().expect("spawn bkjs");
+        let pid = child.id();
+        Tree {
+            home,
+            port,
+            child: Some(child),
+            pid,
+            log,
+        }
+    }
+
     pub fn spawn_in(
         home: tempfile::TempDir,
         port: u16,
@@ -282,6 +308,12 @@ impl Tree {
             self.titles(),
             self.log()
         );
+    }
+
+    /// Waits until GET `path` answers 200; panics with the log otherwise.
+    pub fn ready_at(&self, path: &str) {
+        let ok = wait_for(Duration::from_secs(30), || self.get(path).status == 200);
+        assert!(ok, "{path} never answered 200\nlog:\n{}", self.log());
     }
 
     /// Pids of the tree whose title is `bkjs: ROLE` (argv[0]).

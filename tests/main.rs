@@ -8,6 +8,7 @@ mod cache;
 mod config;
 mod console;
 mod db;
+mod first_run;
 mod init_app;
 mod jobs;
 mod lifecycle;

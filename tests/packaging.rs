@@ -58,7 +58,12 @@ fn deb_metadata_lists_files_that_exist() {
             "conf-file {c} is not installed"
         );
     }
-    for bin in ["/usr/bin/bkjs", "/usr/bin/bksh", "/etc/bkjs/config"] {
+    for bin in [
+        "/usr/bin/bkjs",
+        "/usr/lib/bkjs/bkjs",
+        "/usr/bin/bksh",
+        "/etc/bkjs/config",
+    ] {
         assert!(targets.iter().any(|t| t == bin), "{bin} not installed");
     }
     let scripts = base.join(deb["maintainer-scripts"].as_str().expect("scripts"));

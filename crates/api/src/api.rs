@@ -76,6 +76,8 @@ pub struct Api {
     /// disallowed, and no hook could see it. Decided once, from this worker's configuration.
     pub(crate) ping_fast: bool,
     pub(crate) web: tower_http::services::ServeDir,
+    /// `-api-console`: the built-in console answers where `web` has no file.
+    pub(crate) console: bool,
     pub(crate) metrics: ApiMetrics,
 }
 

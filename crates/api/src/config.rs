@@ -70,6 +70,12 @@ pub static PARAMS: &[Param] = &[
         "open connections one client address may hold on one web worker; more are answered 429 and closed (0 = no limit; raise it behind a reverse proxy)",
     ),
     Param::new(
+        "api-console",
+        Kind::Bool,
+        "true",
+        "serve the web console built into the binary (/api.html, /doc.html, js, css) where -web-dir has no file of that name",
+    ),
+    Param::new(
         "api-ws-anonymous",
         Kind::Bool,
         "false",

@@ -4,8 +4,8 @@
 //!
 //! This file only declares the modules and re-exports what other crates use. Dependencies between
 //! the modules point one way: `error`, `reply`, `params`, `paths`, `hooks`, `auth`, `geo` and
-//! `image` use no other module of the crate; `route` (the route table, generic over the request)
-//! uses those; `api` (the worker state, the request, `Routes`) uses `route`; `access`,
+//! `image` use no other module of the crate; `console` (the built-in web console) uses `reply`;
+//! `route` (the route table, generic over the request) uses those; `api` (the worker state, the request, `Routes`) uses `route`; `access`,
 //! `websocket` and `endpoints` use `api`; `router` uses all of them; `serve` uses `router`.
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
@@ -16,6 +16,7 @@ mod api;
 pub mod auth;
 mod config;
 mod conn_limit;
+mod console;
 pub mod endpoints;
 mod error;
 pub mod geo;

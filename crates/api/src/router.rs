@@ -87,6 +87,7 @@ impl Api {
                 .collect(),
             web: tower_http::services::ServeDir::new(cfg.dir("web"))
                 .append_index_html_on_directories(true),
+            console: cfg.bool("api-console"),
             cfg,
             ipc,
             cache,
@@ -374,8 +375,8 @@ impl Api {
         Ok(reply)
     }
 
-    /// A file under `web/`, or `None` when there is none (directory traversal is refused by
-    /// tower-http's ServeDir).
+    /// A file under `-web-dir`, else the built-in console's ([`crate::console`]), or `None`
+    /// when there is none (directory traversal is refused by tower-http's ServeDir).
     async fn static_file(
         &self,
         method: &Method,
@@ -401,7 +402,11 @@ impl Api {
             Err(e) => match e {},
         };
         if resp.status() == StatusCode::NOT_FOUND {
-            return None;
+            return if self.console {
+                crate::console::file(method, headers, path)
+            } else {
+                None
+            };
         }
         Some(resp.map(Either::Right))
     }

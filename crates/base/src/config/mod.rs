@@ -66,6 +66,7 @@ impl Args {
                 args.roles.push(name);
                 continue;
             }
+            let name = registry::canonical(&name).to_string();
             let param = find(registry, &name).ok_or_else(|| ConfigError::Unknown(name.clone()))?;
             let value = match inline {
                 Some(v) => Some(v),
@@ -131,7 +132,7 @@ fn is_param_word(word: &str, registry: &[&'static Param]) -> bool {
     };
     let name = name.strip_prefix('-').unwrap_or(name);
     let name = name.split_once('=').map(|(n, _)| n).unwrap_or(name);
-    ROLE_FLAGS.contains(&name) || find(registry, name).is_some()
+    ROLE_FLAGS.contains(&name) || find(registry, registry::canonical(name)).is_some()
 }
 
 fn find(registry: &[&'static Param], name: &str) -> Option<&'static Param> {
@@ -181,7 +182,8 @@ impl Config {
         let conf_file = args
             .last("conf-file")
             .map(str::to_string)
-            .or_else(|| env.get("BKJS_CONF_FILE").cloned());
+            .or_else(|| env.get("BKJS_CONF_FILE").cloned())
+            .or_else(|| env.get("BKJS_CONFIG_FILE").cloned());
         let etc_dir = args
             .last("etc-dir")
             .map(str::to_string)
@@ -201,8 +203,9 @@ impl Config {
                 continue;
             };
             let name = rest.to_ascii_lowercase().replace('_', "-");
-            if find(registry, &name).is_some() {
-                cfg.set(&name, Some(&env[key]), &format!("environment {key}"))?;
+            let name = registry::canonical(&name);
+            if find(registry, name).is_some() {
+                cfg.set(name, Some(&env[key]), &format!("environment {key}"))?;
             }
         }
         for (name, value) in &args.params {
@@ -238,7 +241,7 @@ impl Config {
                 Some((n, v)) => (n.trim(), Some(v.trim())),
                 None => (line, None),
             };
-            let name = name.trim_start_matches('-');
+            let name = registry::canonical(name.trim_start_matches('-'));
             let origin = format!("{}:{}", path.display(), lineno + 1);
             if ROLE_FLAGS.contains(&name) {
                 self.warnings.push(format!(

@@ -7,6 +7,19 @@ use super::param::{Kind, Param};
 
 const PORT: Kind = Kind::Int { min: 0, max: 65535 };
 
+/// Other names accepted for a parameter, as `(alias, name)`: the reference platform's
+/// `-config-file` is `-conf-file` here. Resolved wherever a name is read (command line, config
+/// files, `BKJS_*` environment), so the rest of the code sees only the registered name.
+pub(crate) static ALIASES: &[(&str, &str)] = &[("config-file", "conf-file")];
+
+/// The registered name for `name` (itself unless it is an alias).
+pub(crate) fn canonical(name: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map_or(name, |(_, real)| real)
+}
+
 /// Core parameters: no module prefix.
 pub(crate) static CORE: &[Param] = &[
     Param::new(
@@ -19,7 +32,7 @@ pub(crate) static CORE: &[Param] = &[
         "conf-file",
         Kind::Path,
         "",
-        "main config file, default etc/config; its .local sibling is read after it",
+        "main config file, default etc/config; its .local sibling is read after it (also -config-file)",
     ),
     Param::new(
         "etc-dir",

@@ -143,3 +143,26 @@ fn sizes_and_durations() {
     assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86400)));
     assert!(parse_duration("x").is_err());
 }
+
+#[test]
+fn config_file_is_an_alias_of_conf_file() {
+    let d = home();
+    std::fs::write(d.0.join("other.conf"), "port=2001\n").expect("write");
+    std::fs::write(d.0.join("other.conf.local"), "bind=4.4.4.4\n").expect("write");
+    std::fs::write(d.0.join("etc/config"), "port=2000\n").expect("write");
+    for cmd in [
+        "-config-file other.conf",
+        "--config-file=other.conf",
+        "-conf-file other.conf",
+    ] {
+        let c = load(&d, cmd, &[]).expect("load");
+        assert_eq!(c.int("port"), 2001, "{cmd}");
+        assert_eq!(c.str("bind"), "4.4.4.4", "{cmd}");
+        assert_eq!(c.str("conf-file"), "other.conf", "{cmd}");
+        assert_eq!(c.files()[0], d.0.join("other.conf"), "{cmd}");
+    }
+    let c = load(&d, "", &[("BKJS_CONFIG_FILE", "other.conf")]).expect("load");
+    assert_eq!(c.int("port"), 2001);
+    // Without it, etc/config as before.
+    assert_eq!(load(&d, "", &[]).expect("load").int("port"), 2000);
+}
