@@ -71,6 +71,12 @@ fn conformance(t: &Tree) {
     let (s, e) = call(t, "incr?name=fresh&value=lots");
     assert_eq!(s, 400, "{e}");
     assert_eq!(value(t, "fresh"), json!({"value": "1"}));
+    // init starts this worker's client over (near cache emptied, backend checked): the data
+    // stays where it is.
+    let (s, init) = call(t, "init");
+    assert_eq!(s, 200, "{init}");
+    assert!(["local", "redis"].contains(&init["type"].as_str().unwrap_or("")), "{init}");
+    assert_eq!(value(t, "fresh"), json!({"value": "1"}));
     assert_eq!(call(t, "clear"), (200, json!({})));
     assert_eq!(call(t, "keys").1["count"], json!(0));
 }

@@ -149,6 +149,18 @@ impl Cache {
         }
     }
 
+    /// Starts this worker's cache client over (`/system/cache/init`): forgets what it holds
+    /// locally (the near cache) and checks the backend with one round trip. Answers the type.
+    pub async fn init(&self) -> Result<&'static str, CacheError> {
+        match self {
+            Cache::Local(ipc) => {
+                ipc.near_reset();
+                self.stats().await.map(|_| "local")
+            }
+            Cache::Redis(r) => r.ping().await.map(|()| "redis"),
+        }
+    }
+
     pub async fn stats(&self) -> Result<CacheStats, CacheError> {
         match self {
             Cache::Local(ipc) => match Self::ask(ipc, Request::CacheStats).await? {

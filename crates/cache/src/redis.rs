@@ -171,6 +171,16 @@ impl RedisCache {
         self.bounded(inv.invoke_async(&mut c)).await
     }
 
+    /// One PING: the server answers within `-ipc-timeout`.
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let pong: String = self.run(&redis::cmd("PING")).await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(unavailable(format!("PING answered {pong:?}")))
+        }
+    }
+
     pub async fn del(&self, k: &str) -> Result<(), CacheError> {
         self.del_keys(&[self.key(k)]).await.map(|_| ())
     }

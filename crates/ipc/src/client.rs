@@ -221,6 +221,11 @@ impl Client {
         Ok(Client { inner })
     }
 
+    /// Empties this worker's near cache: the next reads come from the server's LRU.
+    pub fn near_reset(&self) {
+        self.inner.lock().near.invalidate_all();
+    }
+
     /// Sends a message whose reply nobody waits for (heartbeats).
     pub fn send(&self, msg: Request) {
         let me = self.clone();

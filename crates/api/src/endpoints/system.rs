@@ -79,6 +79,11 @@ async fn cache(api: &Api, op: &str, params: &Params) -> Option<Reply> {
 
 async fn run(cache: &Cache, op: &str, params: &Params) -> Option<Result<Value, Refusal>> {
     Some(match op {
+        "init" => cache
+            .init()
+            .await
+            .map(|kind| json!({ "type": kind }))
+            .map_err(Refusal::from),
         "stats" => stats(cache).await,
         "keys" => keys(cache, params).await,
         "get" => get(cache, params).await,
