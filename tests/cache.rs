@@ -75,7 +75,10 @@ fn conformance(t: &Tree) {
     // stays where it is.
     let (s, init) = call(t, "init");
     assert_eq!(s, 200, "{init}");
-    assert!(["local", "redis"].contains(&init["type"].as_str().unwrap_or("")), "{init}");
+    assert!(
+        ["local", "redis"].contains(&init["type"].as_str().unwrap_or("")),
+        "{init}"
+    );
     assert_eq!(value(t, "fresh"), json!({"value": "1"}));
     assert_eq!(call(t, "clear"), (200, json!({})));
     assert_eq!(call(t, "keys").1["count"], json!(0));

@@ -21,6 +21,7 @@ mod sec_cluster;
 mod sec_supervisor;
 mod sec_web;
 mod security;
+mod seed_semantics;
 mod shell;
 mod social;
 mod supervision;

@@ -9,6 +9,30 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The allocator's committed bytes now and at peak, for `heap.*` in /system/stats.
+fn heap() -> bkjs::metrics::HeapFigures {
+    let (mut current, mut peak) = (0usize, 0usize);
+    // SAFETY: mi_process_info takes nullable out-pointers; the two given point to live locals
+    // and the others are null, which it documents as "not wanted".
+    unsafe {
+        libmimalloc_sys::mi_process_info(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut current,
+            &mut peak,
+            std::ptr::null_mut(),
+        );
+    }
+    bkjs::metrics::HeapFigures {
+        committed: current as u64,
+        peak_committed: peak as u64,
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    bkjs::metrics::set_heap_probe(heap);
     bkjs::run(bkjs::App::default())
 }

@@ -48,6 +48,7 @@
 //! [`Counter`], `gauge!` in a [`Gauge`], `histogram!` in a [`Histogram`]. The facade has no
 //! timers or meters, so the request path uses [`Registry::timer`] directly.
 
+mod heap;
 mod histogram;
 mod meter;
 mod prometheus;
@@ -56,6 +57,7 @@ mod registry;
 mod snapshot;
 mod timer;
 
+pub use heap::{set_heap_probe, HeapFigures};
 pub use histogram::{Histogram, HistogramSnapshot, HistogramStats};
 pub use meter::{Counter, Gauge, Meter, MeterSnapshot, TICK};
 pub use recorder::FacadeRecorder;

@@ -139,8 +139,12 @@ impl Registry {
     }
 
     /// Every metric's figures now: what a worker sends to the server.
+    /// Every metric now, plus this process's `heap.*` gauges when the binary registered an
+    /// allocator probe ([`super::set_heap_probe`]).
     pub fn snapshot(&self) -> Snapshot {
-        self.snapshot_at(Instant::now())
+        let mut snap = self.snapshot_at(Instant::now());
+        super::heap::add_to(&mut snap);
+        snap
     }
 
     pub(crate) fn snapshot_at(&self, now: Instant) -> Snapshot {
