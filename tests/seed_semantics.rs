@@ -45,3 +45,61 @@ fn system_stats_has_heap_figures_and_per_route_percentiles() {
     }
     assert!(route["p99"].as_f64() >= route["median"].as_f64(), "{route}");
 }
+
+/// The cache keys of `bk_counter` rows (`bk_counter|ID`) the server's LRU holds.
+fn counter_keys(t: &Tree) -> Vec<Value> {
+    let r = t.get("/system/cache/keys?name=bk_counter%7C");
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: Value = serde_json::from_str(&r.body).expect("keys JSON");
+    v["data"].as_array().cloned().unwrap_or_default()
+}
+
+const OPEN: &[&str] = &["-api-allow-path", "^/system/(stats|cache/keys)$"];
+
+/// SPEC §8: `bk_counter` is read through the cache by default (`-db-caching bk_counter`), and
+/// every write invalidates it, so a read after an increment sees it on any worker.
+#[test]
+fn counters_are_cached_by_default_and_stay_coherent() {
+    use crate::api::{add_account, signed, Call};
+    let t = Tree::start("run", OPEN);
+    t.ready(2);
+    let id = add_account(&t, "counted", "s3cret", "C");
+    for i in 1..=3 {
+        let incr = format!("/counter/incr?ping=1&n={i}");
+        let (s, v) = signed(&t, &Call::get(3, "counted", "s3cret", &incr));
+        assert_eq!(s, 200, "{v}");
+        // Several reads land on both workers: each sees the increment.
+        for _ in 0..4 {
+            let (s, v) = signed(&t, &Call::get(3, "counted", "s3cret", "/counter/get"));
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(
+                v["ping"].as_i64(),
+                Some(i),
+                "read after {i} increments: {v}"
+            );
+        }
+        assert_eq!(
+            counter_keys(&t),
+            vec![Value::from(format!("bk_counter|{id}"))],
+            "the row read is cached"
+        );
+    }
+}
+
+#[test]
+fn db_caching_without_bk_counter_reads_counters_from_the_database() {
+    use crate::api::{add_account, signed, Call};
+    let mut args = OPEN.to_vec();
+    args.extend(["-db-caching", "bk_account"]);
+    let t = Tree::start("run", &args);
+    t.ready(2);
+    add_account(&t, "plain", "s3cret", "P");
+    for _ in 0..4 {
+        let (s, v) = signed(&t, &Call::get(3, "plain", "s3cret", "/counter/get"));
+        assert_eq!(s, 200, "{v}");
+    }
+    assert!(
+        counter_keys(&t).is_empty(),
+        "nothing of bk_counter is cached"
+    );
+}

@@ -102,8 +102,8 @@ pub static PARAMS: &[Param] = &[
     Param::new(
         "db-caching",
         Kind::List,
-        "",
-        "tables whose gets go through the cache by default",
+        "bk_counter",
+        "tables whose gets go through the cache by default (the list replaces the default: keep bk_counter in it to keep counters cached)",
     ),
     Param::new(
         "db-seal-key",
