@@ -103,3 +103,55 @@ fn db_caching_without_bk_counter_reads_counters_from_the_database() {
         "nothing of bk_counter is cached"
     );
 }
+
+/// `/account/get` shows `icon0`..`iconN`, the URL of each account icon, to the owner and to
+/// others; deleting an icon removes its URL; the list cannot be written by `/account/update`.
+#[test]
+fn account_get_lists_icon_urls() {
+    use crate::api::{add_account, signed, Call};
+    use base64::Engine;
+    let t = Tree::start("run", &[]);
+    t.ready(2);
+    let me = add_account(&t, "iconic", "s3cret", "I");
+    add_account(&t, "viewer", "s3cret", "V");
+    let get = |login: &str, target: &str| {
+        let (s, v) = signed(&t, &Call::get(3, login, "s3cret", target));
+        assert_eq!(s, 200, "{target}: {v}");
+        v
+    };
+    let none = get("iconic", "/account/get");
+    assert!(
+        none.get("icon0").is_none() && none.get("icons").is_none(),
+        "{none}"
+    );
+    let png = crate::social::q(
+        &base64::engine::general_purpose::STANDARD.encode(crate::social::png(8, 8)),
+    );
+    for kind in ["0", "3"] {
+        get(
+            "iconic",
+            &format!("/account/put/icon?type={kind}&acl_allow=auth&icon={png}"),
+        );
+    }
+    let own = get("iconic", "/account/get");
+    assert_eq!(own["icon0"], "/account/get/icon?type=0", "{own}");
+    assert_eq!(own["icon3"], "/account/get/icon?type=3", "{own}");
+    assert!(
+        own.get("icon1").is_none() && own.get("icons").is_none(),
+        "{own}"
+    );
+    let theirs = get("viewer", &format!("/account/get?id={me}"));
+    let row = &theirs["data"][0];
+    let url = format!("/account/get/icon?type=3&id={me}");
+    assert_eq!(row["icon3"], url.as_str(), "{theirs}");
+    // The URL works for the viewer (acl_allow=auth).
+    let (s, _) = signed(&t, &Call::get(3, "viewer", "s3cret", &url));
+    assert_eq!(s, 200);
+    // Clients cannot forge the list.
+    get("iconic", "/account/update?icons=7&name=Renamed");
+    assert!(get("iconic", "/account/get").get("icon7").is_none());
+    get("iconic", "/account/del/icon?type=0");
+    let own = get("iconic", "/account/get");
+    assert!(own.get("icon0").is_none(), "{own}");
+    assert_eq!(own["icon3"], "/account/get/icon?type=3", "{own}");
+}

@@ -378,6 +378,9 @@ pub fn builtin_tables() -> Vec<Table> {
     let mut account_cols = vec![
         Column::text("id").primary(1).pub_(),
         Column::text("alias").pub_(),
+        // The types of the account's icons ("0,1"), kept by /account/put|del/icon so that
+        // /account/get shows icon0..iconN without reading bk_icon.
+        Column::text("icons").pub_(),
     ];
     account_cols.extend(account.iter().map(|n| Column::text(n)));
     account_cols.extend([

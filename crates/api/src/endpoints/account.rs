@@ -75,7 +75,7 @@ fn account_columns(input: &Row, db: &Db, admin: bool) -> Result<Row, DbError> {
     let mut row = Row::new();
     for (k, v) in input {
         let Some(col) = table.column(k) else { continue };
-        if matches!(k.as_str(), "id" | "login" | "ctime" | "mtime")
+        if matches!(k.as_str(), "id" | "login" | "ctime" | "mtime" | "icons")
             || (col.admin && !admin)
             || col.readonly
         {
@@ -179,11 +179,32 @@ async fn own(req: &Req, db: &Db) -> Result<Row, ApiError> {
         .await?
         .unwrap_or_else(|| key("id", me.id()));
     for_client(&table, &mut row, true);
+    icon_urls(&mut row, None);
     row.insert("login".into(), json!(me.login()));
     if let Some(t) = me.auth.get("type").filter(|t| !t.is_null()) {
         row.insert("type".into(), t.clone());
     }
     Ok(row)
+}
+
+/// Turns the `icons` column ("0,1") into `icon0`, `icon1`, ...: the URL of each account icon,
+/// served by `/account/get/icon` under the icon's own `acl_allow` (`id=` for another account's).
+fn icon_urls(row: &mut Row, other: Option<&str>) {
+    let Some(Value::String(types)) = row.remove("icons") else {
+        return;
+    };
+    let id = other.map(|id| {
+        let enc: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        format!("&id={enc}")
+    });
+    for t in types.split(',').filter(|t| !t.is_empty()) {
+        let enc: String = form_urlencoded::byte_serialize(t.as_bytes()).collect();
+        let url = format!(
+            "/account/get/icon?type={enc}{}",
+            id.as_deref().unwrap_or("")
+        );
+        row.insert(format!("icon{t}"), json!(url));
+    }
 }
 
 /// `/account/get`.
@@ -201,11 +222,13 @@ async fn get(req: Arc<Req>) -> Result<Out, ApiError> {
             else {
                 continue;
             };
-            if admin || me.as_deref() == Some(id) {
+            let mine = me.as_deref() == Some(id);
+            if admin || mine {
                 for_client(&table, &mut row, admin);
             } else {
                 public_only(&table, &mut row);
             }
+            icon_urls(&mut row, (!mine).then_some(id));
             rows.push(Value::Object(row));
         }
         return Ok(Out::Json(json!({"count": rows.len(), "data": rows})));

@@ -414,6 +414,9 @@ async fn put(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError
             remove_file(icon_path(&images, &n.prefix, &n.id, &n.kind, old_ext)).await;
         }
     }
+    if n.prefix == "account" {
+        sync_account_icons(db, &n.id).await?;
+    }
     let mut shown = format(&req, r);
     shown.insert("width".into(), json!(out.width));
     shown.insert("height".into(), json!(out.height));
@@ -456,7 +459,27 @@ async fn del(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError
         .await?
         .ok_or_else(|| ApiError::not_found("no such icon"))?;
     delete_icon(db, &req.api.cfg.dir("images"), &stored).await?;
+    if n.prefix == "account" {
+        sync_account_icons(db, &n.id).await?;
+    }
     Ok(Out::Json(json!({})))
+}
+
+/// Writes the types of account `id`'s icons, as stored now, to `bk_account.icons` (read back
+/// after the write, so concurrent puts of different types converge on the last one's view).
+async fn sync_account_icons(db: &Db, id: &str) -> Result<(), DbError> {
+    let mut types: Vec<String> = rows_of_type(db, "bk_icon", id, "account:")
+        .await?
+        .iter()
+        .filter_map(|r| text(r, "type").strip_prefix("account:").map(str::to_string))
+        .collect();
+    types.sort();
+    let r = row(&[("id", id), ("icons", &types.join(","))]);
+    match db.update("bk_account", &r, &Options::default()).await {
+        // An account without its bk_account row (made by an admin tool) just has no list.
+        Ok(_) | Err(DbError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes every icon of account `id`, files included (`/account/del`).
