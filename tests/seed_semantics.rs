@@ -155,3 +155,110 @@ fn account_get_lists_icon_urls() {
     assert!(own.get("icon0").is_none(), "{own}");
     assert_eq!(own["icon3"], "/account/get/icon?type=3", "{own}");
 }
+
+/// `/file/put` names the stored file like the reference platform (`name`, `_name`, the
+/// uploaded file's own name; `_ext`, `_tm`) and answers with that name; `/icon/upload` answers
+/// with its stored file name too.
+#[test]
+fn file_put_and_icon_upload_answer_the_stored_name() {
+    use crate::api::{add_account, signed, Call};
+    use base64::Engine;
+    let t = Tree::start("run", &[]);
+    t.ready(2);
+    add_account(&t, "filer", "s3cret", "F");
+    let call = |method: &'static str, target: &str, ct: Option<&str>, body: &[u8]| {
+        signed(
+            &t,
+            &Call {
+                version: 3,
+                login: "filer",
+                secret: "s3cret",
+                method,
+                target,
+                content_type: ct,
+                body,
+                expires: None,
+            },
+        )
+    };
+    let data = base64::engine::general_purpose::STANDARD.encode(b"hello");
+    // The uploaded file's own name (a client path is cut to its last part).
+    let boundary = "XbkjsX";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"data\"; filename=\"C:\\\\docs\\\\report.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--{boundary}--\r\n"
+    );
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    let (s, v) = call("POST", "/file/put?prefix=docs", Some(&ct), body.as_bytes());
+    assert_eq!((s, v["name"].as_str()), (200, Some("report.txt")), "{v}");
+    let (s, v) = call("GET", "/file/get?prefix=docs&name=report.txt", None, b"");
+    assert_eq!((s, v.as_str()), (200, Some("hello")), "{v}");
+    // _name, then _ext added once.
+    let (s, v) = call(
+        "GET",
+        &format!("/file/put?prefix=docs&_name=notes&_ext=md&data={data}"),
+        None,
+        b"",
+    );
+    assert_eq!((s, v["name"].as_str()), (200, Some("notes.md")), "{v}");
+    let (s, v) = call(
+        "GET",
+        &format!("/file/put?prefix=docs&name=a.md&_ext=MD&data={data}"),
+        None,
+        b"",
+    );
+    assert_eq!((s, v["name"].as_str()), (200, Some("a.md")), "{v}");
+    // _tm: a timestamp before the extension; the stored name reads back.
+    let (s, v) = call(
+        "GET",
+        &format!("/file/put?prefix=docs&name=sub/pic.png&_tm=1&data={data}"),
+        None,
+        b"",
+    );
+    assert_eq!(s, 200, "{v}");
+    let stored = v["name"].as_str().expect("name").to_string();
+    let stamp = stored
+        .strip_prefix("sub/pic-")
+        .and_then(|r| r.strip_suffix(".png"))
+        .expect("sub/pic-MS.png");
+    assert!(
+        stamp.len() >= 13 && stamp.bytes().all(|b| b.is_ascii_digit()),
+        "{stored}"
+    );
+    let (s, _) = call(
+        "GET",
+        &format!("/file/get?prefix=docs&name={stored}"),
+        None,
+        b"",
+    );
+    assert_eq!(s, 200);
+    // Bad input names the parameter and stores nothing.
+    for (target, word) in [
+        (
+            format!("/file/put?prefix=docs&name=x&_ext=../sh&data={data}"),
+            "_ext",
+        ),
+        (format!("/file/put?prefix=docs&data={data}"), "name"),
+        (
+            format!("/file/put?prefix=docs&_name=../up&data={data}"),
+            "name",
+        ),
+    ] {
+        let (s, v) = call("GET", &target, None, b"");
+        assert_eq!(s, 400, "{target}: {v}");
+        assert!(v["message"].as_str().unwrap_or("").contains(word), "{v}");
+    }
+    // /icon/upload with type and prefix answers the stored file name.
+    let png = crate::social::q(
+        &base64::engine::general_purpose::STANDARD.encode(crate::social::png(8, 8)),
+    );
+    let (s, v) = call(
+        "GET",
+        &format!("/icon/upload?prefix=album&type=cover&_ext=png&icon={png}"),
+        None,
+        b"",
+    );
+    assert_eq!(s, 200, "{v}");
+    let name = v["name"].as_str().expect("name");
+    assert!(name.starts_with("album/") && name.ends_with(".png"), "{v}");
+    assert!(t.home.path().join("images").join(name).is_file(), "{name}");
+}

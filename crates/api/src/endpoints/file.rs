@@ -25,7 +25,7 @@ pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
     r.add(
         "*",
         "/file/put",
-        "store the file prefix/name from a multipart file, base64 data= or the raw body",
+        "store the file prefix/name from a multipart file, base64 data= or the raw body; name (or _name) defaults to the uploaded file's name; _ext=EXT adds that extension, _tm=1 a timestamp before it; answers the stored name",
         put,
     )?;
     r.add("*", "/file/del", "delete the file prefix/name", del)?;
@@ -96,16 +96,60 @@ fn owner(req: &Req) -> Result<PathBuf, ApiError> {
 
 /// `files/OWNER/PREFIX/NAME` of a request.
 fn path_of(req: &Req) -> Result<PathBuf, ApiError> {
-    Ok(place_of(req)?.1)
+    Ok(place_of(req, req.param("name").unwrap_or(""))?.1)
 }
 
-/// `files/OWNER` and `files/OWNER/PREFIX/NAME` of a request.
-fn place_of(req: &Req) -> Result<(PathBuf, PathBuf), ApiError> {
+/// `files/OWNER` and `files/OWNER/PREFIX/NAME` of a request, for the given name.
+fn place_of(req: &Req, name: &str) -> Result<(PathBuf, PathBuf), ApiError> {
     let owner = req.api.cfg.dir("files").join(owner(req)?);
     let prefix = check_name("prefix", req.required("prefix")?, false)?;
-    let name = check_name("name", req.param("name").unwrap_or(""), true)?;
+    let name = check_name("name", name, true)?;
     let path = owner.join(prefix).join(name);
     Ok((owner, path))
+}
+
+/// The name a put stores under (the reference platform's rules): `name`, else `_name`, else
+/// the uploaded file's own name; `_ext=EXT` adds `.EXT` unless the name ends so already;
+/// `_tm=1` puts `-MILLISECONDS` before the extension, so repeated uploads do not overwrite.
+fn put_name(req: &Req) -> Result<String, ApiError> {
+    let given = ["name", "_name"]
+        .iter()
+        .find_map(|p| req.param(p).filter(|v| !v.is_empty()));
+    let mut name = match given {
+        Some(n) => n.to_string(),
+        None => req
+            .params
+            .files()
+            .iter()
+            .find_map(|f| f.file_name.as_deref())
+            // A browser may send a full client path: only its last part is the name.
+            .map(|f| f.rsplit(['/', '\\']).next().unwrap_or(f).to_string())
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad("name is required (or _name, or a multipart file with a file name)")
+            })?,
+    };
+    if let Some(ext) = req.param("_ext").filter(|v| !v.is_empty()) {
+        if ext.len() > 16 || !ext.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(ApiError::bad("_ext must be 1 to 16 letters or digits"));
+        }
+        let dotted = format!(".{ext}");
+        if !name
+            .to_ascii_lowercase()
+            .ends_with(&dotted.to_ascii_lowercase())
+        {
+            name.push_str(&dotted);
+        }
+    }
+    if matches!(req.param("_tm"), Some("1" | "true")) {
+        let last = name.rfind('/').map_or(0, |i| i + 1);
+        let at = match name[last..].rfind('.') {
+            Some(i) if i > 0 => last + i,
+            _ => name.len(),
+        };
+        name.insert_str(at, &format!("-{}", bkjs_base::time::now_ms()));
+    }
+    Ok(name)
 }
 
 /// Refuses a path whose existing directories lead outside `root` through a symbolic link.
@@ -205,7 +249,8 @@ fn content(req: &Req) -> Result<Vec<u8>, ApiError> {
 
 /// `/file/put`.
 async fn put(req: Arc<Req>) -> Result<Out, ApiError> {
-    let (owner, path) = place_of(&req)?;
+    let name = put_name(&req)?;
+    let (owner, path) = place_of(&req, &name)?;
     let data = content_of(&req).await?;
     let root = req.api.cfg.dir("files");
     inside(root, path.clone()).await?;
@@ -214,7 +259,7 @@ async fn put(req: Arc<Req>) -> Result<Out, ApiError> {
     write_file(path, data).await?;
     Ok(Out::Json(json!({
         "prefix": req.param("prefix").unwrap_or(""),
-        "name": req.param("name").unwrap_or(""),
+        "name": name,
         "size": size,
     })))
 }

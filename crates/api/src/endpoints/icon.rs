@@ -418,6 +418,10 @@ async fn put(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiError
         sync_account_icons(db, &n.id).await?;
     }
     let mut shown = format(&req, r);
+    // The stored file, relative to the images directory (`PREFIX/XX/YY/TYPE-ID.EXT`).
+    if let Ok(rel) = path.strip_prefix(&images) {
+        shown.insert("name".into(), json!(rel.to_string_lossy()));
+    }
     shown.insert("width".into(), json!(out.width));
     shown.insert("height".into(), json!(out.height));
     Ok(Out::Json(Value::Object(shown)))
