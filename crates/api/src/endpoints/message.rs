@@ -244,22 +244,96 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
     Ok(Out::Json(Value::Object(shown(reply))))
 }
 
-/// The query of a listing: the caller's rows, optionally of one peer, after `mtime`.
+/// The query of a listing: the caller's rows, optionally of one peer, around `mtime`, filtered
+/// by the other message columns with their `_ops`.
+///
+/// `mtime` pages by time: after it by default, or as `_ops=mtime,OP` says: `gt`/`ge` (after),
+/// `lt`/`le` (before; with `_desc=1` newest first), `between` (`mtime=FROM,TO`, inclusive).
+/// Keys are `"MS:PEER"`, so a time bound becomes a key bound: `":"` sorts right after the
+/// digits of MS and `";"` right after `":"`.
 fn listing(req: &Req, b: Folder, me: &str) -> Result<(Row, Options), ApiError> {
-    let (_, mut opts) = request(&req.params, false)?;
-    opts.ops = Default::default();
+    let (given, mut opts) = request(&req.params, false)?;
+    let mut ops = std::mem::take(&mut opts.ops);
     let mut q = row(&[("id", me)]);
-    if let Some(peer) = req.param(b.peer).filter(|p| !p.is_empty()) {
-        check_id(b.peer, peer)?;
-        q.insert(b.peer.into(), json!(peer));
+    // The peer: one id, or a list with `_ops=PEER,in`.
+    let peer_op = ops.remove(b.peer);
+    match given.get(b.peer) {
+        Some(Value::Array(ids)) => {
+            for id in ids {
+                check_id(b.peer, id.as_str().unwrap_or(""))?;
+            }
+        }
+        Some(Value::String(id)) if !id.is_empty() => check_id(b.peer, id)?,
+        _ => {}
     }
-    if let Some(ms) = mtime_param(req)? {
-        // After MS: keys sort as "MS:PEER", and ";" follows ":".
-        q.insert("mtime".into(), json!(format!("{ms};")));
-        opts = opts.op("mtime", Op::Gt);
+    if let Some(v) = given
+        .get(b.peer)
+        .filter(|v| !matches!(v, Value::String(s) if s.is_empty()))
+    {
+        q.insert(b.peer.into(), v.clone());
+        if let Some(op) = peer_op {
+            opts = opts.op(b.peer, op);
+        }
+    }
+    let time_op = ops.remove("mtime").unwrap_or(Op::Gt);
+    if time_op == Op::Between {
+        let range = req.param("mtime").unwrap_or("");
+        let bounds: Vec<i64> = range
+            .split(',')
+            .map(|m| m.trim().parse::<i64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| ApiError::bad("mtime must be FROM,TO in milliseconds for between"))?;
+        let [from, to] = bounds[..] else {
+            return Err(ApiError::bad(
+                "mtime must be FROM,TO in milliseconds for between",
+            ));
+        };
+        q.insert(
+            "mtime".into(),
+            json!([format!("{from}:"), format!("{to};")]),
+        );
+        opts = opts.op("mtime", Op::Between);
+    } else if let Some(ms) = mtime_param(req)? {
+        let (bound, op) = match time_op {
+            Op::Gt => (format!("{ms};"), Op::Gt),
+            Op::Ge => (format!("{ms}:"), Op::Ge),
+            Op::Lt => (format!("{ms}:"), Op::Lt),
+            Op::Le => (format!("{ms};"), Op::Lt),
+            other => {
+                return Err(ApiError::bad(format!(
+                    "_ops: mtime takes gt, ge, lt, le or between, not {other:?}"
+                )))
+            }
+        };
+        q.insert("mtime".into(), json!(bound));
+        opts = opts.op("mtime", op);
+    }
+    // Any other message column is a condition, `=` unless `_ops` says otherwise; `null` and
+    // `not null` need no value.
+    for col in FILTERS {
+        let op = ops.remove(*col);
+        let value = match (given.get(*col), op) {
+            (Some(v), _) => v.clone(),
+            (None, Some(Op::Null | Op::NotNull)) => Value::Null,
+            (None, _) => continue,
+        };
+        q.insert(col.to_string(), value);
+        if let Some(op) = op {
+            opts = opts.op(col, op);
+        }
+    }
+    if let Some(col) = ops.keys().next() {
+        return Err(ApiError::bad(format!(
+            "_ops names {col}, which is not a condition of this listing ({}, mtime, {})",
+            b.peer,
+            FILTERS.join(", ")
+        )));
     }
     Ok((q, opts))
 }
+
+/// Message columns a listing may filter on besides the peer and the time.
+const FILTERS: &[&str] = &["alias", "msg", "icon", "acl_allow"];
 
 /// `/message/get`, `/message/get/archive`, `/message/get/sent`.
 async fn get(req: Arc<Req>, b: Folder) -> Result<Out, ApiError> {
