@@ -365,3 +365,55 @@ fn message_listings_honour_ops_and_page_before_and_after() {
     }
     assert_eq!(msgs("/message/get").len(), 5, "nothing was lost");
 }
+
+/// SPEC §6: `_pool`, `_noscan` and `_noprocessrows` are parsed for the endpoint groups in
+/// `-api-unsecure` and refused with a 400 everywhere else (not silently ignored).
+#[test]
+fn unsecure_options_only_for_unsecure_groups() {
+    use crate::api::{add_account, add_admin, signed, Call};
+    let t = Tree::start("run", &["-api-unsecure", "data"]);
+    t.ready(2);
+    add_admin(&t, "root", "rs");
+    add_account(&t, "plainer", "s3cret", "P");
+    let admin = |target: &str| signed(&t, &Call::get(3, "root", "rs", target));
+    let (s, v) = admin("/data/get/bk_account?id=x&_pool=sqlite&_noprocessrows=1");
+    assert_eq!(s, 200, "the table's own pool: {v}");
+    let (s, v) = admin("/data/get/bk_account?id=x&_pool=pgsql");
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or("").contains("sqlite"),
+        "{v}"
+    );
+    let (s, v) = admin("/data/select/bk_counter");
+    assert_eq!(s, 400, "a scan is refused by default: {v}");
+    let (s, v) = admin("/data/select/bk_counter?_noscan=0");
+    assert_eq!(
+        s, 200,
+        "and allowed with _noscan=0 for an unsecure group: {v}"
+    );
+    for target in [
+        "/account/get?_pool=sqlite",
+        "/account/select?name=P&_noscan=0",
+        "/counter/get?_noprocessrows=1",
+    ] {
+        let (s, v) = signed(&t, &Call::get(3, "plainer", "s3cret", target));
+        assert_eq!(s, 400, "{target}: {v}");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("-api-unsecure"),
+            "{target}: {v}"
+        );
+    }
+    // Without -api-unsecure, /data refuses them too.
+    drop(t);
+    let t = Tree::start("run", &[]);
+    t.ready(2);
+    add_admin(&t, "root", "rs");
+    let (s, v) = signed(
+        &t,
+        &Call::get(3, "root", "rs", "/data/select/bk_counter?_noscan=0"),
+    );
+    assert_eq!(s, 400, "{v}");
+}

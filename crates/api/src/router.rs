@@ -338,6 +338,7 @@ impl Api {
             .await?
         }
         .map_err(ApiError::bad)?;
+        self.check_unsecure(path, &params)?;
         let mut r = Req::new(
             self.clone(),
             method,
@@ -409,6 +410,26 @@ impl Api {
             };
         }
         Some(resp.map(Either::Right))
+    }
+
+    /// `_pool`, `_noscan` and `_noprocessrows` are for the endpoint groups listed in
+    /// `-api-unsecure` (the first part of the path: `data` for `/data/get/...`); anywhere else
+    /// they are a 400 rather than silently ignored.
+    fn check_unsecure(&self, path: &str, params: &Params) -> Result<(), ApiError> {
+        let Some(name) = crate::endpoints::common::query::UNSECURE
+            .iter()
+            .find(|n| params.get(n).is_some())
+        else {
+            return Ok(());
+        };
+        let group = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        if self.cfg.list("api-unsecure").iter().any(|g| g == group) {
+            Ok(())
+        } else {
+            Err(ApiError::bad(format!(
+                "{name} is only accepted for the endpoint groups listed in -api-unsecure, not {group}"
+            )))
+        }
     }
 
     /// Test-only fault switches (debug builds with `BKJS_TEST_FAULTS=1`).

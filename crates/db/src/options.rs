@@ -34,6 +34,11 @@ pub struct Options {
     pub check_data: bool,
     /// `get` reads through the cache (as if the table were in `-db-caching`).
     pub cached: bool,
+    /// The pool the request names (`_pool`): it must be the one that holds the table, else the
+    /// call is refused (a table lives in one pool, docs/data.md).
+    pub pool: Option<String>,
+    /// Rows come back without the table's row hooks (`_noprocessrows`).
+    pub noprocessrows: bool,
 }
 
 impl Default for Options {
@@ -52,6 +57,8 @@ impl Default for Options {
             check_mtime: None,
             check_data: false,
             cached: false,
+            pool: None,
+            noprocessrows: false,
         }
     }
 }

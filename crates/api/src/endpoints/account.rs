@@ -309,7 +309,7 @@ async fn select(req: Arc<Req>) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
     let admin = me.is_admin();
-    let (query, opts) = request(&req.params, false)?;
+    let (query, opts) = request(&req.params)?;
     let table = db.table("bk_account")?;
     if !admin {
         only_public(&table, &query, &opts)?;

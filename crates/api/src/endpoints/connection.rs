@@ -322,7 +322,7 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
 async fn select(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
-    let (mut query, mut opts) = request(&req.params, false)?;
+    let (mut query, mut opts) = request(&req.params)?;
     let t = db.table(table)?;
     query.retain(|k, _| t.column(k).is_some() && k != "mtime");
     let other = query.remove("id");

@@ -1,7 +1,8 @@
 //! `/data/*`: the DB API over HTTP for admins and trusted networks (docs/api.md). Every parameter not
 //! starting with `_` is a column value; control parameters: `_select`, `_count` (≤ 100),
 //! `_start`/`_token`, `_sort`, `_desc`, `_ops=col,op,col,op`, `_total`, `_skip_null`,
-//! `_check_mtime`, `_check_data`, `_cached`, and `_noscan` only for groups in `-api-unsecure`.
+//! `_check_mtime`, `_check_data`, `_cached`, and `_noscan`, `_pool`, `_noprocessrows` only when
+//! `data` is in `-api-unsecure` (the router refuses them otherwise).
 
 use super::common::query::{request, split_list};
 use crate::api::Api;
@@ -30,8 +31,7 @@ pub(crate) async fn handle(api: &Api, path: &str, params: &Params) -> Option<Rep
         ));
     };
     let (op, table) = rest.split_once('/').unwrap_or((rest, ""));
-    let unsecure = api.cfg.list("api-unsecure").iter().any(|g| g == "data");
-    Some(match run(db, op, table, params, unsecure).await? {
+    Some(match run(db, op, table, params).await? {
         Ok(mut v) => {
             if let Ok(t) = db.table(table) {
                 without_secrets(&t, &mut v);
@@ -67,13 +67,7 @@ fn without_secrets(table: &bkjs_db::Table, v: &mut Value) {
     }
 }
 
-async fn run(
-    db: &Db,
-    op: &str,
-    table: &str,
-    params: &Params,
-    unsecure: bool,
-) -> Option<Result<Value, DbError>> {
+async fn run(db: &Db, op: &str, table: &str, params: &Params) -> Option<Result<Value, DbError>> {
     Some(match (op, table) {
         ("columns", "") => Ok(json!(db
             .tables()
@@ -90,7 +84,7 @@ async fn run(
         }),
         (_, "") => return None,
         (op, t) => {
-            let (row, opts) = match request(params, unsecure) {
+            let (row, opts) = match request(params) {
                 Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };

@@ -295,7 +295,7 @@ async fn select(req: Arc<Req>, fixed: Option<&'static str>) -> Result<Out, ApiEr
     if !kind.is_empty() {
         check_kind(if fixed.is_some() { "" } else { &prefix }, kind)?;
     }
-    let (_, mut opts) = request(&req.params, false)?;
+    let (_, mut opts) = request(&req.params)?;
     opts.ops = Default::default();
     opts = opts.op("type", Op::BeginsWith);
     let q = row(&[("id", &id), ("type", &format!("{prefix}:{kind}"))]);

@@ -314,7 +314,7 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
     let s = Search::of(&req)?;
-    let (_, opts) = request(&req.params, false)?;
+    let (_, opts) = request(&req.params)?;
     let round = match number(&req, "_round")? {
         Some(r) if r >= 0.0 => r,
         Some(_) => return Err(ApiError::bad("_round must be at least 0")),

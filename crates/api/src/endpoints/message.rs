@@ -252,7 +252,7 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
 /// Keys are `"MS:PEER"`, so a time bound becomes a key bound: `":"` sorts right after the
 /// digits of MS and `";"` right after `":"`.
 fn listing(req: &Req, b: Folder, me: &str) -> Result<(Row, Options), ApiError> {
-    let (given, mut opts) = request(&req.params, false)?;
+    let (given, mut opts) = request(&req.params)?;
     let mut ops = std::mem::take(&mut opts.ops);
     let mut q = row(&[("id", me)]);
     // The peer: one id, or a list with `_ops=PEER,in`.

@@ -197,9 +197,29 @@ impl Db {
             .ok_or_else(|| DbError::BadName(format!("unknown table {table:?}")))
     }
 
-    fn pool(&self, table: &str) -> Result<(&Arc<dyn Driver>, &Arc<Table>), DbError> {
+    fn pool(
+        &self,
+        table: &str,
+        opts: &Options,
+    ) -> Result<(&Arc<dyn Driver>, &Arc<Table>), DbError> {
         let p = self.placed(table)?;
+        Self::check_pool(p, opts)?;
         Ok((p.pool()?, &p.table))
+    }
+
+    /// A pool named by the caller (`Options::pool`) must be the table's own.
+    fn check_pool(p: &Placed, opts: &Options) -> Result<(), DbError> {
+        match opts.pool.as_deref() {
+            Some(name) if name != p.pool_name => Err(DbError::bad_value(
+                "_pool",
+                &format!(
+                    "table {} is kept in pool {}, not {name}",
+                    p.table.name(),
+                    p.pool_name
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The cache key of a row: `TABLE|pk1|pk2...`.
@@ -207,7 +227,10 @@ impl Db {
         CachedRows::key(table, row)
     }
 
-    fn process(&self, table: &Table, rows: &mut [Row]) {
+    fn process(&self, table: &Table, rows: &mut [Row], opts: &Options) {
+        if opts.noprocessrows {
+            return;
+        }
         if let Some(hooks) = self.hooks.get(table.name()) {
             for r in rows.iter_mut() {
                 for h in hooks {
@@ -232,9 +255,10 @@ impl Db {
             return self.get_cached(table, key, opts).await;
         }
         let p = self.placed(table)?;
+        Self::check_pool(p, opts)?;
         let mut row = p.pool()?.get(&p.table, key, opts).await?;
         if let Some(r) = row.as_mut() {
-            self.process(&p.table, std::slice::from_mut(r));
+            self.process(&p.table, std::slice::from_mut(r), opts);
         }
         Ok(row)
     }
@@ -247,6 +271,7 @@ impl Db {
         opts: &Options,
     ) -> Result<Option<Row>, DbError> {
         let p = self.placed(table)?;
+        Self::check_pool(p, opts)?;
         let row =
             match self.rows.cache() {
                 Some(cache) => self.rows.read(cache, p, key).await?.map(|shared| {
@@ -258,7 +283,7 @@ impl Db {
         let Some(mut row) = row else {
             return Ok(None);
         };
-        self.process(&p.table, std::slice::from_mut(&mut row));
+        self.process(&p.table, std::slice::from_mut(&mut row), opts);
         Ok(Some(row))
     }
 
@@ -282,7 +307,7 @@ impl Db {
     }
 
     pub async fn put(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let (pool, t) = self.pool(table)?;
+        let (pool, t) = self.pool(table, opts)?;
         let row = &*self.sealed(t, row)?;
         let r = pool.put(t, row, opts).await?;
         self.invalidate(t, row).await;
@@ -290,7 +315,7 @@ impl Db {
     }
 
     pub async fn add(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let (pool, t) = self.pool(table)?;
+        let (pool, t) = self.pool(table, opts)?;
         let row = &*self.sealed(t, row)?;
         let r = pool.add(t, row, opts).await?;
         self.invalidate(t, row).await;
@@ -298,7 +323,7 @@ impl Db {
     }
 
     pub async fn update(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let (pool, t) = self.pool(table)?;
+        let (pool, t) = self.pool(table, opts)?;
         let row = &*self.sealed(t, row)?;
         let r = pool.update(t, row, opts).await?;
         self.invalidate(t, row).await;
@@ -306,7 +331,7 @@ impl Db {
     }
 
     pub async fn incr(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let (pool, t) = self.pool(table)?;
+        let (pool, t) = self.pool(table, opts)?;
         let row = &*self.sealed(t, row)?;
         let r = pool.incr(t, row, opts).await?;
         self.invalidate(t, row).await;
@@ -314,16 +339,16 @@ impl Db {
     }
 
     pub async fn del(&self, table: &str, key: &Row, opts: &Options) -> Result<Res, DbError> {
-        let (pool, t) = self.pool(table)?;
+        let (pool, t) = self.pool(table, opts)?;
         let r = pool.del(t, key, opts).await?;
         self.invalidate(t, key).await;
         Ok(r)
     }
 
     pub async fn select(&self, table: &str, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        let (pool, t) = self.pool(table)?;
+        let (pool, t) = self.pool(table, opts)?;
         let mut r = pool.select(t, query, opts).await?;
-        self.process(t, &mut r.rows);
+        self.process(t, &mut r.rows, opts);
         Ok(r)
     }
 
@@ -388,7 +413,7 @@ impl Db {
     /// `put` unless the stored row is newer (`check_mtime` names the column compared) or already
     /// holds the same data (`check_data`); affected = 0 when skipped. See [`replace_on`].
     pub async fn replace(&self, table: &str, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let (pool, t) = self.pool(table)?;
+        let (pool, t) = self.pool(table, opts)?;
         let row = &*self.sealed(t, row)?;
         let r = replace_on(pool.as_ref(), t, row, opts).await?;
         if r.affected > 0 {

@@ -197,6 +197,71 @@ async fn batch_scan_del_all_and_hooks() {
         json!(true),
         "and on cached reads, also in a process without a cache"
     );
+    let raw = Options {
+        noprocessrows: true,
+        ..o.clone()
+    };
+    for got in [
+        db.get("items", &row(json!({"id": "k1"})), &raw).await,
+        db.get_cached("items", &row(json!({"id": "k1"})), &raw)
+            .await,
+    ] {
+        let got = got.expect("get").expect("row");
+        assert!(
+            got.get("hooked").is_none(),
+            "noprocessrows skips hooks: {got:?}"
+        );
+    }
+    let raw_page = Options {
+        noprocessrows: true,
+        ..by_prefix.clone()
+    };
+    let listed = db.select("items", &q, &raw_page).await.expect("select");
+    assert!(listed.rows.iter().all(|r| r.get("hooked").is_none()));
+    // A pool named by the caller must be the table's own.
+    let own = Options {
+        pool: Some("sqlite".into()),
+        ..o.clone()
+    };
+    assert!(db
+        .get("items", &row(json!({"id": "k1"})), &own)
+        .await
+        .is_ok());
+    let other = Options {
+        pool: Some("pgsql".into()),
+        ..o.clone()
+    };
+    for e in [
+        db.get("items", &row(json!({"id": "k1"})), &other)
+            .await
+            .err(),
+        db.put("items", &row(json!({"id": "k9"})), &other)
+            .await
+            .err(),
+        db.select(
+            "items",
+            &q,
+            &Options {
+                pool: Some("x".into()),
+                ..by_prefix.clone()
+            },
+        )
+        .await
+        .err(),
+    ] {
+        let e = e.expect("refused");
+        assert!(
+            matches!(e, DbError::BadValue { .. }) && e.to_string().contains("_pool"),
+            "{e}"
+        );
+    }
+    assert!(
+        db.get("items", &row(json!({"id": "k9"})), &o)
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing written"
+    );
     let r = db.del_all("items", &q, &by_prefix).await.expect("del_all");
     assert_eq!(r.affected, 7);
     assert!(db

@@ -19,12 +19,17 @@ pub(crate) fn split_list(v: &Value) -> Vec<Value> {
     }
 }
 
+/// Control parameters only endpoint groups listed in `-api-unsecure` accept (SPEC §6).
+pub(crate) const UNSECURE: &[&str] = &["_pool", "_noscan", "_noprocessrows"];
+
 fn flag(v: &str) -> bool {
     matches!(v, "1" | "true" | "yes" | "on")
 }
 
-/// The row (non-`_` parameters) and options (`_` parameters) of a request.
-pub(crate) fn request(params: &Params, unsecure: bool) -> Result<(Row, Options), DbError> {
+/// The row (non-`_` parameters) and options (`_` parameters) of a request. `_noscan`, `_pool`
+/// and `_noprocessrows` reach here only for groups in `-api-unsecure`: the router refuses them
+/// everywhere else ([`UNSECURE`]).
+pub(crate) fn request(params: &Params) -> Result<(Row, Options), DbError> {
     let mut row = Row::new();
     let mut opts = Options::default();
     for (k, v) in params.pairs() {
@@ -57,7 +62,9 @@ pub(crate) fn request(params: &Params, unsecure: bool) -> Result<(Row, Options),
             Some("check_mtime") => opts.check_mtime = Some(v.clone()).filter(|s| !s.is_empty()),
             Some("check_data") => opts.check_data = flag(v),
             Some("cached") => opts.cached = flag(v),
-            Some("noscan") if unsecure => opts.noscan = flag(v),
+            Some("noscan") => opts.noscan = flag(v),
+            Some("noprocessrows") => opts.noprocessrows = flag(v),
+            Some("pool") => opts.pool = Some(v.clone()).filter(|p| !p.is_empty()),
             Some("ops") => {
                 let parts: Vec<&str> = v.split(',').collect();
                 if parts.len() % 2 != 0 {
