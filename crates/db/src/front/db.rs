@@ -212,7 +212,7 @@ impl Db {
         match opts.pool.as_deref() {
             Some(name) if name != p.pool_name => Err(DbError::bad_value(
                 "_pool",
-                &format!(
+                format!(
                     "table {} is kept in pool {}, not {name}",
                     p.table.name(),
                     p.pool_name
