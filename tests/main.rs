@@ -8,6 +8,7 @@ mod cache;
 mod config;
 mod console;
 mod db;
+mod group_commit;
 mod init_app;
 mod jobs;
 mod lifecycle;
