@@ -52,6 +52,7 @@ fn every_acknowledged_write_survives_kill_9_of_the_tree_under_concurrent_load() 
         c.join().expect("client");
     }
     let acked = std::mem::take(&mut *acked.lock().expect("acked"));
+    eprintln!("{} writes acknowledged before the kill", acked.len());
     let t = Tree::spawn_in(home, port, "run", DATA, |_| {});
     t.ready(2);
     let agent = agent();
