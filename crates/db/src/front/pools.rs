@@ -37,7 +37,7 @@ pub static PARAMS: &[Param] = &[
         "db-sqlite-inline",
         Kind::Bool,
         "true",
-        "key lookups and single-row writes that need not wait (idle connection, no lock held) run on the worker's thread, microseconds; 0 sends every call to the blocking pool",
+        "key lookups (and single-row writes with -db-sqlite-batch-max 0) that need not wait (idle connection, no lock held) run on the worker's thread, microseconds; 0 sends every call to the blocking pool",
     ),
     Param::new(
         "db-sqlite-batch-max",
