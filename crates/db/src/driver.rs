@@ -48,20 +48,34 @@ pub enum WriteKind {
     Del,
 }
 
-/// A write queued by [`BlockingDriver::queue`]: its result, once the transaction holding it ended.
-pub struct Pending(tokio::sync::oneshot::Receiver<Result<Res, DbError>>);
+/// A write handed to [`BlockingDriver::queue`]: its result, already there when the driver could
+/// commit it at once, or once the transaction holding it ended.
+pub struct Pending(PendingState);
+
+enum PendingState {
+    Ready(Result<Res, DbError>),
+    Queued(tokio::sync::oneshot::Receiver<Result<Res, DbError>>),
+}
 
 impl Pending {
     /// A pending write whose result arrives on `rx`.
     pub fn new(rx: tokio::sync::oneshot::Receiver<Result<Res, DbError>>) -> Pending {
-        Pending(rx)
+        Pending(PendingState::Queued(rx))
+    }
+
+    /// A write already done.
+    pub fn ready(r: Result<Res, DbError>) -> Pending {
+        Pending(PendingState::Ready(r))
     }
 
     /// Waits for the result without blocking the thread.
     pub async fn wait(self) -> Result<Res, DbError> {
-        self.0
-            .await
-            .unwrap_or_else(|_| Err(DbError::Driver("database writer stopped".into())))
+        match self.0 {
+            PendingState::Ready(r) => r,
+            PendingState::Queued(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(DbError::Driver("database writer stopped".into()))),
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use writer::{Op, Writer};
+use writer::{Done, Op, Writer};
 
 const D: Dialect = Dialect::Sqlite;
 
@@ -240,10 +240,12 @@ impl SqliteDriver {
                 // A runtime thread must not wait for the writer: the blocking pool will.
                 return Err(DbError::Busy("sqlite writer busy".into()));
             }
-            return w
-                .submit(op)
-                .blocking_recv()
-                .unwrap_or_else(|_| Err(DbError::Driver("sqlite writer stopped".into())));
+            return match w.write(op) {
+                Done::Now(r) => r,
+                Done::Later(rx) => rx
+                    .blocking_recv()
+                    .unwrap_or_else(|_| Err(DbError::Driver("sqlite writer stopped".into()))),
+            };
         }
         let mut conn = self.conn()?;
         if let Op::Incr { .. } = op {
@@ -534,10 +536,21 @@ impl BlockingDriver for SqliteDriver {
         opts: &Options,
     ) -> Option<Result<Pending, DbError>> {
         let w = self.writer.as_ref()?;
-        Some(
-            self.op(kind, table, row, opts)
-                .map(|op| Pending::new(w.submit(op))),
-        )
+        let op = match self.op(kind, table, row, opts) {
+            Ok(op) => op,
+            Err(e) => return Some(Err(e)),
+        };
+        if !self.inline.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some(Ok(Pending::new(w.enqueue_only(op))));
+        }
+        // On the runtime thread: commit at once when nothing stands in the way, never wait.
+        let before = NO_WAIT.replace(true);
+        let done = w.write(op);
+        NO_WAIT.set(before);
+        Some(Ok(match done {
+            Done::Now(r) => Pending::ready(r),
+            Done::Later(rx) => Pending::new(rx),
+        }))
     }
 
     fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {

@@ -6,7 +6,7 @@ use super::{Batching, Commit, SqliteDriver};
 use crate::conformance::{self, row};
 use crate::driver::{Blocking, BlockingDriver, Driver, WriteKind};
 use crate::schema::{Column, Table};
-use crate::{DbError, Options, Res};
+use crate::{DbError, Options};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,31 +76,58 @@ fn until(what: &str, cond: impl Fn() -> bool) {
 }
 
 /// Writes one caller queues back to back, without waiting in between, apply in the order given:
-/// put n=1, incr +2, update n=100, incr +3 leaves 103 (any other order gives another number).
+/// put n=1, incr +2, update n=100, incr +3 leaves 103 (any other order gives another number);
+/// both when each commits at once and when all of them wait in the queue for one batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_of_one_caller_apply_in_order() {
     let tmp = Tmp::new();
     let db = open(&tmp, Commit::default());
     let t = table();
-    for i in 0..20 {
-        let id = format!("k{i}");
-        let ops = [
-            (WriteKind::Put, json!({"id": id, "n": 1})),
-            (WriteKind::Incr, json!({"id": id, "n": 2})),
-            (WriteKind::Update, json!({"id": id, "n": 100})),
-            (WriteKind::Incr, json!({"id": id, "n": 3})),
-        ];
-        let pending: Vec<_> = ops
-            .into_iter()
-            .map(|(k, r)| db.queue(k, &t, &row(r), &o()).expect("writer").expect("op"))
-            .collect();
-        let mut last = Res::default();
-        for p in pending {
-            last = p.wait().await.expect("write");
+    let other = rusqlite::Connection::open(tmp.db()).expect("raw");
+    for queued in [false, true] {
+        let mut first = None;
+        if queued {
+            // Another connection holds the write lock: the writer's first flush waits for it,
+            // and everything below queues behind it, then goes into one batch.
+            other.execute_batch("BEGIN IMMEDIATE").expect("lock");
+            let p = db.queue(WriteKind::Put, &t, &row(json!({"id": "x"})), &o());
+            first = Some(p.expect("writer").expect("op"));
+            until("the first flush to start", || db.group_stats().queued == 0);
         }
-        // The incr answers with the row as its own transaction left it.
-        assert_eq!(last.rows[0].get("n"), Some(&json!(103)), "{id}");
-        assert_eq!(n_of(&db, &t, &id), Some(json!(103)));
+        let before = db.group_stats();
+        let mut pending = Vec::new();
+        for i in 0..20 {
+            let id = format!("{queued}{i}");
+            let ops = [
+                (WriteKind::Put, json!({"id": id, "n": 1})),
+                (WriteKind::Incr, json!({"id": id, "n": 2})),
+                (WriteKind::Update, json!({"id": id, "n": 100})),
+                (WriteKind::Incr, json!({"id": id, "n": 3})),
+            ];
+            for (k, r) in ops {
+                let p = db.queue(k, &t, &row(r), &o());
+                pending.push((id.clone(), p.expect("writer").expect("op")));
+            }
+        }
+        if let Some(first) = first {
+            assert_eq!(db.group_stats().queued, 80);
+            other.execute_batch("COMMIT").expect("unlock");
+            first.wait().await.expect("first put");
+        }
+        for (n, (id, p)) in pending.into_iter().enumerate() {
+            let r = p.wait().await.expect("write");
+            if n % 4 == 3 {
+                // The last incr answers with the row as its own transaction left it.
+                assert_eq!(r.rows[0].get("n"), Some(&json!(103)), "{id}");
+                assert_eq!(n_of(&db, &t, &id), Some(json!(103)));
+            }
+        }
+        let flushes = db.group_stats().flushes - before.flushes;
+        if queued {
+            assert_eq!(flushes, 2, "the first put, then all 80 in one batch");
+        } else {
+            assert_eq!(flushes, 80, "each write committed at once, alone");
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! together into the next one (at most `max` of them; with a `delay`, the writer waits up to that
 //! long for more while writes keep arriving concurrently).
 
-use super::{execute, map_err, read_rows};
+use super::{execute, map_err, read_rows, NO_WAIT};
 use crate::error::DbError;
 use crate::schema::ColumnType;
 use crate::sql::{self, Sql};
@@ -76,8 +76,19 @@ impl Default for Batching {
 
 type Reply = oneshot::Sender<Result<Res, DbError>>;
 
+/// What [`Writer::write`] did with a write.
+pub(crate) enum Done {
+    /// Committed (or failed) on the caller's thread.
+    Now(Result<Res, DbError>),
+    /// Queued: the result arrives once the writer thread's transaction holding it ended.
+    Later(oneshot::Receiver<Result<Res, DbError>>),
+}
+
 struct Queue {
     jobs: VecDeque<(Op, Reply)>,
+    /// The write connection while nobody flushes; taken by the flusher (a caller writing alone
+    /// or the writer thread).
+    conn: Option<Connection>,
     /// The writer sleeps on `ready`: a new job must wake it (a wake is a system call, skipped
     /// while the writer is busy flushing).
     asleep: bool,
@@ -110,9 +121,11 @@ pub struct GroupStats {
 impl Writer {
     /// Starts the writer thread on `conn`, the connection it alone writes with.
     pub(crate) fn start(conn: Connection, batching: Batching) -> Result<Writer, DbError> {
+        conn.busy_handler(Some(busy_wait)).map_err(map_err)?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
+                conn: Some(conn),
                 asleep: false,
                 closed: false,
             }),
@@ -120,11 +133,10 @@ impl Writer {
             flushes: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         });
-        conn.busy_handler(Some(busy_wait)).map_err(map_err)?;
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, &s, batching))
+            .spawn(move || run(&s, batching))
             .map_err(|e| DbError::Driver(format!("sqlite writer thread: {e}")))?;
         Ok(Writer {
             shared,
@@ -132,17 +144,55 @@ impl Writer {
         })
     }
 
-    /// Queues `op`; its result arrives on the receiver once the transaction holding it ended.
-    pub(crate) fn submit(&self, op: Op) -> oneshot::Receiver<Result<Res, DbError>> {
-        let (tx, rx) = oneshot::channel();
+    /// Runs `op`: committed alone on this thread when the write connection is idle and nothing is
+    /// queued ([`Done::Now`]), otherwise queued for the writer thread ([`Done::Later`]). On a
+    /// runtime thread ([`NO_WAIT`]) a lock held by another process is not waited for: the write
+    /// then goes to the writer thread too.
+    pub(crate) fn write(&self, op: Op) -> Done {
         let mut q = self.shared.queue.lock();
+        if q.jobs.is_empty() && !q.closed {
+            if let Some(conn) = q.conn.take() {
+                drop(q);
+                let r = flush_one(&conn, &op);
+                let busy = matches!(r, Err(DbError::Busy(_))) && NO_WAIT.get();
+                let mut q = self.shared.queue.lock();
+                q.conn = Some(conn);
+                if !busy {
+                    self.shared.flushes.fetch_add(1, Ordering::Relaxed);
+                    self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                    // Writes queued meanwhile: the writer thread flushes them now.
+                    let wake = !q.jobs.is_empty() && q.asleep;
+                    drop(q);
+                    if wake {
+                        self.shared.ready.notify_one();
+                    }
+                    return Done::Now(r);
+                }
+                // Nothing was written (the lock was taken): the writer thread waits for it.
+                return Done::Later(self.enqueue(q, op));
+            }
+        }
+        Done::Later(self.enqueue(q, op))
+    }
+
+    /// Queues `op` for the writer thread, whatever the connection is doing.
+    pub(crate) fn enqueue_only(&self, op: Op) -> oneshot::Receiver<Result<Res, DbError>> {
+        self.enqueue(self.shared.queue.lock(), op)
+    }
+
+    fn enqueue(
+        &self,
+        mut q: parking_lot::MutexGuard<'_, Queue>,
+        op: Op,
+    ) -> oneshot::Receiver<Result<Res, DbError>> {
+        let (tx, rx) = oneshot::channel();
         if q.closed {
             drop(q);
             let _ = tx.send(Err(DbError::Driver("sqlite writer stopped".into())));
             return rx;
         }
         q.jobs.push_back((op, tx));
-        let wake = q.asleep;
+        let wake = q.asleep && q.conn.is_some();
         drop(q);
         if wake {
             self.shared.ready.notify_one();
@@ -171,8 +221,13 @@ impl Drop for Writer {
 
 /// The busy handler of the write connection: another process (the other web worker) holds the
 /// write lock for a few hundred microseconds at most, so poll briefly first instead of SQLite's
-/// default first sleep of a whole millisecond; give up after about 5 s (`DbError::Busy`).
+/// default first sleep of a whole millisecond; give up after about 5 s (`DbError::Busy`). A
+/// runtime thread does not wait at all.
 fn busy_wait(n: i32) -> bool {
+    if NO_WAIT.get() {
+        // A runtime thread writing alone: the writer thread will wait instead.
+        return false;
+    }
     let pause = match n {
         0..=49 => Duration::from_micros(20),
         50..=199 => Duration::from_micros(200),
@@ -183,16 +238,17 @@ fn busy_wait(n: i32) -> bool {
     true
 }
 
-/// The writer thread: take what is queued, flush it in one transaction, answer, repeat.
-fn run(conn: Connection, shared: &Shared, b: Batching) {
+/// The writer thread: when the connection is free and writes are queued, take them, flush them
+/// in one transaction, answer, repeat.
+fn run(shared: &Shared, b: Batching) {
     let max = b.max.max(1);
     let mut batch: Vec<(Op, Reply)> = Vec::with_capacity(max.min(1024));
     let mut company = false;
     loop {
-        {
+        let conn = {
             let mut q = shared.queue.lock();
-            while q.jobs.is_empty() {
-                if q.closed {
+            while q.jobs.is_empty() || q.conn.is_none() {
+                if q.closed && q.jobs.is_empty() {
                     return;
                 }
                 q.asleep = true;
@@ -212,7 +268,15 @@ fn run(conn: Connection, shared: &Shared, b: Batching) {
             }
             let n = q.jobs.len().min(max);
             batch.extend(q.jobs.drain(..n));
-        }
+            q.conn.take()
+        };
+        let Some(conn) = conn else {
+            // Taken by a caller during the delay: its flush ends soon, then this one runs.
+            for job in batch.drain(..).rev() {
+                shared.queue.lock().jobs.push_front(job);
+            }
+            continue;
+        };
         company = batch.len() > 1;
         let results = match flush(&conn, &batch) {
             Ok(r) => r,
@@ -223,6 +287,7 @@ fn run(conn: Connection, shared: &Shared, b: Batching) {
                 vec![Err(e); batch.len()]
             }
         };
+        shared.queue.lock().conn = Some(conn);
         shared.flushes.fetch_add(1, Ordering::Relaxed);
         shared
             .writes
@@ -231,6 +296,25 @@ fn run(conn: Connection, shared: &Shared, b: Batching) {
             let _ = reply.send(r);
         }
     }
+}
+
+/// One write alone: a single statement commits by itself (autocommit, as without group commit);
+/// an `incr` (a write and a read) gets a transaction.
+fn flush_one(conn: &Connection, op: &Op) -> Result<Res, DbError> {
+    if let Op::Exec(..) = op {
+        return op.run(conn);
+    }
+    let r = (|| {
+        control(conn, "BEGIN IMMEDIATE")?;
+        let r = op.run(conn);
+        abort_if_rolled_back(conn, &r)?;
+        control(conn, "COMMIT")?;
+        r
+    })();
+    if r.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    r
 }
 
 fn control(conn: &Connection, text: &str) -> Result<(), DbError> {
@@ -243,24 +327,20 @@ fn control(conn: &Connection, text: &str) -> Result<(), DbError> {
 /// Runs `batch` in one transaction: the result of each write, or the error that failed the whole
 /// transaction (then nothing of it was committed).
 fn flush(conn: &Connection, batch: &[(Op, Reply)]) -> Result<Vec<Result<Res, DbError>>, DbError> {
+    if let [(op, _)] = batch {
+        return Ok(vec![flush_one(conn, op)]);
+    }
     control(conn, "BEGIN IMMEDIATE")?;
     let mut out = Vec::with_capacity(batch.len());
-    if let [(op, _)] = batch {
-        // Alone: a failing statement undoes only itself, no savepoint needed.
+    for (op, _) in batch {
+        control(conn, "SAVEPOINT w")?;
         let r = op.run(conn);
         abort_if_rolled_back(conn, &r)?;
-        out.push(r);
-    } else {
-        for (op, _) in batch {
-            control(conn, "SAVEPOINT w")?;
-            let r = op.run(conn);
-            abort_if_rolled_back(conn, &r)?;
-            if r.is_err() {
-                control(conn, "ROLLBACK TO w")?;
-            }
-            control(conn, "RELEASE w")?;
-            out.push(r);
+        if r.is_err() {
+            control(conn, "ROLLBACK TO w")?;
         }
+        control(conn, "RELEASE w")?;
+        out.push(r);
     }
     control(conn, "COMMIT")?;
     Ok(out)
