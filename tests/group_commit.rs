@@ -5,9 +5,10 @@
 //! "Durability and group commit").
 
 use crate::harness::*;
+use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 const DATA: &[&str] = &["-api-allow-path", "^/data/"];
@@ -32,7 +33,7 @@ fn every_acknowledged_write_survives_kill_9_of_the_tree_under_concurrent_load() 
                     format!("http://127.0.0.1:{port}/data/{op}/bk_property?name={key}&value={n}");
                 let r = http_get(&agent, &url);
                 match r.status {
-                    200 => acked.lock().expect("acked").push((key, n)),
+                    200 => acked.lock().push((key, n)),
                     // The tree is gone: whatever was in flight was never acknowledged.
                     0 => break,
                     s => panic!("{op} {key}: {s} {}", r.body),
@@ -41,9 +42,7 @@ fn every_acknowledged_write_survives_kill_9_of_the_tree_under_concurrent_load() 
             }
         }));
     }
-    let loaded = wait_for(Duration::from_secs(60), || {
-        acked.lock().expect("acked").len() >= 600
-    });
+    let loaded = wait_for(Duration::from_secs(60), || acked.lock().len() >= 600);
     assert!(loaded, "the load did not get going:\n{}", t.log());
     // Mid-load: the clients are still sending when the whole tree dies.
     let home = t.kill9();
@@ -51,7 +50,7 @@ fn every_acknowledged_write_survives_kill_9_of_the_tree_under_concurrent_load() 
     for c in clients {
         c.join().expect("client");
     }
-    let acked = std::mem::take(&mut *acked.lock().expect("acked"));
+    let acked = std::mem::take(&mut *acked.lock());
     eprintln!("{} writes acknowledged before the kill", acked.len());
     let t = Tree::spawn_in(home, port, "run", DATA, |_| {});
     t.ready(2);
