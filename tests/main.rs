@@ -9,6 +9,7 @@ mod config;
 mod console;
 mod db;
 mod first_run;
+mod group_commit;
 mod init_app;
 mod jobs;
 mod lifecycle;

@@ -38,6 +38,47 @@ pub trait Driver: Send + Sync {
     async fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError>;
 }
 
+/// Which write a [`BlockingDriver::queue`] call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Put,
+    Add,
+    Update,
+    Incr,
+    Del,
+}
+
+/// A write handed to [`BlockingDriver::queue`]: its result, already there when the driver could
+/// commit it at once, or once the transaction holding it ended.
+pub struct Pending(PendingState);
+
+enum PendingState {
+    Ready(Result<Res, DbError>),
+    Queued(tokio::sync::oneshot::Receiver<Result<Res, DbError>>),
+}
+
+impl Pending {
+    /// A pending write whose result arrives on `rx`.
+    pub fn new(rx: tokio::sync::oneshot::Receiver<Result<Res, DbError>>) -> Pending {
+        Pending(PendingState::Queued(rx))
+    }
+
+    /// A write already done.
+    pub fn ready(r: Result<Res, DbError>) -> Pending {
+        Pending(PendingState::Ready(r))
+    }
+
+    /// Waits for the result without blocking the thread.
+    pub async fn wait(self) -> Result<Res, DbError> {
+        match self.0 {
+            PendingState::Ready(r) => r,
+            PendingState::Queued(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(DbError::Driver("database writer stopped".into()))),
+        }
+    }
+}
+
 /// Runs a blocking driver call on tokio's blocking pool.
 async fn off_runtime<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, DbError> + Send + 'static,
@@ -82,6 +123,27 @@ macro_rules! now_or_off {
     }};
 }
 
+/// A write: queued to the driver's writer when it has one (group commit, awaited without blocking
+/// the runtime), otherwise as [`now_or_off`].
+macro_rules! write {
+    ($self:ident, $kind:ident, $method:ident, $table:ident, $row:ident, $opts:ident) => {{
+        match $self.0.queue(WriteKind::$kind, $table, $row, $opts) {
+            Some(queued) => {
+                let r = match queued {
+                    Ok(p) => p.wait().await,
+                    Err(e) => Err(e),
+                };
+                if r.is_ok() && $self.0.maintenance_due() {
+                    let d = $self.0.clone();
+                    tokio::task::spawn_blocking(move || d.maintain());
+                }
+                r
+            }
+            None => now_or_off!($self, $method, $table, $row, $opts, true),
+        }
+    }};
+}
+
 #[async_trait::async_trait]
 impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
     fn name(&self) -> &'static str {
@@ -95,19 +157,19 @@ impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
         now_or_off!(self, get, table, key, opts, false)
     }
     async fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        now_or_off!(self, put, table, row, opts, true)
+        write!(self, Put, put, table, row, opts)
     }
     async fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        now_or_off!(self, add, table, row, opts, true)
+        write!(self, Add, add, table, row, opts)
     }
     async fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        now_or_off!(self, update, table, row, opts, true)
+        write!(self, Update, update, table, row, opts)
     }
     async fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        now_or_off!(self, incr, table, row, opts, true)
+        write!(self, Incr, incr, table, row, opts)
     }
     async fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError> {
-        now_or_off!(self, del, table, key, opts, true)
+        write!(self, Del, del, table, key, opts)
     }
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
         off!(self, select, table, query, opts)
@@ -143,6 +205,19 @@ pub trait BlockingDriver: Send + Sync {
 
     /// Housekeeping that may block (a WAL checkpoint); runs on the blocking pool.
     fn maintain(&self) {}
+
+    /// Group commit: hands the write to the driver's own writer, which answers once the
+    /// transaction holding it committed ([`Pending`]); an error building the write comes back at
+    /// once. None when the driver has no writer: [`Blocking`] then calls the blocking method.
+    fn queue(
+        &self,
+        _kind: WriteKind,
+        _table: &Table,
+        _row: &Row,
+        _opts: &Options,
+    ) -> Option<Result<Pending, DbError>> {
+        None
+    }
     /// Driver name (`sqlite`, ...).
     fn name(&self) -> &'static str;
     /// Creates missing tables, adds missing columns and indexes. Only the master/server calls it.

@@ -38,7 +38,7 @@ pub(crate) mod conformance;
 #[cfg(test)]
 mod tests;
 
-pub use driver::{Blocking, BlockingDriver, Driver};
+pub use driver::{Blocking, BlockingDriver, Driver, Pending, WriteKind};
 pub use error::DbError;
 pub use front::Db;
 pub use options::Options;

@@ -2,9 +2,14 @@
 //! `synchronous=NORMAL` (an acknowledged write survives a crash of the process), reached through a
 //! small bounded pool of connections so concurrent readers do not queue behind one connection.
 //! Statements are built by [`super::sql`] with the SQLite dialect; this file only runs them and
-//! converts SQLite values back to JSON by column type.
+//! converts SQLite values back to JSON by column type. Writes go through the group-commit writer
+//! of [`writer`] (one transaction for all writes queued while the previous one committed).
 
-use crate::driver::BlockingDriver;
+mod writer;
+
+pub use writer::{Batching, GroupStats};
+
+use crate::driver::{BlockingDriver, Pending, WriteKind};
 use crate::error::DbError;
 use crate::options::Options;
 use crate::query::select_columns;
@@ -18,6 +23,7 @@ use rusqlite::{Connection, ErrorCode, ToSql, TransactionBehavior};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use writer::{Done, Op, Writer};
 
 const D: Dialect = Dialect::Sqlite;
 
@@ -33,7 +39,7 @@ impl ToSql for Param {
     }
 }
 
-fn map_err(e: rusqlite::Error) -> DbError {
+pub(crate) fn map_err(e: rusqlite::Error) -> DbError {
     if let rusqlite::Error::SqliteFailure(f, msg) = &e {
         let text = msg.clone().unwrap_or_else(|| f.to_string());
         match f.code {
@@ -136,6 +142,19 @@ pub struct SqliteDriver {
     get_sql: Mutex<GetSql>,
     state: Mutex<PoolState>,
     freed: Condvar,
+    /// `synchronous=FULL` instead of `NORMAL` (`-db-sqlite-sync full`).
+    sync_full: bool,
+    /// The group-commit writer; None for `:memory:` or with batching off (`max` 0).
+    writer: Option<Writer>,
+}
+
+/// How a [`SqliteDriver`] commits (`-db-sqlite-batch-max`, `-db-sqlite-batch-delay`,
+/// `-db-sqlite-sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Commit {
+    pub batching: Batching,
+    /// `synchronous=FULL`: every commit waits for the disk (survives power loss).
+    pub sync_full: bool,
 }
 
 impl SqliteDriver {
@@ -143,6 +162,15 @@ impl SqliteDriver {
     /// single connection (each connection would be another database). Waits for a connection or a
     /// lock at most 5 s before answering [`DbError::Busy`].
     pub fn open(path: impl AsRef<Path>, max: usize) -> Result<SqliteDriver, DbError> {
+        SqliteDriver::open_with(path, max, Commit::default())
+    }
+
+    /// [`SqliteDriver::open`] with the commit settings `commit`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        max: usize,
+        commit: Commit,
+    ) -> Result<SqliteDriver, DbError> {
         let path = path.as_ref().to_path_buf();
         let memory = path.as_os_str() == ":memory:";
         if !memory {
@@ -151,7 +179,7 @@ impl SqliteDriver {
                     .map_err(|e| DbError::Driver(format!("{}: {e}", dir.display())))?;
             }
         }
-        let driver = SqliteDriver {
+        let mut driver = SqliteDriver {
             path,
             max: if memory { 1 } else { max.max(1) },
             wait: Duration::from_secs(5),
@@ -164,10 +192,71 @@ impl SqliteDriver {
                 waiting: 0,
             }),
             freed: Condvar::new(),
+            sync_full: commit.sync_full,
+            writer: None,
         };
         // Fail now on a bad path, and switch the file to WAL (persistent) once.
         drop(driver.conn()?);
+        if !memory && commit.batching.max > 0 {
+            driver.writer = Some(Writer::start(driver.connect()?, commit.batching)?);
+        }
         Ok(driver)
+    }
+
+    /// Group-commit counters (all zero without a writer).
+    pub fn group_stats(&self) -> GroupStats {
+        self.writer.as_ref().map(Writer::stats).unwrap_or_default()
+    }
+
+    /// The write `kind` as one [`Op`], its SQL built here, on the caller's thread.
+    fn op(&self, kind: WriteKind, table: &Table, row: &Row, opts: &Options) -> Result<Op, DbError> {
+        let written: fn(u64) -> Result<Res, DbError> = |n| Ok(sql::written(n));
+        Ok(match kind {
+            WriteKind::Put => Op::Exec(sql::put(D, table, row, opts)?, written),
+            WriteKind::Add => Op::Exec(sql::add(D, table, row, opts)?, written),
+            WriteKind::Update => Op::Exec(sql::update(D, table, row, opts)?, sql::updated),
+            WriteKind::Del => Op::Exec(sql::del(D, table, row)?, written),
+            WriteKind::Incr => {
+                let write = sql::incr(D, table, row, opts)?;
+                let (get, cols) = sql::get(D, table, row, opts)?;
+                let cols = cols.iter().map(|c| (c.name.clone(), c.kind)).collect();
+                Op::Incr { write, get, cols }
+            }
+        })
+    }
+
+    /// A write from a blocking caller: through the writer (waiting for its commit), or alone on a
+    /// pool connection without one.
+    fn write(
+        &self,
+        kind: WriteKind,
+        table: &Table,
+        row: &Row,
+        opts: &Options,
+    ) -> Result<Res, DbError> {
+        let op = self.op(kind, table, row, opts)?;
+        if let Some(w) = &self.writer {
+            if NO_WAIT.get() {
+                // A runtime thread must not wait for the writer: the blocking pool will.
+                return Err(DbError::Busy("sqlite writer busy".into()));
+            }
+            return match w.write(op) {
+                Done::Now(r) => r,
+                Done::Later(rx) => rx
+                    .blocking_recv()
+                    .unwrap_or_else(|_| Err(DbError::Driver("sqlite writer stopped".into()))),
+            };
+        }
+        let mut conn = self.conn()?;
+        if let Op::Incr { .. } = op {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let r = op.run(&tx)?;
+            tx.commit().map_err(map_err)?;
+            return Ok(r);
+        }
+        op.run(&conn)
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState> {
@@ -185,7 +274,8 @@ impl SqliteDriver {
         conn.busy_timeout(self.wait).map_err(map_err)?;
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))
             .map_err(map_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
+        let sync = if self.sync_full { "FULL" } else { "NORMAL" };
+        conn.pragma_update(None, "synchronous", sync)
             .map_err(map_err)?;
         // Checkpoints run on the blocking pool every CHECKPOINT_EVERY writes, never inside a write.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
@@ -267,7 +357,7 @@ impl SqliteDriver {
     }
 }
 
-fn execute(conn: &Connection, s: &Sql) -> Result<u64, DbError> {
+pub(crate) fn execute(conn: &Connection, s: &Sql) -> Result<u64, DbError> {
     let mut stmt = conn.prepare_cached(&s.text).map_err(map_err)?;
     stmt.execute(rusqlite::params_from_iter(s.params.iter()))
         .map(|n| n as u64)
@@ -311,7 +401,7 @@ fn fetch_text(
 
 /// Runs a prepared select with `params`; result column `i` of `n` is named and typed (when it
 /// belongs to a described column) by `col(i)`.
-fn read_rows<'c>(
+pub(crate) fn read_rows<'c>(
     stmt: &mut rusqlite::Statement<'_>,
     params: &[Param],
     n: usize,
@@ -438,39 +528,49 @@ impl BlockingDriver for SqliteDriver {
         }
     }
 
+    fn queue(
+        &self,
+        kind: WriteKind,
+        table: &Table,
+        row: &Row,
+        opts: &Options,
+    ) -> Option<Result<Pending, DbError>> {
+        let w = self.writer.as_ref()?;
+        let op = match self.op(kind, table, row, opts) {
+            Ok(op) => op,
+            Err(e) => return Some(Err(e)),
+        };
+        if !self.inline.load(std::sync::atomic::Ordering::Relaxed) {
+            return Some(Ok(Pending::new(w.enqueue_only(op))));
+        }
+        // On the runtime thread: commit at once when nothing stands in the way, never wait.
+        let before = NO_WAIT.replace(true);
+        let done = w.write(op);
+        NO_WAIT.set(before);
+        Some(Ok(match done {
+            Done::Now(r) => Pending::ready(r),
+            Done::Later(rx) => Pending::new(rx),
+        }))
+    }
+
     fn put(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::put(D, table, row, opts)?;
-        Ok(sql::written(execute(&*self.conn()?, &s)?))
+        self.write(WriteKind::Put, table, row, opts)
     }
 
     fn add(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::add(D, table, row, opts)?;
-        Ok(sql::written(execute(&*self.conn()?, &s)?))
+        self.write(WriteKind::Add, table, row, opts)
     }
 
     fn update(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::update(D, table, row, opts)?;
-        sql::updated(execute(&*self.conn()?, &s)?)
+        self.write(WriteKind::Update, table, row, opts)
     }
 
     fn incr(&self, table: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
-        let s = sql::incr(D, table, row, opts)?;
-        let mut conn = self.conn()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_err)?;
-        let affected = execute(&tx, &s)?;
-        let rows = get_row(&tx, table, row, opts)?.into_iter().collect();
-        tx.commit().map_err(map_err)?;
-        Ok(Res {
-            rows,
-            ..sql::written(affected)
-        })
+        self.write(WriteKind::Incr, table, row, opts)
     }
 
-    fn del(&self, table: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
-        let s = sql::del(D, table, key)?;
-        Ok(sql::written(execute(&*self.conn()?, &s)?))
+    fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError> {
+        self.write(WriteKind::Del, table, key, opts)
     }
 
     fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
@@ -513,3 +613,6 @@ impl BlockingDriver for SqliteDriver {
         })
     }
 }
+
+#[cfg(test)]
+mod group_tests;

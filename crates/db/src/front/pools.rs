@@ -6,7 +6,7 @@ use crate::error::DbError;
 use crate::mysql::MysqlDriver;
 use crate::pgsql::PgsqlDriver;
 use crate::sled::SledDriver;
-use crate::sqlite::SqliteDriver;
+use crate::sqlite::{Batching, Commit, SqliteDriver};
 use bkjs_base::config::{Config, Kind, Param};
 use std::sync::Arc;
 
@@ -37,7 +37,25 @@ pub static PARAMS: &[Param] = &[
         "db-sqlite-inline",
         Kind::Bool,
         "true",
-        "key lookups and single-row writes that need not wait (idle connection, no lock held) run on the worker's thread, microseconds; 0 sends every call to the blocking pool",
+        "key lookups (and single-row writes with -db-sqlite-batch-max 0) that need not wait (idle connection, no lock held) run on the worker's thread, microseconds; 0 sends every call to the blocking pool",
+    ),
+    Param::new(
+        "db-sqlite-batch-max",
+        Kind::Int { min: 0, max: 10000 },
+        "256",
+        "group commit: writes of this process committed together in one transaction at most; 0 commits every write alone",
+    ),
+    Param::new(
+        "db-sqlite-batch-delay",
+        Kind::Int { min: 0, max: 100000 },
+        "0",
+        "group commit: microseconds a flush waits for more writes while writes arrive concurrently (never for a write that comes alone)",
+    ),
+    Param::new(
+        "db-sqlite-sync",
+        Kind::Enum(&["normal", "full"]),
+        "normal",
+        "SQLite synchronous level: normal survives a crash of any process, full also a power loss (every commit waits for the disk)",
     ),
     Param::new(
         "db-sqlite-tables",
@@ -121,7 +139,14 @@ pub(super) async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driv
                 .path("db-sqlite-pool")
                 .ok_or_else(|| DbError::bad_value("db-sqlite-pool", "a file is required"))?;
             let max = cfg.int("db-sqlite-max") as usize;
-            let d = tokio::task::spawn_blocking(move || SqliteDriver::open(path, max))
+            let commit = Commit {
+                batching: Batching {
+                    max: cfg.int("db-sqlite-batch-max") as usize,
+                    delay: std::time::Duration::from_micros(cfg.int("db-sqlite-batch-delay") as u64),
+                },
+                sync_full: cfg.str("db-sqlite-sync") == "full",
+            };
+            let d = tokio::task::spawn_blocking(move || SqliteDriver::open_with(path, max, commit))
                 .await
                 .map_err(|e| DbError::Driver(e.to_string()))??;
             d.set_inline(cfg.bool("db-sqlite-inline"));
