@@ -23,3 +23,4 @@ mod security;
 mod shell;
 mod social;
 mod supervision;
+mod tls;

@@ -64,6 +64,30 @@ pub static PARAMS: &[Param] = &[
         "a request body not fully received this long after its headers is answered 408 and its connection closed (0 = no limit)",
     ),
     Param::new(
+        "api-max-header-size",
+        Kind::Int { min: 8192, max: 16777216 },
+        "65536",
+        "largest request head (request line and headers; the HTTP/2 header list) in bytes; a larger one is a 431",
+    ),
+    Param::new(
+        "api-max-headers",
+        Kind::Int { min: 8, max: 1000 },
+        "100",
+        "most header fields of an HTTP/1.1 request; more is a 431",
+    ),
+    Param::new(
+        "api-h2-max-streams",
+        Kind::Int { min: 1, max: 10000 },
+        "100",
+        "most concurrent streams of one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS)",
+    ),
+    Param::new(
+        "api-h2-max-resets",
+        Kind::Int { min: 1, max: 100000 },
+        "20",
+        "HTTP/2 streams reset before being answered (the rapid-reset pattern) that close the connection with GOAWAY",
+    ),
+    Param::new(
         "api-ip-conn-max",
         Kind::Int { min: 0, max: 1_000_000 },
         "256",
