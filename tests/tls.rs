@@ -678,10 +678,24 @@ fn an_http2_rapid_reset_burst_closes_the_connection_and_the_worker_lives() {
 }
 
 #[test]
-fn request_heads_over_the_limits_are_a_431() {
+fn requests_over_the_limits_get_a_clear_4xx() {
     let t = Tree::start(
         "run",
-        &["-api-max-header-size", "8192", "-api-max-headers", "20"],
+        &[
+            "-api-max-header-size",
+            "8192",
+            "-api-max-headers",
+            "20",
+            "-api-max-url",
+            "1024",
+            "-api-max-params",
+            "10",
+            "-api-ws-max-message",
+            "2048",
+            "-api-ws-anonymous",
+            "-api-allow-path",
+            "^/ws$",
+        ],
     );
     t.ready(2);
     let send = |headers: &[(String, String)]| -> u16 {
@@ -705,4 +719,67 @@ fn request_heads_over_the_limits_are_a_431() {
     assert_eq!(send(&many), 431);
     assert_eq!(send(&[("x-big".into(), "a".repeat(9000))]), 431);
     assert_eq!(t.get("/ping").status, 200);
+
+    // URL length: 414 with a JSON message.
+    let r = t.get(&format!("/account/add?x={}", "a".repeat(1100)));
+    assert_eq!(r.status, 414, "{}", r.body);
+    assert!(r.body.contains("-api-max-url"), "{}", r.body);
+    // Parameter count, in the query or as multipart parts: 400.
+    let q: Vec<String> = (0..11).map(|i| format!("p{i}=1")).collect();
+    let r = t.get(&format!("/account/add?{}", q.join("&")));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("-api-max-params"), "{}", r.body);
+    let mut body = String::new();
+    for i in 0..11 {
+        body.push_str(&format!(
+            "--XX\r\ncontent-disposition: form-data; name=\"f{i}\"\r\n\r\nv\r\n"
+        ));
+    }
+    body.push_str("--XX--\r\n");
+    let r = match agent()
+        .post(&t.url("/account/add"))
+        .set("content-type", "multipart/form-data; boundary=XX")
+        .send_string(&body)
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(r.0, 400, "{}", r.1);
+    assert!(r.1.contains("-api-max-params"), "{}", r.1);
+    // JSON nested deeper than the parser's limit (128): 400.
+    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
+    let r = match agent()
+        .post(&t.url("/account/add"))
+        .set("content-type", "application/json")
+        .send_string(&deep)
+    {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(r, 400);
+
+    // A WebSocket message over -api-ws-max-message closes the socket (1009); smaller ones work.
+    let (mut ws, _) =
+        tungstenite::connect(format!("ws://127.0.0.1:{}/ws", t.port)).expect("anonymous ws");
+    ws.send(tungstenite::Message::text("/ping")).expect("send");
+    assert!(matches!(
+        ws.read().expect("reply"),
+        tungstenite::Message::Text(_)
+    ));
+    ws.send(tungstenite::Message::text(format!(
+        "/ping?x={}",
+        "a".repeat(4096)
+    )))
+    .expect("send");
+    let closed = loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(_) => break None,
+        }
+    };
+    assert!(matches!(closed, Some(1009) | None), "{closed:?}");
+    assert!(ws.send(tungstenite::Message::text("/ping")).is_err() || ws.read().is_err());
 }

@@ -64,6 +64,24 @@ pub static PARAMS: &[Param] = &[
         "a request body not fully received this long after its headers is answered 408 and its connection closed (0 = no limit)",
     ),
     Param::new(
+        "api-max-url",
+        Kind::Int { min: 256, max: 1048576 },
+        "16384",
+        "longest request path and query in bytes; a longer one is a 414",
+    ),
+    Param::new(
+        "api-max-params",
+        Kind::Int { min: 1, max: 1000000 },
+        "1000",
+        "most parameters of one request (query, form and JSON fields, multipart parts); more is a 400",
+    ),
+    Param::new(
+        "api-ws-max-message",
+        Kind::Int { min: 1024, max: 67108864 },
+        "65536",
+        "largest WebSocket message or frame a client may send in bytes; a larger one closes the socket with 1009",
+    ),
+    Param::new(
         "api-max-header-size",
         Kind::Int { min: 8192, max: 16777216 },
         "65536",
