@@ -223,6 +223,35 @@ fn h2_gets(port: u16, ca_pem: &str, path: &str, n: usize) -> Vec<(u16, hyper::Ve
     })
 }
 
+/// One GET over HTTP/2 with `headers`: status and JSON body.
+fn h2_get(port: u16, ca_pem: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    use http_body_util::BodyExt;
+    runtime().block_on(async {
+        let tls = tls_connect(port, client_config(Some(ca_pem), None, &[b"h2"]))
+            .await
+            .expect("TLS connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .expect("h2 handshake");
+        tokio::spawn(conn);
+        let mut req = hyper::Request::get(format!("https://127.0.0.1:{port}{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .expect("request");
+        let r = sender.send_request(req).await.expect("h2 request");
+        assert_eq!(r.version(), hyper::Version::HTTP_2);
+        let status = r.status().as_u16();
+        let body = r.into_body().collect().await.expect("body").to_bytes();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    })
+}
+
 /// Waits until HTTPS /ping answers 200.
 fn ready_https(s: &Secure, agent: &ureq::Agent) {
     let ok = wait_for(Duration::from_secs(30), || {
@@ -309,6 +338,15 @@ fn signed_requests_and_a_wss_subscription_work_over_tls() {
         &agent,
         s.ssl_port,
         "/account/get",
+        &[("bk-signature", &sig)],
+    );
+    assert_eq!((st, v["id"].clone()), (200, json!(me)), "{v}");
+    // The same over HTTP/2, where the signed host travels as :authority.
+    let sig = py_sign(&Call::get(3, "tlsa", "s1", "/account/get?h=2"), &host);
+    let (st, v) = h2_get(
+        s.ssl_port,
+        &ca.pem(),
+        "/account/get?h=2",
         &[("bk-signature", &sig)],
     );
     assert_eq!((st, v["id"].clone()), (200, json!(me)), "{v}");
