@@ -296,8 +296,7 @@ fn auto_builder(api: &Api) -> hyper_util::server::conn::auto::Builder<TokioExecu
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(cfg.int("api-h2-max-streams") as u32)
         .max_header_list_size(cfg.int("api-max-header-size") as u32)
-        .max_pending_accept_reset_streams(cfg.int("api-h2-max-resets") as usize)
-        .max_local_error_reset_streams(cfg.int("api-h2-max-resets") as usize);
+        .max_pending_accept_reset_streams(cfg.int("api-h2-max-resets") as usize);
     // No extended CONNECT (RFC 8441) is advertised: WebSockets over HTTP/2 are not served, so
     // browsers open them over HTTP/1.1 (wss) instead.
     b
