@@ -819,3 +819,35 @@ fn requests_over_the_limits_get_a_clear_4xx() {
     assert!(matches!(closed, Some(1009) | None), "{closed:?}");
     assert!(ws.send(tungstenite::Message::text("/ping")).is_err() || ws.read().is_err());
 }
+
+#[test]
+fn an_image_over_the_pixel_limit_is_a_400() {
+    let t = Tree::start(
+        "run",
+        &["-server-web-workers", "1", "-api-image-max-pixels", "10000"],
+    );
+    t.ready(1);
+    add_account(&t, "pix", "s1", "Pix");
+    let put = |w: u32, h: u32| -> (u16, Value) {
+        use base64::Engine;
+        let icon = base64::engine::general_purpose::STANDARD.encode(crate::social::png(w, h));
+        let body = json!({ "icon": icon }).to_string();
+        let c = Call {
+            method: "POST",
+            content_type: Some("application/json"),
+            body: body.as_bytes(),
+            ..Call::get(3, "pix", "s1", "/account/put/icon?type=1")
+        };
+        crate::api::signed(&t, &c)
+    };
+    let (st, v) = put(100, 100);
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = put(101, 100);
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("-api-image-max-pixels")),
+        "{v}"
+    );
+}

@@ -16,6 +16,12 @@ pub static PARAMS: &[Param] = &[
         "largest width or height of an image the server produces (icons, message pictures); a larger _width/_height is a 400",
     ),
     Param::new(
+        "api-image-max-pixels",
+        Kind::Int { min: 1, max: 67108864 },
+        "67108864",
+        "most pixels (width times height) of an uploaded image; a larger one is a 400 before it is decoded",
+    ),
+    Param::new(
         "api-image-jobs",
         Kind::Int { min: 1, max: 64 },
         "2",
