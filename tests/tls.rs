@@ -3,7 +3,8 @@
 //! and a wss subscription over TLS; the certificate rotated under constant load with no failed
 //! request and no worker restarted; a bad new pair refused while the old one keeps serving; clear
 //! start-up errors; client certificates; `-ssl-redirect` and HSTS; proxy mode terminating TLS;
-//! the HTTP/2 rapid-reset pattern answered without the worker dying; the header limits.
+//! the HTTP/2 rapid-reset pattern answered without the worker dying; the request limits (head,
+//! URL, parameters, multipart parts, JSON depth, WebSocket message, image pixels).
 
 use crate::api::{add_account, py_sign, Call};
 use crate::harness::*;

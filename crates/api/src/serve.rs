@@ -362,7 +362,7 @@ pub async fn serve(
     } else {
         Side::Plain
     };
-    let mut incoming = accept_thread(listener, drain.clone());
+    let mut incoming = Some(accept_thread(listener, drain.clone()));
     let (mut secure_incoming, tls) = match https {
         Some(h) => {
             h.tls.watch(TLS_WATCH);
@@ -372,15 +372,23 @@ pub async fn serve(
     };
     let handshake_timeout = idle.min(Duration::from_secs(10));
     loop {
+        // Both accept threads stop at the drain; connections they queued before are still served.
         let (stream, secure) = tokio::select! {
-            r = incoming.recv() => match r {
+            r = async { incoming.as_mut()?.recv().await }, if incoming.is_some() => match r {
                 Some(s) => (s, false),
-                None => break,
+                None => {
+                    incoming = None;
+                    continue;
+                }
             },
             r = async { secure_incoming.as_mut()?.recv().await }, if secure_incoming.is_some() => match r {
                 Some(s) => (s, true),
-                None => break,
+                None => {
+                    secure_incoming = None;
+                    continue;
+                }
             },
+            else => break,
         };
         // Registered with this runtime's reactor here, not on the accept thread.
         let stream = match stream
