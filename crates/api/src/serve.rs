@@ -284,14 +284,23 @@ fn redirect(req: &hyper::Request<hyper::body::Incoming>, port: u16) -> crate::re
     r
 }
 
+/// `-api-max-headers` when it is not hyper's own default (100): setting it moves hyper's header
+/// array from the stack to the heap, an allocation per request.
+fn max_headers(cfg: &bkjs_base::config::Config) -> Option<usize> {
+    let n = cfg.int("api-max-headers") as usize;
+    (n != 100).then_some(n)
+}
+
 /// The HTTP/2 side of the HTTPS listener: limits from `-api-h2-*` (docs/security.md).
 fn auto_builder(api: &Api) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let cfg = &api.cfg;
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1()
         .keep_alive(true)
-        .max_buf_size(cfg.int("api-max-header-size") as usize)
-        .max_headers(cfg.int("api-max-headers") as usize);
+        .max_buf_size(cfg.int("api-max-header-size") as usize);
+    if let Some(n) = max_headers(cfg) {
+        b.http1().max_headers(n);
+    }
     b.http2()
         .timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(cfg.int("api-h2-max-streams") as u32)
@@ -315,8 +324,10 @@ pub async fn serve(
 ) {
     let mut http = http1::Builder::new();
     http.keep_alive(true)
-        .max_buf_size(api.cfg.int("api-max-header-size") as usize)
-        .max_headers(api.cfg.int("api-max-headers") as usize);
+        .max_buf_size(api.cfg.int("api-max-header-size") as usize);
+    if let Some(n) = max_headers(&api.cfg) {
+        http.max_headers(n);
+    }
     let auto = auto_builder(&api);
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let epoch = Instant::now();
