@@ -26,3 +26,4 @@ mod seed_semantics;
 mod shell;
 mod social;
 mod supervision;
+mod tls;

@@ -63,6 +63,12 @@ pub struct Api {
     pub(crate) origins: Vec<String>,
     /// `-api-upload-limit`, read once.
     pub(crate) upload_limit: usize,
+    /// `-api-max-url`: longest path and query, in bytes.
+    pub(crate) max_url: usize,
+    /// `-api-max-params`: most parameters (query, form, JSON fields, multipart parts) of a request.
+    pub(crate) max_params: usize,
+    /// `-api-ws-max-message`: largest WebSocket message (and frame) a client may send.
+    pub(crate) ws_max_message: usize,
     /// `-api-body-timeout`, read once (zero: none).
     pub(crate) body_timeout: std::time::Duration,
     /// `-api-image-jobs`: permits for image conversions on the blocking pool.

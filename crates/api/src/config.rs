@@ -16,6 +16,12 @@ pub static PARAMS: &[Param] = &[
         "largest width or height of an image the server produces (icons, message pictures); a larger _width/_height is a 400",
     ),
     Param::new(
+        "api-image-max-pixels",
+        Kind::Int { min: 1, max: 67108864 },
+        "67108864",
+        "most pixels (width times height) of an uploaded image; a larger one is a 400 before it is decoded",
+    ),
+    Param::new(
         "api-image-jobs",
         Kind::Int { min: 1, max: 64 },
         "2",
@@ -62,6 +68,48 @@ pub static PARAMS: &[Param] = &[
         Kind::Duration,
         "30s",
         "a request body not fully received this long after its headers is answered 408 and its connection closed (0 = no limit)",
+    ),
+    Param::new(
+        "api-max-url",
+        Kind::Int { min: 256, max: 1048576 },
+        "16384",
+        "longest request path and query in bytes; a longer one is a 414",
+    ),
+    Param::new(
+        "api-max-params",
+        Kind::Int { min: 1, max: 1000000 },
+        "1000",
+        "most parameters of one request (query, form and JSON fields, multipart parts); more is a 400",
+    ),
+    Param::new(
+        "api-ws-max-message",
+        Kind::Int { min: 1024, max: 67108864 },
+        "65536",
+        "largest WebSocket message or frame a client may send in bytes; a larger one closes the socket with 1009",
+    ),
+    Param::new(
+        "api-max-header-size",
+        Kind::Int { min: 8192, max: 16777216 },
+        "65536",
+        "largest request head (request line and headers; the HTTP/2 header list) in bytes; a larger one is a 431",
+    ),
+    Param::new(
+        "api-max-headers",
+        Kind::Int { min: 8, max: 1000 },
+        "100",
+        "most header fields of an HTTP/1.1 request; more is a 431",
+    ),
+    Param::new(
+        "api-h2-max-streams",
+        Kind::Int { min: 1, max: 10000 },
+        "100",
+        "most concurrent streams of one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS)",
+    ),
+    Param::new(
+        "api-h2-max-resets",
+        Kind::Int { min: 1, max: 100000 },
+        "20",
+        "HTTP/2 streams reset before being answered (the rapid-reset pattern) that close the connection with GOAWAY",
     ),
     Param::new(
         "api-ip-conn-max",

@@ -29,6 +29,7 @@ mod reply;
 pub mod route;
 mod router;
 mod serve;
+pub mod tls;
 mod websocket;
 
 pub use api::{Api, Req, Routes};
@@ -37,4 +38,4 @@ pub use config::PARAMS;
 pub use error::ApiError;
 pub use reply::{error_full, Body, Out, Reply};
 pub use router::router_hang;
-pub use serve::serve;
+pub use serve::{serve, Https};

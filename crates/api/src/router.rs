@@ -66,6 +66,9 @@ impl Api {
             && !routes.has_hooks();
         Api {
             upload_limit: cfg.int("api-upload-limit") as usize,
+            max_url: cfg.int("api-max-url") as usize,
+            max_params: cfg.int("api-max-params") as usize,
+            ws_max_message: cfg.int("api-ws-max-message") as usize,
             body_timeout: cfg.duration("api-body-timeout"),
             image_jobs: tokio::sync::Semaphore::new(cfg.int("api-image-jobs") as usize),
             body_jobs: tokio::sync::Semaphore::new(cfg.int("api-body-jobs") as usize),
@@ -120,6 +123,14 @@ impl Api {
         {
             // The answer `route` would give, without its allocations and path rule scans.
             Ok(empty_object())
+        } else if uri.path_and_query().map_or(0, |p| p.as_str().len()) > self.max_url {
+            Err(ApiError::new(
+                StatusCode::URI_TOO_LONG,
+                format!(
+                    "the URL is longer than -api-max-url ({} bytes)",
+                    self.max_url
+                ),
+            ))
         } else {
             // Boxed: the routing future is large, and moving it into the scope would copy it.
             Box::pin(self.route(req, uri.path(), uri.query())).await
@@ -338,6 +349,12 @@ impl Api {
             .await?
         }
         .map_err(ApiError::bad)?;
+        if params.pairs().len() + params.files().len() > self.max_params {
+            return Err(ApiError::bad(format!(
+                "more than -api-max-params ({}) parameters or parts",
+                self.max_params
+            )));
+        }
         self.check_unsecure(path, &params)?;
         let mut r = Req::new(
             self.clone(),

@@ -1,11 +1,12 @@
-//! The serve loop of a web worker: hyper 1.x on the inherited listening socket, one task per
-//! connection, and a graceful drain (stop accepting, finish in-flight requests, close idle
+//! The serve loop of a web worker: hyper 1.x on the inherited listening socket (HTTP/1.1) and,
+//! when HTTPS is on, on the inherited HTTPS socket (TLS with HTTP/1.1 or HTTP/2 by ALPN), one task
+//! per connection, and a graceful drain (stop accepting, finish in-flight requests, close idle
 //! keep-alive connections, hard deadline).
 
 use crate::api::Api;
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -175,17 +176,159 @@ fn accept_thread(
 /// How often a blocked accept wakes up to look at the drain flag.
 const ACCEPT_WAKEUP: Duration = Duration::from_millis(200);
 
-/// Serves `listener` until `drain` turns true, then drains: in-flight requests finish, every
-/// connection closes once idle, and whatever is left after `drain_timeout` is cut. Each connection
-/// task holds a clone of `done`; the drain is over when the last one is dropped.
+/// The HTTPS side of a worker: its listening socket and the certificate in use.
+pub struct Https {
+    pub listener: std::net::TcpListener,
+    pub tls: Arc<crate::tls::Tls>,
+}
+
+/// A served connection that can be asked to finish its requests and close.
+trait Graceful: Future {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    Self: Future,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+impl<I, S> Graceful
+    for hyper_util::server::conn::auto::UpgradeableConnection<'static, I, S, TokioExecutor>
+where
+    Self: Future,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Future: Send + 'static,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+/// Runs one connection until it ends, honouring the sweep's SHUTDOWN and ABORT.
+async fn run_conn<C, E>(conn: C, state: Arc<ConnState>)
+where
+    C: Graceful<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut shut = false;
+    let r = std::future::poll_fn(|cx| {
+        state.waker.register(cx.waker());
+        match state.closing.load(Ordering::Acquire) {
+            ABORT => return std::task::Poll::Ready(Ok(())),
+            SHUTDOWN if !shut => {
+                // Finish the request in flight, then close.
+                conn.as_mut().graceful();
+                shut = true;
+            }
+            _ => {}
+        }
+        conn.as_mut().poll(cx)
+    })
+    .await;
+    if let Err(e) = r {
+        tracing::debug!("connection: {e}");
+    }
+}
+
+/// How a listener's replies differ: plain, plain redirecting to HTTPS, or HTTPS.
+#[derive(Clone)]
+enum Side {
+    Plain,
+    /// `-ssl-redirect`: every plain request is a 301 to this HTTPS port.
+    Redirect(u16),
+    /// HTTPS, with the `Strict-Transport-Security` value when `-ssl-hsts` is set.
+    Secure(Option<HeaderValue>),
+}
+
+/// The 301 of `-ssl-redirect`: same host, the HTTPS port, same path and query.
+fn redirect(req: &hyper::Request<hyper::body::Incoming>, port: u16) -> crate::reply::Reply {
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.to_string())
+        .or_else(|| req.uri().host().map(|h| h.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    // Strip a port, IPv6 brackets kept.
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host.as_str(),
+    };
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let location = if port == 443 {
+        format!("https://{name}{target}")
+    } else {
+        format!("https://{name}:{port}{target}")
+    };
+    let mut r = crate::reply::error(hyper::StatusCode::MOVED_PERMANENTLY, "use HTTPS");
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(hyper::header::LOCATION, v);
+    }
+    r
+}
+
+/// `-api-max-headers` when it is not hyper's own default (100): setting it moves hyper's header
+/// array from the stack to the heap, an allocation per request.
+fn max_headers(cfg: &bkjs_base::config::Config) -> Option<usize> {
+    let n = cfg.int("api-max-headers") as usize;
+    (n != 100).then_some(n)
+}
+
+/// The HTTP/2 side of the HTTPS listener: limits from `-api-h2-*` (docs/security.md).
+fn auto_builder(api: &Api) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let cfg = &api.cfg;
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .keep_alive(true)
+        .max_buf_size(cfg.int("api-max-header-size") as usize);
+    if let Some(n) = max_headers(cfg) {
+        b.http1().max_headers(n);
+    }
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(cfg.int("api-h2-max-streams") as u32)
+        .max_header_list_size(cfg.int("api-max-header-size") as u32)
+        .max_pending_accept_reset_streams(cfg.int("api-h2-max-resets") as usize);
+    // No extended CONNECT (RFC 8441) is advertised: WebSockets over HTTP/2 are not served, so
+    // browsers open them over HTTP/1.1 (wss) instead.
+    b
+}
+
+/// Serves `listener` (and the HTTPS listener of `https`) until `drain` turns true, then drains:
+/// in-flight requests finish, every connection closes once idle, and whatever is left after
+/// `drain_timeout` is cut. Each connection task holds a clone of `done`; the drain is over when
+/// the last one is dropped.
 pub async fn serve(
     listener: std::net::TcpListener,
+    https: Option<Https>,
     api: Arc<Api>,
     drain: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
     let mut http = http1::Builder::new();
-    http.keep_alive(true);
+    http.keep_alive(true)
+        .max_buf_size(api.cfg.int("api-max-header-size") as usize);
+    if let Some(n) = max_headers(&api.cfg) {
+        http.max_headers(n);
+    }
+    let auto = auto_builder(&api);
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let epoch = Instant::now();
     let conns = Arc::new(Conns {
@@ -221,76 +364,155 @@ pub async fn serve(
             }
         })
     };
-    let mut incoming = accept_thread(listener, drain.clone());
+    let hsts = api.cfg.duration("ssl-hsts");
+    let hsts = (!hsts.is_zero())
+        .then(|| HeaderValue::from_str(&format!("max-age={}", hsts.as_secs())).ok())
+        .flatten();
+    let plain_side = if https.is_some() && api.cfg.bool("ssl-redirect") {
+        Side::Redirect(api.cfg.int("ssl-port") as u16)
+    } else {
+        Side::Plain
+    };
+    let mut incoming = Some(accept_thread(listener, drain.clone()));
+    let (mut secure_incoming, tls) = match https {
+        Some(h) => {
+            h.tls.watch(TLS_WATCH);
+            (Some(accept_thread(h.listener, drain.clone())), Some(h.tls))
+        }
+        None => (None, None),
+    };
+    let handshake_timeout = idle.min(Duration::from_secs(10));
     loop {
-        tokio::select! {
-            r = incoming.recv() => {
-                let Some(stream) = r else { break };
-                // Registered with this runtime's reactor here, not on the accept thread.
-                let stream = match stream.set_nonblocking(true).and_then(|_| TcpStream::from_std(stream)) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("accepted socket: {e}");
-                        continue;
+        // Both accept threads stop at the drain; connections they queued before are still served.
+        let (stream, secure) = tokio::select! {
+            r = async { incoming.as_mut()?.recv().await }, if incoming.is_some() => match r {
+                Some(s) => (s, false),
+                None => {
+                    incoming = None;
+                    continue;
+                }
+            },
+            r = async { secure_incoming.as_mut()?.recv().await }, if secure_incoming.is_some() => match r {
+                Some(s) => (s, true),
+                None => {
+                    secure_incoming = None;
+                    continue;
+                }
+            },
+            else => break,
+        };
+        // Registered with this runtime's reactor here, not on the accept thread.
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|_| TcpStream::from_std(stream))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("accepted socket: {e}");
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let slot = match stream.peer_addr() {
+            Ok(peer) => match per_ip.enter(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    if per_ip.should_log() {
+                        tracing::info!("{} holds -api-ip-conn-max connections already: refused (logged once a second)", peer.ip());
                     }
-                };
-                let _ = stream.set_nodelay(true);
-                let slot = match stream.peer_addr() {
-                    Ok(peer) => match per_ip.enter(peer.ip()) {
-                        Some(slot) => Some(slot),
-                        None => {
-                            if per_ip.should_log() {
-                                tracing::info!("{} holds -api-ip-conn-max connections already: refused (logged once a second)", peer.ip());
+                    // Best effort: a client that is not reading gets the close only (on HTTPS,
+                    // the plain text would not be understood: just the close).
+                    if !secure {
+                        let _ = stream.try_write(crate::conn_limit::REFUSED);
+                    }
+                    continue;
+                }
+            },
+            Err(_) => None,
+        };
+        let (id, state) = conns.add();
+        let side = if secure {
+            Side::Secure(hsts.clone())
+        } else {
+            plain_side.clone()
+        };
+        let svc = {
+            // One shared context per connection: a request clones one Arc, not four.
+            let ctx = Arc::new((api.clone(), state.clone(), conns.clone(), side));
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let ctx = ctx.clone();
+                async move {
+                    let (api, state, conns, side) = &*ctx;
+                    state.inflight.fetch_add(1, Ordering::SeqCst);
+                    state.last_ms.store(conns.now(), Ordering::Relaxed);
+                    let mut reply = match side {
+                        Side::Redirect(port) => redirect(&req, *port),
+                        Side::Plain => api.handle(req).await,
+                        Side::Secure(hsts) => {
+                            // HTTP/2 carries the host as :authority; signatures and handlers
+                            // read the Host header.
+                            if !req.headers().contains_key(hyper::header::HOST) {
+                                if let Some(a) = req
+                                    .uri()
+                                    .authority()
+                                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                                {
+                                    req.headers_mut().insert(hyper::header::HOST, a);
+                                }
                             }
-                            // Best effort: a client that is not reading gets the close only.
-                            let _ = stream.try_write(crate::conn_limit::REFUSED);
-                            continue;
-                        }
-                    },
-                    Err(_) => None,
-                };
-                let (id, state) = conns.add();
-                let svc = {
-                    // One shared context per connection: a request clones one Arc, not four.
-                    let ctx = Arc::new((api.clone(), state.clone(), conns.clone()));
-                    hyper::service::service_fn(move |req| {
-                        let ctx = ctx.clone();
-                        async move {
-                            let (api, state, conns) = &*ctx;
-                            state.inflight.fetch_add(1, Ordering::SeqCst);
-                            state.last_ms.store(conns.now(), Ordering::Relaxed);
                             let mut reply = api.handle(req).await;
-                            if conns.draining.load(Ordering::Relaxed) {
-                                reply.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+                            if let Some(v) = hsts {
+                                reply
+                                    .headers_mut()
+                                    .insert(hyper::header::STRICT_TRANSPORT_SECURITY, v.clone());
                             }
-                            state.last_ms.store(conns.now(), Ordering::Relaxed);
-                            state.inflight.fetch_sub(1, Ordering::SeqCst);
-                            Ok::<_, std::convert::Infallible>(reply)
+                            reply
                         }
-                    })
-                };
-                let conn = http.serve_connection(TokioIo::new(stream), svc).with_upgrades();
-                let done = done.clone();
-                let conns = conns.clone();
+                    };
+                    if conns.draining.load(Ordering::Relaxed) {
+                        reply
+                            .headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    state.last_ms.store(conns.now(), Ordering::Relaxed);
+                    state.inflight.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, std::convert::Infallible>(reply)
+                }
+            })
+        };
+        let done = done.clone();
+        let conns = conns.clone();
+        match tls.as_ref().filter(|_| secure) {
+            None => {
+                let conn = http
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
                 tokio::spawn(async move {
-                    let mut conn = std::pin::pin!(conn);
-                    let mut shut = false;
-                    let r = std::future::poll_fn(|cx| {
-                        state.waker.register(cx.waker());
-                        match state.closing.load(Ordering::Acquire) {
-                            ABORT => return std::task::Poll::Ready(Ok(())),
-                            SHUTDOWN if !shut => {
-                                // Finish the request in flight, then close.
-                                conn.as_mut().graceful_shutdown();
-                                shut = true;
-                            }
-                            _ => {}
+                    run_conn(conn, state).await;
+                    conns.remove(id);
+                    drop(slot);
+                    drop(done);
+                });
+            }
+            Some(tls) => {
+                let accept = tls.acceptor.accept(stream);
+                let auto = auto.clone();
+                tokio::spawn(async move {
+                    // The handshake counts as a request in flight: the sweep leaves it alone,
+                    // the timeout bounds it.
+                    state.inflight.fetch_add(1, Ordering::SeqCst);
+                    let shaken = tokio::time::timeout(handshake_timeout, accept).await;
+                    state.last_ms.store(conns.now(), Ordering::Relaxed);
+                    state.inflight.fetch_sub(1, Ordering::SeqCst);
+                    match shaken {
+                        Ok(Ok(stream)) => {
+                            let conn = auto
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .into_owned();
+                            run_conn(conn, state).await;
                         }
-                        conn.as_mut().poll(cx)
-                    })
-                    .await;
-                    if let Err(e) = r {
-                        tracing::debug!("connection: {e}");
+                        Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake: timed out"),
                     }
                     conns.remove(id);
                     drop(slot);
@@ -307,3 +529,6 @@ pub async fn serve(
         _ = tokio::time::sleep(drain_timeout) => tracing::warn!("drain deadline {drain_timeout:?} reached: closing the remaining connections"),
     }
 }
+
+/// How often a worker looks at the certificate and key files for a change.
+const TLS_WATCH: Duration = Duration::from_secs(1);

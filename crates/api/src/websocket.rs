@@ -40,9 +40,6 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// The largest frame a client may send (a request URL).
-const MAX_FRAME: usize = 64 * 1024;
-
 /// Events pushed in one frame at most.
 const MAX_BATCH: usize = 100;
 
@@ -120,12 +117,15 @@ pub(crate) fn accept(
             headers.append(h.clone(), v.clone());
         }
     }
+    let max_message = api.ws_max_message;
     tokio::spawn(async move {
         match on.await {
             Ok(upgraded) => {
+                // The largest message and frame a client may send (a request URL):
+                // -api-ws-max-message; a larger one closes the socket (1009).
                 let config = WebSocketConfig::default()
-                    .max_message_size(Some(MAX_FRAME))
-                    .max_frame_size(Some(MAX_FRAME));
+                    .max_message_size(Some(max_message))
+                    .max_frame_size(Some(max_message));
                 let ws = WebSocketStream::from_raw_socket(
                     TokioIo::new(upgraded),
                     Role::Server,

@@ -117,4 +117,66 @@ mod tests {
         assert_eq!(b, b"{}");
         assert!(split_backtrace(&[0, 0, 0, 1]).is_none());
     }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes from a peer: a frame, an error or EOF; never a panic, and a length above
+        /// MAX_FRAME is refused before anything is allocated for it.
+        #[test]
+        fn read_frame_survives_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut r = bytes.as_slice();
+            let mut buf = Vec::new();
+            if block_on(read_frame(&mut r, &mut buf)).is_ok() {
+                prop_assert!(has_frame(&bytes));
+                prop_assert_eq!(&bytes[9..9 + buf.len()], buf.as_slice());
+            }
+            let _ = split_backtrace(&bytes);
+            for direction in 0..3 {
+                let body = bytes.get(4..).unwrap_or_default();
+                let _ = match direction {
+                    0 => serde_json::from_slice::<crate::Request>(body).map(|_| ()),
+                    1 => serde_json::from_slice::<crate::Reply>(body).map(|_| ()),
+                    _ => serde_json::from_slice::<crate::Push>(body).map(|_| ()),
+                };
+            }
+        }
+
+        /// A huge announced length is refused without reading on.
+        #[test]
+        fn oversized_frames_are_refused(len in (MAX_FRAME + 1)..u64::MAX) {
+            let mut bytes = vec![1u8];
+            bytes.extend_from_slice(&len.to_be_bytes());
+            let mut r = bytes.as_slice();
+            let mut buf = Vec::new();
+            prop_assert!(block_on(read_frame(&mut r, &mut buf)).is_err());
+            prop_assert!(buf.capacity() < 1024);
+        }
+
+        /// What `frame` writes, `read_frame` reads back whole.
+        #[test]
+        fn frames_round_trip(
+            header in proptest::collection::vec(any::<u8>(), 0..16),
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut out = Vec::new();
+            frame(&mut out, &header, &body);
+            prop_assert!(has_frame(&out));
+            prop_assert!(!has_frame(&out[..out.len() - 1]) || header.is_empty() && body.is_empty());
+            let mut r = out.as_slice();
+            let mut buf = Vec::new();
+            block_on(read_frame(&mut r, &mut buf)).expect("read");
+            prop_assert_eq!(&buf[..header.len()], header.as_slice());
+            prop_assert_eq!(&buf[header.len()..], body.as_slice());
+        }
+    }
 }

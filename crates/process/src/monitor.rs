@@ -159,6 +159,10 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
         tracing::error!("{e}");
         return bkjs_base::config::EXIT_USAGE;
     }
+    if let Err(e) = bkjs_api::tls::check(&cfg) {
+        tracing::error!("{e}");
+        return bkjs_base::config::EXIT_USAGE;
+    }
     let jobs = match jobs.filter(|_| role == Role::Master) {
         Some((registry, tables)) => match bkjs_jobs::Jobs::start(&cfg, boot, registry, tables) {
             Ok(j) => Some(j),
@@ -336,10 +340,14 @@ pub fn run_supervisor(mut cfg: Config, role: Role, boot: &Boot, jobs: Option<Job
     0
 }
 
-/// Adds the monitor's HTTP socket to a child's spec as its inherited listening socket.
+/// Adds the monitor's HTTP socket (and HTTPS socket) to a child's spec as its inherited listening
+/// sockets: fd 3 is HTTP, fd 4 HTTPS.
 fn spec_with(mut spec: ChildSpec, http: &Option<HttpSocket>) -> ChildSpec {
     if let Some(h) = http {
         spec.fds = vec![h.listener.as_raw_fd()];
+        if let Some(l) = &h.https {
+            spec.fds.push(l.as_raw_fd());
+        }
     }
     spec
 }
@@ -356,10 +364,12 @@ fn close_inherited(boot: &Boot, role: Role) {
     }
 }
 
-/// The HTTP listening socket the monitor owns for the whole tree (`-bind`, `-port`).
+/// The HTTP listening socket the monitor owns for the whole tree (`-bind`, `-port`), and the
+/// HTTPS one (`-ssl-port`) when `-ssl-cert` and `-ssl-key` are set.
 struct HttpSocket {
     addr: std::net::SocketAddr,
     listener: std::net::TcpListener,
+    https: Option<std::net::TcpListener>,
 }
 
 impl HttpSocket {
@@ -371,7 +381,31 @@ impl HttpSocket {
         match bkjs_base::sys::tcp_listener(addr, cfg.int("backlog") as i32) {
             Ok(listener) => {
                 tracing::info!("monitor listening on {addr} for the web workers");
-                Some(HttpSocket { addr, listener })
+                let https = if bkjs_api::tls::enabled(cfg) {
+                    let text = format!("{}:{}", cfg.str("bind"), cfg.int("ssl-port"));
+                    let addr: std::net::SocketAddr = text.parse().ok()?;
+                    match bkjs_base::sys::tcp_listener(addr, cfg.int("backlog") as i32) {
+                        Ok(l) => {
+                            tracing::info!(
+                                "monitor listening on {addr} (HTTPS) for the web workers"
+                            );
+                            Some(l)
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "monitor cannot listen on {addr}: {e}; the server will bind it"
+                            );
+                            return None;
+                        }
+                    }
+                } else {
+                    None
+                };
+                Some(HttpSocket {
+                    addr,
+                    listener,
+                    https,
+                })
             }
             Err(e) => {
                 tracing::warn!("monitor cannot listen on {addr}: {e}; the server will bind it");
@@ -386,7 +420,13 @@ impl HttpSocket {
             return;
         };
         let text = format!("{}:{}", cfg.str("bind"), cfg.int("port"));
-        if text.parse::<std::net::SocketAddr>().ok() != Some(h.addr) {
+        if text.parse::<std::net::SocketAddr>().ok() != Some(h.addr)
+            || h.https.is_some() != bkjs_api::tls::enabled(cfg)
+            || h.https
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .is_some_and(|a| a.port() as i64 != cfg.int("ssl-port"))
+        {
             *http = None;
             *http = HttpSocket::bind(cfg);
         }

@@ -1,8 +1,10 @@
 //! Proxy mode (`-proxy-port N`): the server accepts on the public port and forwards every request,
 //! upgrades included, to a ready web worker on 127.0.0.1 ports N, N+1, ...; the worker with the
-//! fewest outstanding requests wins. With no ready worker the answer is 503.
+//! fewest outstanding requests wins. With no ready worker the answer is 503. With HTTPS on, the
+//! proxy also terminates TLS (HTTP/1.1 or HTTP/2 by ALPN) on `-ssl-port` and forwards the same way.
 
 use bkjs_api::error_full as error;
+use bkjs_api::tls::Tls;
 use bkjs_base::config::Config;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt};
@@ -62,9 +64,16 @@ pub(crate) struct Proxy {
 }
 
 impl Proxy {
-    /// Serves `listener` on a new thread.
-    pub fn start(listener: std::net::TcpListener, cfg: &Config) -> std::io::Result<Proxy> {
+    /// Serves `listener` (and the HTTPS listener of `secure`) on a new thread.
+    pub fn start(
+        listener: std::net::TcpListener,
+        secure: Option<(std::net::TcpListener, Arc<Tls>)>,
+        cfg: &Config,
+    ) -> std::io::Result<Proxy> {
         listener.set_nonblocking(true)?;
+        if let Some((l, _)) = &secure {
+            l.set_nonblocking(true)?;
+        }
         let backends = Arc::new(Backends::default());
         let (stop, stop_rx) = watch::channel(false);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -78,8 +87,21 @@ impl Proxy {
             .name("proxy".into())
             .spawn(move || {
                 rt.block_on(async move {
+                    let secure = match secure {
+                        Some((l, tls)) => match tokio::net::TcpListener::from_std(l) {
+                            Ok(l) => {
+                                tls.watch(std::time::Duration::from_secs(1));
+                                Some((l, tls))
+                            }
+                            Err(e) => {
+                                tracing::error!("proxy HTTPS listener: {e}");
+                                None
+                            }
+                        },
+                        None => None,
+                    };
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => accept(l, b, stop_rx, header_timeout).await,
+                        Ok(l) => accept(l, secure, b, stop_rx, header_timeout).await,
                         Err(e) => tracing::error!("proxy listener: {e}"),
                     }
                 });
@@ -99,6 +121,7 @@ impl Proxy {
 
 async fn accept(
     listener: tokio::net::TcpListener,
+    secure: Option<(tokio::net::TcpListener, Arc<Tls>)>,
     backends: Arc<Backends>,
     mut stop: watch::Receiver<bool>,
     header_timeout: std::time::Duration,
@@ -107,12 +130,26 @@ async fn accept(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout);
+    let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    auto.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    auto.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_pending_accept_reset_streams(20);
     loop {
-        let stream = tokio::select! {
+        let (stream, is_tls) = tokio::select! {
             r = listener.accept() => match r {
-                Ok((s, _)) => s,
+                Ok((s, _)) => (s, false),
                 Err(e) => {
                     tracing::warn!("proxy accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            r = async { secure.as_ref()?.0.accept().await.ok() }, if secure.is_some() => match r {
+                Some((s, _)) => (s, true),
+                None => {
                     tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                     continue;
                 }
@@ -127,14 +164,36 @@ async fn accept(
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(forward(req, &backends, &client).await) }
         });
-        let conn = http
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("proxy connection: {e}");
+        match secure.as_ref().filter(|_| is_tls) {
+            None => {
+                let conn = http
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("proxy connection: {e}");
+                    }
+                });
             }
-        });
+            Some((_, tls)) => {
+                let accept = tls.acceptor.accept(stream);
+                let auto = auto.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(header_timeout, accept).await {
+                        Ok(Ok(stream)) => {
+                            if let Err(e) = auto
+                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                                .await
+                            {
+                                tracing::debug!("proxy connection: {e}");
+                            }
+                        }
+                        Ok(Err(e)) => tracing::debug!("proxy TLS handshake: {e}"),
+                        Err(_) => tracing::debug!("proxy TLS handshake: timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -168,6 +227,19 @@ async fn forward(
                 .map(|b| b.map_err(|e| match e {}).boxed())
         }
     };
+    // An HTTP/2 request goes on as HTTP/1.1, its :authority as the Host header.
+    if req.version() == hyper::Version::HTTP_2 {
+        if !req.headers().contains_key(hyper::header::HOST) {
+            if let Some(a) = req
+                .uri()
+                .authority()
+                .and_then(|a| hyper::header::HeaderValue::from_str(a.as_str()).ok())
+            {
+                req.headers_mut().insert(hyper::header::HOST, a);
+            }
+        }
+        *req.version_mut() = hyper::Version::HTTP_11;
+    }
     *req.uri_mut() = uri;
     let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));

@@ -16,6 +16,7 @@ use rand::Rng;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::TcpListener;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The youngest a worker can be to be recycled for its request count or memory.
@@ -65,6 +66,10 @@ struct Server<'a> {
     cfg: Config,
     boot: &'a Boot,
     listener: Option<TcpListener>,
+    /// The HTTPS socket the workers inherit next to `listener` (not in proxy mode).
+    https: Option<TcpListener>,
+    /// In proxy mode, the certificate the proxy serves (reloaded on SIGHUP).
+    proxy_tls: Option<Arc<bkjs_api::tls::Tls>>,
     proxy: Option<Proxy>,
     workers: BTreeMap<u32, Worker>,
     roll: Option<Roll>,
@@ -96,7 +101,11 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
     };
     // Checked before anything else: the master may have died between spawn and now.
     let parent = nix::unistd::getppid().as_raw() as u32;
-    let listener = match listen(&cfg, boot) {
+    if let Err(e) = bkjs_api::tls::check(&cfg) {
+        tracing::error!("{e}");
+        return bkjs_base::config::EXIT_USAGE;
+    }
+    let (listener, https) = match listen(&cfg, boot) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!("{e}");
@@ -220,22 +229,33 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
         }
     };
     let proxy_port = cfg.int("proxy-port") as u16;
-    let (listener, proxy) = if proxy_port > 0 {
-        match Proxy::start(listener, &cfg) {
-            Ok(p) => (None, Some(p)),
+    let (listener, https, proxy, proxy_tls) = if proxy_port > 0 {
+        // Proxy mode terminates TLS here; the workers speak plain HTTP on 127.0.0.1.
+        let tls = match bkjs_api::tls::Tls::load(&cfg) {
+            Ok(t) => t.map(Arc::new),
+            Err(e) => {
+                tracing::error!("{e}");
+                return bkjs_base::config::EXIT_USAGE;
+            }
+        };
+        let secure = https.zip(tls.clone());
+        match Proxy::start(listener, secure, &cfg) {
+            Ok(p) => (None, None, Some(p), tls),
             Err(e) => {
                 tracing::error!("cannot start the proxy: {e}");
                 return EXIT_BOOT;
             }
         }
     } else {
-        (Some(listener), None)
+        (Some(listener), https, None, None)
     };
     let conf_mtimes = mtimes(&cfg);
     let mut server = Server {
         cfg,
         boot,
         listener,
+        https,
+        proxy_tls,
         proxy,
         workers: BTreeMap::new(),
         roll: None,
@@ -320,17 +340,31 @@ fn init_db(cfg: &Config, tables: Vec<bkjs_db::Table>) -> Result<(), bkjs_db::DbE
     })
 }
 
-/// The listening socket: inherited (systemd or parent) or bound here, retrying while the port is
-/// still held by a previous server for up to `-server-bind-retry`.
-fn listen(cfg: &Config, boot: &Boot) -> Result<TcpListener, String> {
-    if let Some(fd) = boot.listen_fds.first() {
-        use std::os::fd::FromRawFd;
+/// The listening sockets, HTTP and (with `-ssl-cert` and `-ssl-key`) HTTPS: inherited (systemd or
+/// parent: fd 3 HTTP, fd 4 HTTPS) or bound here, retrying while a port is still held by a previous
+/// server for up to `-server-bind-retry`.
+fn listen(cfg: &Config, boot: &Boot) -> Result<(TcpListener, Option<TcpListener>), String> {
+    use std::os::fd::FromRawFd;
+    let http = match boot.listen_fds.first() {
         // SAFETY: the fd was handed to this process as a listening socket (LISTEN_FDS protocol)
         // and nothing else in this process owns it.
-        let l = unsafe { TcpListener::from_raw_fd(*fd) };
-        return Ok(l);
+        Some(fd) => unsafe { TcpListener::from_raw_fd(*fd) },
+        None => bind(cfg, cfg.int("port"))?,
+    };
+    if !bkjs_api::tls::enabled(cfg) {
+        return Ok((http, None));
     }
-    let addr = format!("{}:{}", cfg.str("bind"), cfg.int("port"));
+    let https = match boot.listen_fds.get(1) {
+        // SAFETY: as above, the second inherited socket.
+        Some(fd) => unsafe { TcpListener::from_raw_fd(*fd) },
+        None => bind(cfg, cfg.int("ssl-port"))?,
+    };
+    Ok((http, Some(https)))
+}
+
+/// Binds `-bind:PORT`, retrying while the port is in use for up to `-server-bind-retry`.
+fn bind(cfg: &Config, port: i64) -> Result<TcpListener, String> {
+    let addr = format!("{}:{}", cfg.str("bind"), port);
     let sa: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| format!("invalid -bind/-port {addr}: {e}"))?;
@@ -390,6 +424,16 @@ impl Server<'_> {
                 }
                 Some(Event::Signal(libc::SIGHUP)) => match self.cfg.reload() {
                     Ok(new) => {
+                        // The certificate first, at once, in every worker and in the proxy; the
+                        // rolling restart follows.
+                        if let Some(tls) = &self.proxy_tls {
+                            tls.reload();
+                        }
+                        if self.https.is_some() {
+                            for pid in self.workers.keys() {
+                                kill_group(*pid, Signal::SIGHUP);
+                            }
+                        }
                         tracing::info!("SIGHUP: configuration reloaded, rolling restart");
                         self.apply(new);
                     }
@@ -538,6 +582,9 @@ impl Server<'_> {
         let mut port = 0u16;
         if let Some(l) = &self.listener {
             spec.fds = vec![l.as_raw_fd()];
+            if let Some(l) = &self.https {
+                spec.fds.push(l.as_raw_fd());
+            }
         } else {
             let base = self.cfg.int("proxy-port") as u16;
             let used: Vec<u16> = self.workers.values().map(|w| w.port).collect();
@@ -859,6 +906,7 @@ impl Server<'_> {
         self.stopping = Some(Instant::now() + stop_deadline(&self.cfg, Role::Server));
         // Close our copy of the socket; the workers close theirs as they drain.
         self.listener = None;
+        self.https = None;
         if let Some(p) = self.proxy.take() {
             p.stop();
         }

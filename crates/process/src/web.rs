@@ -1,5 +1,5 @@
-//! A web worker: takes the listening socket from its parent (or, in proxy mode, binds its own
-//! 127.0.0.1 port), drops privileges, serves the API, reports `ready` and heartbeats to the server,
+//! A web worker: takes the listening socket (and the HTTPS one) from its parent (or, in proxy
+//! mode, binds its own 127.0.0.1 port), loads the certificate, drops privileges, serves the API, reports `ready` and heartbeats to the server,
 //! and drains on SIGTERM.
 
 use super::{drop_privileges, rss_bytes, EXIT_BOOT};
@@ -41,6 +41,29 @@ fn listener(boot: &Boot) -> Result<TcpListener, String> {
     Ok(unsafe { TcpListener::from_raw_fd(fd) })
 }
 
+/// The inherited HTTPS socket (fd 4) and the certificate, read before privileges are dropped; None
+/// when HTTPS is off or in proxy mode (the proxy terminates TLS).
+fn https(cfg: &Config, boot: &Boot) -> Result<Option<api::Https>, String> {
+    if std::env::var("_BKJS_WORKER_PORT").is_ok() {
+        return Ok(None);
+    }
+    let Some(tls) = api::tls::Tls::load(cfg).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let fd = *boot
+        .listen_fds
+        .get(1)
+        .ok_or("HTTPS is on but no HTTPS socket was passed to this web worker")?;
+    use std::os::fd::FromRawFd;
+    // SAFETY: the parent passed this fd as the HTTPS listening socket (see server::listen) and
+    // nothing else in this process owns it.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    Ok(Some(api::Https {
+        listener,
+        tls: Arc::new(tls),
+    }))
+}
+
 /// Runs a web worker until it has drained; returns the exit code.
 pub fn run_web(
     cfg: Config,
@@ -50,6 +73,13 @@ pub fn run_web(
 ) -> i32 {
     let std_listener = match listener(boot) {
         Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{e}");
+            return EXIT_BOOT;
+        }
+    };
+    let https = match https(&cfg, boot) {
+        Ok(h) => h,
         Err(e) => {
             tracing::error!("{e}");
             return EXIT_BOOT;
@@ -82,12 +112,13 @@ pub fn run_web(
             return EXIT_BOOT;
         }
     };
-    rt.block_on(serve(cfg, std_listener, tables, routes))
+    rt.block_on(serve(cfg, std_listener, https, tables, routes))
 }
 
 async fn serve(
     cfg: Config,
     std_listener: TcpListener,
+    https: Option<api::Https>,
     tables: Vec<bkjs_db::Table>,
     routes: bkjs_api::Routes,
 ) -> i32 {
@@ -200,6 +231,7 @@ async fn serve(
             });
         }
     });
+    let tls = https.as_ref().map(|h| h.tls.clone());
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -208,7 +240,12 @@ async fn serve(
                     std::process::exit(0);
                 }
                 _ = signals.1.recv() => bkjs_base::log::reopen(),
-                _ = signals.2.recv() => {} // the server rolls workers; nothing to do here
+                // The server rolls the workers next; the certificate is reloaded at once.
+                _ = signals.2.recv() => {
+                    if let Some(tls) = &tls {
+                        tls.reload();
+                    }
+                }
             }
         }
     });
@@ -231,6 +268,6 @@ async fn serve(
         tracing::debug!("metrics facade: {e}");
     }
     ipc.send(Request::Ready { pid });
-    api::serve(std_listener, api, drain_rx, drain_timeout).await;
+    api::serve(std_listener, https, api, drain_rx, drain_timeout).await;
     0
 }

@@ -677,3 +677,31 @@ fn error_statuses() {
         "Invalid signature: missing login"
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+    /// Any header value: a signature or an error, never a panic.
+    #[test]
+    fn signature_parse_survives_any_text(s in "\\PC{0,200}") {
+        let _ = Signature::parse(&s);
+    }
+
+    /// Well-formed fields in the right places always parse back to themselves.
+    #[test]
+    fn signature_parse_reads_its_fields(
+        version in 1u8..5,
+        login in "[a-zA-Z0-9@._-]{1,40}",
+        sig in "[A-Za-z0-9+/=]{1,60}",
+        expires in 0i64..4_000_000_000_000,
+    ) {
+        let text = format!("{version}||{login}|{sig}|{expires}||");
+        let parsed = Signature::parse(&text);
+        if version != 2 {
+            let p = parsed.expect("parse");
+            proptest::prop_assert_eq!(p.login, login.as_str());
+            proptest::prop_assert_eq!(p.signature, sig.as_str());
+            proptest::prop_assert_eq!(p.expires, expires);
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub enum ImageError {
     NotAnImage(String),
     #[error("the image is larger than {MAX_SIDE}x{MAX_SIDE} or needs too much memory")]
     TooLarge,
+    #[error("the image has more than {0} pixels (-api-image-max-pixels)")]
+    TooManyPixels(u64),
     #[error("bad size: {0}")]
     BadSize(String),
     #[error("unknown image format {0:?} (jpg, png, gif or webp)")]
@@ -94,6 +96,8 @@ pub struct Convert {
     pub quality: u8,
     /// The largest width or height this conversion may produce (`-api-image-max-side`).
     pub max_side: u32,
+    /// The most pixels (width times height) an input may have (`-api-image-max-pixels`).
+    pub max_pixels: u64,
 }
 
 impl Default for Convert {
@@ -104,6 +108,7 @@ impl Default for Convert {
             format: Format::Jpeg,
             quality: 80,
             max_side: DEFAULT_MAX_OUTPUT,
+            max_pixels: u64::from(MAX_SIDE) * u64::from(MAX_SIDE),
         }
     }
 }
@@ -157,6 +162,16 @@ pub fn convert(data: &[u8], c: &Convert) -> Result<Converted, ImageError> {
         .map_err(|e| ImageError::NotAnImage(e.to_string()))?;
     if reader.format().is_none() {
         return Err(ImageError::NotAnImage("unknown content".into()));
+    }
+    // The header alone tells the size: refuse too many pixels before decoding anything.
+    if let Ok((w, h)) = ImageReader::new(Cursor::new(data))
+        .with_guessed_format()
+        .map_err(|e| ImageError::NotAnImage(e.to_string()))?
+        .into_dimensions()
+    {
+        if u64::from(w) * u64::from(h) > c.max_pixels {
+            return Err(ImageError::TooManyPixels(c.max_pixels));
+        }
     }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE);

@@ -322,4 +322,33 @@ mod tests {
         );
         assert!(!o.seen.contains_key(&5));
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any bytes from the network are refused, never a panic.
+        #[test]
+        fn open_refuses_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            prop_assert!(opener().open(&bytes).is_err());
+        }
+
+        /// A sealed frame opens to its payload; any one flipped bit, or a cut, is refused.
+        #[test]
+        fn sealed_frames_open_and_any_change_is_refused(
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+            flip in any::<proptest::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let f = Sealer::with_origin(key(1), 7).seal(&payload);
+            let opened = opener().open(&f).map(|o| o.payload.to_vec());
+            prop_assert_eq!(opened, Ok(payload.clone()));
+            let mut bad = f.clone();
+            let i = flip.index(bad.len());
+            bad[i] ^= 1 << bit;
+            prop_assert!(opener().open(&bad).is_err());
+            prop_assert!(opener().open(&f[..f.len() - 1]).is_err());
+        }
+    }
 }

@@ -95,6 +95,24 @@ pub(crate) static CORE: &[Param] = &[
     Param::new("ssl-cert", Kind::Path, "", "HTTPS certificate file (PEM)"),
     Param::new("ssl-key", Kind::Path, "", "HTTPS private key file (PEM)"),
     Param::new(
+        "ssl-ca",
+        Kind::Path,
+        "",
+        "when set, HTTPS clients must present a certificate signed by a CA of this PEM file",
+    ),
+    Param::new(
+        "ssl-redirect",
+        Kind::Bool,
+        "false",
+        "with HTTPS on, every plain HTTP request is answered 301 to the same URL on -ssl-port",
+    ),
+    Param::new(
+        "ssl-hsts",
+        Kind::Duration,
+        "0s",
+        "max-age of the Strict-Transport-Security header on HTTPS replies; 0 sends none",
+    ),
+    Param::new(
         "proxy-port",
         PORT,
         "0",

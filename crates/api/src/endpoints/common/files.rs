@@ -108,6 +108,7 @@ pub(crate) fn convert_params(req: &Req) -> Result<Convert, ApiError> {
         width: int("_width", -side, side)?.unwrap_or(0) as i32,
         height: int("_height", -side, side)?.unwrap_or(0) as i32,
         max_side,
+        max_pixels: req.api.cfg.int("api-image-max-pixels") as u64,
         ..Convert::default()
     };
     if let Some(q) = int("_quality", 1, 100)? {
