@@ -2,10 +2,12 @@
 //! Web workers use it for `/system/jobs` (queue a job, read the queue's state); it is separate
 //! from the server's IPC hub because the queue lives in the master.
 //!
-//! Requests: `{"op": "run", "job": JOB, "type": "local"|"server"}` answered
-//! `{"queued": [names], "skipped": [{"name", "reason"}]}`, and `{"op": "status"}` answered with
-//! the running and waiting jobs and the crontab. A refused request is answered
-//! `{"status": 400, "message": ...}`.
+//! Requests: `{"op": "run", "job": JOB, "type": "local"|"server", "delay"?, "priority"?,
+//! "unique"?, "max_attempts"?}` answered once the jobs are committed to the durable queue with
+//! `{"id", "ids", "queued": [names], "skipped": [{"name", "reason", "id"?}]}`; `{"op": "get"|
+//! "retry"|"cancel", "id": ID}` answered with the job's row; `{"op": "status"}` answered with the
+//! running and waiting jobs, the crontab, counts by state and the last failures. A refused
+//! request is answered `{"status": 400|404|409|503, "message": ...}`.
 
 use super::JobError;
 use bkjs_base::config::Config;
@@ -46,13 +48,17 @@ pub async fn request(cfg: &Config, req: &Value) -> Result<Value, JobError> {
     let v = tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .map_err(|_| down(&"no reply within 5 s"))??;
-    if v.get("status").and_then(Value::as_u64) == Some(400) {
-        return Err(JobError::Bad(
-            v.get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("refused")
-                .to_string(),
-        ));
+    let message = || {
+        v.get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("refused")
+            .to_string()
+    };
+    match v.get("status").and_then(Value::as_u64) {
+        Some(400) => Err(JobError::Bad(message())),
+        Some(404) => Err(JobError::NotFound(message())),
+        Some(409) => Err(JobError::Conflict(message())),
+        Some(503) => Err(JobError::Unavailable(message())),
+        _ => Ok(v),
     }
-    Ok(v)
 }

@@ -8,7 +8,8 @@
 use super::control::{socket_path, MAX_LINE};
 use super::crontab::{self, Entry};
 use super::queue::{Queue, Submitted};
-use super::{host_name, parse_spec, Job, JobContext, JobError, JobType, Registry};
+use super::store::{self, Enqueue, Store};
+use super::{host_name, parse_spec, Job, JobContext, JobError, JobType, QueueRef, Registry};
 use bkjs_base::config::Config;
 use bkjs_base::sys::Boot;
 use bkjs_base::sys::{kill_group, spawn, ChildSpec, ExitInfo};
@@ -35,6 +36,70 @@ enum Ctl {
     Request(Value, oneshot::Sender<Value>),
     Polled(Vec<Job>),
     ServerDone(u64, Result<(), String>),
+    /// Jobs were queued: look for due jobs now.
+    Wake,
+    /// A claim round ended with these jobs (their rows are running on this node).
+    Claimed(Vec<Job>),
+    /// A lease check ended.
+    Reaped,
+}
+
+/// A job on its way into the durable queue, with what its source decides beyond its arguments.
+pub(crate) struct Pending {
+    job: Job,
+    /// Overrides the unique key (a crontab tick).
+    key: Option<String>,
+    /// The host that must run it (a job from `bk_jobs`).
+    target: String,
+}
+
+impl Pending {
+    fn of(job: Job) -> Pending {
+        Pending {
+            job,
+            key: None,
+            target: String::new(),
+        }
+    }
+}
+
+/// The queue's counters and lag histogram, in the master's metrics registry (`jobs.*`).
+struct Metrics {
+    enqueued: Arc<bkjs_base::metrics::Counter>,
+    started: Arc<bkjs_base::metrics::Counter>,
+    done: Arc<bkjs_base::metrics::Counter>,
+    failed: Arc<bkjs_base::metrics::Counter>,
+    dead: Arc<bkjs_base::metrics::Counter>,
+    lag: Arc<bkjs_base::metrics::Histogram>,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let r = bkjs_base::metrics::Registry::global();
+        Metrics {
+            enqueued: r.counter("jobs.enqueued"),
+            started: r.counter("jobs.started"),
+            done: r.counter("jobs.done"),
+            failed: r.counter("jobs.failed"),
+            dead: r.counter("jobs.dead"),
+            lag: r.histogram("jobs.lag_ms"),
+        }
+    }
+
+    fn json(&self) -> Value {
+        let lag = self.lag.snapshot().stats();
+        json!({"enqueued": self.enqueued.get(), "started": self.started.get(),
+               "done": self.done.get(), "failed": self.failed.get(), "dead": self.dead.get(),
+               "lag_ms": {"count": lag.count, "p50": lag.median, "p99": lag.p99, "max": lag.max}})
+    }
+
+    /// Counts a failed attempt and, when it was the last one, a dead job.
+    fn failure(&self, state: Option<&str>) {
+        self.failed.inc();
+        if state == Some("dead") {
+            self.dead.inc();
+        }
+    }
 }
 
 /// The master's handle on its jobs thread.
@@ -68,8 +133,8 @@ impl Jobs {
             registry.check(&jobs).map_err(|e| bad(e.to_string()))?;
             initial.extend(jobs);
         }
-        let path = cfg.dir("etc").join("crontab");
-        let entries = match crontab::load(&path) {
+        let paths = crontab::paths(&cfg.dir("etc"));
+        let entries = match crontab::load_all(&paths) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("crontab not loaded: {e}");
@@ -109,8 +174,8 @@ impl Jobs {
             tables,
             queue: Queue::new(),
             crontab: Vec::new(),
-            crontab_path: path.clone(),
-            crontab_seen: file_stamp(&path),
+            crontab_seen: paths.iter().map(|p| file_stamp(p)).collect(),
+            crontab_paths: paths.to_vec(),
             crontab_checked: Instant::now(),
             runs: HashMap::new(),
             by_pid: HashMap::new(),
@@ -123,12 +188,20 @@ impl Jobs {
             last_poll: Instant::now(),
             polling: false,
             poll_failing: false,
+            store: Arc::new(tokio::sync::OnceCell::new()),
+            node: host_name(cfg),
+            claiming: false,
+            claim_again: false,
+            last_claim: Instant::now(),
+            reaping: false,
+            last_reap: Instant::now(),
+            last_heartbeat: Instant::now(),
+            last_prune: Instant::now(),
+            metrics: Arc::new(Metrics::new()),
         };
         state.set_crontab(entries);
-        let n = initial.len();
-        if n > 0 {
-            let r = state.submit(initial);
-            tracing::info!("-server-job: {r}");
+        if !initial.is_empty() {
+            state.submit(initial.into_iter().map(Pending::of).collect(), None);
         }
         std::thread::Builder::new()
             .name("jobs".into())
@@ -205,8 +278,8 @@ struct State {
     tables: Vec<bkjs_db::Table>,
     queue: Queue,
     crontab: Vec<(Entry, Option<DateTime<Local>>)>,
-    crontab_path: PathBuf,
-    crontab_seen: Option<(SystemTime, u64)>,
+    crontab_paths: Vec<PathBuf>,
+    crontab_seen: Vec<Option<(SystemTime, u64)>>,
     crontab_checked: Instant,
     runs: HashMap<u64, Run>,
     by_pid: HashMap<u32, u64>,
@@ -219,6 +292,18 @@ struct State {
     last_poll: Instant,
     polling: bool,
     poll_failing: bool,
+    /// The durable queue (opened on first use, on the server-jobs runtime).
+    store: Arc<tokio::sync::OnceCell<Store>>,
+    /// This node's name in the queue (the host name of `-server-jobs-host`).
+    node: String,
+    claiming: bool,
+    claim_again: bool,
+    last_claim: Instant,
+    reaping: bool,
+    last_reap: Instant,
+    last_heartbeat: Instant,
+    last_prune: Instant,
+    metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -254,7 +339,11 @@ impl State {
     /// max-time checks, the crontab and bk_jobs polls).
     fn next_wake(&self) -> Duration {
         let now = Local::now();
-        let cap = Duration::from_millis(250);
+        let cap = Duration::from_millis(250).min(
+            self.cfg
+                .duration("jobs-poll-interval")
+                .max(Duration::from_millis(5)),
+        );
         self.crontab
             .iter()
             .filter_map(|(_, next)| *next)
@@ -269,6 +358,10 @@ impl State {
         self.poll_bk_jobs();
         self.check_max_time();
         self.dispatch();
+        if self.last_claim.elapsed() >= self.cfg.duration("jobs-poll-interval") {
+            self.claim();
+        }
+        self.leases();
     }
 
     fn handle(&mut self, ctl: Ctl) {
@@ -291,17 +384,43 @@ impl State {
                 }
             }
             Ctl::Kill => self.stopping = true,
-            Ctl::Request(req, reply) => {
-                let _ = reply.send(self.request(&req));
-            }
+            Ctl::Request(req, reply) => self.request(&req, reply),
             Ctl::Polled(jobs) => {
                 self.polling = false;
                 if !jobs.is_empty() {
-                    let r = self.submit(jobs);
-                    tracing::info!("bk_jobs for {}: {r}", host_name(&self.cfg));
+                    tracing::info!(
+                        "bk_jobs for {}: {} jobs claimed",
+                        self.node,
+                        jobs.len()
+                    );
+                    let target = self.node.clone();
+                    let items = jobs
+                        .into_iter()
+                        .map(|job| Pending {
+                            job,
+                            key: None,
+                            target: target.clone(),
+                        })
+                        .collect();
+                    self.submit(items, None);
                 }
             }
+            Ctl::Wake => self.claim(),
+            Ctl::Claimed(jobs) => {
+                self.claiming = false;
+                let more = !jobs.is_empty() || self.claim_again;
+                self.claim_again = false;
+                for job in jobs {
+                    self.queue.push(job);
+                }
+                self.dispatch();
+                if more {
+                    self.claim();
+                }
+            }
+            Ctl::Reaped => self.reaping = false,
             Ctl::ServerDone(id, r) => {
+                self.claim();
                 if let Some(run) = self.runs.remove(&id) {
                     self.queue.finish(id);
                     let took = run.started.elapsed().as_secs_f64();
@@ -334,6 +453,19 @@ impl State {
         };
         let took = run.started.elapsed().as_secs_f64();
         let name = &run.job.name;
+        if info == ExitInfo::Code(0) {
+            self.metrics.done.inc();
+        } else if let Some(q) = run.job.queued {
+            // The worker records its own failure (exit 1); a crash, a kill or a worker that
+            // could not record it is recorded here. Fenced: a no-op when already recorded.
+            let why = if run.killed {
+                "killed after -server-job-max-time".to_string()
+            } else {
+                format!("the job worker {info}")
+            };
+            self.record_failure(name.clone(), q, why);
+        }
+        self.claim();
         match info {
             ExitInfo::Code(0) => {
                 tracing::info!("job {name} (worker pid {pid}) finished in {took:.3}s")
@@ -348,11 +480,17 @@ impl State {
         }
     }
 
-    /// Queues jobs from any source; answers what happened to each.
-    fn submit(&mut self, jobs: Vec<Job>) -> Value {
-        let mut queued = Vec::new();
+    /// Queues jobs from any source: into the durable queue (a `skipqueue` job straight into the
+    /// master's queue, as before the durable queue); answers, through `reply`, once every row is
+    /// committed: `{"id", "ids", "queued": [names], "skipped": [{name, reason, id?}]}`.
+    fn submit(&mut self, items: Vec<Pending>, reply: Option<oneshot::Sender<Value>>) {
         let mut skipped = Vec::new();
-        for job in jobs {
+        let mut queued = Vec::new();
+        let mut durable = Vec::new();
+        let now = bkjs_base::time::now_ms();
+        let max = self.cfg.int("jobs-max-attempts");
+        for p in items {
+            let job = p.job;
             let name = job.name.clone();
             if let Err(e) = self.registry.check(std::slice::from_ref(&job)) {
                 skipped.push(json!({"name": name, "reason": e.to_string()}));
@@ -362,16 +500,240 @@ impl State {
                 skipped.push(json!({"name": name, "reason": "the master is stopping"}));
                 continue;
             }
-            match self.queue.submit(job, self.free_slots()) {
-                Submitted::Queued => queued.push(json!(name)),
-                Submitted::Skipped(why) => {
-                    tracing::debug!("jobs: {why}");
-                    skipped.push(json!({"name": name, "reason": why}));
+            if job.options().is_ok_and(|o| o.skipqueue) {
+                match self.queue.submit(job, self.free_slots()) {
+                    Submitted::Queued => queued.push(json!(name)),
+                    Submitted::Skipped(why) => {
+                        skipped.push(json!({"name": name, "reason": why}));
+                    }
                 }
+                continue;
+            }
+            match Enqueue::from_job(&job, now, max) {
+                Ok(mut e) => {
+                    if p.key.is_some() {
+                        e.unique_key = p.key;
+                    }
+                    e.target = p.target;
+                    durable.push((job, e));
+                }
+                Err(e) => skipped.push(json!({"name": name, "reason": e.to_string()})),
             }
         }
         self.dispatch();
-        json!({"queued": queued, "skipped": skipped})
+        let (store, tx, metrics) = (self.store_task(), self.tx.clone(), self.metrics.clone());
+        self.server_rt.spawn(async move {
+            let mut ids = Vec::new();
+            let r: Result<(), JobError> = async {
+                if durable.is_empty() {
+                    return Ok(());
+                }
+                let store = store.await?;
+                for (job, e) in &durable {
+                    let tick = e.unique_key.as_deref().is_some_and(|k| k.starts_with(store::TICK));
+                    if tick
+                        && !job.options().is_ok_and(|o| o.runalways)
+                        && store.active(&job.name).await?
+                    {
+                        skipped.push(json!({"name": job.name,
+                            "reason": format!("{} is already queued or running", job.name)}));
+                        continue;
+                    }
+                    let (id, new) = store.enqueue(job, e).await?;
+                    ids.push(json!(id));
+                    if new {
+                        metrics.enqueued.inc();
+                        queued.push(json!(job.name));
+                    } else {
+                        skipped.push(json!({"name": job.name, "id": id,
+                            "reason": format!("{} is already queued or running (job {id})", job.name)}));
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            let out = match r {
+                Ok(()) => json!({"id": ids.first(), "ids": ids, "queued": queued, "skipped": skipped}),
+                Err(e) => {
+                    tracing::error!("jobs: cannot queue: {e}");
+                    json!({"status": 503, "message": e.to_string(), "ids": ids})
+                }
+            };
+            if !durable.is_empty() {
+                let _ = tx.send(Ctl::Wake);
+            }
+            match reply {
+                Some(r) => {
+                    let _ = r.send(out);
+                }
+                None => tracing::debug!("jobs queued: {out}"),
+            }
+        });
+    }
+
+    /// The durable queue, opened (and its table created) on first use.
+    fn store_task(&self) -> impl std::future::Future<Output = Result<Store, JobError>> {
+        let (cell, cfg) = (self.store.clone(), self.cfg.clone());
+        async move {
+            cell.get_or_try_init(|| async { Store::open(&cfg).await })
+                .await
+                .cloned()
+        }
+    }
+
+    /// Claims due jobs for the free local slots and server job places, at most one round at a
+    /// time (a wake-up during a round runs another one after it).
+    fn claim(&mut self) {
+        if self.stopping || !self.ready() {
+            return;
+        }
+        if self.claiming {
+            self.claim_again = true;
+            return;
+        }
+        let waiting_local = self
+            .queue
+            .waiting()
+            .filter(|j| j.kind == JobType::Local)
+            .count();
+        let n_local = if waiting_local < 64 {
+            self.free_slots()
+        } else {
+            0
+        };
+        let server_busy = self.runs.values().filter(|r| r.task.is_some()).count()
+            + self
+                .queue
+                .waiting()
+                .filter(|j| j.kind == JobType::Server)
+                .count();
+        let n_server = (self.cfg.int("jobs-server-concurrency").max(1) as usize)
+            .saturating_sub(server_busy);
+        self.last_claim = Instant::now();
+        if n_local == 0 && n_server == 0 {
+            return;
+        }
+        self.claiming = true;
+        let (store, tx, node, metrics) = (
+            self.store_task(),
+            self.tx.clone(),
+            self.node.clone(),
+            self.metrics.clone(),
+        );
+        let lease = self.cfg.duration("jobs-lease");
+        self.server_rt.spawn(async move {
+            let r: Result<Vec<Job>, JobError> = async {
+                let store = store.await?;
+                let mut out = Vec::new();
+                for (kind, n) in [(JobType::Server, n_server), (JobType::Local, n_local)] {
+                    for c in store.claim(&node, &node, kind, n, lease).await? {
+                        metrics.lag.update((bkjs_base::time::now_ms() - c.run_at).max(0) as f64);
+                        out.push(c.job);
+                    }
+                }
+                Ok(out)
+            }
+            .await;
+            let jobs = r.unwrap_or_else(|e| {
+                tracing::warn!("jobs: claim: {e}");
+                Vec::new()
+            });
+            let _ = tx.send(Ctl::Claimed(jobs));
+        });
+    }
+
+    /// Heartbeats for the claimed jobs this master runs itself or holds waiting (a job worker
+    /// sends its own), the requeue of expired leases, and the pruning of old rows.
+    fn leases(&mut self) {
+        let lease = self.cfg.duration("jobs-lease");
+        if self.last_heartbeat.elapsed() >= lease / 3 {
+            self.last_heartbeat = Instant::now();
+            let mine: Vec<QueueRef> = self
+                .runs
+                .values()
+                .filter(|r| r.task.is_some())
+                .map(|r| &r.job)
+                .chain(self.queue.waiting())
+                .filter_map(|j| j.queued)
+                .collect();
+            if !mine.is_empty() {
+                let store = self.store_task();
+                self.server_rt.spawn(async move {
+                    let Ok(store) = store.await else { return };
+                    for q in mine {
+                        match store.heartbeat(q.id, q.attempt, lease).await {
+                            Ok(true) => {}
+                            Ok(false) => tracing::warn!(
+                                "job {} attempt {}: its lease was lost (it runs again elsewhere)",
+                                q.id,
+                                q.attempt
+                            ),
+                            Err(e) => tracing::warn!("jobs: heartbeat: {e}"),
+                        }
+                    }
+                });
+            }
+        }
+        let every = (lease / 4).max(Duration::from_millis(100));
+        if !self.reaping && self.ready() && self.last_reap.elapsed() >= every {
+            self.last_reap = Instant::now();
+            self.reaping = true;
+            let prune = self.last_prune.elapsed() >= Duration::from_secs(600);
+            if prune {
+                self.last_prune = Instant::now();
+            }
+            let keep = self.cfg.duration("jobs-keep");
+            let (store, tx, metrics) = (self.store_task(), self.tx.clone(), self.metrics.clone());
+            self.server_rt.spawn(async move {
+                if let Ok(store) = store.await {
+                    match store.requeue_expired().await {
+                        Ok(rows) => {
+                            for (id, name, state) in &rows {
+                                metrics.failure(Some(state.as_str()));
+                                tracing::warn!("job {name} ({id}): its lease expired; now {state}");
+                            }
+                            if !rows.is_empty() {
+                                let _ = tx.send(Ctl::Wake);
+                            }
+                        }
+                        Err(e) => tracing::warn!("jobs: lease check: {e}"),
+                    }
+                    if prune {
+                        match store.prune(keep).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!("jobs: {n} finished jobs deleted"),
+                            Err(e) => tracing::warn!("jobs: prune: {e}"),
+                        }
+                    }
+                }
+                let _ = tx.send(Ctl::Reaped);
+            });
+        }
+    }
+
+    /// Records a failed attempt (fenced) with its backoff, and logs what the job became.
+    fn record_failure(&self, name: String, q: QueueRef, why: String) {
+        let delay = store::backoff(
+            q.attempt,
+            self.cfg.duration("jobs-backoff"),
+            self.cfg.duration("jobs-backoff-max"),
+        );
+        let (store, metrics) = (self.store_task(), self.metrics.clone());
+        self.server_rt.spawn(async move {
+            let r = async { store.await?.failed(q.id, q.attempt, &why, delay).await }.await;
+            match r {
+                Ok(Some(state)) => {
+                    metrics.failure(Some(state.as_str()));
+                    tracing::warn!(
+                        "job {name} ({}) attempt {} failed: {why}; now {state}",
+                        q.id,
+                        q.attempt
+                    );
+                }
+                Ok(None) => metrics.failure(None),
+                Err(e) => tracing::error!("job {name} ({}): cannot record its failure: {e}", q.id),
+            }
+        });
     }
 
     fn free_slots(&self) -> usize {
@@ -424,7 +786,16 @@ impl State {
                 drop(pids);
                 self.live.fetch_add(1, Ordering::SeqCst);
                 self.by_pid.insert(pid, id);
+                self.metrics.started.inc();
                 tracing::info!("job {} started in worker pid {pid}", job.name);
+                if let Some(q) = job.queued {
+                    let store = self.store_task();
+                    self.server_rt.spawn(async move {
+                        if let Ok(s) = store.await {
+                            let _ = s.set_pid(q.id, q.attempt, pid).await;
+                        }
+                    });
+                }
                 self.runs.insert(
                     id,
                     Run {
@@ -479,6 +850,7 @@ impl State {
             job.name.clone(),
             job.args.clone(),
         );
+        let q = job.queued;
         let db = self.db_task();
         let inner = self.server_rt.spawn(async move {
             let db = db.await?;
@@ -487,17 +859,56 @@ impl State {
                 args,
                 cfg,
                 db,
+                id: q.map_or(0, |q| q.id),
+                attempt: q.map_or(0, |q| q.attempt),
             })
             .await
             .map_err(|e| e.to_string())
         });
         let abort = inner.abort_handle();
+        let (store, metrics) = (self.store_task(), self.metrics.clone());
+        let backoff = (
+            self.cfg.duration("jobs-backoff"),
+            self.cfg.duration("jobs-backoff-max"),
+        );
+        let job_name = job.name.clone();
+        self.metrics.started.inc();
         self.server_rt.spawn(async move {
             let r = match inner.await {
                 Ok(r) => r,
                 Err(e) if e.is_panic() => Err(format!("panicked: {e}")),
-                Err(_) => Err("stopped".to_string()),
+                Err(_) => Err("stopped (killed after -server-job-max-time)".to_string()),
             };
+            if let Some(q) = q {
+                let rec = async {
+                    let store = store.await?;
+                    match &r {
+                        Ok(()) => store.done(q.id, q.attempt).await.map(|ok| {
+                            metrics.done.inc();
+                            (!ok).then(|| "a newer attempt owns it".to_string())
+                        }),
+                        Err(e) => {
+                            let d = store::backoff(q.attempt, backoff.0, backoff.1);
+                            let state = store.failed(q.id, q.attempt, e, d).await?;
+                            metrics.failure(state.as_deref());
+                            Ok(state.map(|s| format!("now {s}")))
+                        }
+                    }
+                }
+                .await;
+                match rec {
+                    Ok(None) => {}
+                    Ok(Some(note)) => {
+                        tracing::info!("job {job_name} ({}) attempt {}: {note}", q.id, q.attempt)
+                    }
+                    Err(e) => tracing::error!(
+                        "job {job_name} ({}): cannot record its result: {e}",
+                        q.id
+                    ),
+                }
+            } else if r.is_ok() {
+                metrics.done.inc();
+            }
             let _ = tx.send(Ctl::ServerDone(id, r));
         });
         tracing::info!("job {} started in the master", job.name);
@@ -549,27 +960,51 @@ impl State {
             .collect();
     }
 
+    /// Queues the jobs of the entries whose time came. A tick's unique key is the entry, the
+    /// job and the tick's time, so nodes sharing the queue run it once (per node with
+    /// `per_node`).
     fn fire_cron(&mut self) {
         let now = Local::now();
         let mut due = Vec::new();
         for (entry, next) in self.crontab.iter_mut() {
-            if next.is_some_and(|t| t <= now) {
-                due.extend(entry.jobs.iter().cloned());
-                *next = entry.next_after(&now);
+            let Some(tick) = next.filter(|t| *t <= now) else {
+                continue;
+            };
+            let label = entry.id.clone().unwrap_or_else(|| entry.cron.clone());
+            for (i, job) in entry.jobs.iter().enumerate() {
+                let node = if entry.per_node {
+                    format!("{}:", self.node)
+                } else {
+                    String::new()
+                };
+                due.push(Pending {
+                    job: job.clone(),
+                    key: Some(format!(
+                        "{}{node}{label}:{i}:{}:{}",
+                        store::TICK,
+                        job.name,
+                        tick.timestamp()
+                    )),
+                    target: String::new(),
+                });
             }
+            *next = entry.next_after(&now);
         }
         if !due.is_empty() && !self.stopping {
-            let r = self.submit(due);
-            tracing::debug!("cron: {r}");
+            self.submit(due, None);
         }
     }
 
     fn reload_crontab(&mut self, why: &str) {
-        match crontab::load(&self.crontab_path) {
+        match crontab::load_all(&self.crontab_paths) {
             Ok(entries) => {
                 tracing::info!(
-                    "{why}: crontab {} reloaded, {} entries",
-                    self.crontab_path.display(),
+                    "{why}: crontab reloaded from {}, {} entries",
+                    self.crontab_paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" + "),
                     entries.len()
                 );
                 self.set_crontab(entries);
@@ -586,7 +1021,7 @@ impl State {
             return;
         }
         self.crontab_checked = Instant::now();
-        let stamp = file_stamp(&self.crontab_path);
+        let stamp: Vec<_> = self.crontab_paths.iter().map(|p| file_stamp(p)).collect();
         if stamp != self.crontab_seen {
             self.crontab_seen = stamp;
             self.reload_crontab("crontab changed");
@@ -668,26 +1103,110 @@ impl State {
         });
     }
 
-    /// A control request (see `control.rs`).
-    fn request(&mut self, req: &Value) -> Value {
+    /// A control request (see `control.rs`); the reply is sent once it is known (after the
+    /// commit, for queued jobs).
+    fn request(&mut self, req: &Value, reply: oneshot::Sender<Value>) {
         let refuse = |e: JobError| json!({"status": 400, "message": e.to_string()});
+        let id = || -> Result<i64, JobError> {
+            match req.get("id") {
+                Some(Value::Number(n)) => n.as_i64(),
+                Some(Value::String(s)) => s.trim().parse().ok(),
+                _ => None,
+            }
+            .filter(|id| *id > 0)
+            .ok_or_else(|| JobError::Bad("id must be a job id (a positive integer)".into()))
+        };
         match req.get("op").and_then(Value::as_str) {
             Some("run") => {
                 let kind =
                     match JobType::parse(req.get("type").and_then(Value::as_str).unwrap_or("")) {
                         Ok(k) => k,
-                        Err(e) => return refuse(e),
+                        Err(e) => return drop(reply.send(refuse(e))),
                     };
                 let spec = req.get("job").cloned().unwrap_or(Value::Null);
                 let jobs = match &spec {
                     Value::String(s) => super::parse_text(s, kind),
                     v => parse_spec(v, kind),
                 };
-                let jobs = match jobs.and_then(|j| self.registry.check(&j).map(|()| j)) {
+                let mut jobs = match jobs.and_then(|j| self.registry.check(&j).map(|()| j)) {
                     Ok(j) => j,
-                    Err(e) => return refuse(e),
+                    Err(e) => return drop(reply.send(refuse(e))),
                 };
-                self.submit(jobs)
+                // Queue options given beside the spec apply to each job that has none.
+                for job in &mut jobs {
+                    for k in ["delay", "run_at", "priority", "unique", "max_attempts", "queue"] {
+                        if let (Some(v), Value::Object(m)) = (req.get(k), &mut job.args) {
+                            m.entry(k.to_string()).or_insert_with(|| v.clone());
+                        }
+                    }
+                }
+                // Every job is valid, or nothing is queued.
+                let now = bkjs_base::time::now_ms();
+                let max = self.cfg.int("jobs-max-attempts");
+                if let Some(e) = jobs
+                    .iter()
+                    .find_map(|j| Enqueue::from_job(j, now, max).err())
+                {
+                    return drop(reply.send(refuse(e)));
+                }
+                self.submit(jobs.into_iter().map(Pending::of).collect(), Some(reply));
+            }
+            Some(op @ ("get" | "retry" | "cancel")) => {
+                let id = match id() {
+                    Ok(id) => id,
+                    Err(e) => return drop(reply.send(refuse(e))),
+                };
+                if op == "cancel" {
+                    // A run of this node stops now; its row can no longer be marked done.
+                    for run in self.runs.values_mut() {
+                        if run.job.queued.is_some_and(|q| q.id == id) {
+                            run.killed = true;
+                            if let Some(pid) = run.pid {
+                                kill_group(pid, Signal::SIGKILL);
+                            }
+                            if let Some(t) = &run.task {
+                                t.abort();
+                            }
+                        }
+                    }
+                }
+                let (store, tx, op) = (self.store_task(), self.tx.clone(), op.to_string());
+                self.server_rt.spawn(async move {
+                    let r: Result<Value, JobError> = async {
+                        let store = store.await?;
+                        let changed = match op.as_str() {
+                            "retry" => Some(store.retry(id).await?),
+                            "cancel" => Some(store.cancel(id).await?),
+                            _ => None,
+                        };
+                        match store.get(id).await? {
+                            None => Ok(json!({"status": 404, "message": format!("no job {id}")})),
+                            Some(mut v) => {
+                                if changed == Some(false) {
+                                    let state = v["state"].as_str().unwrap_or("?");
+                                    let rule = if op == "retry" {
+                                        "only a dead or cancelled job can be retried"
+                                    } else {
+                                        "only a queued, running or dead job can be cancelled"
+                                    };
+                                    return Ok(json!({"status": 409,
+                                        "message": format!("job {id} is {state}: {rule}")}));
+                                }
+                                if let Some(c) = changed {
+                                    v["changed"] = json!(c);
+                                }
+                                Ok(v)
+                            }
+                        }
+                    }
+                    .await;
+                    if op == "retry" {
+                        let _ = tx.send(Ctl::Wake);
+                    }
+                    let _ = reply.send(r.unwrap_or_else(
+                        |e| json!({"status": 503, "message": e.to_string()}),
+                    ));
+                });
             }
             Some("status") => {
                 let running: Vec<Value> = self
@@ -695,27 +1214,53 @@ impl State {
                     .values()
                     .map(|r| {
                         json!({"name": r.job.name, "type": r.job.kind, "pid": r.pid,
-                               "started": r.started_ms, "args": r.job.args})
+                               "started": r.started_ms, "args": r.job.args,
+                               "id": r.job.queued.map(|q| q.id),
+                               "attempt": r.job.queued.map(|q| q.attempt)})
                     })
                     .collect();
-                let waiting: Vec<Value> = self
+                let mut waiting: Vec<Value> = self
                     .queue
                     .waiting()
-                    .map(|j| json!({"name": j.name, "type": j.kind, "args": j.args}))
+                    .map(|j| json!({"name": j.name, "type": j.kind, "args": j.args,
+                                    "id": j.queued.map(|q| q.id)}))
                     .collect();
                 let crontab: Vec<Value> = self
                     .crontab
                     .iter()
                     .map(|(e, next)| {
-                        json!({"cron": e.cron, "id": e.id,
+                        json!({"cron": e.cron, "id": e.id, "per_node": e.per_node,
                                "jobs": e.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>(),
                                "next": next.map(|t| t.timestamp_millis())})
                     })
                     .collect();
-                json!({"host": host_name(&self.cfg), "running": running, "waiting": waiting,
-                       "crontab": crontab, "registered": self.registry.names()})
+                let mut out = json!({"host": self.node, "running": running,
+                       "crontab": crontab, "registered": self.registry.names(),
+                       "metrics": self.metrics.json()});
+                let (store, node) = (self.store_task(), self.node.clone());
+                self.server_rt.spawn(async move {
+                    let r: Result<(), JobError> = async {
+                        let store = store.await?;
+                        let (counts, failures) = store.summary().await?;
+                        for (id, j) in store.due(&node).await? {
+                            waiting.push(json!({"name": j.name, "type": j.kind, "args": j.args,
+                                                "id": id}));
+                        }
+                        out["counts"] = counts;
+                        out["failures"] = failures;
+                        Ok(())
+                    }
+                    .await;
+                    if let Err(e) = r {
+                        out["queue_error"] = json!(e.to_string());
+                    }
+                    out["waiting"] = Value::Array(waiting);
+                    let _ = reply.send(out);
+                });
             }
-            _ => refuse(JobError::Bad("op must be run or status".into())),
+            _ => drop(reply.send(refuse(JobError::Bad(
+                "op must be run, status, get, retry or cancel".into(),
+            )))),
         }
     }
 }
