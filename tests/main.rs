@@ -10,6 +10,7 @@ mod console;
 mod db;
 mod init_app;
 mod jobs;
+mod jobs_queue;
 mod lifecycle;
 mod operations;
 mod packaging;

@@ -567,8 +567,10 @@ pub fn test_jobs(reg: &mut Registry) {
             row.insert("name".into(), json!(format!("{name}.{}", ctx.attempt)));
             row.insert(
                 "value".into(),
-                json!(json!({"start": bkjs_base::time::now_ms(), "pid": std::process::id()})
-                    .to_string()),
+                json!(
+                    json!({"start": bkjs_base::time::now_ms(), "pid": std::process::id()})
+                        .to_string()
+                ),
             );
             ctx.db
                 .put("bk_property", &row, &bkjs_db::Options::default())

@@ -388,11 +388,7 @@ impl State {
             Ctl::Polled(jobs) => {
                 self.polling = false;
                 if !jobs.is_empty() {
-                    tracing::info!(
-                        "bk_jobs for {}: {} jobs claimed",
-                        self.node,
-                        jobs.len()
-                    );
+                    tracing::info!("bk_jobs for {}: {} jobs claimed", self.node, jobs.len());
                     let target = self.node.clone();
                     let items = jobs
                         .into_iter()
@@ -607,8 +603,8 @@ impl State {
                 .waiting()
                 .filter(|j| j.kind == JobType::Server)
                 .count();
-        let n_server = (self.cfg.int("jobs-server-concurrency").max(1) as usize)
-            .saturating_sub(server_busy);
+        let n_server =
+            (self.cfg.int("jobs-server-concurrency").max(1) as usize).saturating_sub(server_busy);
         self.last_claim = Instant::now();
         if n_local == 0 && n_server == 0 {
             return;
@@ -627,7 +623,9 @@ impl State {
                 let mut out = Vec::new();
                 for (kind, n) in [(JobType::Server, n_server), (JobType::Local, n_local)] {
                     for c in store.claim(&node, &node, kind, n, lease).await? {
-                        metrics.lag.update((bkjs_base::time::now_ms() - c.run_at).max(0) as f64);
+                        metrics
+                            .lag
+                            .update((bkjs_base::time::now_ms() - c.run_at).max(0) as f64);
                         out.push(c.job);
                     }
                 }
@@ -901,10 +899,9 @@ impl State {
                     Ok(Some(note)) => {
                         tracing::info!("job {job_name} ({}) attempt {}: {note}", q.id, q.attempt)
                     }
-                    Err(e) => tracing::error!(
-                        "job {job_name} ({}): cannot record its result: {e}",
-                        q.id
-                    ),
+                    Err(e) => {
+                        tracing::error!("job {job_name} ({}): cannot record its result: {e}", q.id)
+                    }
                 }
             } else if r.is_ok() {
                 metrics.done.inc();
@@ -1134,7 +1131,14 @@ impl State {
                 };
                 // Queue options given beside the spec apply to each job that has none.
                 for job in &mut jobs {
-                    for k in ["delay", "run_at", "priority", "unique", "max_attempts", "queue"] {
+                    for k in [
+                        "delay",
+                        "run_at",
+                        "priority",
+                        "unique",
+                        "max_attempts",
+                        "queue",
+                    ] {
                         if let (Some(v), Value::Object(m)) = (req.get(k), &mut job.args) {
                             m.entry(k.to_string()).or_insert_with(|| v.clone());
                         }
@@ -1203,9 +1207,9 @@ impl State {
                     if op == "retry" {
                         let _ = tx.send(Ctl::Wake);
                     }
-                    let _ = reply.send(r.unwrap_or_else(
-                        |e| json!({"status": 503, "message": e.to_string()}),
-                    ));
+                    let _ = reply.send(
+                        r.unwrap_or_else(|e| json!({"status": 503, "message": e.to_string()})),
+                    );
                 });
             }
             Some("status") => {
@@ -1222,8 +1226,10 @@ impl State {
                 let mut waiting: Vec<Value> = self
                     .queue
                     .waiting()
-                    .map(|j| json!({"name": j.name, "type": j.kind, "args": j.args,
-                                    "id": j.queued.map(|q| q.id)}))
+                    .map(|j| {
+                        json!({"name": j.name, "type": j.kind, "args": j.args,
+                                    "id": j.queued.map(|q| q.id)})
+                    })
                     .collect();
                 let crontab: Vec<Value> = self
                     .crontab

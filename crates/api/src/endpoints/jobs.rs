@@ -92,9 +92,10 @@ async fn jobs(req: Arc<Req>) -> Result<Out, ApiError> {
             let mut run = json!({"op": "run", "job": spec, "type": kind});
             for k in ["delay", "run_at", "priority", "max_attempts"] {
                 if let Some(v) = req.param(k).filter(|s| !s.trim().is_empty()) {
-                    let n: i64 = v.trim().parse().map_err(|_| {
-                        ApiError::bad(format!("{k} must be an integer, not {v:?}"))
-                    })?;
+                    let n: i64 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| ApiError::bad(format!("{k} must be an integer, not {v:?}")))?;
                     run[k] = json!(n);
                 }
             }

@@ -220,7 +220,10 @@ async fn queue_jobs(cfg: &Config, mut input: Row) -> Result<Value, String> {
             if !req.is_empty() {
                 return Err("give one of job, id, retry, cancel".into());
             }
-            req.insert("op".into(), serde_json::json!(if op == "id" { "get" } else { op }));
+            req.insert(
+                "op".into(),
+                serde_json::json!(if op == "id" { "get" } else { op }),
+            );
             req.insert("id".into(), v);
         }
     }
@@ -230,7 +233,14 @@ async fn queue_jobs(cfg: &Config, mut input: Row) -> Result<Value, String> {
         }
         req.insert("op".into(), serde_json::json!("run"));
         req.insert("job".into(), job);
-        for k in ["type", "delay", "run_at", "priority", "unique", "max_attempts"] {
+        for k in [
+            "type",
+            "delay",
+            "run_at",
+            "priority",
+            "unique",
+            "max_attempts",
+        ] {
             if let Some(v) = input.remove(k) {
                 let v = match (k, v) {
                     ("type" | "unique", v) => v,

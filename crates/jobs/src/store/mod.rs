@@ -269,7 +269,10 @@ impl Store {
         }
         let key = e.unique_key.clone().unwrap_or_default();
         let r = self
-            .q("SELECT id FROM bk_job_queue WHERE unique_key = $1", &[json!(key)])
+            .q(
+                "SELECT id FROM bk_job_queue WHERE unique_key = $1",
+                &[json!(key)],
+            )
             .await
             .map_err(unavailable)?;
         Ok((r.rows.first().map_or(0, |row| num(row, "id")), false))
@@ -620,7 +623,10 @@ mod tests {
             json!({"unique": 5}),
         ] {
             assert!(
-                matches!(Enqueue::from_job(&job(bad.clone()), 0, 20), Err(JobError::Bad(_))),
+                matches!(
+                    Enqueue::from_job(&job(bad.clone()), 0, 20),
+                    Err(JobError::Bad(_))
+                ),
                 "{bad}"
             );
         }
