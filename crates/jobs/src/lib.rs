@@ -495,13 +495,17 @@ pub async fn submit_to_host(
     Ok(id)
 }
 
-/// The jobs that exist only for tests (debug builds with `BKJS_TEST_FAULTS=1`):
+/// The built-in `jobs.noop` (does nothing), and the jobs that exist only for tests (debug
+/// builds with `BKJS_TEST_FAULTS=1`):
 /// `test.write` (args `name`, optional `sleep` ms) puts a `bk_property` row `name` whose value
 /// records the pid, the process title, the host, the queue id and attempt and when the job
 /// started and ended (`fail_attempt: N` makes attempt N fail instead, `count: true` also adds 1
 /// to the `bk_counter` row `name`); `test.crash` aborts its process; `test.fail` returns an
 /// error (with `name`, after putting a row `name.ATTEMPT`).
 pub fn test_jobs(reg: &mut Registry) {
+    // Built in, in every build: a job that does nothing, for checking the queue end to end
+    // and for bench/jobs.
+    let _ = reg.add("jobs.noop", |_ctx: JobContext| async move { Ok(()) });
     if !bkjs_base::faults::enabled() {
         return;
     }
