@@ -553,3 +553,63 @@ fn a_crontab_tick_runs_once_across_two_nodes() {
         schema.psql("SELECT count(DISTINCT node) FROM bk_job_queue WHERE args LIKE '%\"c4n\"%'");
     assert_eq!(nodes, "2", "per_node entries ran on both nodes");
 }
+
+fn write_local(home: &std::path::Path, text: &str) {
+    std::fs::create_dir_all(home.join("etc")).expect("etc");
+    let tmp = home.join("crontab.local.tmp");
+    std::fs::write(&tmp, text).expect("crontab.local");
+    std::fs::rename(&tmp, home.join("etc/crontab.local")).expect("rename");
+}
+
+fn tick(name: &str) -> String {
+    json!([{"type": "server", "cron": "* * * * * *",
+            "job": {"test.write": {"name": name, "runalways": 1}}}])
+    .to_string()
+}
+
+fn crontab_len(t: &Tree) -> Option<usize> {
+    json_of(&t.get("/system/jobs"))["crontab"]
+        .as_array()
+        .map(Vec::len)
+}
+
+/// etc/crontab.local is read after etc/crontab, both are reloaded when either changes, and a
+/// broken one keeps the running schedule.
+#[test]
+fn crontab_local_is_read_after_crontab_and_reloaded() {
+    let t = start(&args(None, &[]));
+    let master = t.pid;
+    write_local(t.home.path(), &tick("cl1"));
+    assert!(
+        wait_for(Duration::from_secs(20), || row(&t, "cl1").is_some()),
+        "crontab.local alone runs\n{}",
+        t.log()
+    );
+    crate::jobs::write_crontab(t.home.path(), &tick("cl2"));
+    assert!(
+        wait_for(Duration::from_secs(20), || row(&t, "cl2").is_some()),
+        "{}",
+        t.log()
+    );
+    assert_eq!(
+        crontab_len(&t),
+        Some(2),
+        "etc/crontab and etc/crontab.local"
+    );
+    write_local(t.home.path(), &tick("cl3"));
+    assert!(
+        wait_for(Duration::from_secs(20), || row(&t, "cl3").is_some()),
+        "{}",
+        t.log()
+    );
+    assert_eq!(crontab_len(&t), Some(2), "crontab.local's entry replaced");
+    write_local(t.home.path(), "[{oops");
+    assert!(
+        t.wait_log("crontab not applied", Duration::from_secs(10)),
+        "{}",
+        t.log()
+    );
+    assert!(t.log().contains("crontab.local"), "the bad file is named");
+    assert_eq!(crontab_len(&t), Some(2), "the running schedule stays");
+    assert_eq!(t.pids("master"), vec![master], "no restart");
+}

@@ -198,6 +198,7 @@ impl Jobs {
             last_heartbeat: Instant::now(),
             last_prune: Instant::now(),
             metrics: Arc::new(Metrics::new()),
+            finished: None,
         };
         state.set_crontab(entries);
         if !initial.is_empty() {
@@ -265,6 +266,13 @@ struct Run {
     killed: bool,
 }
 
+/// FNV-1a: a hash that is the same on every node and every build (a tick's unique key).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
     std::fs::metadata(p)
         .ok()
@@ -304,6 +312,8 @@ struct State {
     last_heartbeat: Instant,
     last_prune: Instant,
     metrics: Arc<Metrics>,
+    /// See [`State::finisher`].
+    finished: Option<mpsc::UnboundedSender<QueueRef>>,
 }
 
 impl State {
@@ -565,6 +575,41 @@ impl State {
                 None => tracing::debug!("jobs queued: {out}"),
             }
         });
+    }
+
+    /// The channel of the task that records server jobs done, many rows per statement: under load
+    /// one UPDATE per batch instead of one per job.
+    fn finisher(&mut self) -> mpsc::UnboundedSender<QueueRef> {
+        if let Some(tx) = &self.finished {
+            return tx.clone();
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<QueueRef>();
+        let (store, metrics, ctl) = (self.store_task(), self.metrics.clone(), self.tx.clone());
+        self.server_rt.spawn(async move {
+            let Ok(store) = store.await else { return };
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 500).await > 0 {
+                match store.done_many(&batch).await {
+                    Ok(n) => {
+                        metrics.done.add(n as i64);
+                        if (n as usize) < batch.len() {
+                            tracing::info!(
+                                "jobs: {} finished server jobs were not recorded: a newer attempt owns them",
+                                batch.len() - n as usize
+                            );
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        "jobs: cannot record {} finished server jobs (they run again when their lease expires): {e}",
+                        batch.len()
+                    ),
+                }
+                batch.clear();
+                let _ = ctl.send(Ctl::Wake);
+            }
+        });
+        self.finished = Some(tx.clone());
+        tx
     }
 
     /// The durable queue, opened (and its table created) on first use.
@@ -870,6 +915,7 @@ impl State {
             self.cfg.duration("jobs-backoff-max"),
         );
         let job_name = job.name.clone();
+        let finished = self.finisher();
         self.metrics.started.inc();
         self.server_rt.spawn(async move {
             let r = match inner.await {
@@ -877,21 +923,16 @@ impl State {
                 Err(e) if e.is_panic() => Err(format!("panicked: {e}")),
                 Err(_) => Err("stopped (killed after -server-job-max-time)".to_string()),
             };
-            if let Some(q) = q {
-                let rec = async {
+            if let (Some(q), Ok(())) = (q, &r) {
+                // Recorded in batches by the finisher.
+                let _ = finished.send(q);
+            } else if let (Some(q), Err(e)) = (q, &r) {
+                let rec: Result<Option<String>, JobError> = async {
                     let store = store.await?;
-                    match &r {
-                        Ok(()) => store.done(q.id, q.attempt).await.map(|ok| {
-                            metrics.done.inc();
-                            (!ok).then(|| "a newer attempt owns it".to_string())
-                        }),
-                        Err(e) => {
-                            let d = store::backoff(q.attempt, backoff.0, backoff.1);
-                            let state = store.failed(q.id, q.attempt, e, d).await?;
-                            metrics.failure(state.as_deref());
-                            Ok(state.map(|s| format!("now {s}")))
-                        }
-                    }
+                    let d = store::backoff(q.attempt, backoff.0, backoff.1);
+                    let state = store.failed(q.id, q.attempt, e, d).await?;
+                    metrics.failure(state.as_deref());
+                    Ok(state.map(|s| format!("now {s}")))
                 }
                 .await;
                 match rec {
@@ -957,8 +998,8 @@ impl State {
             .collect();
     }
 
-    /// Queues the jobs of the entries whose time came. A tick's unique key is the entry, the
-    /// job and the tick's time, so nodes sharing the queue run it once (per node with
+    /// Queues the jobs of the entries whose time came. A tick's unique key is the entry (its id
+    /// or cron spec), the job (position, arguments, name) and the tick's time, so nodes sharing the queue run it once (per node with
     /// `per_node`).
     fn fire_cron(&mut self) {
         let now = Local::now();
@@ -977,8 +1018,9 @@ impl State {
                 due.push(Pending {
                     job: job.clone(),
                     key: Some(format!(
-                        "{}{node}{label}:{i}:{}:{}",
+                        "{}{node}{label}:{i}:{:016x}:{}:{}",
                         store::TICK,
+                        fnv1a(job.args.to_string().as_bytes()),
                         job.name,
                         tick.timestamp()
                     )),

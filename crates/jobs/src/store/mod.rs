@@ -11,7 +11,7 @@
 mod pgsql;
 mod sqlite;
 
-use super::{Job, JobError, JobType};
+use super::{Job, JobError, JobType, QueueRef};
 use bkjs_base::config::Config;
 use bkjs_db::{DbError, Driver, Options, Res, Row};
 use serde_json::{json, Value};
@@ -331,7 +331,7 @@ impl Store {
                     name: text(row, "name"),
                     args: args_of(row),
                     kind: JobType::parse(&text(row, "kind")).unwrap_or_default(),
-                    queued: Some(super::QueueRef {
+                    queued: Some(QueueRef {
                         id: num(row, "id"),
                         attempt: num(row, "attempts"),
                     }),
@@ -384,6 +384,30 @@ impl Store {
             .await
             .map_err(unavailable)?;
         Ok(r.affected == 1)
+    }
+
+    /// Marks many attempts done in one statement (server jobs finishing together); answers how
+    /// many were still the current attempt.
+    pub(crate) async fn done_many(&self, runs: &[QueueRef]) -> Result<u64, JobError> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let mut params = vec![json!(bkjs_base::time::now_ms())];
+        let mut terms = Vec::with_capacity(runs.len());
+        for q in runs {
+            let n = params.len();
+            terms.push(format!("(id = ${} AND attempts = ${})", n + 1, n + 2));
+            params.push(json!(q.id));
+            params.push(json!(q.attempt));
+        }
+        let sql = format!(
+            "UPDATE bk_job_queue SET state = 'done', lease_until = NULL, mtime = $1, error = NULL,
+                unique_key = CASE WHEN unique_key LIKE 'tick:%' THEN unique_key END
+             WHERE state = 'running' AND ({})",
+            terms.join(" OR ")
+        );
+        let r = self.q(&sql, &params).await.map_err(unavailable)?;
+        Ok(r.affected)
     }
 
     /// Records a failed attempt: queued again after `delay`, or dead after its last attempt.
