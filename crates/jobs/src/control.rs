@@ -62,3 +62,26 @@ pub async fn request(cfg: &Config, req: &Value) -> Result<Value, JobError> {
         _ => Ok(v),
     }
 }
+
+/// Queues the jobs of `spec` (a JOB spec, docs/jobs.md) in the durable queue through this
+/// machine's master, as `/system/jobs?job=` does (the App API for a route or a hook): answers
+/// the ids once the rows are committed.
+pub async fn enqueue(
+    cfg: &Config,
+    spec: Value,
+    kind: super::JobType,
+) -> Result<Vec<i64>, JobError> {
+    let kind = match kind {
+        super::JobType::Local => "local",
+        super::JobType::Server => "server",
+    };
+    let v = request(
+        cfg,
+        &serde_json::json!({"op": "run", "job": spec, "type": kind}),
+    )
+    .await?;
+    Ok(v.get("ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default())
+}

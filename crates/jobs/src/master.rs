@@ -380,9 +380,26 @@ impl State {
             Ctl::Reload => self.reload_crontab("SIGHUP"),
             Ctl::Stop => {
                 self.stopping = true;
+                // Claimed jobs that never started go back to the queue at once (not counted as
+                // an attempt), rather than when their lease expires.
+                let claimed: Vec<QueueRef> =
+                    self.queue.waiting().filter_map(|j| j.queued).collect();
                 let dropped = self.queue.clear_waiting();
                 if dropped > 0 {
-                    tracing::info!("jobs: stopping; {dropped} waiting jobs dropped");
+                    tracing::info!(
+                        "jobs: stopping; {dropped} waiting jobs dropped ({} back in the queue)",
+                        claimed.len()
+                    );
+                }
+                if !claimed.is_empty() {
+                    let store = self.store_task();
+                    self.server_rt.spawn(async move {
+                        if let Ok(store) = store.await {
+                            for q in claimed {
+                                let _ = store.release(q).await;
+                            }
+                        }
+                    });
                 }
                 for run in self.runs.values() {
                     if let Some(pid) = run.pid {

@@ -410,6 +410,20 @@ impl Store {
         Ok(r.affected)
     }
 
+    /// Puts a claimed job that never started back in the queue, its attempt not counted.
+    pub(crate) async fn release(&self, q: QueueRef) -> Result<bool, JobError> {
+        let r = self
+            .q(
+                "UPDATE bk_job_queue SET state = 'queued', attempts = attempts - 1, lease_until = NULL,
+                    node = NULL, mtime = $1
+                 WHERE id = $2 AND attempts = $3 AND state = 'running'",
+                &[json!(bkjs_base::time::now_ms()), json!(q.id), json!(q.attempt)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.affected == 1)
+    }
+
     /// Records a failed attempt: queued again after `delay`, or dead after its last attempt.
     /// Answers the new state, None when it was not the current attempt (nothing written).
     pub(crate) async fn failed(
