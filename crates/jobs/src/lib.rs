@@ -3,6 +3,8 @@
 //! -run-job`, `-server-job BASE64` at start) or when another host sends one through the
 //! `bk_jobs` table.
 //!
+//! Every job goes through the durable queue (`store`: the table `bk_job_queue` in `-jobs-pool`,
+//! leases, fenced attempts, retries with backoff, dead jobs), so nothing acknowledged is lost.
 //! A job of type `local` runs in a job worker: the same binary started again with `-worker`,
 //! titled `bkjs: worker NAME`, one process per job, so a crashing job cannot take the master
 //! down and a worker never sits idle (it exits when its job is done); `server` jobs run inside
