@@ -78,8 +78,13 @@ pub fn run_worker(
         let beat = queued.clone().map(|(store, q)| {
             let name = job.name.clone();
             tokio::spawn(async move {
+                // The first beat at once: the claim's lease started before this process did.
+                let mut first = true;
                 loop {
-                    tokio::time::sleep(lease / 3).await;
+                    if !first {
+                        tokio::time::sleep(lease / 3).await;
+                    }
+                    first = false;
                     match store.heartbeat(q.id, q.attempt, lease).await {
                         Ok(true) => {}
                         Ok(false) => tracing::warn!(

@@ -115,12 +115,14 @@ impl State {
         let (store, tx, metrics) = (self.store_task(), self.tx.clone(), self.metrics.clone());
         self.server_rt.spawn(async move {
             let mut ids = Vec::new();
+            let any = !durable.is_empty();
             let r: Result<(), JobError> = async {
                 if durable.is_empty() {
                     return Ok(());
                 }
                 let store = store.await?;
-                for (job, e) in &durable {
+                let mut rows = Vec::with_capacity(durable.len());
+                for (job, e) in durable {
                     let tick = e.unique_key.as_deref().is_some_and(|k| k.starts_with(store::TICK));
                     if tick
                         && !job.options().is_ok_and(|o| o.runalways)
@@ -130,7 +132,10 @@ impl State {
                             "reason": format!("{} is already queued or running", job.name)}));
                         continue;
                     }
-                    let (id, new) = store.enqueue(job, e).await?;
+                    rows.push((job, e));
+                }
+                let done = store.enqueue_many(&rows).await?;
+                for ((job, _), (id, new)) in rows.iter().zip(done) {
                     ids.push(json!(id));
                     if new {
                         metrics.enqueued.inc();
@@ -150,7 +155,7 @@ impl State {
                     json!({"status": 503, "message": e.to_string(), "ids": ids})
                 }
             };
-            if !durable.is_empty() {
+            if any {
                 let _ = tx.send(Ctl::Wake);
             }
             match reply {

@@ -237,21 +237,38 @@ impl Store {
         self.pool.query(&text, params, &Options::default()).await
     }
 
-    /// Inserts one job; answers its id and whether it is new (false: a job with the same unique
-    /// key is queued or running, and its id is answered).
-    pub(crate) async fn enqueue(&self, job: &Job, e: &Enqueue) -> Result<(i64, bool), JobError> {
-        let now = bkjs_base::time::now_ms();
-        let kind = kind_name(job.kind);
-        let r = self
-            .q(
-                "INSERT INTO bk_job_queue (name, args, kind, state, max_attempts, run_at, priority,
-                    unique_key, queue, target, one, ctime, mtime)
-                 VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $11)
-                 ON CONFLICT (unique_key) DO NOTHING RETURNING id",
-                &[
+    /// Inserts jobs, up to 500 rows per statement (one commit for a request's batch); answers,
+    /// for each in order, its id and whether it is new (false: a job with the same unique key is
+    /// queued or running, and its id is answered). Ids follow the order of the rows.
+    pub(crate) async fn enqueue_many(
+        &self,
+        jobs: &[(Job, Enqueue)],
+    ) -> Result<Vec<(i64, bool)>, JobError> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(500) {
+            let now = bkjs_base::time::now_ms();
+            let mut params = Vec::with_capacity(chunk.len() * 11 + 1);
+            params.push(json!(now));
+            let mut values = Vec::with_capacity(chunk.len());
+            for (job, e) in chunk {
+                let n = params.len();
+                values.push(format!(
+                    "(${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${}, ${}, ${}, ${}, $1, $1)",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7,
+                    n + 8,
+                    n + 9,
+                    n + 10
+                ));
+                params.extend([
                     json!(job.name),
                     json!(job.args.to_string()),
-                    json!(kind),
+                    json!(kind_name(job.kind)),
                     json!(e.max_attempts),
                     json!(e.run_at),
                     json!(e.priority),
@@ -259,23 +276,47 @@ impl Store {
                     json!(e.queue),
                     json!(e.target),
                     json!(i64::from(e.one)),
-                    json!(now),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        if let Some(row) = r.rows.first() {
-            return Ok((num(row, "id"), true));
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO bk_job_queue (name, args, kind, state, max_attempts, run_at, priority,
+                    unique_key, queue, target, one, ctime, mtime)
+                 VALUES {} ON CONFLICT (unique_key) DO NOTHING RETURNING id, unique_key",
+                values.join(", ")
+            );
+            let r = self.q(&sql, &params).await.map_err(unavailable)?;
+            let mut keyless: Vec<i64> = Vec::new();
+            let mut keyed = std::collections::HashMap::new();
+            for row in &r.rows {
+                match row.get("unique_key") {
+                    Some(Value::String(k)) => {
+                        keyed.insert(k.clone(), num(row, "id"));
+                    }
+                    _ => keyless.push(num(row, "id")),
+                }
+            }
+            keyless.sort_unstable();
+            let mut keyless = keyless.into_iter();
+            for (_, e) in chunk {
+                match &e.unique_key {
+                    None => out.push((keyless.next().unwrap_or(0), true)),
+                    Some(k) => match keyed.remove(k) {
+                        Some(id) => out.push((id, true)),
+                        None => {
+                            let r = self
+                                .q(
+                                    "SELECT id FROM bk_job_queue WHERE unique_key = $1",
+                                    &[json!(k)],
+                                )
+                                .await
+                                .map_err(unavailable)?;
+                            out.push((r.rows.first().map_or(0, |row| num(row, "id")), false));
+                        }
+                    },
+                }
+            }
         }
-        let key = e.unique_key.clone().unwrap_or_default();
-        let r = self
-            .q(
-                "SELECT id FROM bk_job_queue WHERE unique_key = $1",
-                &[json!(key)],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok((r.rows.first().map_or(0, |row| num(row, "id")), false))
+        Ok(out)
     }
 
     /// Whether a job named `name` is queued or running (a crontab tick of a job without
