@@ -12,6 +12,7 @@ mod first_run;
 mod group_commit;
 mod init_app;
 mod jobs;
+mod jobs_queue;
 mod lifecycle;
 mod operations;
 mod packaging;

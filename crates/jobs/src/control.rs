@@ -2,10 +2,12 @@
 //! Web workers use it for `/system/jobs` (queue a job, read the queue's state); it is separate
 //! from the server's IPC hub because the queue lives in the master.
 //!
-//! Requests: `{"op": "run", "job": JOB, "type": "local"|"server"}` answered
-//! `{"queued": [names], "skipped": [{"name", "reason"}]}`, and `{"op": "status"}` answered with
-//! the running and waiting jobs and the crontab. A refused request is answered
-//! `{"status": 400, "message": ...}`.
+//! Requests: `{"op": "run", "job": JOB, "type": "local"|"server", "delay"?, "priority"?,
+//! "unique"?, "max_attempts"?}` answered once the jobs are committed to the durable queue with
+//! `{"id", "ids", "queued": [names], "skipped": [{"name", "reason", "id"?}]}`; `{"op": "get"|
+//! "retry"|"cancel", "id": ID}` answered with the job's row; `{"op": "status"}` answered with the
+//! running and waiting jobs, the crontab, counts by state and the last failures. A refused
+//! request is answered `{"status": 400|404|409|503, "message": ...}`.
 
 use super::JobError;
 use bkjs_base::config::Config;
@@ -46,13 +48,40 @@ pub async fn request(cfg: &Config, req: &Value) -> Result<Value, JobError> {
     let v = tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
         .map_err(|_| down(&"no reply within 5 s"))??;
-    if v.get("status").and_then(Value::as_u64) == Some(400) {
-        return Err(JobError::Bad(
-            v.get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("refused")
-                .to_string(),
-        ));
+    let message = || {
+        v.get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("refused")
+            .to_string()
+    };
+    match v.get("status").and_then(Value::as_u64) {
+        Some(400) => Err(JobError::Bad(message())),
+        Some(404) => Err(JobError::NotFound(message())),
+        Some(409) => Err(JobError::Conflict(message())),
+        Some(503) => Err(JobError::Unavailable(message())),
+        _ => Ok(v),
     }
-    Ok(v)
+}
+
+/// Queues the jobs of `spec` (a JOB spec, docs/jobs.md) in the durable queue through this
+/// machine's master, as `/system/jobs?job=` does (the App API for a route or a hook): answers
+/// the ids once the rows are committed.
+pub async fn enqueue(
+    cfg: &Config,
+    spec: Value,
+    kind: super::JobType,
+) -> Result<Vec<i64>, JobError> {
+    let kind = match kind {
+        super::JobType::Local => "local",
+        super::JobType::Server => "server",
+    };
+    let v = request(
+        cfg,
+        &serde_json::json!({"op": "run", "job": spec, "type": kind}),
+    )
+    .await?;
+    Ok(v.get("ids")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default())
 }

@@ -1,5 +1,6 @@
-//! `etc/crontab` (docs/jobs.md): a JSON array of `{"type": "local"|"server", "cron": "SEC MIN HOUR
-//! DOM MON DOW", "job": JOB, "id"?, "disabled"?, "tag"?}`. Schedules are parsed by the `cron`
+//! `etc/crontab`, then `etc/crontab.local` (docs/jobs.md): each a JSON array of `{"type":
+//! "local"|"server", "cron": "SEC MIN HOUR DOM MON DOW", "job": JOB, "id"?, "disabled"?,
+//! "per_node"?, "tag"?}`. Schedules are parsed by the `cron`
 //! crate in local time. The day of week follows the usual crontab convention (0 or 7 = Sunday,
 //! 1 = Monday, as node-cron and the original did); the `cron` crate counts 1 = Sunday, so numeric
 //! days are translated (names such as `Mon` pass unchanged).
@@ -21,6 +22,9 @@ pub(crate) struct Entry {
     pub(crate) schedule: cron::Schedule,
     pub(crate) jobs: Vec<Job>,
     pub(crate) id: Option<String>,
+    /// Runs on every node at each tick (default: once per tick across the nodes sharing the
+    /// queue).
+    pub(crate) per_node: bool,
 }
 
 impl Entry {
@@ -130,7 +134,23 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Entry>, JobError> {
             schedule,
             jobs,
             id: m.get("id").and_then(Value::as_str).map(str::to_string),
+            per_node: super::flag(m.get("per_node")),
         });
+    }
+    Ok(out)
+}
+
+/// The crontab files of a home: `etc/crontab`, then `etc/crontab.local` (site additions).
+pub(crate) fn paths(etc: &Path) -> [std::path::PathBuf; 2] {
+    [etc.join("crontab"), etc.join("crontab.local")]
+}
+
+/// Reads and parses every file of `paths` in order (missing ones are empty); one bad file makes
+/// the whole schedule an error.
+pub(crate) fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<Entry>, JobError> {
+    let mut out = Vec::new();
+    for p in paths {
+        out.extend(load(p)?);
     }
     Ok(out)
 }

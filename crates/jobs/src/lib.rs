@@ -3,6 +3,8 @@
 //! -run-job`, `-server-job BASE64` at start) or when another host sends one through the
 //! `bk_jobs` table.
 //!
+//! Every job goes through the durable queue (`store`: the table `bk_job_queue` in `-jobs-pool`,
+//! leases, fenced attempts, retries with backoff, dead jobs), so nothing acknowledged is lost.
 //! A job of type `local` runs in a job worker: the same binary started again with `-worker`,
 //! titled `bkjs: worker NAME`, one process per job, so a crashing job cannot take the master
 //! down and a worker never sits idle (it exits when its job is done); `server` jobs run inside
@@ -19,6 +21,7 @@ pub mod control;
 mod crontab;
 mod master;
 mod queue;
+mod store;
 mod worker;
 
 pub use master::Jobs;
@@ -59,6 +62,54 @@ pub static PARAMS: &[Param] = &[
         "how often the master looks in bk_jobs for jobs sent to this host (0 = never)",
     ),
     Param::new(
+        "jobs-pool",
+        Kind::String,
+        "",
+        "the DB pool holding the durable job queue (table bk_job_queue): sqlite or pgsql; nodes sharing a pgsql pool share the queue; empty: -db-pool",
+    ),
+    Param::new(
+        "jobs-lease",
+        Kind::Duration,
+        "30s",
+        "how long a running job's claim lasts without a heartbeat (sent every third of it); an expired job runs again",
+    ),
+    Param::new(
+        "jobs-poll-interval",
+        Kind::Duration,
+        "200ms",
+        "how often an idle master looks for due jobs in the queue (jobs queued through it start at once)",
+    ),
+    Param::new(
+        "jobs-backoff",
+        Kind::Duration,
+        "1s",
+        "the delay before the second attempt of a failed job; doubled at each attempt, with up to 25% jitter",
+    ),
+    Param::new(
+        "jobs-backoff-max",
+        Kind::Duration,
+        "1h",
+        "the longest delay between two attempts of a failed job",
+    ),
+    Param::new(
+        "jobs-max-attempts",
+        Kind::Int { min: 1, max: 1000 },
+        "20",
+        "attempts of a job before it is dead (a job's max_attempts argument overrides it)",
+    ),
+    Param::new(
+        "jobs-server-concurrency",
+        Kind::Int { min: 1, max: 10000 },
+        "64",
+        "server jobs one master runs at once",
+    ),
+    Param::new(
+        "jobs-keep",
+        Kind::Duration,
+        "1d",
+        "how long done and cancelled jobs stay in the queue table before they are deleted",
+    ),
+    Param::new(
         "server-jobs-host",
         Kind::String,
         "",
@@ -75,6 +126,12 @@ pub enum JobError {
     /// The master (or the database holding bk_jobs) cannot be reached; a retry may help.
     #[error("jobs unavailable: {0}")]
     Unavailable(String),
+    /// No job has this id.
+    #[error("{0}")]
+    NotFound(String),
+    /// The job is in a state the request does not apply to.
+    #[error("{0}")]
+    Conflict(String),
     /// The job itself failed.
     #[error("{0}")]
     Failed(String),
@@ -129,6 +186,16 @@ pub struct Job {
     pub args: Value,
     #[serde(default, rename = "type")]
     pub kind: JobType,
+    /// The queue row and attempt this run is (none when run outside the queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<QueueRef>,
+}
+
+/// A job's row in the durable queue and the attempt being run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRef {
+    pub id: i64,
+    pub attempt: i64,
 }
 
 /// The queue options of docs/jobs.md, read from a job's arguments.
@@ -218,6 +285,7 @@ fn collect(spec: &Value, kind: JobType, out: &mut Vec<Job>) -> Result<(), JobErr
             name: named(s)?,
             args: json!({}),
             kind,
+            queued: None,
         }),
         Value::Object(m) => {
             for (k, v) in m {
@@ -234,6 +302,7 @@ fn collect(spec: &Value, kind: JobType, out: &mut Vec<Job>) -> Result<(), JobErr
                     name: named(k)?,
                     args,
                     kind,
+                    queued: None,
                 });
             }
         }
@@ -286,6 +355,10 @@ pub struct JobContext {
     /// The database pools, as a web worker has them (writes invalidate the cache when the server
     /// runs).
     pub db: Arc<bkjs_db::Db>,
+    /// The job's id in the queue (0 when run outside it, e.g. by `bksh -run-job`).
+    pub id: i64,
+    /// Which attempt this is, from 1 (0 outside the queue).
+    pub attempt: i64,
 }
 
 /// A boxed future returned by job handlers.
@@ -424,11 +497,17 @@ pub async fn submit_to_host(
     Ok(id)
 }
 
-/// The jobs that exist only for tests (debug builds with `BKJS_TEST_FAULTS=1`):
+/// The built-in `jobs.noop` (does nothing), and the jobs that exist only for tests (debug
+/// builds with `BKJS_TEST_FAULTS=1`):
 /// `test.write` (args `name`, optional `sleep` ms) puts a `bk_property` row `name` whose value
-/// records the pid, the process title, the host and when the job started and ended;
-/// `test.crash` aborts its process; `test.fail` returns an error.
+/// records the pid, the process title, the host, the queue id and attempt and when the job
+/// started and ended (`fail_attempt: N` makes attempt N fail instead, `count: true` also adds 1
+/// to the `bk_counter` row `name`); `test.crash` aborts its process; `test.fail` returns an
+/// error (with `name`, after putting a row `name.ATTEMPT`).
 pub fn test_jobs(reg: &mut Registry) {
+    // Built in, in every build: a job that does nothing, for checking the queue end to end
+    // and for bench/jobs.
+    let _ = reg.add("jobs.noop", |_ctx: JobContext| async move { Ok(()) });
     if !bkjs_base::faults::enabled() {
         return;
     }
@@ -442,6 +521,20 @@ pub fn test_jobs(reg: &mut Registry) {
             .to_string();
         if let Some(ms) = ctx.args.get("sleep").and_then(Value::as_u64) {
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        if ctx.args.get("fail_attempt").and_then(Value::as_i64) == Some(ctx.attempt) {
+            return Err(JobError::failed(format!(
+                "test job: attempt {} fails on purpose",
+                ctx.attempt
+            )));
+        }
+        if flag(ctx.args.get("count")) {
+            let mut row = bkjs_db::Row::new();
+            row.insert("id".into(), json!(name));
+            row.insert("ping".into(), json!(1));
+            ctx.db
+                .incr("bk_counter", &row, &bkjs_db::Options::default())
+                .await?;
         }
         let title = std::fs::read("/proc/self/cmdline")
             .ok()
@@ -458,6 +551,8 @@ pub fn test_jobs(reg: &mut Registry) {
             "start": start,
             "end": bkjs_base::time::now_ms(),
             "args": ctx.args,
+            "id": ctx.id,
+            "attempt": ctx.attempt,
         });
         let mut row = bkjs_db::Row::new();
         row.insert("name".into(), json!(name));
@@ -471,7 +566,22 @@ pub fn test_jobs(reg: &mut Registry) {
         tracing::warn!("test job: aborting this process");
         std::process::abort();
     });
-    let _ = reg.add("test.fail", |_ctx: JobContext| async move {
+    let _ = reg.add("test.fail", |ctx: JobContext| async move {
+        // With `name`, each attempt leaves a row NAME.ATTEMPT holding when it started.
+        if let Some(name) = ctx.args.get("name").and_then(Value::as_str) {
+            let mut row = bkjs_db::Row::new();
+            row.insert("name".into(), json!(format!("{name}.{}", ctx.attempt)));
+            row.insert(
+                "value".into(),
+                json!(
+                    json!({"start": bkjs_base::time::now_ms(), "pid": std::process::id()})
+                        .to_string()
+                ),
+            );
+            ctx.db
+                .put("bk_property", &row, &bkjs_db::Options::default())
+                .await?;
+        }
         Err(JobError::failed("test job: failing on purpose"))
     });
 }

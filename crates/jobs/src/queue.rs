@@ -92,6 +92,13 @@ impl Queue {
         Submitted::Queued
     }
 
+    /// Adds a job claimed from the durable queue: its uniqueness was decided there, so only the
+    /// ordering rules (runlast, runone, runafter, slots) apply.
+    pub(crate) fn push(&mut self, job: Job) {
+        let opts = job.options().unwrap_or_default();
+        self.waiting.push_back(Waiting { job, opts });
+    }
+
     /// The first waiting job that may start, moved to the running set with its run id.
     pub(crate) fn next(&mut self, slots: usize) -> Option<(u64, Job)> {
         let i = (0..self.waiting.len()).find(|&i| self.may_start(i, slots))?;
@@ -128,6 +135,7 @@ mod tests {
             name: name.into(),
             args,
             kind: JobType::Local,
+            queued: None,
         }
     }
 

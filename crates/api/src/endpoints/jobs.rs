@@ -1,7 +1,9 @@
-//! `/system/jobs` (admin, docs/api.md, §9): without `job`, the master's queue (running and waiting
-//! jobs, the crontab); with `job=NAME` or `job=JSON` (also a JSON body's `job` field) it queues
-//! the job at this machine's master, or with `host=H` for another host through `bk_jobs`.
-//! `type=server` runs it inside the master instead of a job worker.
+//! `/system/jobs` (admin, docs/api.md, §9, docs/jobs.md): without `job`, the master's queue (running
+//! and waiting jobs, the crontab, counts by state, the last failures); with `job=NAME` or
+//! `job=JSON` (also a JSON body's `job` field) it queues the job in the durable queue through this
+//! machine's master and answers its id once committed, or with `host=H` for another host through
+//! `bk_jobs`. `type=server` runs it inside the master instead of a job worker. `id=ID` shows one
+//! job; `retry=ID` and `cancel=ID` retry a dead or cancelled job and cancel one.
 
 use crate::api::{Req, Routes};
 
@@ -17,7 +19,7 @@ pub(crate) fn register(r: &mut Routes) -> Result<(), crate::route::RouteError> {
     r.add(
         "*",
         "/system/jobs",
-        "admin: the job queue; job=NAME|JSON [type=local|server] [host=H] runs a job on demand (on host H through bk_jobs)",
+        "admin: the job queue; job=NAME|JSON [type=local|server] [delay=MS] [priority=N] [unique=KEY] [max_attempts=N] [host=H] queues a job and answers its id; id=ID shows it; retry=ID, cancel=ID",
         jobs,
     )
 }
@@ -30,6 +32,8 @@ impl From<JobError> for ApiError {
                 tracing::warn!("{e}");
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
+            JobError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+            JobError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             JobError::Failed(_) => ApiError::internal(e.to_string()),
         }
     }
@@ -45,6 +49,20 @@ async fn jobs(req: Arc<Req>) -> Result<Out, ApiError> {
             .map(|s| Value::String(s.to_string())),
     };
     let kind = JobType::parse(req.param("type").unwrap_or(""))?;
+    for op in ["retry", "cancel", "id"] {
+        if let Some(id) = req.param(op).filter(|s| !s.trim().is_empty()) {
+            let op = if op == "id" { "get" } else { op };
+            let id: i64 = id
+                .trim()
+                .parse()
+                .ok()
+                .filter(|i| *i > 0)
+                .ok_or_else(|| ApiError::bad(format!("{op}: {id:?} is not a job id")))?;
+            return Ok(Out::Json(
+                control::request(cfg, &json!({"op": op, "id": id})).await?,
+            ));
+        }
+    }
     let Some(spec) = spec else {
         return Ok(Out::Json(
             control::request(cfg, &json!({"op": "status"})).await?,
@@ -71,7 +89,20 @@ async fn jobs(req: Arc<Req>) -> Result<Out, ApiError> {
             } else {
                 "local"
             };
-            let r = control::request(cfg, &json!({"op": "run", "job": spec, "type": kind})).await?;
+            let mut run = json!({"op": "run", "job": spec, "type": kind});
+            for k in ["delay", "run_at", "priority", "max_attempts"] {
+                if let Some(v) = req.param(k).filter(|s| !s.trim().is_empty()) {
+                    let n: i64 = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| ApiError::bad(format!("{k} must be an integer, not {v:?}")))?;
+                    run[k] = json!(n);
+                }
+            }
+            if let Some(v) = req.param("unique").filter(|s| !s.is_empty()) {
+                run["unique"] = json!(v);
+            }
+            let r = control::request(cfg, &run).await?;
             Ok(Out::Json(r))
         }
     }

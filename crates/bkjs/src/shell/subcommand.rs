@@ -40,6 +40,7 @@ pub(crate) const SUBCOMMANDS: &[&str] = &[
     "-location-put",
     "-send-request",
     "-run-job",
+    "-jobs",
 ];
 
 /// Splits a shell command line into configuration parameters and a subcommand with its
@@ -110,6 +111,9 @@ pub(crate) fn run_subcommand(
         let db = std::sync::Arc::new(db);
         if sub == "-run-job" {
             return run_job(&cfg, &db, &jobs, input).await;
+        }
+        if sub == "-jobs" {
+            return queue_jobs(&cfg, input).await;
         }
         subcommand(&cfg, &db, sub, input, &keep).await
     });
@@ -205,6 +209,64 @@ pub(crate) async fn subcommand(
     }
 }
 
+/// `-jobs [job JOB [type T] [delay MS] [priority N] [unique KEY] [max_attempts N]] [id ID]
+/// [retry ID] [cancel ID]`: the durable queue through this machine's master, as `/system/jobs`:
+/// queues jobs (answering their ids once committed), shows one, retries or cancels one; with no
+/// argument the queue's status.
+async fn queue_jobs(cfg: &Config, mut input: Row) -> Result<Value, String> {
+    let mut req = serde_json::Map::new();
+    for op in ["id", "retry", "cancel"] {
+        if let Some(v) = input.remove(op) {
+            if !req.is_empty() {
+                return Err("give one of job, id, retry, cancel".into());
+            }
+            req.insert(
+                "op".into(),
+                serde_json::json!(if op == "id" { "get" } else { op }),
+            );
+            req.insert("id".into(), v);
+        }
+    }
+    if let Some(job) = input.remove("job") {
+        if !req.is_empty() {
+            return Err("give one of job, id, retry, cancel".into());
+        }
+        req.insert("op".into(), serde_json::json!("run"));
+        req.insert("job".into(), job);
+        for k in [
+            "type",
+            "delay",
+            "run_at",
+            "priority",
+            "unique",
+            "max_attempts",
+        ] {
+            if let Some(v) = input.remove(k) {
+                let v = match (k, v) {
+                    ("type" | "unique", v) => v,
+                    (_, Value::String(s)) => serde_json::json!(s
+                        .trim()
+                        .parse::<i64>()
+                        .map_err(|_| format!("{k} must be an integer, not {s:?}"))?),
+                    (_, v) => v,
+                };
+                req.insert(k.into(), v);
+            }
+        }
+    }
+    if let Some(k) = input.keys().next() {
+        return Err(format!(
+            "unknown argument {k} (job, type, delay, run_at, priority, unique, max_attempts, id, retry, cancel)"
+        ));
+    }
+    if req.is_empty() {
+        req.insert("op".into(), serde_json::json!("status"));
+    }
+    bkjs_jobs::control::request(cfg, &Value::Object(req))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// `-run-job job JOB [type local|server] [host H]`: runs the jobs of JOB (a name or JSON) in
 /// this process, one after the other, or with `host` queues them in `bk_jobs` for that host's
 /// master.
@@ -247,6 +309,8 @@ async fn run_job(
             args: job.args.clone(),
             cfg: cfg.clone(),
             db: db.clone(),
+            id: 0,
+            attempt: 0,
         };
         handler(ctx)
             .await

@@ -19,6 +19,6 @@ mod replace;
 mod tests;
 
 pub use db::{Db, RowHook};
-pub use pools::PARAMS;
+pub use pools::{open_pool, PARAMS};
 #[cfg(test)]
 pub(crate) use replace::replace_on;

@@ -132,7 +132,7 @@ pub static PARAMS: &[Param] = &[
 ];
 
 /// Opens the pool of one driver from the configuration.
-pub(super) async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driver>, DbError> {
+pub async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driver>, DbError> {
     match driver {
         "sqlite" => {
             let path = cfg

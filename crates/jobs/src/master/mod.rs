@@ -3,16 +3,22 @@
 //! thread of its own (a tokio runtime for the socket, the timers and the database); the
 //! supervisor loop of the master (process/monitor.rs) only hands it the exits it reaps and its
 //! signals through [`Jobs`]. Job workers are spawned from that thread, which lives as long as
-//! the master, so their `PDEATHSIG` holds.
+//! the master, so their `PDEATHSIG` holds. Its side of the durable queue is in `durable.rs`, its
+//! answers to control requests in `requests.rs`.
+
+mod durable;
+mod requests;
 
 use super::control::{socket_path, MAX_LINE};
 use super::crontab::{self, Entry};
-use super::queue::{Queue, Submitted};
-use super::{host_name, parse_spec, Job, JobContext, JobError, JobType, Registry};
+use super::queue::Queue;
+use super::store::{self, Store};
+use super::{host_name, parse_spec, Job, JobContext, JobError, JobType, QueueRef, Registry};
 use bkjs_base::config::Config;
 use bkjs_base::sys::Boot;
 use bkjs_base::sys::{kill_group, spawn, ChildSpec, ExitInfo};
 use chrono::{DateTime, Local};
+use durable::{Metrics, Pending};
 use nix::sys::signal::Signal;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -35,6 +41,12 @@ enum Ctl {
     Request(Value, oneshot::Sender<Value>),
     Polled(Vec<Job>),
     ServerDone(u64, Result<(), String>),
+    /// Jobs were queued: look for due jobs now.
+    Wake,
+    /// A claim round ended with these jobs (their rows are running on this node).
+    Claimed(Vec<Job>),
+    /// A lease check ended.
+    Reaped,
 }
 
 /// The master's handle on its jobs thread.
@@ -68,8 +80,8 @@ impl Jobs {
             registry.check(&jobs).map_err(|e| bad(e.to_string()))?;
             initial.extend(jobs);
         }
-        let path = cfg.dir("etc").join("crontab");
-        let entries = match crontab::load(&path) {
+        let paths = crontab::paths(&cfg.dir("etc"));
+        let entries = match crontab::load_all(&paths) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!("crontab not loaded: {e}");
@@ -109,8 +121,8 @@ impl Jobs {
             tables,
             queue: Queue::new(),
             crontab: Vec::new(),
-            crontab_path: path.clone(),
-            crontab_seen: file_stamp(&path),
+            crontab_seen: paths.iter().map(|p| file_stamp(p)).collect(),
+            crontab_paths: paths.to_vec(),
             crontab_checked: Instant::now(),
             runs: HashMap::new(),
             by_pid: HashMap::new(),
@@ -123,12 +135,21 @@ impl Jobs {
             last_poll: Instant::now(),
             polling: false,
             poll_failing: false,
+            store: Arc::new(tokio::sync::OnceCell::new()),
+            node: host_name(cfg),
+            claiming: false,
+            claim_again: false,
+            last_claim: Instant::now(),
+            reaping: false,
+            last_reap: Instant::now(),
+            last_heartbeat: Instant::now(),
+            last_prune: Instant::now(),
+            metrics: Arc::new(Metrics::new()),
+            finished: None,
         };
         state.set_crontab(entries);
-        let n = initial.len();
-        if n > 0 {
-            let r = state.submit(initial);
-            tracing::info!("-server-job: {r}");
+        if !initial.is_empty() {
+            state.submit(initial.into_iter().map(Pending::of).collect(), None);
         }
         std::thread::Builder::new()
             .name("jobs".into())
@@ -192,6 +213,13 @@ struct Run {
     killed: bool,
 }
 
+/// FNV-1a: a hash that is the same on every node and every build (a tick's unique key).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 fn file_stamp(p: &std::path::Path) -> Option<(SystemTime, u64)> {
     std::fs::metadata(p)
         .ok()
@@ -205,8 +233,8 @@ struct State {
     tables: Vec<bkjs_db::Table>,
     queue: Queue,
     crontab: Vec<(Entry, Option<DateTime<Local>>)>,
-    crontab_path: PathBuf,
-    crontab_seen: Option<(SystemTime, u64)>,
+    crontab_paths: Vec<PathBuf>,
+    crontab_seen: Vec<Option<(SystemTime, u64)>>,
     crontab_checked: Instant,
     runs: HashMap<u64, Run>,
     by_pid: HashMap<u32, u64>,
@@ -219,6 +247,20 @@ struct State {
     last_poll: Instant,
     polling: bool,
     poll_failing: bool,
+    /// The durable queue (opened on first use, on the server-jobs runtime).
+    store: Arc<tokio::sync::OnceCell<Store>>,
+    /// This node's name in the queue (the host name of `-server-jobs-host`).
+    node: String,
+    claiming: bool,
+    claim_again: bool,
+    last_claim: Instant,
+    reaping: bool,
+    last_reap: Instant,
+    last_heartbeat: Instant,
+    last_prune: Instant,
+    metrics: Arc<Metrics>,
+    /// See [`State::finisher`].
+    finished: Option<mpsc::UnboundedSender<QueueRef>>,
 }
 
 impl State {
@@ -254,7 +296,11 @@ impl State {
     /// max-time checks, the crontab and bk_jobs polls).
     fn next_wake(&self) -> Duration {
         let now = Local::now();
-        let cap = Duration::from_millis(250);
+        let cap = Duration::from_millis(250).min(
+            self.cfg
+                .duration("jobs-poll-interval")
+                .max(Duration::from_millis(5)),
+        );
         self.crontab
             .iter()
             .filter_map(|(_, next)| *next)
@@ -269,6 +315,10 @@ impl State {
         self.poll_bk_jobs();
         self.check_max_time();
         self.dispatch();
+        if self.last_claim.elapsed() >= self.cfg.duration("jobs-poll-interval") {
+            self.claim();
+        }
+        self.leases();
     }
 
     fn handle(&mut self, ctl: Ctl) {
@@ -277,9 +327,26 @@ impl State {
             Ctl::Reload => self.reload_crontab("SIGHUP"),
             Ctl::Stop => {
                 self.stopping = true;
+                // Claimed jobs that never started go back to the queue at once (not counted as
+                // an attempt), rather than when their lease expires.
+                let claimed: Vec<QueueRef> =
+                    self.queue.waiting().filter_map(|j| j.queued).collect();
                 let dropped = self.queue.clear_waiting();
                 if dropped > 0 {
-                    tracing::info!("jobs: stopping; {dropped} waiting jobs dropped");
+                    tracing::info!(
+                        "jobs: stopping; {dropped} waiting jobs dropped ({} back in the queue)",
+                        claimed.len()
+                    );
+                }
+                if !claimed.is_empty() {
+                    let store = self.store_task();
+                    self.server_rt.spawn(async move {
+                        if let Ok(store) = store.await {
+                            for q in claimed {
+                                let _ = store.release(q).await;
+                            }
+                        }
+                    });
                 }
                 for run in self.runs.values() {
                     if let Some(pid) = run.pid {
@@ -291,17 +358,39 @@ impl State {
                 }
             }
             Ctl::Kill => self.stopping = true,
-            Ctl::Request(req, reply) => {
-                let _ = reply.send(self.request(&req));
-            }
+            Ctl::Request(req, reply) => self.request(&req, reply),
             Ctl::Polled(jobs) => {
                 self.polling = false;
                 if !jobs.is_empty() {
-                    let r = self.submit(jobs);
-                    tracing::info!("bk_jobs for {}: {r}", host_name(&self.cfg));
+                    tracing::info!("bk_jobs for {}: {} jobs claimed", self.node, jobs.len());
+                    let target = self.node.clone();
+                    let items = jobs
+                        .into_iter()
+                        .map(|job| Pending {
+                            job,
+                            key: None,
+                            target: target.clone(),
+                        })
+                        .collect();
+                    self.submit(items, None);
                 }
             }
+            Ctl::Wake => self.claim(),
+            Ctl::Claimed(jobs) => {
+                self.claiming = false;
+                let more = !jobs.is_empty() || self.claim_again;
+                self.claim_again = false;
+                for job in jobs {
+                    self.queue.push(job);
+                }
+                self.dispatch();
+                if more {
+                    self.claim();
+                }
+            }
+            Ctl::Reaped => self.reaping = false,
             Ctl::ServerDone(id, r) => {
+                self.claim();
                 if let Some(run) = self.runs.remove(&id) {
                     self.queue.finish(id);
                     let took = run.started.elapsed().as_secs_f64();
@@ -334,6 +423,19 @@ impl State {
         };
         let took = run.started.elapsed().as_secs_f64();
         let name = &run.job.name;
+        if info == ExitInfo::Code(0) {
+            self.metrics.done.inc();
+        } else if let Some(q) = run.job.queued {
+            // The worker records its own failure (exit 1); a crash, a kill or a worker that
+            // could not record it is recorded here. Fenced: a no-op when already recorded.
+            let why = if run.killed {
+                "killed after -server-job-max-time".to_string()
+            } else {
+                format!("the job worker {info}")
+            };
+            self.record_failure(name.clone(), q, why);
+        }
+        self.claim();
         match info {
             ExitInfo::Code(0) => {
                 tracing::info!("job {name} (worker pid {pid}) finished in {took:.3}s")
@@ -346,32 +448,6 @@ impl State {
                 "job {name} (worker pid {pid}) crashed: {info} after {took:.3}s; the master goes on"
             ),
         }
-    }
-
-    /// Queues jobs from any source; answers what happened to each.
-    fn submit(&mut self, jobs: Vec<Job>) -> Value {
-        let mut queued = Vec::new();
-        let mut skipped = Vec::new();
-        for job in jobs {
-            let name = job.name.clone();
-            if let Err(e) = self.registry.check(std::slice::from_ref(&job)) {
-                skipped.push(json!({"name": name, "reason": e.to_string()}));
-                continue;
-            }
-            if self.stopping {
-                skipped.push(json!({"name": name, "reason": "the master is stopping"}));
-                continue;
-            }
-            match self.queue.submit(job, self.free_slots()) {
-                Submitted::Queued => queued.push(json!(name)),
-                Submitted::Skipped(why) => {
-                    tracing::debug!("jobs: {why}");
-                    skipped.push(json!({"name": name, "reason": why}));
-                }
-            }
-        }
-        self.dispatch();
-        json!({"queued": queued, "skipped": skipped})
     }
 
     fn free_slots(&self) -> usize {
@@ -424,7 +500,16 @@ impl State {
                 drop(pids);
                 self.live.fetch_add(1, Ordering::SeqCst);
                 self.by_pid.insert(pid, id);
+                self.metrics.started.inc();
                 tracing::info!("job {} started in worker pid {pid}", job.name);
+                if let Some(q) = job.queued {
+                    let store = self.store_task();
+                    self.server_rt.spawn(async move {
+                        if let Ok(s) = store.await {
+                            let _ = s.set_pid(q.id, q.attempt, pid).await;
+                        }
+                    });
+                }
                 self.runs.insert(
                     id,
                     Run {
@@ -479,6 +564,7 @@ impl State {
             job.name.clone(),
             job.args.clone(),
         );
+        let q = job.queued;
         let db = self.db_task();
         let inner = self.server_rt.spawn(async move {
             let db = db.await?;
@@ -487,17 +573,51 @@ impl State {
                 args,
                 cfg,
                 db,
+                id: q.map_or(0, |q| q.id),
+                attempt: q.map_or(0, |q| q.attempt),
             })
             .await
             .map_err(|e| e.to_string())
         });
         let abort = inner.abort_handle();
+        let (store, metrics) = (self.store_task(), self.metrics.clone());
+        let backoff = (
+            self.cfg.duration("jobs-backoff"),
+            self.cfg.duration("jobs-backoff-max"),
+        );
+        let job_name = job.name.clone();
+        let finished = self.finisher();
+        self.metrics.started.inc();
         self.server_rt.spawn(async move {
             let r = match inner.await {
                 Ok(r) => r,
                 Err(e) if e.is_panic() => Err(format!("panicked: {e}")),
-                Err(_) => Err("stopped".to_string()),
+                Err(_) => Err("stopped (killed after -server-job-max-time)".to_string()),
             };
+            if let (Some(q), Ok(())) = (q, &r) {
+                // Recorded in batches by the finisher.
+                let _ = finished.send(q);
+            } else if let (Some(q), Err(e)) = (q, &r) {
+                let rec: Result<Option<String>, JobError> = async {
+                    let store = store.await?;
+                    let d = store::backoff(q.attempt, backoff.0, backoff.1);
+                    let state = store.failed(q.id, q.attempt, e, d).await?;
+                    metrics.failure(state.as_deref());
+                    Ok(state.map(|s| format!("now {s}")))
+                }
+                .await;
+                match rec {
+                    Ok(None) => {}
+                    Ok(Some(note)) => {
+                        tracing::info!("job {job_name} ({}) attempt {}: {note}", q.id, q.attempt)
+                    }
+                    Err(e) => {
+                        tracing::error!("job {job_name} ({}): cannot record its result: {e}", q.id)
+                    }
+                }
+            } else if r.is_ok() {
+                metrics.done.inc();
+            }
             let _ = tx.send(Ctl::ServerDone(id, r));
         });
         tracing::info!("job {} started in the master", job.name);
@@ -549,27 +669,52 @@ impl State {
             .collect();
     }
 
+    /// Queues the jobs of the entries whose time came. A tick's unique key is the entry (its id
+    /// or cron spec), the job (position, arguments, name) and the tick's time, so nodes sharing the queue run it once (per node with
+    /// `per_node`).
     fn fire_cron(&mut self) {
         let now = Local::now();
         let mut due = Vec::new();
         for (entry, next) in self.crontab.iter_mut() {
-            if next.is_some_and(|t| t <= now) {
-                due.extend(entry.jobs.iter().cloned());
-                *next = entry.next_after(&now);
+            let Some(tick) = next.filter(|t| *t <= now) else {
+                continue;
+            };
+            let label = entry.id.clone().unwrap_or_else(|| entry.cron.clone());
+            for (i, job) in entry.jobs.iter().enumerate() {
+                let node = if entry.per_node {
+                    format!("{}:", self.node)
+                } else {
+                    String::new()
+                };
+                due.push(Pending {
+                    job: job.clone(),
+                    key: Some(format!(
+                        "{}{node}{label}:{i}:{:016x}:{}:{}",
+                        store::TICK,
+                        fnv1a(job.args.to_string().as_bytes()),
+                        job.name,
+                        tick.timestamp()
+                    )),
+                    target: String::new(),
+                });
             }
+            *next = entry.next_after(&now);
         }
         if !due.is_empty() && !self.stopping {
-            let r = self.submit(due);
-            tracing::debug!("cron: {r}");
+            self.submit(due, None);
         }
     }
 
     fn reload_crontab(&mut self, why: &str) {
-        match crontab::load(&self.crontab_path) {
+        match crontab::load_all(&self.crontab_paths) {
             Ok(entries) => {
                 tracing::info!(
-                    "{why}: crontab {} reloaded, {} entries",
-                    self.crontab_path.display(),
+                    "{why}: crontab reloaded from {}, {} entries",
+                    self.crontab_paths
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" + "),
                     entries.len()
                 );
                 self.set_crontab(entries);
@@ -586,7 +731,7 @@ impl State {
             return;
         }
         self.crontab_checked = Instant::now();
-        let stamp = file_stamp(&self.crontab_path);
+        let stamp: Vec<_> = self.crontab_paths.iter().map(|p| file_stamp(p)).collect();
         if stamp != self.crontab_seen {
             self.crontab_seen = stamp;
             self.reload_crontab("crontab changed");
@@ -666,57 +811,6 @@ impl State {
                 }
             }
         });
-    }
-
-    /// A control request (see `control.rs`).
-    fn request(&mut self, req: &Value) -> Value {
-        let refuse = |e: JobError| json!({"status": 400, "message": e.to_string()});
-        match req.get("op").and_then(Value::as_str) {
-            Some("run") => {
-                let kind =
-                    match JobType::parse(req.get("type").and_then(Value::as_str).unwrap_or("")) {
-                        Ok(k) => k,
-                        Err(e) => return refuse(e),
-                    };
-                let spec = req.get("job").cloned().unwrap_or(Value::Null);
-                let jobs = match &spec {
-                    Value::String(s) => super::parse_text(s, kind),
-                    v => parse_spec(v, kind),
-                };
-                let jobs = match jobs.and_then(|j| self.registry.check(&j).map(|()| j)) {
-                    Ok(j) => j,
-                    Err(e) => return refuse(e),
-                };
-                self.submit(jobs)
-            }
-            Some("status") => {
-                let running: Vec<Value> = self
-                    .runs
-                    .values()
-                    .map(|r| {
-                        json!({"name": r.job.name, "type": r.job.kind, "pid": r.pid,
-                               "started": r.started_ms, "args": r.job.args})
-                    })
-                    .collect();
-                let waiting: Vec<Value> = self
-                    .queue
-                    .waiting()
-                    .map(|j| json!({"name": j.name, "type": j.kind, "args": j.args}))
-                    .collect();
-                let crontab: Vec<Value> = self
-                    .crontab
-                    .iter()
-                    .map(|(e, next)| {
-                        json!({"cron": e.cron, "id": e.id,
-                               "jobs": e.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>(),
-                               "next": next.map(|t| t.timestamp_millis())})
-                    })
-                    .collect();
-                json!({"host": host_name(&self.cfg), "running": running, "waiting": waiting,
-                       "crontab": crontab, "registered": self.registry.names()})
-            }
-            _ => refuse(JobError::Bad("op must be run or status".into())),
-        }
     }
 }
 

@@ -1,0 +1,725 @@
+//! The durable job queue (docs/jobs.md): one table, `bk_job_queue`, in the pool `-jobs-pool`. A job
+//! is a row from the moment it is acknowledged until it is done, dead or cancelled, so a master,
+//! worker or machine that dies loses nothing: its rows' leases expire and any master requeues
+//! them. Every write of a running job is fenced by its attempt number (`WHERE id AND attempts AND
+//! state = 'running'`), so a stale worker that resumes late cannot overwrite a newer attempt.
+//!
+//! The SQL is shared except where the dialects differ (`pgsql`, `sqlite`): the DDL and the
+//! claim. The table is created here with native statements rather than through the generic
+//! schema because it needs a nullable unique key and partial indexes.
+
+mod pgsql;
+mod sqlite;
+
+use super::{Job, JobError, JobType, QueueRef};
+use bkjs_base::config::Config;
+use bkjs_db::{DbError, Driver, Options, Res, Row};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The states of a queued job.
+pub(crate) const STATES: &[&str] = &["queued", "running", "done", "dead", "cancelled"];
+
+/// A unique key that stays on the row once the job is over (a crontab tick must never run
+/// twice); other keys are released when the job ends so that the name can be queued again.
+pub(crate) const TICK: &str = "tick:";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Pgsql,
+    Sqlite,
+}
+
+/// How a job is queued: the options of docs/jobs.md, validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Enqueue {
+    pub run_at: i64,
+    pub priority: i64,
+    pub unique_key: Option<String>,
+    pub max_attempts: i64,
+    pub queue: String,
+    /// The host that must run it (a job sent with `host=H`); empty: any node.
+    pub target: String,
+    /// `runone`: at most one running job of this name across all nodes.
+    pub one: bool,
+}
+
+fn int_arg(args: &Value, name: &str) -> Result<Option<i64>, JobError> {
+    match args.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| JobError::Bad(format!("{name} must be an integer"))),
+        Some(Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| JobError::Bad(format!("{name} must be an integer, not {s:?}"))),
+        Some(v) => Err(JobError::Bad(format!("{name} must be an integer, not {v}"))),
+    }
+}
+
+impl Enqueue {
+    /// Reads the queue options from a job's arguments: `delay` (ms, >= 0) or `run_at` (ms since
+    /// the epoch), `priority`, `unique` (a key), `max_attempts` (1..1000), `queue`. Without
+    /// `unique` and without `runalways` the job's name is its unique key (a job whose name is
+    /// queued or running is not queued twice) until its first attempt ends.
+    pub(crate) fn from_job(job: &Job, now: i64, default_max: i64) -> Result<Enqueue, JobError> {
+        let a = &job.args;
+        let opts = job.options()?;
+        let mut run_at = now;
+        if let Some(d) = int_arg(a, "delay")? {
+            if d < 0 {
+                return Err(JobError::Bad(format!(
+                    "delay must be 0 or more milliseconds, not {d}"
+                )));
+            }
+            run_at = now.saturating_add(d);
+        }
+        if let Some(t) = int_arg(a, "run_at")? {
+            if t < 0 {
+                return Err(JobError::Bad(format!(
+                    "run_at must be milliseconds since the epoch, not {t}"
+                )));
+            }
+            run_at = t;
+        }
+        let priority = int_arg(a, "priority")?.unwrap_or(0);
+        if !(-1000..=1000).contains(&priority) {
+            return Err(JobError::Bad(format!(
+                "priority must be between -1000 and 1000, not {priority}"
+            )));
+        }
+        let max_attempts = int_arg(a, "max_attempts")?.unwrap_or(default_max);
+        if !(1..=1000).contains(&max_attempts) {
+            return Err(JobError::Bad(format!(
+                "max_attempts must be between 1 and 1000, not {max_attempts}"
+            )));
+        }
+        let unique_key = match a.get("unique") {
+            None | Some(Value::Null) => (!opts.runalways).then(|| format!("name:{}", job.name)),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 512 => {
+                Some(format!("key:{}:{s}", job.name))
+            }
+            Some(_) => {
+                return Err(JobError::Bad(
+                    "unique must be a string of 1 to 512 characters".into(),
+                ))
+            }
+        };
+        let queue = match a.get("queue") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) if s.len() <= 128 => s.clone(),
+            Some(_) => return Err(JobError::Bad("queue must be a short string".into())),
+        };
+        Ok(Enqueue {
+            run_at,
+            priority,
+            unique_key,
+            max_attempts,
+            queue,
+            target: String::new(),
+            one: opts.runone.is_some(),
+        })
+    }
+}
+
+/// A job a node claimed (its row id and attempt in `job.queued`).
+#[derive(Debug, Clone)]
+pub(crate) struct Claimed {
+    pub job: Job,
+    /// When it was due (the lag is start - due).
+    pub run_at: i64,
+}
+
+/// The exponential backoff after failed attempt `attempt` (1-based): `base * 2^(attempt-1)`,
+/// at most `max`, plus up to a quarter more of jitter.
+pub(crate) fn backoff(attempt: i64, base: Duration, max: Duration) -> Duration {
+    let exp = attempt.clamp(1, 40) - 1;
+    let d = base
+        .checked_mul(1u32 << exp.min(31))
+        .unwrap_or(max)
+        .min(max);
+    let jitter = rand::random::<f64>() * 0.25;
+    d + d.mul_f64(jitter)
+}
+
+/// The queue table on its pool.
+#[derive(Clone)]
+pub(crate) struct Store {
+    pool: Arc<dyn Driver>,
+    dialect: Dialect,
+}
+
+fn num(row: &Row, k: &str) -> i64 {
+    match row.get(k) {
+        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn text(row: &Row, k: &str) -> String {
+    match row.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// A row's JSON `args` column, parsed (the drivers may hand back text or JSON).
+fn args_of(row: &Row) -> Value {
+    match row.get("args") {
+        Some(Value::String(s)) => serde_json::from_str(s).unwrap_or(json!({})),
+        Some(v @ Value::Object(_)) => v.clone(),
+        _ => json!({}),
+    }
+}
+
+impl Store {
+    /// Opens the pool `-jobs-pool` (empty: `-db-pool`) and creates the table when missing.
+    pub(crate) async fn open(cfg: &Config) -> Result<Store, JobError> {
+        let store = Self::connect(cfg).await?;
+        store.init().await?;
+        Ok(store)
+    }
+
+    async fn connect(cfg: &Config) -> Result<Store, JobError> {
+        let name = match cfg.str("jobs-pool") {
+            "" => cfg.str("db-pool").to_string(),
+            p => p.to_string(),
+        };
+        let dialect = match name.as_str() {
+            "pgsql" => Dialect::Pgsql,
+            "sqlite" => Dialect::Sqlite,
+            other => {
+                return Err(JobError::Bad(format!(
+                    "-jobs-pool: the job queue needs a sqlite or pgsql pool, not {other}"
+                )))
+            }
+        };
+        let pool = bkjs_db::front::open_pool(&name, cfg)
+            .await
+            .map_err(|e| JobError::Unavailable(format!("the job queue's pool {name}: {e}")))?;
+        Ok(Store { pool, dialect })
+    }
+
+    /// Opens the pool of a queue whose table exists (a job worker's).
+    pub(crate) async fn open_existing(cfg: &Config) -> Result<Store, JobError> {
+        Self::connect(cfg).await
+    }
+
+    async fn init(&self) -> Result<(), JobError> {
+        let ddl = match self.dialect {
+            Dialect::Pgsql => pgsql::DDL,
+            Dialect::Sqlite => sqlite::DDL,
+        };
+        for stmt in ddl {
+            // Two nodes creating the table at once: one of them may lose the race in the
+            // catalog; the second try finds the table.
+            if let Err(e) = self.q(stmt, &[]).await {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.q(stmt, &[]).await.map_err(|e2| {
+                    JobError::Unavailable(format!("cannot create bk_job_queue: {e}; {e2}"))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn q(&self, sql: &str, params: &[Value]) -> Result<Res, DbError> {
+        let text = match self.dialect {
+            Dialect::Pgsql => pgsql::text(sql),
+            Dialect::Sqlite => sqlite::text(sql),
+        };
+        self.pool.query(&text, params, &Options::default()).await
+    }
+
+    /// Inserts jobs, up to 500 rows per statement (one commit for a request's batch); answers,
+    /// for each in order, its id and whether it is new (false: a job with the same unique key is
+    /// queued or running, and its id is answered). Ids follow the order of the rows.
+    pub(crate) async fn enqueue_many(
+        &self,
+        jobs: &[(Job, Enqueue)],
+    ) -> Result<Vec<(i64, bool)>, JobError> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(500) {
+            let now = bkjs_base::time::now_ms();
+            let mut params = Vec::with_capacity(chunk.len() * 11 + 1);
+            params.push(json!(now));
+            let mut values = Vec::with_capacity(chunk.len());
+            for (job, e) in chunk {
+                let n = params.len();
+                values.push(format!(
+                    "(${}, ${}, ${}, 'queued', ${}, ${}, ${}, ${}, ${}, ${}, ${}, $1, $1)",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6,
+                    n + 7,
+                    n + 8,
+                    n + 9,
+                    n + 10
+                ));
+                params.extend([
+                    json!(job.name),
+                    json!(job.args.to_string()),
+                    json!(kind_name(job.kind)),
+                    json!(e.max_attempts),
+                    json!(e.run_at),
+                    json!(e.priority),
+                    e.unique_key.as_ref().map_or(Value::Null, |k| json!(k)),
+                    json!(e.queue),
+                    json!(e.target),
+                    json!(i64::from(e.one)),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO bk_job_queue (name, args, kind, state, max_attempts, run_at, priority,
+                    unique_key, queue, target, one, ctime, mtime)
+                 VALUES {} ON CONFLICT (unique_key) DO NOTHING RETURNING id, unique_key",
+                values.join(", ")
+            );
+            let r = self.q(&sql, &params).await.map_err(unavailable)?;
+            let mut keyless: Vec<i64> = Vec::new();
+            let mut keyed = std::collections::HashMap::new();
+            for row in &r.rows {
+                match row.get("unique_key") {
+                    Some(Value::String(k)) => {
+                        keyed.insert(k.clone(), num(row, "id"));
+                    }
+                    _ => keyless.push(num(row, "id")),
+                }
+            }
+            keyless.sort_unstable();
+            let mut keyless = keyless.into_iter();
+            for (_, e) in chunk {
+                match &e.unique_key {
+                    None => out.push((keyless.next().unwrap_or(0), true)),
+                    Some(k) => match keyed.remove(k) {
+                        Some(id) => out.push((id, true)),
+                        None => {
+                            let r = self
+                                .q(
+                                    "SELECT id FROM bk_job_queue WHERE unique_key = $1",
+                                    &[json!(k)],
+                                )
+                                .await
+                                .map_err(unavailable)?;
+                            out.push((r.rows.first().map_or(0, |row| num(row, "id")), false));
+                        }
+                    },
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a job named `name` is queued or running (a crontab tick of a job without
+    /// `runalways` is skipped then, as it always was).
+    pub(crate) async fn active(&self, name: &str) -> Result<bool, JobError> {
+        let r = self
+            .q(
+                "SELECT id FROM bk_job_queue WHERE name = $1 AND state IN ('queued', 'running') LIMIT 1",
+                &[json!(name)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(!r.rows.is_empty())
+    }
+
+    /// Claims up to `n` due jobs of `kind` for `node` (a host name `host`), with a lease.
+    pub(crate) async fn claim(
+        &self,
+        node: &str,
+        host: &str,
+        kind: JobType,
+        n: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, JobError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let now = bkjs_base::time::now_ms();
+        let sql = match self.dialect {
+            Dialect::Pgsql => pgsql::CLAIM,
+            Dialect::Sqlite => sqlite::CLAIM,
+        };
+        let r = self
+            .q(
+                sql,
+                &[
+                    json!(node),
+                    json!(now + lease.as_millis() as i64),
+                    json!(now),
+                    json!(kind_name(kind)),
+                    json!(host),
+                    json!(n as i64),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut out: Vec<Claimed> = r
+            .rows
+            .iter()
+            .map(|row| Claimed {
+                run_at: num(row, "run_at"),
+                job: Job {
+                    name: text(row, "name"),
+                    args: args_of(row),
+                    kind: JobType::parse(&text(row, "kind")).unwrap_or_default(),
+                    queued: Some(QueueRef {
+                        id: num(row, "id"),
+                        attempt: num(row, "attempts"),
+                    }),
+                },
+            })
+            .collect();
+        out.sort_by_key(|c| c.job.queued.map(|q| q.id));
+        Ok(out)
+    }
+
+    /// Extends the lease of a running attempt; false when the attempt is no longer the current
+    /// one (requeued after its lease expired, cancelled).
+    pub(crate) async fn heartbeat(
+        &self,
+        id: i64,
+        attempt: i64,
+        lease: Duration,
+    ) -> Result<bool, JobError> {
+        let until = bkjs_base::time::now_ms() + lease.as_millis() as i64;
+        let r = self
+            .q(
+                "UPDATE bk_job_queue SET lease_until = $1 WHERE id = $2 AND attempts = $3 AND state = 'running'",
+                &[json!(until), json!(id), json!(attempt)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.affected == 1)
+    }
+
+    /// Records the process that runs an attempt.
+    pub(crate) async fn set_pid(&self, id: i64, attempt: i64, pid: u32) -> Result<(), JobError> {
+        self.q(
+            "UPDATE bk_job_queue SET pid = $1 WHERE id = $2 AND attempts = $3 AND state = 'running'",
+            &[json!(pid), json!(id), json!(attempt)],
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Marks an attempt done; false when it was not the current attempt (nothing written).
+    pub(crate) async fn done(&self, id: i64, attempt: i64) -> Result<bool, JobError> {
+        let r = self
+            .q(
+                "UPDATE bk_job_queue SET state = 'done', lease_until = NULL, mtime = $1, error = NULL,
+                    unique_key = CASE WHEN unique_key LIKE 'tick:%' THEN unique_key END
+                 WHERE id = $2 AND attempts = $3 AND state = 'running'",
+                &[json!(bkjs_base::time::now_ms()), json!(id), json!(attempt)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.affected == 1)
+    }
+
+    /// Marks many attempts done in one statement (server jobs finishing together); answers how
+    /// many were still the current attempt.
+    pub(crate) async fn done_many(&self, runs: &[QueueRef]) -> Result<u64, JobError> {
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        let mut params = vec![json!(bkjs_base::time::now_ms())];
+        let mut terms = Vec::with_capacity(runs.len());
+        for q in runs {
+            let n = params.len();
+            terms.push(format!("(id = ${} AND attempts = ${})", n + 1, n + 2));
+            params.push(json!(q.id));
+            params.push(json!(q.attempt));
+        }
+        let sql = format!(
+            "UPDATE bk_job_queue SET state = 'done', lease_until = NULL, mtime = $1, error = NULL,
+                unique_key = CASE WHEN unique_key LIKE 'tick:%' THEN unique_key END
+             WHERE state = 'running' AND ({})",
+            terms.join(" OR ")
+        );
+        let r = self.q(&sql, &params).await.map_err(unavailable)?;
+        Ok(r.affected)
+    }
+
+    /// Puts a claimed job that never started back in the queue, its attempt not counted.
+    pub(crate) async fn release(&self, q: QueueRef) -> Result<bool, JobError> {
+        let r = self
+            .q(
+                "UPDATE bk_job_queue SET state = 'queued', attempts = attempts - 1, lease_until = NULL,
+                    node = NULL, mtime = $1
+                 WHERE id = $2 AND attempts = $3 AND state = 'running'",
+                &[json!(bkjs_base::time::now_ms()), json!(q.id), json!(q.attempt)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.affected == 1)
+    }
+
+    /// Records a failed attempt: queued again after `delay`, or dead after its last attempt.
+    /// Answers the new state, None when it was not the current attempt (nothing written).
+    pub(crate) async fn failed(
+        &self,
+        id: i64,
+        attempt: i64,
+        error: &str,
+        delay: Duration,
+    ) -> Result<Option<String>, JobError> {
+        let now = bkjs_base::time::now_ms();
+        let error: String = error.chars().take(2000).collect();
+        let r = self
+            .q(
+                "UPDATE bk_job_queue SET
+                    state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                    unique_key = CASE WHEN unique_key LIKE 'name:%' THEN NULL
+                        WHEN attempts >= max_attempts AND unique_key NOT LIKE 'tick:%'
+                        THEN NULL ELSE unique_key END,
+                    run_at = $1, error = $2, lease_until = NULL, mtime = $3
+                 WHERE id = $4 AND attempts = $5 AND state = 'running' RETURNING state",
+                &[
+                    json!(now + delay.as_millis() as i64),
+                    json!(error),
+                    json!(now),
+                    json!(id),
+                    json!(attempt),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows.first().map(|row| text(row, "state")))
+    }
+
+    /// Requeues (or buries after their last attempt) the running jobs whose lease expired: their
+    /// worker, master or machine died or stopped. Answers (id, name, new state) of each.
+    pub(crate) async fn requeue_expired(&self) -> Result<Vec<(i64, String, String)>, JobError> {
+        let now = bkjs_base::time::now_ms();
+        let r = self
+            .q(
+                "UPDATE bk_job_queue SET
+                    state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+                    unique_key = CASE WHEN unique_key LIKE 'name:%' THEN NULL
+                        WHEN attempts >= max_attempts AND unique_key NOT LIKE 'tick:%'
+                        THEN NULL ELSE unique_key END,
+                    error = 'the lease of attempt ' || attempts || ' on ' || COALESCE(node, '?') || ' expired',
+                    lease_until = NULL, run_at = $1, mtime = $1
+                 WHERE state = 'running' AND lease_until < $1 RETURNING id, name, state",
+                &[json!(now)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows
+            .iter()
+            .map(|row| (num(row, "id"), text(row, "name"), text(row, "state")))
+            .collect())
+    }
+
+    /// Queues a dead or cancelled job again now (one more attempt when it had used them all).
+    pub(crate) async fn retry(&self, id: i64) -> Result<bool, JobError> {
+        let now = bkjs_base::time::now_ms();
+        let r = self
+            .q(
+                "UPDATE bk_job_queue SET state = 'queued', run_at = $1, mtime = $1,
+                    max_attempts = CASE WHEN attempts >= max_attempts THEN attempts + 1 ELSE max_attempts END
+                 WHERE id = $2 AND state IN ('dead', 'cancelled')",
+                &[json!(now), json!(id)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.affected == 1)
+    }
+
+    /// Cancels a queued, running or dead job (a running attempt can no longer record its result).
+    pub(crate) async fn cancel(&self, id: i64) -> Result<bool, JobError> {
+        let r = self
+            .q(
+                "UPDATE bk_job_queue SET state = 'cancelled', lease_until = NULL, mtime = $1,
+                    unique_key = CASE WHEN unique_key LIKE 'tick:%' THEN unique_key END
+                 WHERE id = $2 AND state IN ('queued', 'running', 'dead')",
+                &[json!(bkjs_base::time::now_ms()), json!(id)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.affected == 1)
+    }
+
+    /// One job as `/system/jobs?id=` shows it.
+    pub(crate) async fn get(&self, id: i64) -> Result<Option<Value>, JobError> {
+        let r = self
+            .q(
+                "SELECT id, name, state, attempts, max_attempts, node, pid, error, run_at, priority,
+                    kind, args, ctime, mtime FROM bk_job_queue WHERE id = $1",
+                &[json!(id)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows.first().map(|row| {
+            json!({
+                "id": num(row, "id"), "name": text(row, "name"), "state": text(row, "state"),
+                "attempts": num(row, "attempts"), "max_attempts": num(row, "max_attempts"),
+                "node": row.get("node").cloned().unwrap_or(Value::Null),
+                "pid": row.get("pid").cloned().unwrap_or(Value::Null),
+                "error": row.get("error").cloned().unwrap_or(Value::Null),
+                "run_at": num(row, "run_at"), "priority": num(row, "priority"),
+                "type": text(row, "kind"), "args": args_of(row),
+                "ctime": num(row, "ctime"), "mtime": num(row, "mtime"),
+            })
+        }))
+    }
+
+    /// Counts by state (every state present, 0 when none) and the last failures.
+    pub(crate) async fn summary(&self) -> Result<(Value, Value), JobError> {
+        let r = self
+            .q(
+                "SELECT state, COUNT(*) AS n FROM bk_job_queue GROUP BY state",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut counts = serde_json::Map::new();
+        for s in STATES {
+            counts.insert((*s).into(), json!(0));
+        }
+        for row in &r.rows {
+            counts.insert(text(row, "state"), json!(num(row, "n")));
+        }
+        let r = self
+            .q(
+                "SELECT id, name, state, attempts, error, node, mtime FROM bk_job_queue
+                 WHERE error IS NOT NULL ORDER BY mtime DESC, id DESC LIMIT 10",
+                &[],
+            )
+            .await
+            .map_err(unavailable)?;
+        let failures: Vec<Value> = r
+            .rows
+            .iter()
+            .map(|row| {
+                json!({"id": num(row, "id"), "name": text(row, "name"), "state": text(row, "state"),
+                       "attempts": num(row, "attempts"), "error": text(row, "error"),
+                       "node": row.get("node").cloned().unwrap_or(Value::Null),
+                       "mtime": num(row, "mtime")})
+            })
+            .collect();
+        Ok((Value::Object(counts), Value::Array(failures)))
+    }
+
+    /// Due queued jobs this host could run, first to run first (at most 100).
+    pub(crate) async fn due(&self, host: &str) -> Result<Vec<(i64, Job)>, JobError> {
+        let r = self
+            .q(
+                "SELECT id, name, args, kind FROM bk_job_queue WHERE state = 'queued' AND run_at <= $1
+                    AND (target = '' OR target = $2) ORDER BY priority DESC, run_at, id LIMIT 100",
+                &[json!(bkjs_base::time::now_ms()), json!(host)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.rows
+            .iter()
+            .map(|row| {
+                (
+                    num(row, "id"),
+                    Job {
+                        name: text(row, "name"),
+                        args: args_of(row),
+                        kind: JobType::parse(&text(row, "kind")).unwrap_or_default(),
+                        queued: None,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Deletes finished rows (done, cancelled) older than `keep`.
+    pub(crate) async fn prune(&self, keep: Duration) -> Result<u64, JobError> {
+        let before = bkjs_base::time::now_ms() - keep.as_millis() as i64;
+        let r = self
+            .q(
+                "DELETE FROM bk_job_queue WHERE state IN ('done', 'cancelled') AND mtime < $1",
+                &[json!(before)],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(r.affected)
+    }
+}
+
+pub(crate) fn kind_name(k: JobType) -> &'static str {
+    match k {
+        JobType::Local => "local",
+        JobType::Server => "server",
+    }
+}
+
+fn unavailable(e: DbError) -> JobError {
+    JobError::Unavailable(format!("job queue: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(args: Value) -> Job {
+        Job {
+            name: "a.b".into(),
+            args,
+            kind: JobType::Local,
+            queued: None,
+        }
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let e = Enqueue::from_job(&job(json!({})), 1000, 20).expect("plain");
+        assert_eq!(
+            (e.run_at, e.unique_key.as_deref(), e.max_attempts),
+            (1000, Some("name:a.b"), 20)
+        );
+        let e = Enqueue::from_job(
+            &job(json!({"delay": "500", "runalways": 1, "priority": 3, "max_attempts": 2})),
+            1000,
+            20,
+        )
+        .expect("options");
+        assert_eq!(
+            (e.run_at, e.unique_key, e.priority, e.max_attempts),
+            (1500, None, 3, 2)
+        );
+        for bad in [
+            json!({"delay": -1}),
+            json!({"delay": "soon"}),
+            json!({"run_at": -5}),
+            json!({"max_attempts": 0}),
+            json!({"priority": 5000}),
+            json!({"unique": 5}),
+        ] {
+            assert!(
+                matches!(
+                    Enqueue::from_job(&job(bad.clone()), 0, 20),
+                    Err(JobError::Bad(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(1);
+        for a in 1..=3 {
+            let d = backoff(a, base, max);
+            let want = base * (1 << (a - 1));
+            assert!(d >= want && d <= want + want / 4, "{a}: {d:?}");
+        }
+        assert!(backoff(30, base, max) <= max + max / 4);
+    }
+}

@@ -1,0 +1,46 @@
+//! The queue table's SQLite dialect: the DDL, and the claim as one `UPDATE ... RETURNING`
+//! statement, which SQLite runs under its single writer lock (the `BEGIN IMMEDIATE` of a one
+//! statement transaction), so one machine's masters and workers never claim a row twice.
+
+/// The statements creating the table and its indexes (each run alone, idempotent).
+pub(super) const DDL: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS bk_job_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        args TEXT NOT NULL DEFAULT '{}',
+        kind TEXT NOT NULL DEFAULT 'local',
+        state TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 20,
+        run_at INTEGER NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        unique_key TEXT UNIQUE,
+        queue TEXT NOT NULL DEFAULT '',
+        target TEXT NOT NULL DEFAULT '',
+        one INTEGER NOT NULL DEFAULT 0,
+        node TEXT,
+        pid INTEGER,
+        lease_until INTEGER,
+        started INTEGER,
+        error TEXT,
+        ctime INTEGER NOT NULL,
+        mtime INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS bk_job_queue_due ON bk_job_queue (kind, priority DESC, run_at, id) WHERE state = 'queued'",
+    "CREATE INDEX IF NOT EXISTS bk_job_queue_lease ON bk_job_queue (lease_until) WHERE state = 'running'",
+    "CREATE INDEX IF NOT EXISTS bk_job_queue_mtime ON bk_job_queue (mtime)",
+];
+
+/// Claims up to `?6` due jobs of kind `?4` for node `?1` (lease until `?2`, now `?3`, this host
+/// `?5`) in one statement.
+pub(super) const CLAIM: &str = "UPDATE bk_job_queue SET state = 'running', attempts = attempts + 1,
+        node = $1, lease_until = $2, started = $3, mtime = $3, pid = NULL
+    WHERE id IN (SELECT id FROM bk_job_queue q WHERE state = 'queued' AND run_at <= $3 AND kind = $4
+        AND (target = '' OR target = $5)
+        AND (one = 0 OR NOT EXISTS (SELECT 1 FROM bk_job_queue r WHERE r.state = 'running' AND r.name = q.name))
+        ORDER BY priority DESC, run_at, id LIMIT $6)
+    RETURNING id, name, args, kind, attempts, max_attempts, run_at, started";
+
+/// SQLite numbers its placeholders `?N`.
+pub(super) fn text(sql: &str) -> String {
+    sql.replace('$', "?")
+}
