@@ -13,6 +13,7 @@ mod jobs;
 mod lifecycle;
 mod operations;
 mod packaging;
+mod read_path;
 mod realtime;
 mod rolling;
 mod sec_auth;
