@@ -290,7 +290,7 @@ fn connection_select_honours_mtime(store: Store) {
             mtimes[0]
         ),
     );
-    assert_eq!(ids(&v), [a.id.clone()], "{v}");
+    assert_eq!(ids(&v), [a.id.as_str()], "{v}");
     let v = get(
         &t,
         f,
