@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 /// Cells one round of a search reads at most, in one select (it picks the cell size to stay
 /// within this).
-const MAX_CELLS: usize = 128;
+const MAX_CELLS: usize = 256;
 
 /// The radius of a search's first round, as a fraction of the search radius.
 const FIRST_ROUND: f64 = 1.0 / 32.0;
@@ -298,15 +298,16 @@ async fn search(
             let mut query = Row::new();
             query.insert("geohash".into(), Value::Array(prefixes));
             db.scan(table, &query, &opts, |page| {
-                for r_ in page {
-                    let (Some(lat), Some(lon)) = (float(&r_, "latitude"), float(&r_, "longitude"))
+                for item in page {
+                    let (Some(lat), Some(lon)) =
+                        (float(&item, "latitude"), float(&item, "longitude"))
                     else {
                         continue;
                     };
                     let d = geo::distance(s.lat, s.lon, lat, lon);
-                    let id = text(&r_, "id");
+                    let id = text(&item, "id");
                     if d > done && d <= r && id != skip && beyond(d, id) {
-                        found.push((d, id.to_string(), r_));
+                        found.push((d, id.to_string(), item));
                     }
                 }
                 Ok(())

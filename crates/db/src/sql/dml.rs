@@ -218,12 +218,13 @@ fn push_condition(s: &mut Sql, c: &Condition<'_, '_>) -> Result<(), DbError> {
                 s.push("1 = 0");
                 return Ok(());
             }
-            // Several ranges are padded to a power of two by repeating the last one, so a
-            // statement cache sees a few texts per column, not one per number of ranges.
+            // Several ranges are padded to a multiple of 8 by repeating the last one, so a
+            // statement cache sees a few texts per column, not one per number of ranges (a
+            // repeated range costs one more index probe, so not to a power of two).
             let n = if ranges.len() == 1 {
                 1
             } else {
-                ranges.len().next_power_of_two()
+                ranges.len().next_multiple_of(8)
             };
             for i in 0..n {
                 let (start, end) = &ranges[i.min(ranges.len() - 1)];
