@@ -166,10 +166,12 @@ pub(crate) fn short_select(t: &Table, query: &Row, opts: &Options) -> bool {
             && match c.op {
                 Op::Eq => !c.value.is_null(),
                 Op::In => c.value.is_array() || c.value.is_string(),
-                Op::BeginsWith => {
-                    let ps = c.prefixes();
-                    !ps.is_empty() && ps.iter().all(|p| !p.is_empty())
-                }
+                Op::BeginsWith => match c.value {
+                    Value::Array(items) => {
+                        !items.is_empty() && items.iter().all(|p| !scalar_text(p).is_empty())
+                    }
+                    other => !scalar_text(other).is_empty(),
+                },
                 _ => false,
             }
     })

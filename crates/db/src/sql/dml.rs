@@ -299,12 +299,13 @@ fn prefix_ranges(prefixes: &[String]) -> Vec<(String, Option<String>)> {
     out
 }
 
-/// Whether a select has a `begins_with` of several ranges: SQLite then sorts the matching rows
-/// rather than walking the whole key index in order (which it would pick to avoid the sort).
+/// Whether a select has a `begins_with` of several prefixes: SQLite then sorts the matching
+/// rows rather than walking the whole key index in order (which it would pick to avoid the
+/// sort). Prefixes that merge into one range are sorted too: the same rows, in the same order.
 fn several_ranges(t: &Table, query: &Row, opts: &Options) -> Result<bool, DbError> {
-    Ok(conditions(t, query, opts)?.iter().any(|c| {
-        c.op == Op::BeginsWith && c.value.is_array() && prefix_ranges(&c.prefixes()).len() > 1
-    }))
+    Ok(conditions(t, query, opts)?
+        .iter()
+        .any(|c| c.op == Op::BeginsWith && c.value.as_array().is_some_and(|a| a.len() > 1)))
 }
 
 /// Appends ` WHERE ...` for the conditions of a select ([`conditions`]); returns how many there
