@@ -46,6 +46,7 @@ pub(crate) async fn run(d: &dyn Driver, prefix: &str) {
         incr_is_atomic,
         list_by_ids,
         select_gt_begins_with_between_in,
+        select_begins_with_any,
         select_other_operators,
         select_column_lists,
         json_bool_real_round_trip,
@@ -762,6 +763,74 @@ async fn select_gt_begins_with_between_in(c: &Ck<'_>) {
         [100],
         "select by a column outside the key"
     );
+}
+
+/// `begins_with` with a list: rows beginning with any of the prefixes (in any order, repeated,
+/// or covering one another), in key order across pages; an empty list matches nothing.
+async fn select_begins_with_any(c: &Ck<'_>) {
+    let t = c.items("prefixes");
+    c.fresh(std::slice::from_ref(&t)).await;
+    c.nine(&t).await;
+    let all: Vec<i64> = (1..=9).collect();
+    let cases: Vec<(&str, Op, Value, Vec<i64>)> = vec![
+        ("rk", Op::BeginsWith, json!(["r3", "r7"]), vec![3, 7]),
+        (
+            "rk",
+            Op::BeginsWith,
+            json!(["r7", "r3", "r3", "zz"]),
+            vec![3, 7],
+        ),
+        ("rk", Op::BeginsWith, json!(["r3", "r"]), all.clone()),
+        ("rk", Op::BeginsWith, json!(["r"]), all),
+        (
+            "rk",
+            Op::BeginsWith,
+            json!(["r4", "r5", "r6", "x", "y"]),
+            vec![4, 5, 6],
+        ),
+        ("rk", Op::BeginsWith, json!([]), vec![]),
+        ("name", Op::BeginsWith, json!(["n8", "n1"]), vec![2, 9]),
+    ];
+    for (col, op, value, expect) in cases {
+        expect_nums(c, &t, col, op, value, &expect).await;
+    }
+    // On the first key column, paged: key order, each row once.
+    let mut seen = Vec::new();
+    let mut start = None;
+    for page in 0.. {
+        ensure!(c, page < 10, "too many pages");
+        let opts = Options {
+            count: 3,
+            start: start.take(),
+            ..o().op("id", Op::BeginsWith).op("rk", Op::BeginsWith)
+        };
+        let r = c
+            .select(
+                &t,
+                json!({"id": ["b", "a"], "rk": ["r9", "r1", "r5"]}),
+                &opts,
+            )
+            .await;
+        seen.extend(
+            r.rows
+                .iter()
+                .map(|x| format!("{}{}", text_of(x, "id"), text_of(x, "rk"))),
+        );
+        match r.next_token {
+            Some(tok) => start = Some(tok),
+            None => break,
+        }
+    }
+    same!(
+        c,
+        seen,
+        vec!["ar1", "ar5", "ar9", "br5"],
+        "several prefixes on two key columns, paged in key order"
+    );
+}
+
+fn text_of<'a>(r: &'a Row, col: &str) -> &'a str {
+    r.get(col).and_then(Value::as_str).unwrap_or("")
 }
 
 async fn select_other_operators(c: &Ck<'_>) {

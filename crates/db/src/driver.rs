@@ -171,8 +171,14 @@ impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
     async fn del(&self, table: &Table, key: &Row, opts: &Options) -> Result<Res, DbError> {
         write!(self, Del, del, table, key, opts)
     }
+    /// A short select (a bounded slice of the key, [`crate::query::short_select`]) runs like a
+    /// key lookup; any other on the blocking pool.
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
-        off!(self, select, table, query, opts)
+        if crate::query::short_select(table, query, opts) {
+            now_or_off!(self, select, table, query, opts, false)
+        } else {
+            off!(self, select, table, query, opts)
+        }
     }
     async fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError> {
         let (d, t, p, o) = (

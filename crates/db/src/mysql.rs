@@ -220,6 +220,8 @@ impl MysqlDriver {
                     .with_constraints(constraints)
                     .with_reset_connection(false),
             )
+            // Every statement text the driver builds stays prepared (the default keeps 32).
+            .stmt_cache_size(256)
             // `affected` counts matched rows, so an update that changes nothing still proves
             // the row exists.
             .client_found_rows(true)

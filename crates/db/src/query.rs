@@ -90,6 +90,24 @@ impl Condition<'_, '_> {
         scalar_text(self.value)
     }
 
+    /// The prefixes of a `begins_with`: one, or any of a JSON array's (a row matches when its
+    /// value begins with any of them). Sorted, without duplicates and without a prefix that an
+    /// earlier one already covers, so their key ranges are ordered and disjoint.
+    pub(crate) fn prefixes(&self) -> Vec<String> {
+        let Value::Array(items) = self.value else {
+            return vec![self.text()];
+        };
+        let mut all: Vec<String> = items.iter().map(scalar_text).collect();
+        all.sort_unstable();
+        let mut out: Vec<String> = Vec::with_capacity(all.len());
+        for p in all {
+            if !out.last().is_some_and(|last| p.starts_with(last.as_str())) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
     /// The values of an `in`/`between` condition: a JSON array or comma-separated text.
     pub(crate) fn list(&self) -> Vec<Value> {
         match self.value {
@@ -115,6 +133,48 @@ impl Condition<'_, '_> {
         regex::Regex::new(&self.text())
             .map_err(|e| DbError::bad_value(&self.col.name, format!("bad regexp: {e}")))
     }
+}
+
+/// The most rows a select may skip (`start`) or return and still count as short.
+const SHORT_ROWS: u64 = 1000;
+
+/// Whether a select reads a bounded slice of the primary key: its first key column is fixed by
+/// `=` or `in`, or bounded by `begins_with` non-empty prefixes, and it asks no total, sorts by key
+/// columns only, and skips and returns at most a thousand rows. Such a select takes about as long
+/// as a few key lookups, so a blocking driver may run it where it runs those
+/// ([`crate::driver::BlockingDriver::begin_now`]).
+pub(crate) fn short_select(t: &Table, query: &Row, opts: &Options) -> bool {
+    let Some(first) = t.primary_keys().first().map(|c| c.name.as_str()) else {
+        return false;
+    };
+    let sorted_by_key = opts
+        .sort
+        .as_deref()
+        .is_none_or(|s| t.column(s).is_some_and(|c| c.primary > 0));
+    if opts.total
+        || !sorted_by_key
+        || opts.page_size() as u64 > SHORT_ROWS
+        || !opts.offset().is_ok_and(|o| o <= SHORT_ROWS)
+    {
+        return false;
+    }
+    let Ok(conds) = conditions(t, query, opts) else {
+        return false;
+    };
+    conds.iter().any(|c| {
+        c.col.name == first
+            && match c.op {
+                Op::Eq => !c.value.is_null(),
+                Op::In => c.value.is_array() || c.value.is_string(),
+                Op::BeginsWith => match c.value {
+                    Value::Array(items) => {
+                        !items.is_empty() && items.iter().all(|p| !scalar_text(p).is_empty())
+                    }
+                    other => !scalar_text(other).is_empty(),
+                },
+                _ => false,
+            }
+    })
 }
 
 /// The columns a select sorts by: the `sort` column (an unknown one is refused), then the

@@ -324,7 +324,9 @@ async fn select(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
     let me = req.account()?;
     let (mut query, mut opts) = request(&req.params)?;
     let t = db.table(table)?;
-    query.retain(|k, _| t.column(k).is_some() && k != "mtime");
+    // Conditions on the table's columns, with their `_ops` (`mtime` ranges too); `id` and `type`
+    // are the caller's key below.
+    query.retain(|k, _| t.column(k).is_some());
     let other = query.remove("id");
     let prefix = match query.get("type").and_then(Value::as_str) {
         Some(k) if !k.is_empty() => {

@@ -2,11 +2,12 @@
 //! near a point. `/location/put` stores the caller's point in `bk_account` and in `bk_location`
 //! (key: the full-precision geohash and the id), ignoring moves within `-min-distance` (305).
 //! A search returns the rows within `distance` km (clamped to [min-distance, max-distance]) of
-//! a point, nearest first, in pages: it reads the cells of [`crate::geo::grid`](mod@crate::geo::grid) nearest first,
-//! stops once the next cell cannot hold anything nearer than what the page needs, and its
-//! `next_token` holds the search and the last row returned (distance, id), so the next page
-//! goes on exactly after it whichever cells that takes. Other accounts' rows show only `id`,
-//! `alias` and `distance` (rounded down to `_round`, default min-distance).
+//! a point, nearest first, in pages, never the caller's own row: it reads growing circles, each
+//! in one select of the cells of [`crate::geo::grid`](mod@crate::geo::grid) that cover it, until
+//! the page is complete (see [`search`]), and its `next_token` holds the search and the last row
+//! returned (distance, id), so the next page goes on exactly after it whichever cells that
+//! takes. Other accounts' rows show only `id`, `alias` and `distance` (rounded down to `_round`,
+//! default min-distance).
 
 use super::common::query::request;
 use super::common::rows::{db_of, details, flag, for_client, list, public_only, row, text};
@@ -21,8 +22,12 @@ use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// Cells a search reads at most (it picks the cell size to stay within this).
-const MAX_CELLS: usize = 64;
+/// Cells one round of a search reads at most, in one select (it picks the cell size to stay
+/// within this).
+const MAX_CELLS: usize = 256;
+
+/// The radius of a search's first round, as a fraction of the search radius.
+const FIRST_ROUND: f64 = 1.0 / 32.0;
 
 /// Registers the location group and `/account/select/location`.
 pub(crate) fn register(r: &mut Routes) -> Result<(), RouteError> {
@@ -241,61 +246,93 @@ impl Search {
 }
 
 /// One page of a search on `table` (rows with geohash, latitude, longitude and id), nearest
-/// first, with the token of the next page when more rows are within the radius.
+/// first, with the token of the next page when more rows are within the radius. Rows of account
+/// `skip` (the caller) are never part of it.
+///
+/// It reads in rounds, each ONE select of the cells covering a circle ([`geo::grid`], at most
+/// [`MAX_CELLS`] cells, as a list of geohash prefixes): the first circle is small (a 32nd of the
+/// radius, or a little past the cursor of a later page), and each next one is sized from how
+/// many rows the last held, until the page plus one row lies within it or it reaches the
+/// radius. Rows within a round's circle are all known after it, so a page needs no more; cells
+/// entirely inside an earlier round's circle are not read again. A dense area is answered from a
+/// small circle of small cells, a sparse one from a few rounds of larger ones.
 async fn search(
     db: &Db,
     table: &str,
     s: &Search,
     count: usize,
+    skip: &str,
+    select: Vec<String>,
 ) -> Result<(Vec<(f64, Row)>, Option<String>), ApiError> {
-    let cells =
-        geo::grid(s.lat, s.lon, s.d, MAX_CELLS).map_err(|e| ApiError::bad(e.to_string()))?;
     let after = s.after.as_ref();
     let beyond = |d: f64, id: &str| match after {
         None => true,
         Some((ad, aid)) => d.total_cmp(ad).then_with(|| id.cmp(aid.as_str())).is_gt(),
     };
+    let base = after.map_or(0.0, |(d, _)| *d).clamp(0.0, s.d);
     let mut found: Vec<(f64, String, Row)> = Vec::new();
-    let order = |a: &(f64, String, Row), b: &(f64, String, Row)| {
-        a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1))
-    };
     let opts = Options {
         count: 1000,
+        select,
         ..Options::default()
     }
     .op("geohash", Op::BeginsWith);
-    for cell in &cells {
-        if cell.lower > s.d {
+    // Every row within `done` km was read by an earlier round (none yet).
+    let mut done = -1.0f64;
+    let mut r = if base > 0.0 {
+        (base * std::f64::consts::SQRT_2).max(base + s.d * FIRST_ROUND)
+    } else {
+        s.d * FIRST_ROUND
+    };
+    loop {
+        r = r.min(s.d);
+        let cells =
+            geo::grid(s.lat, s.lon, r, MAX_CELLS).map_err(|e| ApiError::bad(e.to_string()))?;
+        let prefixes: Vec<Value> = cells
+            .into_iter()
+            // Read by an earlier round, or every row of it on an earlier page.
+            .filter(|c| c.upper > done && !after.is_some_and(|(ad, _)| c.upper < *ad))
+            .map(|c| Value::String(c.prefix))
+            .collect();
+        if !prefixes.is_empty() {
+            let mut query = Row::new();
+            query.insert("geohash".into(), Value::Array(prefixes));
+            db.scan(table, &query, &opts, |page| {
+                for item in page {
+                    let (Some(lat), Some(lon)) =
+                        (float(&item, "latitude"), float(&item, "longitude"))
+                    else {
+                        continue;
+                    };
+                    let d = geo::distance(s.lat, s.lon, lat, lon);
+                    let id = text(&item, "id");
+                    if d > done && d <= r && id != skip && beyond(d, id) {
+                        found.push((d, id.to_string(), item));
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        }
+        done = r;
+        if found.len() > count || r >= s.d {
             break;
         }
-        // Enough rows nearer than anything this cell (and every later one) can hold.
-        if found.len() > count {
-            found.select_nth_unstable_by(count, order);
-            if found[count].0 < cell.lower {
-                break;
-            }
-        }
-        // Every row of the cell was on an earlier page.
-        if after.is_some_and(|(ad, _)| cell.upper < *ad) {
-            continue;
-        }
-        let mut rows = Vec::new();
-        db.scan(table, &row(&[("geohash", &cell.prefix)]), &opts, |page| {
-            rows.extend(page);
-            Ok(())
-        })
-        .await?;
-        for r in rows {
-            let (Some(lat), Some(lon)) = (float(&r, "latitude"), float(&r, "longitude")) else {
-                continue;
-            };
-            let d = geo::distance(s.lat, s.lon, lat, lon);
-            let id = text(&r, "id").to_string();
-            if d <= s.d && beyond(d, &id) {
-                found.push((d, id, r));
-            }
-        }
+        // The next circle: the area so far grown by what the page still needs (with margin),
+        // at least doubled and at most 16 times.
+        let area = r * r - base * base;
+        let grow = if found.is_empty() {
+            16.0
+        } else {
+            ((count + 1) as f64 / found.len() as f64 * 1.5).clamp(2.0, 16.0)
+        };
+        r = (base * base + area.max(f64::MIN_POSITIVE) * grow)
+            .sqrt()
+            .max(r * 1.1);
     }
+    let order = |a: &(f64, String, Row), b: &(f64, String, Row)| {
+        a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1))
+    };
     found.sort_by(order);
     let next = (found.len() > count).then(|| {
         let (d, id, _) = &found[count - 1];
@@ -309,7 +346,8 @@ async fn search(
     Ok((found.into_iter().map(|(d, _, r)| (d, r)).collect(), next))
 }
 
-/// `/location/get` (table bk_location), `/account/select/location` (bk_account).
+/// `/location/get` (table bk_location), `/account/select/location` (bk_account). The caller's
+/// own row is never part of the answer (docs/api.md).
 async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
     let db = db_of(&req)?;
     let me = req.account()?;
@@ -320,20 +358,29 @@ async fn get(req: Arc<Req>, table: &'static str) -> Result<Out, ApiError> {
         Some(_) => return Err(ApiError::bad("_round must be at least 0")),
         None => req.api.cfg.number("min-distance"),
     };
-    let (found, next) = search(db, table, &s, opts.page_size().min(100)).await?;
+    let admin = me.is_admin();
+    // Others' location rows show only id and alias: the search reads no more than that and the
+    // point (admins see whole rows).
+    let select = if table == "bk_location" && !admin {
+        ["id", "alias", "latitude", "longitude"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        Vec::new()
+    };
+    let (found, next) = search(db, table, &s, opts.page_size().min(100), me.id(), select).await?;
     let t = db.table(table)?;
     let mut rows: Vec<Row> = found
         .into_iter()
         .map(|(d, mut r)| {
-            let mine = text(&r, "id") == me.id() || me.is_admin();
-            if !mine {
+            if !admin {
                 if table == "bk_location" {
                     r.retain(|k, _| k == "id" || k == "alias");
                 } else {
                     public_only(&t, &mut r);
                 }
             } else if table == "bk_account" {
-                for_client(&t, &mut r, me.is_admin());
+                for_client(&t, &mut r, admin);
             }
             r.insert("distance".into(), json!(geo::round_down(d, round)));
             r

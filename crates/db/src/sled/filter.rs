@@ -21,7 +21,8 @@ pub(super) enum Test {
     NotIn(Vec<Param>),
     Between(Param, Param),
     NotBetween(Param, Param),
-    Prefix(String),
+    /// Begins with any of these (sorted, disjoint: [`Condition::prefixes`]).
+    Prefix(Vec<String>),
     /// Pattern, case-insensitive (`ilike`).
     Like(String, bool),
     Contains(String),
@@ -147,9 +148,9 @@ impl Test {
             Test::NotIn(items) => is_in(items).map(|b| !b),
             Test::Between(lo, hi) => between(lo, hi),
             Test::NotBetween(lo, hi) => between(lo, hi).map(|b| !b),
-            Test::Prefix(p) => match v {
+            Test::Prefix(ps) => match v {
                 Param::Null => None,
-                Param::Text(s) => Some(s.starts_with(p.as_str())),
+                Param::Text(s) => Some(ps.iter().any(|p| s.starts_with(p.as_str()))),
                 // Numbers sort before text: `num >= 'p'` is false.
                 _ => Some(false),
             },
@@ -205,7 +206,7 @@ fn compile_one(c: &Condition<'_, '_>) -> Result<Test, DbError> {
         }
         Op::BeginsWith => {
             c.need_text()?;
-            Test::Prefix(c.text())
+            Test::Prefix(c.prefixes())
         }
         Op::Like | Op::Ilike => {
             c.need_text()?;

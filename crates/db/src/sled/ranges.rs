@@ -57,37 +57,44 @@ pub(super) fn key_ranges(cols: &[&Column], conds: &[Cond<'_>]) -> Option<Vec<Ran
             }
             _ => {}
         }
-        // A range on this column: (start suffix, end) where end is exclusive after the suffix
-        // (`true`: past every key starting with it).
-        let bounds: Option<Bounds> = match &cond.test {
+        // Ranges on this column: (start suffix, end) where end is exclusive after the suffix
+        // (`true`: past every key starting with it); several for a `begins_with` of several
+        // prefixes, in key order and disjoint.
+        let bounds: Option<Vec<Bounds>> = match &cond.test {
             Test::Cmp(Op::Gt | Op::Ge, p) if *p != Param::Null => {
-                Some((Some(enc_params([p])), None))
+                Some(vec![(Some(enc_params([p])), None)])
             }
             Test::Cmp(Op::Lt, p) if *p != Param::Null => {
-                Some((None, Some((enc_params([p]), false))))
+                Some(vec![(None, Some((enc_params([p]), false)))])
             }
             Test::Cmp(Op::Le, p) if *p != Param::Null => {
-                Some((None, Some((enc_params([p]), true))))
+                Some(vec![(None, Some((enc_params([p]), true)))])
             }
-            Test::Between(lo, hi) if *lo != Param::Null && *hi != Param::Null => {
-                Some((Some(enc_params([lo])), Some((enc_params([hi]), true))))
-            }
-            Test::Prefix(s) => {
-                let mut b = vec![TAG_TEXT];
-                enc_text_body(&mut b, s);
-                Some((Some(b.clone()), Some((b, true))))
-            }
+            Test::Between(lo, hi) if *lo != Param::Null && *hi != Param::Null => Some(vec![(
+                Some(enc_params([lo])),
+                Some((enc_params([hi]), true)),
+            )]),
+            Test::Prefix(ps) if prefixes.len() * ps.len() <= MAX_RANGES => Some(
+                ps.iter()
+                    .map(|s| {
+                        let mut b = vec![TAG_TEXT];
+                        enc_text_body(&mut b, s);
+                        (Some(b.clone()), Some((b, true)))
+                    })
+                    .collect(),
+            ),
             _ => None,
         };
-        if let Some((start, end)) = bounds {
+        if let Some(bounds) = bounds {
             let ranges = prefixes
                 .iter()
-                .filter_map(|pre| {
+                .flat_map(|pre| bounds.iter().map(move |b| (pre, b)))
+                .filter_map(|(pre, (start, end))| {
                     let mut lo = pre.clone();
-                    if let Some(s) = &start {
+                    if let Some(s) = start {
                         lo.extend_from_slice(s);
                     }
-                    let hi = match &end {
+                    let hi = match end {
                         None => successor(pre),
                         Some((e, past)) => {
                             let mut h = pre.clone();

@@ -212,13 +212,37 @@ fn push_condition(s: &mut Sql, c: &Condition<'_, '_>) -> Result<(), DbError> {
         }
         Op::BeginsWith => {
             c.need_text()?;
-            let p = c.text();
-            // A range, not LIKE: exact, case-sensitive and able to use an index.
-            s.push(&format!("{q} >= "));
-            s.bind(Param::Text(p.clone()));
-            if let Some(end) = prefix_end(&p) {
-                s.push(&format!(" AND {q} < "));
-                s.bind(Param::Text(end));
+            // Ranges, not LIKE: exact, case-sensitive and able to use an index.
+            let ranges = prefix_ranges(&c.prefixes());
+            if ranges.is_empty() {
+                s.push("1 = 0");
+                return Ok(());
+            }
+            // Several ranges are padded to a multiple of 8 by repeating the last one, so a
+            // statement cache sees a few texts per column, not one per number of ranges (a
+            // repeated range costs one more index probe, so not to a power of two).
+            let n = if ranges.len() == 1 {
+                1
+            } else {
+                ranges.len().next_multiple_of(8)
+            };
+            for i in 0..n {
+                let (start, end) = &ranges[i.min(ranges.len() - 1)];
+                if i > 0 {
+                    s.push(" OR ");
+                }
+                if n > 1 {
+                    s.push("(");
+                }
+                s.push(&format!("{q} >= "));
+                s.bind(Param::Text(start.clone()));
+                if let Some(end) = end {
+                    s.push(&format!(" AND {q} < "));
+                    s.bind(Param::Text(end.clone()));
+                }
+                if n > 1 {
+                    s.push(")");
+                }
             }
         }
         Op::Like | Op::Ilike => {
@@ -261,6 +285,29 @@ fn push_condition(s: &mut Sql, c: &Condition<'_, '_>) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The key ranges `[start, end)` of sorted, disjoint prefixes ([`Condition::prefixes`]), a range
+/// that ends where the next one starts merged with it (neighbouring geohash cells often do).
+fn prefix_ranges(prefixes: &[String]) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::with_capacity(prefixes.len());
+    for p in prefixes {
+        let end = prefix_end(p);
+        match out.last_mut() {
+            Some((_, last_end)) if last_end.as_deref() == Some(p.as_str()) => *last_end = end,
+            _ => out.push((p.clone(), end)),
+        }
+    }
+    out
+}
+
+/// Whether a select has a `begins_with` of several prefixes: SQLite then sorts the matching
+/// rows rather than walking the whole key index in order (which it would pick to avoid the
+/// sort). Prefixes that merge into one range are sorted too: the same rows, in the same order.
+fn several_ranges(t: &Table, query: &Row, opts: &Options) -> Result<bool, DbError> {
+    Ok(conditions(t, query, opts)?
+        .iter()
+        .any(|c| c.op == Op::BeginsWith && c.value.as_array().is_some_and(|a| a.len() > 1)))
+}
+
 /// Appends ` WHERE ...` for the conditions of a select ([`conditions`]); returns how many there
 /// are.
 fn push_where(s: &mut Sql, t: &Table, query: &Row, opts: &Options) -> Result<usize, DbError> {
@@ -275,8 +322,9 @@ fn push_where(s: &mut Sql, t: &Table, query: &Row, opts: &Options) -> Result<usi
 }
 
 /// A paged select: the statement fetches up to `count + 1` rows from `offset` so the caller can
-/// tell whether another page exists; also the matching `COUNT(*)` statement. Refuses a select
-/// without conditions when `opts.noscan` is on, and an unknown sort column.
+/// tell whether another page exists; also the matching `COUNT(*)` statement when `opts.total`
+/// asks for it. Refuses a select without conditions when `opts.noscan` is on, and an unknown
+/// sort column.
 pub(super) fn select(
     d: Dialect,
     t: &Table,
@@ -284,22 +332,32 @@ pub(super) fn select(
     query: &Row,
     opts: &Options,
     offset: u64,
-) -> Result<(Sql, Sql), DbError> {
+) -> Result<(Sql, Option<Sql>), DbError> {
     let mut s = Sql::new(d);
     select_from(&mut s, t, cols);
-    let mut cs = Sql::new(d);
-    cs.push("SELECT COUNT(*) FROM ");
-    cs.ident(t.name());
     let n = push_where(&mut s, t, query, opts)?;
-    push_where(&mut cs, t, query, opts)?;
+    let cs = if opts.total {
+        let mut cs = Sql::new(d);
+        cs.push("SELECT COUNT(*) FROM ");
+        cs.ident(t.name());
+        push_where(&mut cs, t, query, opts)?;
+        Some(cs)
+    } else {
+        None
+    };
     if n == 0 && opts.noscan {
         return Err(DbError::NoCondition);
     }
     let dir = if opts.desc { " DESC" } else { "" };
+    // `+col` is the same value and order, but no index provides it (SQLite only).
+    let unary = d == Dialect::Sqlite && several_ranges(t, query, opts)?;
     s.push(" ORDER BY ");
     for (i, c) in order_columns(t, opts)?.iter().enumerate() {
         if i > 0 {
             s.push(", ");
+        }
+        if unary {
+            s.push("+");
         }
         s.ident(&c.name);
         s.push(dir);

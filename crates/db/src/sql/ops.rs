@@ -97,7 +97,7 @@ impl<'t> SelectPlan<'t> {
         let (rows, count) = dml::select(d, t, &cols, query, opts, offset)?;
         Ok(SelectPlan {
             rows,
-            count: opts.total.then_some(count),
+            count,
             cols,
             offset,
             page_size: opts.page_size(),

@@ -6,7 +6,7 @@ use crate::api::Req;
 
 use crate::error::ApiError;
 use bkjs_db::{Db, DbError, Op, Options, Row, Table};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Keeps only the columns other accounts may see (`pub`).
@@ -51,14 +51,19 @@ pub(crate) fn flag(req: &Req, name: &str) -> bool {
     matches!(req.param(name), Some("1" | "true" | "yes" | "on"))
 }
 
-/// `{count, data, next_token}`, the token only when more rows follow.
+/// `{count, data, next_token}`, the token only when more rows follow. Built by moving the rows
+/// in: `json!` would serialize them into a copy (a third of a 50-row select's instructions).
 pub(crate) fn list(rows: Vec<Row>, next_token: Option<String>) -> Value {
-    let data: Vec<Value> = rows.into_iter().map(Value::Object).collect();
-    let mut v = json!({"count": data.len(), "data": data});
+    let mut v = Row::new();
+    v.insert("count".into(), Value::from(rows.len()));
+    v.insert(
+        "data".into(),
+        Value::Array(rows.into_iter().map(Value::Object).collect()),
+    );
     if let Some(t) = next_token {
-        v["next_token"] = json!(t);
+        v.insert("next_token".into(), Value::String(t));
     }
-    v
+    Value::Object(v)
 }
 
 /// Merges into every row the public bk_account columns of the account its `key` column names
@@ -131,6 +136,7 @@ pub(crate) async fn rows_of_type(
 mod tests {
     use super::*;
     use bkjs_db::{Column, ColumnType};
+    use serde_json::json;
 
     #[test]
     fn client_and_public_views_of_a_row() {
