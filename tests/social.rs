@@ -735,12 +735,19 @@ fn location_search(store: Store) {
     let mut points: Vec<(User, f64)> = Vec::new();
     let mut cells = HashSet::new();
     for i in 0..2 * n {
-        let km = if i < n {
-            rng.range(0.5, radius * 0.95)
-        } else {
-            rng.range(radius * 1.05, radius * 2.0)
+        // Two inside points lie due north and due south of the centre, 54 km apart:
+        // more than the height of a 4-character geohash cell (about 20 km), so the search has to
+        // span several cells whatever the random centre; the others fall anywhere.
+        let (km, bearing) = match i {
+            1 => (radius * 0.9, 0.0),
+            2 => (radius * 0.9, 180.0),
+            _ if i < n => (rng.range(0.5, radius * 0.95), rng.range(0.0, 360.0)),
+            _ => (
+                rng.range(radius * 1.05, radius * 2.0),
+                rng.range(0.0, 360.0),
+            ),
         };
-        let (lat, lon) = destination(clat, clon, km, rng.range(0.0, 360.0));
+        let (lat, lon) = destination(clat, clon, km, bearing);
         let u = user(&t, &format!("p{i}"));
         let (s, v) = get(
             &t,

@@ -497,6 +497,7 @@ pub async fn serve(
             Some(tls) => {
                 let accept = tls.acceptor.accept(stream);
                 let auto = auto.clone();
+                let http = http.clone();
                 tokio::spawn(async move {
                     // The handshake counts as a request in flight: the sweep leaves it alone,
                     // the timeout bounds it.
@@ -505,6 +506,15 @@ pub async fn serve(
                     state.last_ms.store(conns.now(), Ordering::Relaxed);
                     state.inflight.fetch_sub(1, Ordering::SeqCst);
                     match shaken {
+                        // ALPN said HTTP/1.1 (or nothing): the plain port's HTTP/1.1
+                        // connection, without the auto builder's protocol sniffing on every
+                        // read. Only an `h2` agreement takes the auto builder (HTTP/2).
+                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() != Some(b"h2") => {
+                            let conn = http
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .with_upgrades();
+                            run_conn(conn, state).await;
+                        }
                         Ok(Ok(stream)) => {
                             let conn = auto
                                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
