@@ -76,7 +76,7 @@ fn conformance(t: &Tree) {
     let (s, init) = call(t, "init");
     assert_eq!(s, 200, "{init}");
     assert!(
-        ["local", "redis"].contains(&init["type"].as_str().unwrap_or("")),
+        ["local", "redis", "memcache"].contains(&init["type"].as_str().unwrap_or("")),
         "{init}"
     );
     assert_eq!(value(t, "fresh"), json!({"value": "1"}));
@@ -329,6 +329,172 @@ fn redis_cache_type_answers_the_same() {
     let stats = format!("bkjs-cache-stats:{prefix}");
     write!(s, "*2\r\n$3\r\nDEL\r\n${}\r\n{}\r\n", stats.len(), stats).expect("cleanup");
     let _ = s.read(&mut buf);
+}
+
+/// A memcached of this test's own on a free port, killed (by pid) when dropped.
+struct Memcached {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Memcached {
+    /// `None` (a recorded skip, a failure under CI=true) when memcached is not installed.
+    fn start() -> Option<Memcached> {
+        let port = free_port();
+        let mut cmd = std::process::Command::new("memcached");
+        cmd.args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-m",
+            "16",
+        ]);
+        // Items of at most 4 KB, so the test can pass the limit through a URL.
+        cmd.args(["-I", "4k", "-o", "slab_chunk_max=4096"]);
+        if nix::unistd::geteuid().is_root() {
+            // memcached refuses to run as root unless told which user to be.
+            cmd.args(["-u", "root"]);
+        }
+        let child = match cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                bkjs::testing::required(&format!(
+                    "memcached cannot be started ({e}); scripts/setup installs it"
+                ));
+                return None;
+            }
+        };
+        let mut m = Memcached { child, port };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        assert!(
+            wait_for(Duration::from_secs(10), || {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            }),
+            "memcached did not listen on {port}"
+        );
+        // The port answers, and it is this memcached (not one that exited on bad arguments
+        // while something else took the port).
+        assert!(matches!(m.child.try_wait(), Ok(None)), "memcached exited");
+        assert!(m.ask("version\r\n", "\r\n").starts_with("VERSION "));
+        Some(m)
+    }
+
+    /// One text-protocol command; the reply up to and including `end`.
+    fn ask(&self, cmd: &str, end: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("memcached");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(cmd.as_bytes()).expect("write");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !out.ends_with(end.as_bytes()) {
+            let n = s.read(&mut buf).expect("read");
+            assert!(
+                n > 0,
+                "memcached closed after {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn memcache_cache_type_answers_the_same() {
+    let Some(mc) = Memcached::start() else {
+        return;
+    };
+    let host = format!("127.0.0.1:{}", mc.port);
+    let t = Tree::start(
+        "run",
+        &[
+            "-api-allow-path",
+            "^/system/cache/",
+            "-cache-type",
+            "memcache",
+            "-memcache-host",
+            &host,
+            "-cache-prefix",
+            "app1:",
+        ],
+    );
+    t.ready(2);
+    // Another application's key on the same memcached: clear must leave it alone.
+    assert_eq!(mc.ask("set other:k 0 0 1\r\nv\r\n", "\r\n"), "STORED\r\n");
+    conformance(&t);
+    assert_eq!(
+        mc.ask("get other:k\r\n", "END\r\n"),
+        "VALUE other:k 0 1\r\nv\r\nEND\r\n",
+        "clear removed only the prefixed keys"
+    );
+    // The value really is in memcached, under the prefix; keys with spaces and non-ASCII
+    // characters round-trip, and negative counts go below zero like the local cache.
+    assert_eq!(call(&t, "put?name=x&value=1").0, 200);
+    assert_eq!(
+        mc.ask("get app1:x\r\n", "END\r\n"),
+        "VALUE app1:x 0 1\r\n1\r\nEND\r\n"
+    );
+    assert_eq!(call(&t, "put?name=a%20b%C3%A9&value=2").0, 200);
+    assert_eq!(value(&t, "a b\u{e9}"), json!({"value": "2"}));
+    assert_eq!(call(&t, "keys?name=a%20").1["data"], json!(["a b\u{e9}"]));
+    assert_eq!(call(&t, "incr?name=n&value=-3").1, json!({"value": -3}));
+    assert_eq!(call(&t, "incr?name=n&value=1").1, json!({"value": -2}));
+    // A key memcached cannot hold is a clear error on write and a miss on read.
+    let long = "k".repeat(300);
+    let (s, e) = call(&t, &format!("put?name={long}&value=1"));
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        e["message"].as_str().unwrap_or_default().contains("250"),
+        "{e}"
+    );
+    assert_eq!(value(&t, &long), json!({}));
+    let big = "v".repeat(5000);
+    let (s, e) = call(&t, &format!("put?name=big&value={big}"));
+    assert_eq!(s, 400, "a value over memcached's item size: {e}");
+    assert_eq!(value(&t, "big"), json!({}));
+    assert_eq!(
+        value(&t, "x"),
+        json!({"value": "1"}),
+        "the connection is still in step"
+    );
+    // Concurrent increments from both workers lose nothing (the gets/cas loop).
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let url = t.url("/system/cache/incr?name=c&value=1");
+            std::thread::spawn(move || {
+                let agent = agent();
+                for _ in 0..25 {
+                    assert_eq!(http_get(&agent, &url).status, 200);
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().expect("incr thread");
+    }
+    assert_eq!(value(&t, "c"), json!({"value": "100"}));
+    // memcached gone: reads are misses, writes are errors, the workers live on.
+    drop(mc);
+    assert_eq!(value(&t, "x"), json!({}));
+    let (s, _) = call(&t, "put?name=x&value=2");
+    assert!(s >= 500, "a write with memcached down fails: {s}");
+    assert_eq!(t.get("/system/cache/get?name=x").status, 200, "{}", t.log());
 }
 
 /// Three servers on loopback whose caches are peers.

@@ -9,6 +9,10 @@ pub enum CacheError {
     /// The configuration does not allow the cache to start (e.g. peers but no cluster secret).
     #[error("{0}")]
     Config(String),
+    /// The backend cannot hold this key or value (memcached: a key over 250 bytes, a value over
+    /// its item size): the caller's fault; retrying will not help.
+    #[error("{0}")]
+    Refused(String),
     /// An answer that makes no sense for the request: a bug; retrying will not help.
     #[error("unexpected cache reply: {0}")]
     Protocol(String),

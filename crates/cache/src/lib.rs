@@ -1,11 +1,13 @@
 //! The cache: one LRU per machine in the server process ([`LruStore`]), reached by web workers
-//! over IPC, kept coherent across machines by [`Peers`]; or Redis (`-cache-type redis`). Web code
+//! over IPC, kept coherent across machines by [`Peers`]; or Redis (`-cache-type redis`), or
+//! memcached (`-cache-type memcache`). Web code
 //! sees only [`Cache`], whose reads treat any failure as a miss and whose writes report errors.
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod error;
+mod memcache;
 mod peers;
 mod redis;
 mod store;
@@ -24,13 +26,14 @@ use std::sync::Arc;
 /// Cache parameters.
 pub static PARAMS: &[Param] = &[
     Param::new("lru-max", Kind::Int { min: 1, max: 1 << 40 }, "100000", "entries of the server's LRU cache"),
-    Param::new("cache-type", Kind::Enum(&["local", "redis"]), "local", "where the cache lives: the server's LRU (local) or Redis"),
+    Param::new("cache-type", Kind::Enum(&["local", "redis", "memcache"]), "local", "where the cache lives: the server's LRU (local), Redis (-redis-host) or memcached (-memcache-host)"),
     Param::new("cache-host", Kind::List, "", "peer servers (host or host:port) whose LRU caches are kept coherent with this one; may include this server itself; needs a cluster secret (-cluster-secret)"),
     Param::new("cache-port", Kind::Int { min: 1, max: 65535 }, "20194", "TCP port of the peer cache bus"),
     Param::new("cache-bind", Kind::String, "", "address the peer cache bus listens on; empty: 127.0.0.1 when every -cache-host entry is a loopback address, else 0.0.0.0"),
     Param::new("cache-peer-heartbeat", Kind::Duration, "1s", "how often a server tells its peers its last sequence number; bounds how long a lost broadcast can go unnoticed"),
     Param::new("cache-near-size", Kind::Size, "4MB", "bytes of values each web worker keeps of what it read from the server's LRU, kept coherent by invalidations the server pushes; 0 = every read crosses IPC"),
-    Param::new("cache-prefix", Kind::String, "", "prefix of every key stored in Redis"),
+    Param::new("cache-prefix", Kind::String, "", "prefix of every key stored in Redis or memcached"),
+    Param::new("memcache-host", Kind::String, "127.0.0.1:11211", "memcached server (HOST:PORT) of -cache-type memcache"),
 ];
 
 /// The cache as a web worker sees it.
@@ -39,6 +42,7 @@ pub enum Cache {
     /// The server's LRU, over IPC.
     Local(ipc::Client),
     Redis(Arc<redis::RedisCache>),
+    Memcache(Arc<memcache::MemcacheCache>),
 }
 
 impl Cache {
@@ -46,6 +50,9 @@ impl Cache {
     pub fn new(cfg: &Config, ipc: ipc::Client) -> Result<Cache, CacheError> {
         match cfg.str("cache-type") {
             "redis" => Ok(Cache::Redis(Arc::new(redis::RedisCache::new(cfg)?))),
+            "memcache" => Ok(Cache::Memcache(Arc::new(memcache::MemcacheCache::new(
+                cfg,
+            )?))),
             _ => Ok(Cache::Local(ipc)),
         }
     }
@@ -74,6 +81,10 @@ impl Cache {
                 .get(std::slice::from_ref(&key.to_string()))
                 .await
                 .map(|mut v| v.pop().flatten().map(Arc::from)),
+            Cache::Memcache(m) => m
+                .get(std::slice::from_ref(&key.to_string()))
+                .await
+                .map(|mut v| v.pop().flatten().map(Arc::from)),
         };
         r.unwrap_or_else(|e| {
             tracing::warn!("cache get: {e}; treated as a miss");
@@ -91,6 +102,7 @@ impl Cache {
                 Err(e) => Err(e),
             },
             Cache::Redis(r) => r.get(&keys).await,
+            Cache::Memcache(m) => m.get(&keys).await,
         };
         r.unwrap_or_else(|e| {
             tracing::warn!("cache get: {e}; treated as a miss");
@@ -102,6 +114,7 @@ impl Cache {
         match self {
             Cache::Local(ipc) => expect_ok(Self::ask(ipc, Request::CachePut { key, value }).await),
             Cache::Redis(r) => r.put(&key, &value).await,
+            Cache::Memcache(m) => m.put(&key, &value).await,
         }
     }
 
@@ -112,6 +125,7 @@ impl Cache {
                 other => Err(CacheError::Protocol(format!("{other:?}"))),
             },
             Cache::Redis(r) => r.incr(&key, delta).await,
+            Cache::Memcache(m) => m.incr(&key, delta).await,
         }
     }
 
@@ -119,6 +133,7 @@ impl Cache {
         match self {
             Cache::Local(ipc) => expect_ok(Self::ask(ipc, Request::CacheDel { key }).await),
             Cache::Redis(r) => r.del(&key).await,
+            Cache::Memcache(m) => m.del(&key).await,
         }
     }
 
@@ -126,6 +141,7 @@ impl Cache {
         match self {
             Cache::Local(ipc) => expect_ok(Self::ask(ipc, Request::CacheClear).await),
             Cache::Redis(r) => r.clear().await,
+            Cache::Memcache(m) => m.clear().await,
         }
     }
 
@@ -136,6 +152,7 @@ impl Cache {
                 other => Err(CacheError::Protocol(format!("{other:?}"))),
             },
             Cache::Redis(r) => r.keys(&prefix).await,
+            Cache::Memcache(m) => m.keys(&prefix).await,
         }
     }
 
@@ -146,6 +163,7 @@ impl Cache {
                 other => Err(CacheError::Protocol(format!("{other:?}"))),
             },
             Cache::Redis(r) => r.exists(&key).await,
+            Cache::Memcache(m) => m.exists(&key).await,
         }
     }
 
@@ -158,6 +176,7 @@ impl Cache {
                 self.stats().await.map(|_| "local")
             }
             Cache::Redis(r) => r.ping().await.map(|()| "redis"),
+            Cache::Memcache(m) => m.ping().await.map(|()| "memcache"),
         }
     }
 
@@ -168,6 +187,7 @@ impl Cache {
                 other => Err(CacheError::Protocol(format!("{other:?}"))),
             },
             Cache::Redis(r) => r.stats().await,
+            Cache::Memcache(m) => m.stats().await,
         }
     }
 }

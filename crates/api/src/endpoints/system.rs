@@ -52,6 +52,9 @@ impl Refusal {
 
 impl From<bkjs_cache::CacheError> for Refusal {
     fn from(e: bkjs_cache::CacheError) -> Refusal {
+        if let bkjs_cache::CacheError::Refused(m) = e {
+            return Refusal::bad(m);
+        }
         tracing::error!("cache: {e}");
         Refusal(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
     }

@@ -20,7 +20,7 @@ pub(crate) const COMMANDS: &[(&str, &str, &str)] = &[
     (
         "cache",
         "cache get NAME... | put NAME VALUE | incr NAME [N] | del NAME | exists NAME | keys [PREFIX] | stats | clear",
-        "the cache of the server running in this home (or Redis with -cache-type redis)",
+        "the cache of the server running in this home (or Redis or memcached with -cache-type redis|memcache)",
     ),
     ("config", "config [NAME]", "a parameter's value as loaded, or every parameter"),
     (
