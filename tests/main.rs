@@ -16,6 +16,7 @@ mod jobs_queue;
 mod lifecycle;
 mod operations;
 mod packaging;
+mod push;
 mod read_path;
 mod realtime;
 mod rolling;

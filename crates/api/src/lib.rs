@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod image;
 pub mod params;
 mod paths;
+pub mod push;
 mod quota;
 mod reply;
 pub mod route;

@@ -119,6 +119,9 @@ impl App {
     pub fn jobs(&self) -> std::sync::Arc<bkjs_jobs::Registry> {
         let mut r = self.jobs.clone();
         bkjs_jobs::test_jobs(&mut r);
+        if let Err(e) = bkjs_api::push::register(&mut r) {
+            tracing::error!("{e}");
+        }
         std::sync::Arc::new(r)
     }
 
@@ -156,6 +159,7 @@ pub fn params() -> Vec<&'static Param> {
         bkjs_msg::PARAMS,
         bkjs_base::cluster::PARAMS,
         bkjs_jobs::PARAMS,
+        bkjs_push::PARAMS,
     ])
 }
 
@@ -280,6 +284,13 @@ fn become_role(cfg: Config, app: &App) -> i32 {
                 "bkjs: invalid value for -umask: {:?} is not octal",
                 cfg.str("umask")
             );
+            return config::EXIT_USAGE;
+        }
+    }
+    // Push credentials are checked before anything starts: a bad key stops the tree, naming it.
+    if matches!(role, Role::Monitor | Role::Master) {
+        if let Err(e) = bkjs_api::push::check_config(&cfg) {
+            eprintln!("bkjs: {e}");
             return config::EXIT_USAGE;
         }
     }

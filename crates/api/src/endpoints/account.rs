@@ -86,6 +86,17 @@ fn account_columns(input: &Row, db: &Db, admin: bool) -> Result<Row, DbError> {
     Ok(row)
 }
 
+/// A `device_id` must name devices push can reach (`apn://HEX`, `fcm://TOKEN`, `webpush://...`,
+/// comma-separated; docs/api.md): a bad entry is a 400 naming it, nothing is stored.
+fn check_devices(input: &Row) -> Result<(), ApiError> {
+    if let Some(v) = input.get("device_id").and_then(Value::as_str) {
+        for d in bkjs_push::Device::parse_list(v) {
+            d.map_err(|e| ApiError::bad(format!("device_id: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 fn text<'a>(input: &'a Row, name: &str) -> Result<&'a str, ApiError> {
     match input.get(name).and_then(Value::as_str) {
         Some(v) if !v.is_empty() => Ok(v),
@@ -106,6 +117,7 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
 /// ACLs, status and expiry. Nothing is left behind when a step fails. Answers the new bk_account
 /// row as its owner sees it.
 pub async fn create_account(db: &Db, input: &Row, admin: bool) -> Result<Row, ApiError> {
+    check_devices(input)?;
     let login = text(input, "login")?;
     let secret = text(input, "secret")?;
     let name = text(input, "name")?;
@@ -398,6 +410,7 @@ async fn update(req: Arc<Req>) -> Result<Out, ApiError> {
 pub async fn update_account(db: &Db, auth: &Row, input: &Row, admin: bool) -> Result<(), ApiError> {
     let id = auth.get("id").and_then(Value::as_str).unwrap_or("");
     let login = auth.get("login").cloned().unwrap_or(Value::Null);
+    check_devices(input)?;
     let mut row = account_columns(input, db, admin)?;
     let mut a = Row::new();
     if admin {

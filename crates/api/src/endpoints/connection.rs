@@ -194,6 +194,21 @@ async fn put(req: Arc<Req>, op: &'static str) -> Result<Out, ApiError> {
     if matches!(op, "add" | "put") && wants_publish(&req) {
         publish_to_account(&req, other, json!({"type": kind})).await;
     }
+    if matches!(op, "add" | "put") && !existed && flag(&req, "_notify") {
+        let mut data = serde_json::Map::new();
+        data.insert("type".into(), json!("connection"));
+        data.insert("connection".into(), json!(kind));
+        data.insert("id".into(), json!(me.id()));
+        let n = bkjs_push::Notification {
+            title: me.alias().to_string(),
+            body: kind.to_string(),
+            data,
+            collapse_id: Some(format!("{kind}-{}", me.id()).chars().take(32).collect()),
+            ..Default::default()
+        };
+        let unique = format!("conn:{other}:{kind}:{}", me.id());
+        crate::push::notify(&req.api.cfg, other, &unique, n).await;
+    }
     if flag(&req, "_connected") {
         let back = db
             .get(

@@ -240,6 +240,27 @@ async fn add(req: Arc<Req>) -> Result<Out, ApiError> {
             .collect();
         publish_to_account(&req, to, json!({"msg": msg})).await;
     }
+    if to != me.id() && flag(&req, "_notify") {
+        let body: String = inbox
+            .get("msg")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        let mut data = serde_json::Map::new();
+        data.insert("type".into(), json!("message"));
+        data.insert("id".into(), json!(me.id()));
+        data.insert("mtime".into(), json!(stored));
+        let n = bkjs_push::Notification {
+            title: me.alias().to_string(),
+            body,
+            data,
+            urgent: true,
+            ..Default::default()
+        };
+        crate::push::notify(&req.api.cfg, to, &format!("msg:{to}:{stored}"), n).await;
+    }
     let reply = if flag(&req, "_nosent") { inbox } else { sent };
     Ok(Out::Json(Value::Object(shown(reply))))
 }
