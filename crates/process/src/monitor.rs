@@ -115,6 +115,10 @@ pub(super) fn backoff(cfg: &Config) -> Result<Backoff, super::BackoffError> {
 /// The spec of a child role: same executable, same parameters, the role flag first.
 pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
     let mut args = vec![format!("-{}", role.flag())];
+    // A monitor over a one-process tree (`run-backend -single`) starts its master as one.
+    if role == Role::Master && cfg.args.has_role("single") {
+        args.push("-single".into());
+    }
     args.extend(cfg.args.to_words());
     let mut env = Vec::new();
     if boot.watch || boot.watched {
@@ -130,11 +134,11 @@ pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
 }
 
 /// What a master needs to run jobs: the application's registered jobs and its tables.
-pub(crate) type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
+pub type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
 
 /// Refuses, before any child starts, a configuration that names cache peers or pub/sub
 /// forwarders on other machines without a usable cluster secret (docs/security.md).
-fn cluster_config(cfg: &Config) -> Result<(), bkjs_base::cluster::ClusterError> {
+pub(super) fn cluster_config(cfg: &Config) -> Result<(), bkjs_base::cluster::ClusterError> {
     use bkjs_base::cluster::Secret;
     if cfg.str("cache-type") == "local" && !cfg.list("cache-host").is_empty() {
         Secret::require(cfg, "cache-host")?;
