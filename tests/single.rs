@@ -197,3 +197,29 @@ fn sigterm_drains_stops_the_jobs_and_exits_0_leaving_no_child() {
         "the pid file is removed"
     );
 }
+
+#[test]
+fn run_backend_single_is_a_monitor_over_one_process() {
+    let t = Tree::start("run-backend", &["-single", "-api-allow-path", "^/system/"]);
+    t.ready_at("/ping");
+    let single = t.pids("single");
+    assert_eq!(single.len(), 1, "{:?}", t.titles());
+    let mut titles = t.titles();
+    titles.sort();
+    assert_eq!(titles, ["bkjs: monitor", "bkjs: single"]);
+    // The monitor restarts it when it dies, as it would a master.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(single[0] as i32),
+        Signal::SIGKILL,
+    )
+    .expect("kill");
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let now = t.pids("single");
+            now.len() == 1 && now != single && t.get("/ping").status == 200
+        }),
+        "restarted: {:?}\n{}",
+        t.titles(),
+        t.log()
+    );
+}

@@ -550,13 +550,13 @@ fn mtime(p: &std::path::Path) -> Option<SystemTime> {
 }
 
 /// Sends `WATCHDOG=1` to systemd at half the `WATCHDOG_USEC` interval when this is the top process.
-struct Watchdog {
+pub(super) struct Watchdog {
     every: Option<Duration>,
     last: Instant,
 }
 
 impl Watchdog {
-    fn new(boot: &Boot) -> Watchdog {
+    pub(super) fn new(boot: &Boot) -> Watchdog {
         // sd_watchdog_enabled(3): on when WATCHDOG_USEC is set and WATCHDOG_PID, if set, is us.
         let usec = std::env::var("WATCHDOG_USEC")
             .ok()
@@ -573,7 +573,7 @@ impl Watchdog {
         }
     }
 
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         if let Some(every) = self.every {
             if self.last.elapsed() >= every {
                 self.last = Instant::now();

@@ -17,7 +17,7 @@
 //! What it gives up (docs/processes.md): nothing restarts a crashed process, since there is no
 //! parent; a panic in a request is caught by the serve loop, but an abort takes everything down.
 
-use super::monitor::{cluster_config, stop_deadline, JobsSetup};
+use super::monitor::{cluster_config, stop_deadline, JobsSetup, Watchdog};
 use super::server::Core;
 use super::web::serve_api;
 use super::{drop_privileges, reap, Event, Events, Role, EXIT_BOOT};
@@ -129,6 +129,7 @@ pub fn run_single(cfg: Config, boot: &Boot, jobs: JobsSetup, routes: bkjs_api::R
     );
     let mut cfg = cfg;
     let mut stopping: Option<Instant> = None;
+    let mut watchdog = Watchdog::new(boot);
     let replace = |cfg: &Config, why: &str| {
         tracing::info!("{why}: replacing the API in place");
         let _ = ctl_tx.send(ApiCtl::Replace(Box::new(cfg.clone())));
@@ -170,6 +171,7 @@ pub fn run_single(cfg: Config, boot: &Boot, jobs: JobsSetup, routes: bkjs_api::R
             }
             Some(_) | None => {}
         }
+        watchdog.tick();
         if let Some(deadline) = stopping {
             let workers = jobs.live();
             if api_thread.is_finished() && workers == 0 {
@@ -274,7 +276,21 @@ async fn generations(
         Ok((Generation { drain, task }, ready_rx))
     };
     let mut current = match start(cfg) {
-        Ok((g, _)) => g,
+        Ok((g, ready)) => {
+            // Like the server once its workers are ready: systemd (`Type=notify`) hears it.
+            tokio::spawn(async move {
+                if ready.await.is_ok() && std::env::var_os("NOTIFY_SOCKET").is_some() {
+                    let _ = sd_notify::notify(
+                        false,
+                        &[
+                            sd_notify::NotifyState::Ready,
+                            sd_notify::NotifyState::Status("serving in one process"),
+                        ],
+                    );
+                }
+            });
+            g
+        }
         Err(e) => {
             tracing::error!("{e}");
             return;
