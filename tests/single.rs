@@ -106,6 +106,20 @@ fn one_process_serves_the_cache_stats_and_reloads_in_place() {
         json_of(&t.get("/system/cache/get?name=kept")),
         json!({"value": "1"})
     );
+    // An invalid configuration is refused; the API in place serves on.
+    std::fs::write(
+        t.home.path().join("etc").join("config"),
+        "api-threads=lots\n",
+    )
+    .expect("config");
+    t.signal(Signal::SIGHUP);
+    assert!(
+        t.wait_log("SIGHUP: configuration not applied", Duration::from_secs(10)),
+        "{}",
+        t.log()
+    );
+    assert_eq!(t.get("/ping").status, 403);
+    assert_eq!(t.get("/system/cache/get?name=kept").status, 200);
     // /system/restart replaces the API the same way.
     let r = t.get("/system/restart");
     assert_eq!((r.status, r.body.as_str()), (200, "{}"));
