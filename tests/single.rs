@@ -186,7 +186,7 @@ fn sigterm_drains_stops_the_jobs_and_exits_0_leaving_no_child() {
     );
     let worker = workers(&t)[0].0;
     // A slow request in flight when SIGTERM comes.
-    let url = t.url("/_test/block?ms=1500");
+    let url = t.url("/_test/block?ms=3000");
     let slow = std::thread::spawn(move || http_get(&agent(), &url));
     assert!(
         wait_for(Duration::from_secs(10), || {
