@@ -160,9 +160,19 @@ pub(crate) fn add_account(t: &Tree, login: &str, secret: &str, name: &str) -> St
     id
 }
 
-fn scenario(version: u8) {
-    let t = Tree::start("run", &[]);
-    t.ready(2);
+/// The main API scenario; `single`: against `bkjs run -single` (server, API, master and jobs in
+/// one process) instead of the normal tree.
+pub(crate) fn scenario(version: u8, single: bool) {
+    let t = if single {
+        let t = Tree::start("run", &["-single"]);
+        t.ready_at("/ping");
+        assert_eq!(t.titles(), ["bkjs: single"], "one process, no children");
+        t
+    } else {
+        let t = Tree::start("run", &[]);
+        t.ready(2);
+        t
+    };
     let a = add_account(&t, "alice", "s1", "Alice%20A");
     let b = add_account(&t, "bob", "s2", "Bob%20B");
     let (s, v, _) = send(
@@ -271,12 +281,17 @@ fn scenario(version: u8) {
 
 #[test]
 fn account_scenario_with_v1_signatures() {
-    scenario(1);
+    scenario(1, false);
 }
 
 #[test]
 fn account_scenario_with_v3_signatures() {
-    scenario(3);
+    scenario(3, false);
+}
+
+#[test]
+fn account_scenario_in_a_single_process() {
+    scenario(3, true);
 }
 
 /// A secret no other text in a test can contain by chance.

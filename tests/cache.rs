@@ -23,7 +23,7 @@ const CACHE: &[&str] = &["-api-allow-path", "^/system/cache/"];
 const SECRET: &str = "cache-test-cluster-secret";
 
 /// The operations every cache type must answer the same way.
-fn conformance(t: &Tree) {
+pub(crate) fn conformance(t: &Tree) {
     assert_eq!(call(t, "put?name=a&value=1"), (200, json!({})));
     assert_eq!(value(t, "a"), json!({"value": "1"}));
     assert_eq!(call(t, "set?name=b&value=x%20y"), (200, json!({})));

@@ -44,14 +44,14 @@ pub(crate) fn write_crontab(home: &std::path::Path, text: &str) {
 }
 
 /// The value `test.write` stored under `name`, parsed.
-fn row(t: &Tree, name: &str) -> Option<Value> {
+pub(crate) fn row(t: &Tree, name: &str) -> Option<Value> {
     let r = t.get(&format!("/data/get/bk_property?name={name}"));
     assert_eq!(r.status, 200, "{}", r.body);
     let v: Value = serde_json::from_str(&r.body).ok()?;
     serde_json::from_str(v.get("value")?.as_str()?).ok()
 }
 
-fn wait_row(t: &Tree, name: &str, limit: Duration) -> Value {
+pub(crate) fn wait_row(t: &Tree, name: &str, limit: Duration) -> Value {
     let mut got = None;
     let ok = wait_for(limit, || {
         got = row(t, name);
@@ -61,14 +61,14 @@ fn wait_row(t: &Tree, name: &str, limit: Duration) -> Value {
     got.expect("row")
 }
 
-fn run_job(t: &Tree, spec: &Value) -> Value {
+pub(crate) fn run_job(t: &Tree, spec: &Value) -> Value {
     let r = t.get(&format!("/system/jobs?job={}", form(&spec.to_string())));
     assert_eq!(r.status, 200, "{spec}: {}", r.body);
     serde_json::from_str(&r.body).expect("json")
 }
 
 /// The job workers of the tree: (pid, title) of every live process titled `bkjs: worker ...`.
-fn workers(t: &Tree) -> Vec<(u32, String)> {
+pub(crate) fn workers(t: &Tree) -> Vec<(u32, String)> {
     t.all_pids()
         .into_iter()
         .filter_map(|p| Some((p, cmdline(p).first()?.clone())))
@@ -93,7 +93,7 @@ fn status(t: &Tree) -> (Vec<String>, Vec<String>) {
     (names("running"), names("waiting"))
 }
 
-fn idle(t: &Tree) -> bool {
+pub(crate) fn idle(t: &Tree) -> bool {
     let r = t.get("/system/jobs");
     let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
     v["running"].as_array().is_some_and(|a| a.is_empty())

@@ -27,6 +27,7 @@ mod sec_web;
 mod security;
 mod seed_semantics;
 mod shell;
+mod single;
 mod social;
 mod supervision;
 mod tls;

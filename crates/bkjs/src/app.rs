@@ -295,7 +295,7 @@ fn become_role(cfg: Config, app: &App) -> i32 {
         }
     }
     process::set_comm(&role.title(&cfg));
-    if let Err(e) = bkjs_base::log::init(&cfg, role.flag()) {
+    if let Err(e) = bkjs_base::log::init(&cfg, role.label(&cfg)) {
         eprintln!("bkjs: {e}; logging to stderr");
     }
     for w in &cfg.warnings {
@@ -314,6 +314,9 @@ fn become_role(cfg: Config, app: &App) -> i32 {
     };
     match role {
         Role::Monitor => process::run_supervisor(cfg, role, &boot, None),
+        Role::Master if cfg.args.has_role("single") => {
+            process::run_single(cfg, &boot, (app.jobs(), app.tables()), app.routes())
+        }
         Role::Master => process::run_supervisor(cfg, role, &boot, Some((app.jobs(), app.tables()))),
         Role::Server => process::run_server(cfg, &boot, app.tables()),
         Role::Web => process::run_web(cfg, &boot, app.tables(), app.routes()),

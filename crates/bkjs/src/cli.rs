@@ -31,7 +31,7 @@ pub(crate) enum Command {
 const COMMANDS: &[(&str, Command, &str)] = &[
     ("run-backend", Command::RunBackend, "development: monitor with -watch, master, server and web workers in the foreground, debug logs"),
     ("run-server", Command::RunServer, "production: monitor, master, server and web workers; -daemon detaches"),
-    ("run", Command::Run, "master, server and web workers, nothing else"),
+    ("run", Command::Run, "master, server and web workers, nothing else; -single: all of them in one process (server, one web worker's API, master and jobs)"),
     ("run-shell", Command::Shell, "the shell: configuration and pools, no HTTP server"),
     ("stop", Command::Stop, "stop the running tree found through var/bkjs.pid"),
     ("restart", Command::Restart, "reload the configuration and roll the web workers (-web: roll only)"),
@@ -150,6 +150,10 @@ pub(crate) fn command(cmd: Command, cfg: Config) -> i32 {
 fn role_argv(cfg: &Config, role: Role, flags: &[&str], before: &[&str]) -> Vec<String> {
     let mut args = vec![format!("-{}", role.flag())];
     args.extend(flags.iter().map(|s| s.to_string()));
+    // `-single` (docs/processes.md) goes down to the master, which then runs everything itself.
+    if cfg.args.has_role("single") {
+        args.push("-single".into());
+    }
     args.extend(before.iter().map(|s| s.to_string()));
     args.extend(cfg.args.to_words());
     args

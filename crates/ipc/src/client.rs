@@ -11,6 +11,9 @@
 //! `recv(2)` (not tokio's cached readiness, which may lag), so an invalidation the server sent
 //! before it acknowledged a write is always applied first. That read is skipped when the
 //! server's [`PushCounter`] shows that nothing was pushed since the socket was last read.
+//!
+//! In one process that is both server and worker (`bkjs run -single`), [`Client::in_process`]
+//! answers every request with the server's own handler, directly.
 
 use super::near::NearCache;
 use super::pushcount::{counter_path, PushCounter};
@@ -180,6 +183,9 @@ fn frame_len(buf: &[u8]) -> usize {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// In-process ([`Client::in_process`], `bkjs run -single`): every request is answered by
+    /// the server's own handler in this process, with no socket and no near cache.
+    direct: Option<super::Handler>,
 }
 
 impl Client {
@@ -218,7 +224,37 @@ impl Client {
             failing: AtomicBool::new(false),
         });
         handle.spawn(connection(path, rx, Arc::downgrade(&inner)));
-        Ok(Client { inner })
+        Ok(Client {
+            inner,
+            direct: None,
+        })
+    }
+
+    /// A client whose requests `handler` answers in this process (the same handler the hub
+    /// serves workers with): one process holding both the server's part and a worker's API
+    /// (`bkjs run -single`) makes no IPC hop. It has no connection and no near cache: the LRU
+    /// it reads is in this process.
+    pub fn in_process(handler: super::Handler) -> Client {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            timeout: Duration::ZERO,
+            next_id: AtomicU32::new(0),
+            state: Mutex::new(State {
+                waiters: HashMap::new(),
+                near: NearCache::new(0),
+                link: None,
+                rbuf: Vec::new(),
+                scratch: Box::default(),
+                pushes: None,
+                seen: 0,
+            }),
+            tx,
+            failing: AtomicBool::new(false),
+        });
+        Client {
+            inner,
+            direct: Some(handler),
+        }
     }
 
     /// Empties this worker's near cache: the next reads come from the server's LRU.
@@ -228,6 +264,10 @@ impl Client {
 
     /// Sends a message whose reply nobody waits for (heartbeats).
     pub fn send(&self, msg: Request) {
+        if let Some(h) = &self.direct {
+            h(msg);
+            return;
+        }
         let me = self.clone();
         tokio::spawn(async move {
             let _ = me.request(msg).await;
@@ -236,12 +276,18 @@ impl Client {
 
     /// Sends a message and waits for the server's reply, at most `-ipc-timeout`.
     pub async fn request(&self, msg: Request) -> Result<Reply, IpcError> {
+        if let Some(h) = &self.direct {
+            return Ok(h(msg));
+        }
         self.logged(self.round_trip(msg, None).await)
     }
 
     /// The values of `keys` in the server's cache: from the near cache when it holds them all,
     /// otherwise from the server (and then kept in the near cache).
     pub async fn cache_get(&self, keys: Vec<String>) -> Result<Reply, IpcError> {
+        if let Some(h) = &self.direct {
+            return Ok(h(Request::CacheGet { keys }));
+        }
         let epoch = {
             let mut st = self.inner.lock();
             if !st.near.enabled() {

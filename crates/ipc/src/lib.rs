@@ -369,4 +369,42 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<Request>(&text).expect("decode"), m);
     }
+
+    #[tokio::test]
+    async fn an_in_process_client_asks_the_handler_directly() {
+        let seen = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let handler: Handler = std::sync::Arc::new(move |msg: Request| {
+            log.lock().push(msg.clone());
+            match msg {
+                Request::CacheGet { keys } => Reply::Values {
+                    values: keys.iter().map(|k| Some(format!("v-{k}"))).collect(),
+                },
+                _ => Reply::Ok,
+            }
+        });
+        let c = Client::in_process(handler);
+        assert_eq!(
+            c.cache_get_one("a").await.expect("get").as_deref(),
+            Some("v-a")
+        );
+        assert_eq!(
+            c.request(Request::CacheDel { key: "a".into() })
+                .await
+                .expect("del"),
+            Reply::Ok
+        );
+        c.send(Request::Ready { pid: 7 });
+        // Every request reached the handler, in order, with no socket in between.
+        assert_eq!(
+            *seen.lock(),
+            [
+                Request::CacheGet {
+                    keys: vec!["a".into()]
+                },
+                Request::CacheDel { key: "a".into() },
+                Request::Ready { pid: 7 },
+            ]
+        );
+    }
 }

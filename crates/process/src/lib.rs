@@ -5,7 +5,8 @@
 //! with their parent (`PR_SET_PDEATHSIG`), and are reaped by one loop per parent that reads a queue
 //! of signals and IPC events, in the manner of gunicorn's arbiter. The role loops are in
 //! `monitor.rs` (which also serves `master`), `server.rs` and `web.rs`; job workers are in
-//! `bkjs_jobs`.
+//! `bkjs_jobs`. `single.rs` runs the server's part, the master's jobs and one web worker's API in
+//! one process (`bkjs run -single`).
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -14,6 +15,7 @@ mod backoff;
 mod monitor;
 pub mod proxy;
 mod server;
+mod single;
 mod stats;
 mod web;
 
@@ -24,6 +26,7 @@ pub use bkjs_base::sys::{
 };
 pub use monitor::run_supervisor;
 pub use server::run_server;
+pub use single::run_single;
 pub use web::run_web;
 
 use bkjs_base::config::{Config, Kind, Param};
@@ -138,9 +141,19 @@ impl Role {
         }
     }
 
-    /// `NAME: role`, shown by `ps` and in `/proc/PID/comm`.
+    /// `NAME: role`, shown by `ps` and in `/proc/PID/comm`; a master started with `-single`
+    /// (the whole tree in one process) is `NAME: single`.
     pub fn title(self, cfg: &Config) -> String {
-        format!("{}: {}", cfg.str("name"), self.flag())
+        format!("{}: {}", cfg.str("name"), self.label(cfg))
+    }
+
+    /// The role's name in titles and log lines: its flag, or `single` for a one-process master.
+    pub fn label(self, cfg: &Config) -> &'static str {
+        if self == Role::Master && cfg.args.has_role("single") {
+            "single"
+        } else {
+            self.flag()
+        }
     }
 }
 

@@ -115,6 +115,10 @@ pub(super) fn backoff(cfg: &Config) -> Result<Backoff, super::BackoffError> {
 /// The spec of a child role: same executable, same parameters, the role flag first.
 pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
     let mut args = vec![format!("-{}", role.flag())];
+    // A monitor over a one-process tree (`run-backend -single`) starts its master as one.
+    if role == Role::Master && cfg.args.has_role("single") {
+        args.push("-single".into());
+    }
     args.extend(cfg.args.to_words());
     let mut env = Vec::new();
     if boot.watch || boot.watched {
@@ -130,11 +134,11 @@ pub(super) fn child_spec(boot: &Boot, cfg: &Config, role: Role) -> ChildSpec {
 }
 
 /// What a master needs to run jobs: the application's registered jobs and its tables.
-pub(crate) type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
+pub type JobsSetup = (std::sync::Arc<bkjs_jobs::Registry>, Vec<bkjs_db::Table>);
 
 /// Refuses, before any child starts, a configuration that names cache peers or pub/sub
 /// forwarders on other machines without a usable cluster secret (docs/security.md).
-fn cluster_config(cfg: &Config) -> Result<(), bkjs_base::cluster::ClusterError> {
+pub(super) fn cluster_config(cfg: &Config) -> Result<(), bkjs_base::cluster::ClusterError> {
     use bkjs_base::cluster::Secret;
     if cfg.str("cache-type") == "local" && !cfg.list("cache-host").is_empty() {
         Secret::require(cfg, "cache-host")?;
@@ -546,13 +550,13 @@ fn mtime(p: &std::path::Path) -> Option<SystemTime> {
 }
 
 /// Sends `WATCHDOG=1` to systemd at half the `WATCHDOG_USEC` interval when this is the top process.
-struct Watchdog {
+pub(super) struct Watchdog {
     every: Option<Duration>,
     last: Instant,
 }
 
 impl Watchdog {
-    fn new(boot: &Boot) -> Watchdog {
+    pub(super) fn new(boot: &Boot) -> Watchdog {
         // sd_watchdog_enabled(3): on when WATCHDOG_USEC is set and WATCHDOG_PID, if set, is us.
         let usec = std::env::var("WATCHDOG_USEC")
             .ok()
@@ -569,7 +573,7 @@ impl Watchdog {
         }
     }
 
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         if let Some(every) = self.every {
             if self.last.elapsed() >= every {
                 self.last = Instant::now();

@@ -90,6 +90,158 @@ struct Server<'a> {
     cache: bkjs_cache::Server,
 }
 
+/// The server's part of a process, shared by the server role and `bkjs run -single`: the
+/// listening sockets, the prepared database, the LRU cache (with its peer bus), the pub/sub
+/// forwarder, the machine-wide stats and the IPC hub answering workers (and job workers) with
+/// [`Core::handler`].
+pub(crate) struct Core {
+    pub(crate) listener: TcpListener,
+    /// The HTTPS socket, with `-ssl-cert` and `-ssl-key`.
+    pub(crate) https: Option<TcpListener>,
+    pub(crate) cache: bkjs_cache::Server,
+    /// None when `-msg-type` needs no forwarder here.
+    pub(crate) forwarder: Option<bkjs_msg::Forwarder>,
+    pub(crate) stats: Arc<super::stats::Stats>,
+    /// What the hub answers a request with: cache and stats in place, anything else handed to
+    /// the supervisor loop as an [`Event::Ipc`].
+    pub(crate) handler: bkjs_ipc::Handler,
+    pub(crate) hub: Hub,
+    /// The test fault's descriptor opened without O_CLOEXEC (see [`fd_probe`]).
+    _probe: Option<std::os::fd::OwnedFd>,
+}
+
+impl Core {
+    /// Binds (or takes) the sockets, prepares the tables, starts the cache, the forwarder and
+    /// the hub; on failure the exit code the process ends with (the reason is logged).
+    pub(crate) fn start(
+        cfg: &Config,
+        boot: &Boot,
+        tables: Vec<bkjs_db::Table>,
+        events: std::sync::mpsc::Sender<Event>,
+    ) -> Result<Core, i32> {
+        if let Err(e) = bkjs_api::tls::check(cfg) {
+            tracing::error!("{e}");
+            return Err(bkjs_base::config::EXIT_USAGE);
+        }
+        let (listener, https) = listen(cfg, boot).map_err(|e| {
+            tracing::error!("{e}");
+            EXIT_BOOT
+        })?;
+        // Tables are created and upgraded here, once, before any worker opens the pools.
+        if let Err(e) = init_db(cfg, tables) {
+            tracing::error!("cannot prepare the database: {e}");
+            return Err(EXIT_BOOT);
+        }
+        // Test fault: a descriptor opened without O_CLOEXEC, as a library might; no worker may
+        // inherit it (see `bkjs_base::sys::spawn`).
+        let probe = bkjs_base::faults::enabled()
+            .then(|| fd_probe(cfg))
+            .flatten();
+        // Every write to the LRU (from a worker, a peer or a resync) is pushed to the workers'
+        // near caches before it is answered.
+        let pushes = bkjs_ipc::Pushes::new();
+        let on_change = || -> bkjs_cache::ChangeListener {
+            let pushes = pushes.clone();
+            Box::new(move |c| match c {
+                bkjs_cache::Change::Key(k) => pushes.push(&Push::Invalidate {
+                    keys: vec![k.to_string()],
+                }),
+                bkjs_cache::Change::All => pushes.push(&Push::InvalidateAll),
+            })
+        };
+        // The peer and forwarder ports may still be held for a moment by an orphaned
+        // predecessor that is releasing them: retried like the HTTP port.
+        let bind_deadline = Instant::now() + cfg.duration("server-bind-retry");
+        let cache = retry_until(bind_deadline, || {
+            bkjs_cache::Server::start(cfg, Some(on_change()))
+        })
+        .map_err(|e| {
+            tracing::error!("cannot start the cache: {e}");
+            match e {
+                bkjs_cache::CacheError::Config(_) => bkjs_base::config::EXIT_USAGE,
+                _ => EXIT_BOOT,
+            }
+        })?;
+        // The nng pub/sub forwarder (docs/ipc.md) lives as long as this server.
+        let forwarder =
+            retry_until(bind_deadline, || bkjs_msg::Forwarder::start(cfg)).map_err(|e| {
+                tracing::error!("cannot start the pub/sub forwarder: {e}");
+                match e {
+                    bkjs_msg::MsgError::Config(_) => bkjs_base::config::EXIT_USAGE,
+                    _ => EXIT_BOOT,
+                }
+            })?;
+        let hub_cache = cache.clone();
+        // Cache requests are answered on the hub's threads; control messages go to the loop.
+        let tx = parking_lot::Mutex::new(events);
+        let stats = Arc::new(super::stats::Stats::new());
+        let hub_stats = stats.clone();
+        let handler: bkjs_ipc::Handler = Arc::new(move |msg: Request| {
+            if let Some(reply) = hub_stats.handle(&msg, &hub_cache) {
+                return reply;
+            }
+            if let Some(reply) = hub_cache.handle(&msg) {
+                return reply;
+            }
+            let tx = tx.lock();
+            match tx.send(Event::Ipc(msg)) {
+                Ok(()) => Reply::Ok,
+                Err(_) => Reply::Error {
+                    message: "the server is stopping".into(),
+                },
+            }
+        });
+        // The socket directory is private (0700) and every socket in it 0600.
+        let socket_dir = bkjs_base::sys::socket_dir(cfg);
+        if let Err(e) = bkjs_base::sys::private_dir(&socket_dir) {
+            tracing::error!("cannot prepare {}: {e}", socket_dir.display());
+            return Err(EXIT_BOOT);
+        }
+        let hub = Hub::start(bkjs_ipc::hub_path(cfg), handler.clone(), pushes).map_err(|e| {
+            tracing::error!("cannot start IPC hub: {e}");
+            EXIT_BOOT
+        })?;
+        let (uid, gid) = super::target_ids(cfg);
+        if uid.is_some() || gid.is_some() {
+            // Workers run as -uid/-gid: they must reach the IPC socket and write the embedded
+            // databases (SQLite creates its -wal/-shm files next to the database file).
+            let mut paths = vec![
+                hub.path().to_path_buf(),
+                hub.counter_path(),
+                cfg.dir("var"),
+                socket_dir.clone(),
+            ];
+            if let Some(db) = cfg.path("db-sqlite-pool") {
+                for suffix in ["", "-wal", "-shm"] {
+                    paths.push(std::path::PathBuf::from(format!(
+                        "{}{suffix}",
+                        db.display()
+                    )));
+                }
+                if let Some(dir) = db.parent() {
+                    paths.push(dir.to_path_buf());
+                }
+            }
+            for p in paths.iter().filter(|p| p.exists()) {
+                if let Err(e) = std::os::unix::fs::chown(p, uid, gid) {
+                    tracing::error!("cannot hand {} to -uid/-gid: {e}", p.display());
+                    return Err(EXIT_BOOT);
+                }
+            }
+        }
+        Ok(Core {
+            listener,
+            https,
+            cache,
+            forwarder,
+            stats,
+            handler,
+            hub,
+            _probe: probe,
+        })
+    }
+}
+
 /// Runs the server role until it is told to stop; returns the exit code.
 pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 {
     let events = match Events::new() {
@@ -101,126 +253,20 @@ pub fn run_server(cfg: Config, boot: &Boot, tables: Vec<bkjs_db::Table>) -> i32 
     };
     // Checked before anything else: the master may have died between spawn and now.
     let parent = nix::unistd::getppid().as_raw() as u32;
-    if let Err(e) = bkjs_api::tls::check(&cfg) {
-        tracing::error!("{e}");
-        return bkjs_base::config::EXIT_USAGE;
-    }
-    let (listener, https) = match listen(&cfg, boot) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("{e}");
-            return EXIT_BOOT;
-        }
-    };
-    // Tables are created and upgraded here, once, before any worker opens the pools.
-    if let Err(e) = init_db(&cfg, tables) {
-        tracing::error!("cannot prepare the database: {e}");
-        return EXIT_BOOT;
-    }
-    // Test fault: a descriptor opened without O_CLOEXEC, as a library might; no worker may
-    // inherit it (see `bkjs_base::sys::spawn`).
-    let _probe = bkjs_base::faults::enabled()
-        .then(|| fd_probe(&cfg))
-        .flatten();
-    // Every write to the LRU (from a worker, a peer or a resync) is pushed to the workers'
-    // near caches before it is answered.
-    let pushes = bkjs_ipc::Pushes::new();
-    let on_change = || -> bkjs_cache::ChangeListener {
-        let pushes = pushes.clone();
-        Box::new(move |c| match c {
-            bkjs_cache::Change::Key(k) => pushes.push(&Push::Invalidate {
-                keys: vec![k.to_string()],
-            }),
-            bkjs_cache::Change::All => pushes.push(&Push::InvalidateAll),
-        })
-    };
-    // The peer and forwarder ports may still be held for a moment by an orphaned predecessor
-    // that is releasing them: retried like the HTTP port.
-    let bind_deadline = Instant::now() + cfg.duration("server-bind-retry");
-    let cache = match retry_until(bind_deadline, || {
-        bkjs_cache::Server::start(&cfg, Some(on_change()))
-    }) {
+    let core = match Core::start(&cfg, boot, tables, events.tx.clone()) {
         Ok(c) => c,
-        Err(e) => {
-            tracing::error!("cannot start the cache: {e}");
-            return match e {
-                bkjs_cache::CacheError::Config(_) => bkjs_base::config::EXIT_USAGE,
-                _ => EXIT_BOOT,
-            };
-        }
+        Err(code) => return code,
     };
-    // The nng pub/sub forwarder (docs/ipc.md) lives as long as this server.
-    let forwarder = match retry_until(bind_deadline, || bkjs_msg::Forwarder::start(&cfg)) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!("cannot start the pub/sub forwarder: {e}");
-            return match e {
-                bkjs_msg::MsgError::Config(_) => bkjs_base::config::EXIT_USAGE,
-                _ => EXIT_BOOT,
-            };
-        }
-    };
-    let hub_cache = cache.clone();
-    // Cache requests are answered on the hub's threads; control messages go to the loop below.
-    let tx = parking_lot::Mutex::new(events.tx.clone());
-    let stats = std::sync::Arc::new(super::stats::Stats::new());
-    let hub_stats = stats.clone();
-    let handler: bkjs_ipc::Handler = std::sync::Arc::new(move |msg: Request| {
-        if let Some(reply) = hub_stats.handle(&msg, &hub_cache) {
-            return reply;
-        }
-        if let Some(reply) = hub_cache.handle(&msg) {
-            return reply;
-        }
-        let tx = tx.lock();
-        match tx.send(Event::Ipc(msg)) {
-            Ok(()) => Reply::Ok,
-            Err(_) => Reply::Error {
-                message: "the server is stopping".into(),
-            },
-        }
-    });
-    // The socket directory is private (0700) and every socket in it 0600.
-    let socket_dir = bkjs_base::sys::socket_dir(&cfg);
-    if let Err(e) = bkjs_base::sys::private_dir(&socket_dir) {
-        tracing::error!("cannot prepare {}: {e}", socket_dir.display());
-        return EXIT_BOOT;
-    }
-    let hub = match Hub::start(bkjs_ipc::hub_path(&cfg), handler, pushes) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!("cannot start IPC hub: {e}");
-            return EXIT_BOOT;
-        }
-    };
-    let (uid, gid) = super::target_ids(&cfg);
-    if uid.is_some() || gid.is_some() {
-        // Workers run as -uid/-gid: they must reach the IPC socket and write the embedded
-        // databases (SQLite creates its -wal/-shm files next to the database file).
-        let mut paths = vec![
-            hub.path().to_path_buf(),
-            hub.counter_path(),
-            cfg.dir("var"),
-            socket_dir.clone(),
-        ];
-        if let Some(db) = cfg.path("db-sqlite-pool") {
-            for suffix in ["", "-wal", "-shm"] {
-                paths.push(std::path::PathBuf::from(format!(
-                    "{}{suffix}",
-                    db.display()
-                )));
-            }
-            if let Some(dir) = db.parent() {
-                paths.push(dir.to_path_buf());
-            }
-        }
-        for p in paths.iter().filter(|p| p.exists()) {
-            if let Err(e) = std::os::unix::fs::chown(p, uid, gid) {
-                tracing::error!("cannot hand {} to -uid/-gid: {e}", p.display());
-                return EXIT_BOOT;
-            }
-        }
-    }
+    let Core {
+        listener,
+        https,
+        cache,
+        forwarder,
+        stats,
+        hub,
+        _probe,
+        ..
+    } = core;
     let backoff = match backoff(&cfg) {
         Ok(b) => b,
         Err(e) => {

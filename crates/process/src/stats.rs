@@ -109,6 +109,9 @@ impl Stats {
     /// Answers `Metrics` and `SystemStats`; `None` for other messages.
     pub fn handle(&self, msg: &Request, cache: &CacheServer) -> Option<Reply> {
         match msg {
+            // In one process (`bkjs run -single`) the API's figures are this process's own,
+            // read from the registry when rendering: taking them again would count them twice.
+            Request::Metrics { pid, .. } if *pid == std::process::id() => Some(Reply::Ok),
             Request::Metrics { pid, snapshot } => {
                 self.lock().update(*pid, snapshot.clone());
                 Some(Reply::Ok)

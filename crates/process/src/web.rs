@@ -172,6 +172,53 @@ async fn serve(
         tracing::error!("cannot start the signal thread: {e}");
         return EXIT_BOOT;
     }
+    let tls = https.as_ref().map(|h| h.tls.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = signals.0.recv() => {
+                    tracing::info!("SIGQUIT: exiting now");
+                    std::process::exit(0);
+                }
+                _ = signals.1.recv() => bkjs_base::log::reopen(),
+                // The server rolls the workers next; the certificate is reloaded at once.
+                _ = signals.2.recv() => {
+                    if let Some(tls) = &tls {
+                        tls.reload();
+                    }
+                }
+            }
+        }
+    });
+    serve_api(
+        cfg,
+        std_listener,
+        https,
+        tables,
+        routes,
+        ipc,
+        drain_rx,
+        None,
+    )
+    .await
+}
+
+/// Serves the API on `std_listener` (and `https`) until `drain` turns true and the requests in
+/// flight are done: the web worker's serving part, shared by the web role and `bkjs run
+/// -single`. `ipc` reaches the server (over IPC, or in this process). A web worker reports
+/// READY, heartbeats and its metrics to the server (`in_process` None); in one process the
+/// server's part reads this process's figures itself, and `in_process` hears when it accepts.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve_api(
+    cfg: Config,
+    std_listener: TcpListener,
+    https: Option<api::Https>,
+    tables: Vec<bkjs_db::Table>,
+    routes: bkjs_api::Routes,
+    ipc: Client,
+    drain_rx: tokio::sync::watch::Receiver<bool>,
+    in_process: Option<tokio::sync::oneshot::Sender<()>>,
+) -> i32 {
     let drain_timeout = cfg.duration("server-drain-timeout");
     let interval = cfg.duration("server-heartbeat-interval");
     let cache = match bkjs_cache::Cache::new(&cfg, ipc.clone()) {
@@ -214,6 +261,12 @@ async fn serve(
     api.drain = Some(drain_rx.clone());
     let api = Arc::new(api);
     let pid = std::process::id();
+    if let Some(ready) = in_process {
+        install_metrics();
+        let _ = ready.send(());
+        api::serve(std_listener, https, api, drain_rx, drain_timeout).await;
+        return 0;
+    }
     // Heartbeats run on the serving runtime, so a worker whose runtime hangs falls silent.
     let hb_api = api.clone();
     let hb_ipc = ipc.clone();
@@ -231,24 +284,6 @@ async fn serve(
             });
         }
     });
-    let tls = https.as_ref().map(|h| h.tls.clone());
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = signals.0.recv() => {
-                    tracing::info!("SIGQUIT: exiting now");
-                    std::process::exit(0);
-                }
-                _ = signals.1.recv() => bkjs_base::log::reopen(),
-                // The server rolls the workers next; the certificate is reloaded at once.
-                _ = signals.2.recv() => {
-                    if let Some(tls) = &tls {
-                        tls.reload();
-                    }
-                }
-            }
-        }
-    });
     // Metrics go to the server every tick; it merges every worker's into one machine view.
     let metrics_ipc = ipc.clone();
     tokio::spawn(async move {
@@ -261,13 +296,18 @@ async fn serve(
             });
         }
     });
+    install_metrics();
+    ipc.send(Request::Ready { pid });
+    api::serve(std_listener, https, api, drain_rx, drain_timeout).await;
+    0
+}
+
+/// Routes the `metrics` facade (used by libraries) to this process's registry.
+fn install_metrics() {
     if let Err(e) =
         bkjs_base::metrics::FacadeRecorder::new(bkjs_base::metrics::Registry::global().clone())
             .install()
     {
         tracing::debug!("metrics facade: {e}");
     }
-    ipc.send(Request::Ready { pid });
-    api::serve(std_listener, https, api, drain_rx, drain_timeout).await;
-    0
 }

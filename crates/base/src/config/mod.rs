@@ -33,7 +33,7 @@ pub const EXIT_USAGE: i32 = 64;
 
 /// Flags that choose what a process becomes; only read from the command line (docs/processes.md).
 pub(crate) const ROLE_FLAGS: &[&str] = &[
-    "monitor", "master", "server", "web", "worker", "watch", "daemon", "shell",
+    "monitor", "master", "server", "web", "worker", "watch", "daemon", "shell", "single",
 ];
 
 /// The command line split into role flags and `name value` parameters, before typing.
