@@ -786,7 +786,9 @@ fn location_search(store: Store) {
         inside.retain(|(id, _)| *id != points[0].0.id);
         inside.push((points[0].0.id.as_str(), 0.0));
     }
-    inside.sort_by(|a, b| a.1.total_cmp(&b.1));
+    // Nearest first, equal distances by id, as the server pages them (points 1 and 2 are at the
+    // same distance by construction: their computed distances are often bit-equal).
+    inside.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
     for path in ["/location/get", "/account/select/location"] {
         let mut seen = Vec::new();
         let mut token = String::new();

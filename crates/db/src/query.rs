@@ -198,6 +198,16 @@ pub(crate) fn order_columns<'t>(t: &'t Table, opts: &Options) -> Result<Vec<&'t 
 /// The smallest string greater than every string starting with `prefix` (code point order, which
 /// is the byte order of UTF-8); None when there is none (empty prefix or all U+10FFFF).
 pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
+    // The common case (geohashes, ids, `type:` keys): the last character is ASCII below DEL,
+    // and the end is the same bytes with that one incremented.
+    if let Some(&last) = prefix.as_bytes().last() {
+        if last < 0x7f {
+            let mut end = String::with_capacity(prefix.len());
+            end.push_str(&prefix[..prefix.len() - 1]);
+            end.push(char::from(last + 1));
+            return Some(end);
+        }
+    }
     let mut chars: Vec<char> = prefix.chars().collect();
     while let Some(last) = chars.pop() {
         let mut n = last as u32 + 1;
@@ -210,4 +220,22 @@ pub(crate) fn prefix_end(prefix: &str) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end("9q8yy").as_deref(), Some("9q8yz"));
+        assert_eq!(prefix_end("like:").as_deref(), Some("like;"));
+        assert_eq!(prefix_end("a~").as_deref(), Some("a\u{7f}"));
+        assert_eq!(prefix_end("a\u{7f}").as_deref(), Some("a\u{80}"));
+        assert_eq!(prefix_end("é").as_deref(), Some("ê"));
+        assert_eq!(prefix_end("a\u{d7ff}").as_deref(), Some("a\u{e000}"));
+        assert_eq!(prefix_end("a\u{10ffff}").as_deref(), Some("b"));
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("\u{10ffff}"), None);
+    }
 }

@@ -94,11 +94,16 @@ fn key(kind: &str, id: &str) -> String {
 
 /// A stored row as a client sees it: `type` and `id` of the other account split out of the key.
 pub(crate) fn split(mut r: Row) -> Row {
-    let stored = text(&r, "type").to_string();
-    if let Some((kind, other)) = stored.split_once(':') {
-        r.insert("type".into(), json!(kind));
-        r.insert("id".into(), json!(other));
-    }
+    // In place: the stored text becomes `type`, the part after the colon a new `id`.
+    let Some(Value::String(stored)) = r.get_mut("type") else {
+        return r;
+    };
+    let Some(colon) = stored.find(':') else {
+        return r;
+    };
+    let other = stored[colon + 1..].to_string();
+    stored.truncate(colon);
+    r.insert("id".into(), Value::String(other));
     r
 }
 

@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Cells one round of a search reads at most, in one select (it picks the cell size to stay
-/// within this).
+/// within this). Fewer, larger cells cost more than they save: at 128 the bench search read
+/// twice the rows, and SQLite's per-row cost (the OR of ranges deduplicates and sorts every row
+/// it reads) outweighed the cells saved (docs/performance.md).
 const MAX_CELLS: usize = 256;
 
 /// The radius of a search's first round, as a fraction of the search radius.

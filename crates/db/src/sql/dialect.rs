@@ -15,17 +15,43 @@ pub(crate) enum Dialect {
 impl Dialect {
     /// A quoted identifier (embedded quotes doubled, though validated names never contain any).
     pub(crate) fn quote(self, name: &str) -> String {
-        match self {
-            Dialect::Mysql => format!("`{}`", name.replace('`', "``")),
-            _ => format!("\"{}\"", name.replace('"', "\"\"")),
+        let mut out = String::with_capacity(name.len() + 2);
+        self.quote_into(&mut out, name);
+        out
+    }
+
+    /// Appends the quoted identifier `name` to `out` (no temporary string: statements are built
+    /// per request).
+    pub(crate) fn quote_into(self, out: &mut String, name: &str) {
+        let q = match self {
+            Dialect::Mysql => '`',
+            _ => '"',
+        };
+        out.push(q);
+        for part in name.split_inclusive(q) {
+            out.push_str(part);
+            if part.ends_with(q) {
+                out.push(q);
+            }
         }
+        out.push(q);
     }
 
     /// The placeholder of the `n`-th (1-based) parameter.
     pub(crate) fn placeholder(self, n: usize) -> String {
+        let mut out = String::new();
+        self.placeholder_into(&mut out, n);
+        out
+    }
+
+    /// Appends the placeholder of the `n`-th (1-based) parameter to `out`.
+    pub(crate) fn placeholder_into(self, out: &mut String, n: usize) {
         match self {
-            Dialect::Postgres => format!("${n}"),
-            _ => "?".to_string(),
+            Dialect::Postgres => {
+                use std::fmt::Write;
+                let _ = write!(out, "${n}");
+            }
+            _ => out.push('?'),
         }
     }
 
@@ -99,14 +125,13 @@ impl Sql {
         self.text.push_str(s);
     }
     pub(super) fn ident(&mut self, name: &str) {
-        let q = self.dialect.quote(name);
-        self.text.push_str(&q);
+        self.dialect.quote_into(&mut self.text, name);
     }
     /// Appends a placeholder bound to `p`.
     pub(super) fn bind(&mut self, p: Param) {
         self.params.push(p);
-        let ph = self.dialect.placeholder(self.params.len());
-        self.text.push_str(&ph);
+        self.dialect
+            .placeholder_into(&mut self.text, self.params.len());
     }
     pub(super) fn idents<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
         for (i, n) in names.into_iter().enumerate() {
@@ -121,4 +146,28 @@ impl Sql {
 /// Whether `c` is part of the primary key, a secondary index or a unique index.
 pub(crate) fn is_keyed(c: &Column) -> bool {
     c.primary > 0 || c.unique || c.index.iter().any(|&p| p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_placeholders() {
+        assert_eq!(Dialect::Sqlite.quote("name"), "\"name\"");
+        assert_eq!(Dialect::Postgres.quote("a\"b\""), "\"a\"\"b\"\"\"");
+        assert_eq!(Dialect::Mysql.quote("a`b"), "`a``b`");
+        assert_eq!(Dialect::Mysql.quote("a\"b"), "`a\"b`");
+        let mut s = Sql::new(Dialect::Postgres);
+        s.ident("t");
+        s.push(" ");
+        s.bind(Param::Int(1));
+        s.push(" ");
+        s.bind(Param::Int(2));
+        assert_eq!(s.text, "\"t\" $1 $2");
+        let mut s = Sql::new(Dialect::Sqlite);
+        s.bind(Param::Null);
+        s.bind(Param::Null);
+        assert_eq!(s.text, "??");
+    }
 }

@@ -213,7 +213,7 @@ fn push_condition(s: &mut Sql, c: &Condition<'_, '_>) -> Result<(), DbError> {
         Op::BeginsWith => {
             c.need_text()?;
             // Ranges, not LIKE: exact, case-sensitive and able to use an index.
-            let ranges = prefix_ranges(&c.prefixes());
+            let ranges = prefix_ranges(c.prefixes());
             if ranges.is_empty() {
                 s.push("1 = 0");
                 return Ok(());
@@ -234,10 +234,13 @@ fn push_condition(s: &mut Sql, c: &Condition<'_, '_>) -> Result<(), DbError> {
                 if n > 1 {
                     s.push("(");
                 }
-                s.push(&format!("{q} >= "));
+                s.push(&q);
+                s.push(" >= ");
                 s.bind(Param::Text(start.clone()));
                 if let Some(end) = end {
-                    s.push(&format!(" AND {q} < "));
+                    s.push(" AND ");
+                    s.push(&q);
+                    s.push(" < ");
                     s.bind(Param::Text(end.clone()));
                 }
                 if n > 1 {
@@ -287,13 +290,13 @@ fn push_condition(s: &mut Sql, c: &Condition<'_, '_>) -> Result<(), DbError> {
 
 /// The key ranges `[start, end)` of sorted, disjoint prefixes ([`Condition::prefixes`]), a range
 /// that ends where the next one starts merged with it (neighbouring geohash cells often do).
-fn prefix_ranges(prefixes: &[String]) -> Vec<(String, Option<String>)> {
+fn prefix_ranges(prefixes: Vec<String>) -> Vec<(String, Option<String>)> {
     let mut out: Vec<(String, Option<String>)> = Vec::with_capacity(prefixes.len());
     for p in prefixes {
-        let end = prefix_end(p);
+        let end = prefix_end(&p);
         match out.last_mut() {
             Some((_, last_end)) if last_end.as_deref() == Some(p.as_str()) => *last_end = end,
-            _ => out.push((p.clone(), end)),
+            _ => out.push((p, end)),
         }
     }
     out
