@@ -612,3 +612,80 @@ fn crontab_local_is_read_after_crontab_and_reloaded() {
     assert_eq!(crontab_len(&t), Some(2), "the running schedule stays");
     assert_eq!(t.pids("master"), vec![master], "no restart");
 }
+
+/// The queue's metrics reach `/system/stats` and `/metrics` (docs/stats.md): the master sends
+/// its `jobs.*` figures to the server, which merges them with the web workers'.
+#[test]
+fn queue_metrics_show_in_system_stats_and_prometheus() {
+    let t = start(&args(
+        None,
+        &[
+            "-jobs-backoff",
+            "100ms",
+            "-api-allow-path",
+            "^/system/stats$",
+            "-api-allow-path",
+            "^/metrics$",
+        ],
+    ));
+    let spec: Vec<Value> = (0..5)
+        .map(|i| json!({"test.write": {"name": format!("m{i}"), "runalways": 1}}))
+        .collect();
+    let r = enqueue(&t, &json!(spec), "&type=server");
+    let ids: Vec<i64> = r["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(ids.len(), 5, "{r}");
+    let r = enqueue(
+        &t,
+        &json!({"test.fail": {"name": "mf", "max_attempts": 2}}),
+        "",
+    );
+    let failing = r["id"].as_i64().expect("id");
+    for id in &ids {
+        wait_state(&t, *id, "done", Duration::from_secs(60));
+    }
+    wait_state(&t, failing, "dead", Duration::from_secs(60));
+    let mut last = Value::Null;
+    let ok = wait_for(Duration::from_secs(30), || {
+        let r = t.get("/system/stats");
+        last = json_of(&r);
+        let j = &last["jobs"];
+        j["enqueued"].as_i64() == Some(6)
+            && j["started"].as_i64() == Some(7)
+            && j["done"].as_i64() == Some(5)
+            && j["failed"].as_i64() == Some(2)
+            && j["dead"].as_i64() == Some(1)
+            && j["lag_ms"]["count"].as_i64() == Some(7)
+    });
+    assert!(ok, "jobs metrics in /system/stats: {last}\n{}", t.log());
+    assert!(
+        last["jobs"]["lag_ms"]["p99"].as_f64().is_some(),
+        "a lag histogram: {last}"
+    );
+    assert_eq!(
+        last["workers"],
+        json!(1),
+        "the master is not a web worker: {last}"
+    );
+    let r = t.get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    for series in [
+        "bkjs_jobs_enqueued_total 6",
+        "bkjs_jobs_started_total 7",
+        "bkjs_jobs_done_total 5",
+        "bkjs_jobs_failed_total 2",
+        "bkjs_jobs_dead_total 1",
+        "bkjs_jobs_lag_ms_count 7",
+        "bkjs_jobs_lag_ms{quantile=\"0.99\"}",
+    ] {
+        assert!(
+            r.body.lines().any(|l| l.starts_with(series)),
+            "{series} in /metrics:\n{}",
+            r.body
+        );
+    }
+}

@@ -353,17 +353,30 @@ impl State {
         );
         let (store, metrics) = (self.store_task(), self.metrics.clone());
         self.server_rt.spawn(async move {
-            let r = async { store.await?.failed(q.id, q.attempt, &why, delay).await }.await;
-            match r {
-                Ok(Some(state)) => {
-                    metrics.failure(Some(state.as_str()));
-                    tracing::warn!(
-                        "job {name} ({}) attempt {} failed: {why}; now {state}",
-                        q.id,
-                        q.attempt
-                    );
+            let r = async {
+                let store = store.await?;
+                if let Some(state) = store.failed(q.id, q.attempt, &why, delay).await? {
+                    return Ok((Some(state), true));
                 }
-                Ok(None) => metrics.failure(None),
+                // The job worker recorded its own failure (its metrics die with it): what it
+                // made of the job is read back, so a job it buried counts as dead here too.
+                let buried = store.get(q.id).await?.is_some_and(|j| {
+                    j["attempts"] == json!(q.attempt) && j["state"] == json!("dead")
+                });
+                Ok::<_, JobError>((buried.then(|| "dead".to_string()), false))
+            }
+            .await;
+            match r {
+                Ok((state, here)) => {
+                    metrics.failure(state.as_deref());
+                    if let (Some(state), true) = (state, here) {
+                        tracing::warn!(
+                            "job {name} ({}) attempt {} failed: {why}; now {state}",
+                            q.id,
+                            q.attempt
+                        );
+                    }
+                }
                 Err(e) => tracing::error!("job {name} ({}): cannot record its failure: {e}", q.id),
             }
         });

@@ -275,6 +275,7 @@ impl State {
             self.cfg.int("server-job-workers"),
             self.registry.names().join(", ")
         );
+        self.report_metrics();
         loop {
             self.housekeeping();
             let wake = self.next_wake();
@@ -290,6 +291,33 @@ impl State {
                 _ = tokio::time::sleep(wake) => {}
             }
         }
+    }
+
+    /// Sends the master's metrics (the queue's `jobs.*`) to the server every metrics tick, so
+    /// that `/system/stats` and `/metrics` show them with the web workers' (docs/stats.md).
+    fn report_metrics(&self) {
+        if self.cfg.bool("no-web") {
+            return;
+        }
+        let url = bkjs_ipc::hub_url(&self.cfg);
+        let ipc = match bkjs_ipc::Client::connect(&url, self.cfg.duration("ipc-timeout")) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("jobs: no metrics for the server: {e}");
+                return;
+            }
+        };
+        let pid = std::process::id();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(bkjs_base::metrics::TICK);
+            loop {
+                tick.tick().await;
+                ipc.send(bkjs_ipc::Request::MasterMetrics {
+                    pid,
+                    snapshot: bkjs_base::metrics::Registry::global().snapshot(),
+                });
+            }
+        });
     }
 
     /// How long the loop may sleep: until the next cron time, at most 250 ms (for the
