@@ -303,6 +303,12 @@ fn a_stopped_worker_loses_its_lease_and_cannot_mark_the_job_done() {
         );
         let id = r["id"].as_i64().expect("id");
         let mut first = 0u32;
+        // Stopped once its handler runs: a worker stopped while it connects would fail on its
+        // connect timeout when resumed, which is not what this test is about.
+        let ok = wait_for(Duration::from_secs(20), || {
+            t.log().contains("test job s5: attempt 1 sleeps")
+        });
+        assert!(ok, "no handler\n{}", t.log());
         let ok = wait_for(Duration::from_secs(20), || {
             first = t
                 .all_pids()
@@ -688,4 +694,59 @@ fn queue_metrics_show_in_system_stats_and_prometheus() {
             r.body
         );
     }
+}
+
+/// Issue 19, wake-up on PostgreSQL: an idle master is woken by LISTEN/NOTIFY, not by its poll.
+/// Node A runs no local jobs (0 workers); node B polls only every minute, so a job queued on A
+/// starts on B well before that only through the notification (a delayed one at its time, from
+/// the payload). B's LISTEN connection, terminated by the server, is made again (logged) and the
+/// wake-up works again.
+#[test]
+fn a_job_queued_on_one_node_wakes_an_idle_node_through_listen_notify() {
+    if !service_up(5432, "PostgreSQL") {
+        return;
+    }
+    let schema = Schema::new();
+    let slow = ["-jobs-poll-interval", "60s", "-jobs-poll-fallback", "60s"];
+    let mut a_args = slow.to_vec();
+    a_args.extend(["-server-job-workers", "0"]);
+    // Node names unique to this test: other tests' listeners are in pg_stat_activity too.
+    let (na, nb) = (format!("a-{}", schema.0), format!("b-{}", schema.0));
+    let a = node(&schema, &na, &a_args);
+    let b = node(&schema, &nb, &slow);
+    let listening = |t: &Tree, n: usize| {
+        wait_for(Duration::from_secs(30), || {
+            t.log().matches("jobs: listening for queued jobs").count() >= n
+        })
+    };
+    assert!(listening(&b, 1), "B listens\n{}", b.log());
+    let limit = Duration::from_secs(30);
+    let r = enqueue(&a, &json!({"test.write": {"name": "w1"}}), "");
+    let id = r["id"].as_i64().expect("id");
+    let done = wait_state(&a, id, "done", limit);
+    assert_eq!(done["node"], json!(nb), "{done}");
+    // A delayed job: B learns its time from the notification and claims it then.
+    let r = enqueue(&a, &json!({"test.write": {"name": "w2"}}), "&delay=1500");
+    let id = r["id"].as_i64().expect("id");
+    assert_eq!(job(&a, id)["state"], json!("queued"));
+    let done = wait_state(&a, id, "done", limit);
+    assert_eq!(done["node"], json!(nb), "{done}");
+    // The server drops B's listening connection: B logs it, connects again, and is woken again.
+    let killed = schema.psql(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE application_name = 'bkjs jobs listen {nb}'"
+    ));
+    assert_eq!(killed, "1", "one listening connection of B");
+    assert!(
+        wait_for(limit, || b
+            .log()
+            .contains("the LISTEN connection to PostgreSQL dropped")),
+        "B logs the drop\n{}",
+        b.log()
+    );
+    assert!(listening(&b, 2), "B listens again\n{}", b.log());
+    let r = enqueue(&a, &json!({"test.write": {"name": "w3"}}), "");
+    let id = r["id"].as_i64().expect("id");
+    let done = wait_state(&a, id, "done", limit);
+    assert_eq!(done["node"], json!(nb), "{done}");
 }

@@ -8,6 +8,7 @@
 //! claim. The table is created here with native statements rather than through the generic
 //! schema because it needs a nullable unique key and partial indexes.
 
+pub(crate) mod listen;
 mod pgsql;
 mod sqlite;
 
@@ -278,12 +279,21 @@ impl Store {
                     json!(i64::from(e.one)),
                 ]);
             }
-            let sql = format!(
+            let mut sql = format!(
                 "INSERT INTO bk_job_queue (name, args, kind, state, max_attempts, run_at, priority,
                     unique_key, queue, target, one, ctime, mtime)
                  VALUES {} ON CONFLICT (unique_key) DO NOTHING RETURNING id, unique_key",
                 values.join(", ")
             );
+            if self.dialect == Dialect::Pgsql {
+                // The wake-up of idle masters (listen.rs), in the same statement: delivered when
+                // the rows commit, with the earliest due time as payload.
+                sql = format!(
+                    "WITH ins AS ({sql}, run_at) SELECT ins.id, ins.unique_key FROM ins,
+                        (SELECT pg_notify({}, MIN(run_at)::text) FROM ins) n",
+                    listen::CHANNEL_SQL
+                );
+            }
             let r = self.q(&sql, &params).await.map_err(unavailable)?;
             let mut keyless: Vec<i64> = Vec::new();
             let mut keyed = std::collections::HashMap::new();
@@ -466,14 +476,15 @@ impl Store {
     }
 
     /// Records a failed attempt: queued again after `delay`, or dead after its last attempt.
-    /// Answers the new state, None when it was not the current attempt (nothing written).
+    /// Answers the new state and its `run_at`, None when it was not the current attempt
+    /// (nothing written).
     pub(crate) async fn failed(
         &self,
         id: i64,
         attempt: i64,
         error: &str,
         delay: Duration,
-    ) -> Result<Option<String>, JobError> {
+    ) -> Result<Option<(String, i64)>, JobError> {
         let now = bkjs_base::time::now_ms();
         let error: String = error.chars().take(2000).collect();
         let r = self
@@ -484,7 +495,7 @@ impl Store {
                         WHEN attempts >= max_attempts AND unique_key NOT LIKE 'tick:%'
                         THEN NULL ELSE unique_key END,
                     run_at = $1, error = $2, lease_until = NULL, mtime = $3
-                 WHERE id = $4 AND attempts = $5 AND state = 'running' RETURNING state",
+                 WHERE id = $4 AND attempts = $5 AND state = 'running' RETURNING state, run_at",
                 &[
                     json!(now + delay.as_millis() as i64),
                     json!(error),
@@ -495,7 +506,9 @@ impl Store {
             )
             .await
             .map_err(unavailable)?;
-        Ok(r.rows.first().map(|row| text(row, "state")))
+        Ok(r.rows
+            .first()
+            .map(|row| (text(row, "state"), num(row, "run_at"))))
     }
 
     /// Requeues (or buries after their last attempt) the running jobs whose lease expired: their
@@ -520,6 +533,25 @@ impl Store {
             .iter()
             .map(|row| (num(row, "id"), text(row, "name"), text(row, "state")))
             .collect())
+    }
+
+    /// Whether idle masters can be woken by LISTEN/NOTIFY (PostgreSQL) rather than by polling.
+    pub(crate) fn can_listen(&self) -> bool {
+        self.dialect == Dialect::Pgsql
+    }
+
+    /// Wakes the masters listening on this queue (PostgreSQL; a no-op elsewhere): a job is due
+    /// at `run_at`.
+    pub(crate) async fn notify(&self, run_at: i64) -> Result<(), JobError> {
+        if self.dialect == Dialect::Pgsql {
+            self.q(
+                &format!("SELECT pg_notify({}, $1)::text AS n", listen::CHANNEL_SQL),
+                &[json!(run_at.to_string())],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     /// Queues a dead or cancelled job again now (one more attempt when it had used them all).
