@@ -750,3 +750,81 @@ fn a_job_queued_on_one_node_wakes_an_idle_node_through_listen_notify() {
     let done = wait_state(&a, id, "done", limit);
     assert_eq!(done["node"], json!(nb), "{done}");
 }
+
+/// The most handler runs that overlapped in time among the `test.write` rows `names`, and the
+/// hosts that ran them.
+fn max_overlap(t: &Tree, names: &[String]) -> (usize, Vec<String>) {
+    let mut edges = Vec::new();
+    let mut hosts = Vec::new();
+    for n in names {
+        let v = row(t, n).unwrap_or_else(|| panic!("no row {n}"));
+        let (s, e) = (
+            v["start"].as_i64().expect("start"),
+            v["end"].as_i64().expect("end"),
+        );
+        edges.push((s, 1i32));
+        edges.push((e, -1i32));
+        hosts.push(v["host"].as_str().unwrap_or_default().to_string());
+    }
+    // Ends before starts at the same instant: touching runs do not overlap.
+    edges.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    hosts.sort();
+    hosts.dedup();
+    (max as usize, hosts)
+}
+
+/// Per-queue limits (`-jobs-queue-limits`) and `runone` hold across the nodes sharing the queue
+/// (two nodes on PostgreSQL, one on SQLite): never more running jobs of a limited queue than its
+/// limit, never two `runone` jobs of one name at once, even where the master's own `runone`
+/// pattern matches nothing (the rule is the queue's, not the node's).
+#[test]
+fn queue_limits_and_runone_hold_across_nodes() {
+    for schema in backends() {
+        let extra = [
+            "-jobs-queue-limits",
+            "lim:2",
+            "-jobs-server-concurrency",
+            "4",
+        ];
+        let (a, b) = match &schema {
+            Some(s) => {
+                let (na, nb) = (format!("a-{}", s.0), format!("b-{}", s.0));
+                (node(s, &na, &extra), Some(node(s, &nb, &extra)))
+            }
+            None => (start(&args(None, &extra)), None),
+        };
+        let lim: Vec<String> = (0..10).map(|i| format!("ql{i}")).collect();
+        let one: Vec<String> = (0..6).map(|i| format!("ro{i}")).collect();
+        let mut spec: Vec<Value> = lim
+            .iter()
+            .map(|n| json!({"test.write": {"name": n, "sleep": 300, "queue": "lim", "runalways": 1}}))
+            .collect();
+        spec.extend(one.iter().map(|n| {
+            json!({"test.write": {"name": n, "sleep": 300, "runone": "^matches-nothing$",
+                "runalways": 1}})
+        }));
+        let r = enqueue(&a, &json!(spec), "&type=server");
+        let ids: Vec<i64> = r["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect();
+        assert_eq!(ids.len(), 16, "{r}");
+        for id in &ids {
+            wait_state(&a, *id, "done", Duration::from_secs(90));
+        }
+        let (max, hosts) = max_overlap(&a, &lim);
+        assert!(max <= 2, "queue lim ran {max} jobs at once (limit 2)");
+        let (max, _) = max_overlap(&a, &one);
+        assert_eq!(max, 1, "runone jobs of one name ran {max} at once");
+        if b.is_some() {
+            eprintln!("queue lim ran on {hosts:?}");
+        }
+    }
+}

@@ -80,6 +80,12 @@ pub static PARAMS: &[Param] = &[
         "how often an idle master looks for due jobs in the queue (jobs queued through it start at once); on PostgreSQL only while its LISTEN connection is down",
     ),
     Param::new(
+        "jobs-queue-limits",
+        Kind::Map,
+        "",
+        "at most N running jobs of a queue (a job's queue option) across all nodes sharing the job queue, as queue:N,... (every node should list the same)",
+    ),
+    Param::new(
         "jobs-listen",
         Kind::Bool,
         "true",

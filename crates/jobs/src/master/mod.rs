@@ -82,6 +82,7 @@ impl Jobs {
             registry.check(&jobs).map_err(|e| bad(e.to_string()))?;
             initial.extend(jobs);
         }
+        store::queue_limits(cfg)?;
         let paths = crontab::paths(&cfg.dir("etc"));
         let entries = match crontab::load_all(&paths) {
             Ok(e) => e,
