@@ -354,7 +354,12 @@ impl Store {
             Dialect::Pgsql => pgsql::text(sql),
             Dialect::Sqlite => sqlite::text(sql),
         };
-        self.pool.query(&text, params, &Options::default()).await
+        match &self.pg {
+            // The queue's statements are a few fixed texts (the enqueue: one per batch size):
+            // prepared once per connection rather than parsed on every call.
+            Some(pg) => pg.query_cached(&text, params).await,
+            None => self.pool.query(&text, params, &Options::default()).await,
+        }
     }
 
     /// Inserts jobs, up to 500 rows per statement (one commit for a request's batch); answers,
