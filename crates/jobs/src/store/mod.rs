@@ -354,11 +354,17 @@ impl Store {
             Dialect::Pgsql => pgsql::text(sql),
             Dialect::Sqlite => sqlite::text(sql),
         };
+        self.pool.query(&text, params, &Options::default()).await
+    }
+
+    /// [`Store::q`] for the enqueue's INSERT (one text per batch size), which on PostgreSQL is
+    /// prepared once per connection rather than parsed on every call. Only the INSERT: the
+    /// other statements' plans depend on their parameters, and a cached statement may switch to
+    /// a generic plan (a drain on one node ran 15 times slower with every statement cached).
+    async fn q_insert(&self, sql: &str, params: &[Value]) -> Result<Res, DbError> {
         match &self.pg {
-            // The queue's statements are a few fixed texts (the enqueue: one per batch size):
-            // prepared once per connection rather than parsed on every call.
-            Some(pg) => pg.query_cached(&text, params).await,
-            None => self.pool.query(&text, params, &Options::default()).await,
+            Some(pg) => pg.query_cached(&pgsql::text(sql), params).await,
+            None => self.q(sql, params).await,
         }
     }
 
@@ -418,7 +424,7 @@ impl Store {
                     listen::CHANNEL_SQL
                 );
             }
-            let r = self.q(&sql, &params).await.map_err(unavailable)?;
+            let r = self.q_insert(&sql, &params).await.map_err(unavailable)?;
             let mut keyless: Vec<i64> = Vec::new();
             let mut keyed = std::collections::HashMap::new();
             for row in &r.rows {
