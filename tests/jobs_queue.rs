@@ -303,6 +303,12 @@ fn a_stopped_worker_loses_its_lease_and_cannot_mark_the_job_done() {
         );
         let id = r["id"].as_i64().expect("id");
         let mut first = 0u32;
+        // Stopped once its handler runs: a worker stopped while it connects would fail on its
+        // connect timeout when resumed, which is not what this test is about.
+        let ok = wait_for(Duration::from_secs(20), || {
+            t.log().contains("test job s5: attempt 1 sleeps")
+        });
+        assert!(ok, "no handler\n{}", t.log());
         let ok = wait_for(Duration::from_secs(20), || {
             first = t
                 .all_pids()
@@ -611,4 +617,214 @@ fn crontab_local_is_read_after_crontab_and_reloaded() {
     assert!(t.log().contains("crontab.local"), "the bad file is named");
     assert_eq!(crontab_len(&t), Some(2), "the running schedule stays");
     assert_eq!(t.pids("master"), vec![master], "no restart");
+}
+
+/// The queue's metrics reach `/system/stats` and `/metrics` (docs/stats.md): the master sends
+/// its `jobs.*` figures to the server, which merges them with the web workers'.
+#[test]
+fn queue_metrics_show_in_system_stats_and_prometheus() {
+    let t = start(&args(
+        None,
+        &[
+            "-jobs-backoff",
+            "100ms",
+            "-api-allow-path",
+            "^/system/stats$",
+            "-api-allow-path",
+            "^/metrics$",
+        ],
+    ));
+    let spec: Vec<Value> = (0..5)
+        .map(|i| json!({"test.write": {"name": format!("m{i}"), "runalways": 1}}))
+        .collect();
+    let r = enqueue(&t, &json!(spec), "&type=server");
+    let ids: Vec<i64> = r["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_i64)
+        .collect();
+    assert_eq!(ids.len(), 5, "{r}");
+    let r = enqueue(
+        &t,
+        &json!({"test.fail": {"name": "mf", "max_attempts": 2}}),
+        "",
+    );
+    let failing = r["id"].as_i64().expect("id");
+    for id in &ids {
+        wait_state(&t, *id, "done", Duration::from_secs(60));
+    }
+    wait_state(&t, failing, "dead", Duration::from_secs(60));
+    let mut last = Value::Null;
+    let ok = wait_for(Duration::from_secs(30), || {
+        let r = t.get("/system/stats");
+        last = json_of(&r);
+        let j = &last["jobs"];
+        j["enqueued"].as_i64() == Some(6)
+            && j["started"].as_i64() == Some(7)
+            && j["done"].as_i64() == Some(5)
+            && j["failed"].as_i64() == Some(2)
+            && j["dead"].as_i64() == Some(1)
+            && j["lag_ms"]["count"].as_i64() == Some(7)
+    });
+    assert!(ok, "jobs metrics in /system/stats: {last}\n{}", t.log());
+    assert!(
+        last["jobs"]["lag_ms"]["p99"].as_f64().is_some(),
+        "a lag histogram: {last}"
+    );
+    assert_eq!(
+        last["workers"],
+        json!(1),
+        "the master is not a web worker: {last}"
+    );
+    let r = t.get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    for series in [
+        "bkjs_jobs_enqueued_total 6",
+        "bkjs_jobs_started_total 7",
+        "bkjs_jobs_done_total 5",
+        "bkjs_jobs_failed_total 2",
+        "bkjs_jobs_dead_total 1",
+        "bkjs_jobs_lag_ms_count 7",
+        "bkjs_jobs_lag_ms{quantile=\"0.99\"}",
+    ] {
+        assert!(
+            r.body.lines().any(|l| l.starts_with(series)),
+            "{series} in /metrics:\n{}",
+            r.body
+        );
+    }
+}
+
+/// Issue 19, wake-up on PostgreSQL: an idle master is woken by LISTEN/NOTIFY, not by its poll.
+/// Node A runs no local jobs (0 workers); node B polls only every minute, so a job queued on A
+/// starts on B well before that only through the notification (a delayed one at its time, from
+/// the payload). B's LISTEN connection, terminated by the server, is made again (logged) and the
+/// wake-up works again.
+#[test]
+fn a_job_queued_on_one_node_wakes_an_idle_node_through_listen_notify() {
+    if !service_up(5432, "PostgreSQL") {
+        return;
+    }
+    let schema = Schema::new();
+    let slow = ["-jobs-poll-interval", "60s", "-jobs-poll-fallback", "60s"];
+    let mut a_args = slow.to_vec();
+    a_args.extend(["-server-job-workers", "0"]);
+    // Node names unique to this test: other tests' listeners are in pg_stat_activity too.
+    let (na, nb) = (format!("a-{}", schema.0), format!("b-{}", schema.0));
+    let a = node(&schema, &na, &a_args);
+    let b = node(&schema, &nb, &slow);
+    let listening = |t: &Tree, n: usize| {
+        wait_for(Duration::from_secs(30), || {
+            t.log().matches("jobs: listening for queued jobs").count() >= n
+        })
+    };
+    assert!(listening(&b, 1), "B listens\n{}", b.log());
+    let limit = Duration::from_secs(30);
+    let r = enqueue(&a, &json!({"test.write": {"name": "w1"}}), "");
+    let id = r["id"].as_i64().expect("id");
+    let done = wait_state(&a, id, "done", limit);
+    assert_eq!(done["node"], json!(nb), "{done}");
+    // A delayed job: B learns its time from the notification and claims it then.
+    let r = enqueue(&a, &json!({"test.write": {"name": "w2"}}), "&delay=1500");
+    let id = r["id"].as_i64().expect("id");
+    assert_eq!(job(&a, id)["state"], json!("queued"));
+    let done = wait_state(&a, id, "done", limit);
+    assert_eq!(done["node"], json!(nb), "{done}");
+    // The server drops B's listening connection: B logs it, connects again, and is woken again.
+    let killed = schema.psql(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE application_name = 'bkjs jobs listen {nb}'"
+    ));
+    assert_eq!(killed, "1", "one listening connection of B");
+    assert!(
+        wait_for(limit, || b
+            .log()
+            .contains("the LISTEN connection to PostgreSQL dropped")),
+        "B logs the drop\n{}",
+        b.log()
+    );
+    assert!(listening(&b, 2), "B listens again\n{}", b.log());
+    let r = enqueue(&a, &json!({"test.write": {"name": "w3"}}), "");
+    let id = r["id"].as_i64().expect("id");
+    let done = wait_state(&a, id, "done", limit);
+    assert_eq!(done["node"], json!(nb), "{done}");
+}
+
+/// The most handler runs that overlapped in time among the `test.write` rows `names`, and the
+/// hosts that ran them.
+fn max_overlap(t: &Tree, names: &[String]) -> (usize, Vec<String>) {
+    let mut edges = Vec::new();
+    let mut hosts = Vec::new();
+    for n in names {
+        let v = row(t, n).unwrap_or_else(|| panic!("no row {n}"));
+        let (s, e) = (
+            v["start"].as_i64().expect("start"),
+            v["end"].as_i64().expect("end"),
+        );
+        edges.push((s, 1i32));
+        edges.push((e, -1i32));
+        hosts.push(v["host"].as_str().unwrap_or_default().to_string());
+    }
+    // Ends before starts at the same instant: touching runs do not overlap.
+    edges.sort();
+    let (mut now, mut max) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        max = max.max(now);
+    }
+    hosts.sort();
+    hosts.dedup();
+    (max as usize, hosts)
+}
+
+/// Per-queue limits (`-jobs-queue-limits`) and `runone` hold across the nodes sharing the queue
+/// (two nodes on PostgreSQL, one on SQLite): never more running jobs of a limited queue than its
+/// limit, never two `runone` jobs of one name at once, even where the master's own `runone`
+/// pattern matches nothing (the rule is the queue's, not the node's).
+#[test]
+fn queue_limits_and_runone_hold_across_nodes() {
+    for schema in backends() {
+        let extra = [
+            "-jobs-queue-limits",
+            "lim:2",
+            "-jobs-server-concurrency",
+            "4",
+        ];
+        let (a, b) = match &schema {
+            Some(s) => {
+                let (na, nb) = (format!("a-{}", s.0), format!("b-{}", s.0));
+                (node(s, &na, &extra), Some(node(s, &nb, &extra)))
+            }
+            None => (start(&args(None, &extra)), None),
+        };
+        let lim: Vec<String> = (0..10).map(|i| format!("ql{i}")).collect();
+        let one: Vec<String> = (0..6).map(|i| format!("ro{i}")).collect();
+        let mut spec: Vec<Value> = lim
+            .iter()
+            .map(|n| json!({"test.write": {"name": n, "sleep": 300, "queue": "lim", "runalways": 1}}))
+            .collect();
+        spec.extend(one.iter().map(|n| {
+            json!({"test.write": {"name": n, "sleep": 300, "runone": "^matches-nothing$",
+                "runalways": 1}})
+        }));
+        let r = enqueue(&a, &json!(spec), "&type=server");
+        let ids: Vec<i64> = r["ids"]
+            .as_array()
+            .expect("ids")
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect();
+        assert_eq!(ids.len(), 16, "{r}");
+        for id in &ids {
+            wait_state(&a, *id, "done", Duration::from_secs(90));
+        }
+        let (max, hosts) = max_overlap(&a, &lim);
+        assert!(max <= 2, "queue lim ran {max} jobs at once (limit 2)");
+        let (max, _) = max_overlap(&a, &one);
+        assert_eq!(max, 1, "runone jobs of one name ran {max} at once");
+        if b.is_some() {
+            eprintln!("queue lim ran on {hosts:?}");
+        }
+    }
 }

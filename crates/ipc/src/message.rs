@@ -28,6 +28,12 @@ pub enum Request {
         pid: u32,
         snapshot: bkjs_base::metrics::Snapshot,
     },
+    /// The master's metrics (the job queue's `jobs.*`), cumulative since it started (sent every
+    /// few seconds); merged into the machine view without counting the master as a worker.
+    MasterMetrics {
+        pid: u32,
+        snapshot: bkjs_base::metrics::Snapshot,
+    },
     /// The machine-wide figures of `/system/stats` (JSON) or `/metrics` (Prometheus text);
     /// answered with [`Reply::Text`].
     SystemStats {

@@ -77,7 +77,25 @@ pub static PARAMS: &[Param] = &[
         "jobs-poll-interval",
         Kind::Duration,
         "200ms",
-        "how often an idle master looks for due jobs in the queue (jobs queued through it start at once)",
+        "how often an idle master looks for due jobs in the queue (jobs queued through it start at once); on PostgreSQL only while its LISTEN connection is down",
+    ),
+    Param::new(
+        "jobs-queue-limits",
+        Kind::Map,
+        "",
+        "at most N running jobs of a queue (a job's queue option) across all nodes sharing the job queue, as queue:N,... (every node should list the same)",
+    ),
+    Param::new(
+        "jobs-listen",
+        Kind::Bool,
+        "true",
+        "on PostgreSQL, wake idle masters with LISTEN/NOTIFY when a job is queued (one connection per master); the queue is then polled only every -jobs-poll-fallback",
+    ),
+    Param::new(
+        "jobs-poll-fallback",
+        Kind::Duration,
+        "2s",
+        "how often a master that LISTENs for queued jobs (PostgreSQL) still looks for due jobs, in case a notification was missed",
     ),
     Param::new(
         "jobs-backoff",
@@ -520,6 +538,8 @@ pub fn test_jobs(reg: &mut Registry) {
             .unwrap_or("test.write")
             .to_string();
         if let Some(ms) = ctx.args.get("sleep").and_then(Value::as_u64) {
+            // Tests wait for this line: the handler runs (its pools are open).
+            tracing::info!("test job {name}: attempt {} sleeps {ms} ms", ctx.attempt);
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         if ctx.args.get("fail_attempt").and_then(Value::as_i64) == Some(ctx.attempt) {

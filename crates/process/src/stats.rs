@@ -14,6 +14,8 @@ use std::time::Instant;
 /// What the server knows of its workers' metrics.
 pub struct Stats {
     workers: Mutex<Aggregate>,
+    /// The master's latest snapshot (the job queue's metrics): merged, not a worker.
+    master: Mutex<Option<bkjs_base::metrics::Snapshot>>,
     started_ms: i64,
     host: String,
     /// The CPU time (clock ticks) each process had used at the previous render, for `util`.
@@ -65,6 +67,7 @@ impl Stats {
     pub fn new() -> Stats {
         Stats {
             workers: Mutex::new(Aggregate::new()),
+            master: Mutex::new(None),
             started_ms: bkjs_base::time::now_ms(),
             host: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
@@ -106,7 +109,7 @@ impl Stats {
         bkjs_base::metrics::finite(busy * 100.0)
     }
 
-    /// Answers `Metrics` and `SystemStats`; `None` for other messages.
+    /// Answers `Metrics`, `MasterMetrics` and `SystemStats`; `None` for other messages.
     pub fn handle(&self, msg: &Request, cache: &CacheServer) -> Option<Reply> {
         match msg {
             // In one process (`bkjs run -single`) the API's figures are this process's own,
@@ -114,6 +117,10 @@ impl Stats {
             Request::Metrics { pid, .. } if *pid == std::process::id() => Some(Reply::Ok),
             Request::Metrics { pid, snapshot } => {
                 self.lock().update(*pid, snapshot.clone());
+                Some(Reply::Ok)
+            }
+            Request::MasterMetrics { snapshot, .. } => {
+                *self.master.lock() = Some(snapshot.clone());
                 Some(Reply::Ok)
             }
             Request::SystemStats { prometheus } => Some(Reply::Text {
@@ -138,6 +145,9 @@ impl Stats {
             (agg.total(), agg.workers().collect::<Vec<_>>())
         };
         total.merge(&Registry::global().snapshot());
+        if let Some(m) = self.master.lock().as_ref() {
+            total.merge(m);
+        }
         let me = std::process::id();
         let procs: Vec<u32> = std::iter::once(me).chain(pids.iter().copied()).collect();
         let rss: u64 = procs.iter().copied().filter_map(super::rss_bytes).sum();

@@ -162,6 +162,49 @@ impl PgsqlDriver {
         self.schema.as_deref()
     }
 
+    /// A driver-native statement as [`crate::Driver::query`] runs it, but prepared once per
+    /// pooled connection and kept in its statement cache, saving the parse round trip of every
+    /// later call: for a caller's own fixed statements (the job queue's). Arbitrary text must
+    /// not come here: the cache keeps every text it sees.
+    pub async fn query_cached(&self, text: &str, params: &[Value]) -> Result<Res, DbError> {
+        self.run_native(text, params, true).await
+    }
+
+    async fn run_native(&self, text: &str, params: &[Value], cached: bool) -> Result<Res, DbError> {
+        let client = self.client().await?;
+        // Not cached by default: native statements are arbitrary text.
+        let stmt = if cached {
+            client.prepare_cached(text).await
+        } else {
+            client.prepare(text).await
+        }
+        .map_err(map_err)?;
+        let ps: Vec<Param> = params.iter().map(query_param).collect();
+        let refs = self::params(&ps);
+        if stmt.columns().is_empty() {
+            let affected = client.execute(&stmt, &refs).await.map_err(map_err)?;
+            return Ok(Res {
+                affected,
+                ..Res::default()
+            });
+        }
+        let rows = client.query(&stmt, &refs).await.map_err(map_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut row = Row::new();
+            for (i, c) in stmt.columns().iter().enumerate() {
+                if let Cell(Some(v)) = r.try_get::<_, Cell>(i).map_err(map_err)? {
+                    row.insert(c.name().to_string(), v);
+                }
+            }
+            out.push(row);
+        }
+        Ok(Res {
+            rows: out,
+            ..Res::default()
+        })
+    }
+
     /// The underlying pool (for raw access in benchmarks and tools).
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -238,32 +281,6 @@ impl SqlBackend for PgsqlDriver {
     }
 
     async fn native(&self, text: &str, params: &[Value]) -> Result<Res, DbError> {
-        let client = self.client().await?;
-        // Not cached: native statements are arbitrary text.
-        let stmt = client.prepare(text).await.map_err(map_err)?;
-        let ps: Vec<Param> = params.iter().map(query_param).collect();
-        let refs = self::params(&ps);
-        if stmt.columns().is_empty() {
-            let affected = client.execute(&stmt, &refs).await.map_err(map_err)?;
-            return Ok(Res {
-                affected,
-                ..Res::default()
-            });
-        }
-        let rows = client.query(&stmt, &refs).await.map_err(map_err)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let mut row = Row::new();
-            for (i, c) in stmt.columns().iter().enumerate() {
-                if let Cell(Some(v)) = r.try_get::<_, Cell>(i).map_err(map_err)? {
-                    row.insert(c.name().to_string(), v);
-                }
-            }
-            out.push(row);
-        }
-        Ok(Res {
-            rows: out,
-            ..Res::default()
-        })
+        self.run_native(text, params, false).await
     }
 }

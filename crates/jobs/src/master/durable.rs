@@ -115,7 +115,7 @@ impl State {
         let (store, tx, metrics) = (self.store_task(), self.tx.clone(), self.metrics.clone());
         self.server_rt.spawn(async move {
             let mut ids = Vec::new();
-            let any = !durable.is_empty();
+            let mut first_due = None;
             let r: Result<(), JobError> = async {
                 if durable.is_empty() {
                     return Ok(());
@@ -135,9 +135,10 @@ impl State {
                     rows.push((job, e));
                 }
                 let done = store.enqueue_many(&rows).await?;
-                for ((job, _), (id, new)) in rows.iter().zip(done) {
+                for ((job, e), (id, new)) in rows.iter().zip(done) {
                     ids.push(json!(id));
                     if new {
+                        first_due = Some(first_due.map_or(e.run_at, |d: i64| d.min(e.run_at)));
                         metrics.enqueued.inc();
                         queued.push(json!(job.name));
                     } else {
@@ -155,8 +156,8 @@ impl State {
                     json!({"status": 503, "message": e.to_string(), "ids": ids})
                 }
             };
-            if any {
-                let _ = tx.send(Ctl::Wake);
+            if let Some(at) = first_due {
+                let _ = tx.send(Ctl::Heard(store::listen::Heard::Due(at)));
             }
             match reply {
                 Some(r) => {
@@ -351,19 +352,41 @@ impl State {
             self.cfg.duration("jobs-backoff"),
             self.cfg.duration("jobs-backoff-max"),
         );
-        let (store, metrics) = (self.store_task(), self.metrics.clone());
+        let (store, metrics, tx) = (self.store_task(), self.metrics.clone(), self.tx.clone());
         self.server_rt.spawn(async move {
-            let r = async { store.await?.failed(q.id, q.attempt, &why, delay).await }.await;
-            match r {
-                Ok(Some(state)) => {
-                    metrics.failure(Some(state.as_str()));
-                    tracing::warn!(
-                        "job {name} ({}) attempt {} failed: {why}; now {state}",
-                        q.id,
-                        q.attempt
-                    );
+            let r = async {
+                let store = store.await?;
+                if let Some((state, at)) = store.failed(q.id, q.attempt, &why, delay).await? {
+                    return Ok((Some(state), Some(at), true));
                 }
-                Ok(None) => metrics.failure(None),
+                // The job worker recorded its own failure (its metrics die with it): what it
+                // made of the job is read back, so a job it buried counts as dead here too,
+                // and its next attempt's time is known.
+                let Some(j) = store.get(q.id).await? else {
+                    return Ok((None, None, false));
+                };
+                if j["attempts"] != json!(q.attempt) {
+                    return Ok((None, None, false));
+                }
+                let at = (j["state"] == json!("queued")).then(|| j["run_at"].as_i64().unwrap_or(0));
+                let buried = j["state"] == json!("dead");
+                Ok::<_, JobError>((buried.then(|| "dead".to_string()), at, false))
+            }
+            .await;
+            match r {
+                Ok((state, at, here)) => {
+                    metrics.failure(state.as_deref());
+                    if let Some(at) = at.filter(|_| state.as_deref() != Some("dead")) {
+                        let _ = tx.send(Ctl::Heard(store::listen::Heard::Due(at)));
+                    }
+                    if let (Some(state), true) = (state, here) {
+                        tracing::warn!(
+                            "job {name} ({}) attempt {} failed: {why}; now {state}",
+                            q.id,
+                            q.attempt
+                        );
+                    }
+                }
                 Err(e) => tracing::error!("job {name} ({}): cannot record its failure: {e}", q.id),
             }
         });

@@ -47,6 +47,8 @@ enum Ctl {
     Claimed(Vec<Job>),
     /// A lease check ended.
     Reaped,
+    /// The LISTEN connection (PostgreSQL) is up or down, or jobs were queued due at a time.
+    Heard(store::listen::Heard),
 }
 
 /// The master's handle on its jobs thread.
@@ -80,6 +82,7 @@ impl Jobs {
             registry.check(&jobs).map_err(|e| bad(e.to_string()))?;
             initial.extend(jobs);
         }
+        store::queue_limits(cfg)?;
         let paths = crontab::paths(&cfg.dir("etc"));
         let entries = match crontab::load_all(&paths) {
             Ok(e) => e,
@@ -146,6 +149,9 @@ impl Jobs {
             last_prune: Instant::now(),
             metrics: Arc::new(Metrics::new()),
             finished: None,
+            listening: false,
+            listener: false,
+            next_due: None,
         };
         state.set_crontab(entries);
         if !initial.is_empty() {
@@ -261,6 +267,12 @@ struct State {
     metrics: Arc<Metrics>,
     /// See [`State::finisher`].
     finished: Option<mpsc::UnboundedSender<QueueRef>>,
+    /// The LISTEN connection is up: the poll slows down to `-jobs-poll-fallback`.
+    listening: bool,
+    /// The listener task was started.
+    listener: bool,
+    /// The earliest known due time of a queued job that is not due yet (ms): a delay, a backoff.
+    next_due: Option<i64>,
 }
 
 impl State {
@@ -275,6 +287,7 @@ impl State {
             self.cfg.int("server-job-workers"),
             self.registry.names().join(", ")
         );
+        self.report_metrics();
         loop {
             self.housekeeping();
             let wake = self.next_wake();
@@ -292,21 +305,67 @@ impl State {
         }
     }
 
-    /// How long the loop may sleep: until the next cron time, at most 250 ms (for the
-    /// max-time checks, the crontab and bk_jobs polls).
+    /// Sends the master's metrics (the queue's `jobs.*`) to the server every metrics tick, so
+    /// that `/system/stats` and `/metrics` show them with the web workers' (docs/stats.md).
+    fn report_metrics(&self) {
+        if self.cfg.bool("no-web") {
+            return;
+        }
+        let url = bkjs_ipc::hub_url(&self.cfg);
+        let ipc = match bkjs_ipc::Client::connect(&url, self.cfg.duration("ipc-timeout")) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("jobs: no metrics for the server: {e}");
+                return;
+            }
+        };
+        let pid = std::process::id();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(bkjs_base::metrics::TICK);
+            loop {
+                tick.tick().await;
+                ipc.send(bkjs_ipc::Request::MasterMetrics {
+                    pid,
+                    snapshot: bkjs_base::metrics::Registry::global().snapshot(),
+                });
+            }
+        });
+    }
+
+    /// How often the queue is polled for due jobs: `-jobs-poll-interval`, or
+    /// `-jobs-poll-fallback` while notifications wake this master (PostgreSQL LISTEN).
+    fn poll_every(&self) -> Duration {
+        if self.listening {
+            self.cfg.duration("jobs-poll-fallback")
+        } else {
+            self.cfg.duration("jobs-poll-interval")
+        }
+    }
+
+    /// How long the loop may sleep: until the next cron time or known due job, at most 250 ms
+    /// (for the max-time checks, the crontab and bk_jobs polls).
     fn next_wake(&self) -> Duration {
         let now = Local::now();
-        let cap = Duration::from_millis(250).min(
-            self.cfg
-                .duration("jobs-poll-interval")
-                .max(Duration::from_millis(5)),
-        );
+        let cap = Duration::from_millis(250).min(self.poll_every().max(Duration::from_millis(5)));
+        let due = self
+            .next_due
+            .map(|t| Duration::from_millis((t - bkjs_base::time::now_ms()).max(0) as u64));
         self.crontab
             .iter()
             .filter_map(|(_, next)| *next)
             .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
+            .chain(due)
             .min()
             .map_or(cap, |d| d.min(cap))
+    }
+
+    /// A job is due at `at` (ms): claimed now, or when its time comes.
+    fn due(&mut self, at: i64) {
+        if at <= bkjs_base::time::now_ms() {
+            self.claim();
+        } else {
+            self.next_due = Some(self.next_due.map_or(at, |d| d.min(at)));
+        }
     }
 
     fn housekeeping(&mut self) {
@@ -315,10 +374,45 @@ impl State {
         self.poll_bk_jobs();
         self.check_max_time();
         self.dispatch();
-        if self.last_claim.elapsed() >= self.cfg.duration("jobs-poll-interval") {
+        self.start_listener();
+        let due = self
+            .next_due
+            .is_some_and(|t| t <= bkjs_base::time::now_ms());
+        if due {
+            self.next_due = None;
+        }
+        if due || self.last_claim.elapsed() >= self.poll_every() {
             self.claim();
         }
         self.leases();
+    }
+
+    /// Starts, once the server is ready, the task that LISTENs for queued jobs when the queue is
+    /// on PostgreSQL and `-jobs-listen` is on (store/listen.rs).
+    fn start_listener(&mut self) {
+        if self.listener || !self.ready() || !self.cfg.bool("jobs-listen") {
+            return;
+        }
+        self.listener = true;
+        let (store, tx, cfg, node) = (
+            self.store.clone(),
+            self.tx.clone(),
+            self.cfg.clone(),
+            self.node.clone(),
+        );
+        self.server_rt.spawn(async move {
+            // The queue's pool decides; an unreachable database is tried again.
+            let store = loop {
+                match store.get_or_try_init(|| Store::open(&cfg)).await {
+                    Ok(s) => break s.clone(),
+                    Err(_) if tx.is_closed() => return,
+                    Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+                }
+            };
+            if store.can_listen() {
+                store::listen::run(cfg, node, move |h| tx.send(Ctl::Heard(h)).is_ok()).await;
+            }
+        });
     }
 
     fn handle(&mut self, ctl: Ctl) {
@@ -389,6 +483,13 @@ impl State {
                 }
             }
             Ctl::Reaped => self.reaping = false,
+            Ctl::Heard(store::listen::Heard::Up) => {
+                self.listening = true;
+                // Whatever was queued while nobody listened.
+                self.claim();
+            }
+            Ctl::Heard(store::listen::Heard::Down) => self.listening = false,
+            Ctl::Heard(store::listen::Heard::Due(at)) => self.due(at),
             Ctl::ServerDone(id, r) => {
                 self.claim();
                 if let Some(run) = self.runs.remove(&id) {
@@ -602,8 +703,13 @@ impl State {
                     let store = store.await?;
                     let d = store::backoff(q.attempt, backoff.0, backoff.1);
                     let state = store.failed(q.id, q.attempt, e, d).await?;
-                    metrics.failure(state.as_deref());
-                    Ok(state.map(|s| format!("now {s}")))
+                    metrics.failure(state.as_ref().map(|s| s.0.as_str()));
+                    if let Some((s, at)) = &state {
+                        if s == "queued" {
+                            let _ = tx.send(Ctl::Heard(store::listen::Heard::Due(*at)));
+                        }
+                    }
+                    Ok(state.map(|s| format!("now {}", s.0)))
                 }
                 .await;
                 match rec {

@@ -91,7 +91,14 @@ impl State {
                     let r: Result<Value, JobError> = async {
                         let store = store.await?;
                         let changed = match op.as_str() {
-                            "retry" => Some(store.retry(id).await?),
+                            "retry" => {
+                                let done = store.retry(id).await?;
+                                if done {
+                                    // Other nodes' idle masters too.
+                                    store.notify(bkjs_base::time::now_ms()).await?;
+                                }
+                                Some(done)
+                            }
                             "cancel" => Some(store.cancel(id).await?),
                             _ => None,
                         };

@@ -8,6 +8,7 @@
 //! claim. The table is created here with native statements rather than through the generic
 //! schema because it needs a nullable unique key and partial indexes.
 
+pub(crate) mod listen;
 mod pgsql;
 mod sqlite;
 
@@ -150,7 +151,97 @@ pub(crate) fn backoff(attempt: i64, base: Duration, max: Duration) -> Duration {
 #[derive(Clone)]
 pub(crate) struct Store {
     pool: Arc<dyn Driver>,
+    /// The same pool when it is PostgreSQL: the constrained claim needs a transaction.
+    pg: Option<Arc<bkjs_db::pgsql::PgsqlDriver>>,
     dialect: Dialect,
+    /// `-jobs-queue-limits`: at most N running jobs of a queue across all nodes.
+    limits: Arc<Vec<(String, i64)>>,
+}
+
+/// `-jobs-queue-limits`, validated: `queue:N` items, N from 1.
+pub(crate) fn queue_limits(cfg: &Config) -> Result<Vec<(String, i64)>, String> {
+    cfg.map("jobs-queue-limits")
+        .iter()
+        .map(|(q, n)| match n.parse::<i64>() {
+            Ok(n) if n >= 1 && !q.is_empty() && q.len() <= 128 => Ok((q.clone(), n)),
+            _ => Err(format!(
+                "invalid value for -jobs-queue-limits: {q}:{n} (a queue name and a limit from 1)"
+            )),
+        })
+        .collect()
+}
+
+/// Advisory lock key serialising the constrained claims of PostgreSQL nodes ("bkjsjobq").
+const CLAIM_LOCK: i64 = 0x626b_6a73_6a6f_6271;
+
+/// The claim statement. Parameters: `$1` node, `$2` lease end, `$3` now, `$4` kind, `$5` host,
+/// `$6` batch size, then the limited queues (`$7`, `$8`, ...; the plain claim) or the limited
+/// queues and their limits in pairs (`$7`, `$8`, ...; the constrained claim).
+///
+/// The plain claim takes jobs with no constraint (not `runone`, not in a limited queue): on
+/// PostgreSQL with `FOR UPDATE SKIP LOCKED`, so nodes take disjoint batches without waiting. The
+/// constrained claim takes at most one job per `runone` name and none while one of that name
+/// runs anywhere, and no more jobs of a limited queue than its limit less those running
+/// anywhere; it is exact because it runs alone: under SQLite's single writer lock, or on
+/// PostgreSQL in a transaction that first takes an advisory lock (so its snapshot sees every
+/// earlier constrained claim), while plain claims never take constrained jobs.
+fn claim_sql(dialect: Dialect, limited: usize, constrained: bool) -> String {
+    let set = "UPDATE bk_job_queue SET state = 'running', attempts = attempts + 1,
+        node = $1, lease_until = $2, started = $3, mtime = $3, pid = NULL";
+    let due = "state = 'queued' AND run_at <= $3 AND kind = $4 AND (target = '' OR target = $5)";
+    let ret = "RETURNING id, name, args, kind, attempts, max_attempts, run_at, started";
+    if !constrained {
+        let names: Vec<String> = (0..limited).map(|i| format!("${}", 7 + i)).collect();
+        let not_limited = if limited == 0 {
+            String::new()
+        } else {
+            format!("AND queue NOT IN ({})", names.join(", "))
+        };
+        let lock = match dialect {
+            Dialect::Pgsql => "FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        return format!(
+            "{set} WHERE state = 'queued' AND id IN (SELECT id FROM bk_job_queue WHERE {due}
+                AND one = 0 {not_limited} ORDER BY priority DESC, run_at, id LIMIT $6 {lock})
+             {ret}"
+        );
+    }
+    let (in_limited, queue_cap) = if limited == 0 {
+        (String::new(), "1 = 1".to_string())
+    } else {
+        let whens: String = (0..limited)
+            .map(|i| {
+                format!(
+                    " WHEN CAST(${} AS TEXT) THEN CAST(${} AS BIGINT)",
+                    7 + 2 * i,
+                    8 + 2 * i
+                )
+            })
+            .collect();
+        let names: Vec<String> = (0..limited)
+            .map(|i| format!("CAST(${} AS TEXT)", 7 + 2 * i))
+            .collect();
+        (
+            format!("OR queue IN ({})", names.join(", ")),
+            format!(
+                "(CASE c.queue{whens} END) IS NULL OR c.qn <= (CASE c.queue{whens} END)
+                    - (SELECT COUNT(*) FROM bk_job_queue r WHERE r.state = 'running' AND r.queue = c.queue)"
+            ),
+        )
+    };
+    format!(
+        "{set} WHERE state = 'queued' AND id IN (SELECT c.id FROM (
+            SELECT id, name, one, queue, priority, run_at,
+                ROW_NUMBER() OVER (PARTITION BY queue ORDER BY priority DESC, run_at, id) AS qn,
+                ROW_NUMBER() OVER (PARTITION BY name, one ORDER BY priority DESC, run_at, id) AS nn
+            FROM bk_job_queue WHERE {due} AND (one = 1 {in_limited})) c
+            WHERE (c.one = 0 OR (c.nn = 1 AND NOT EXISTS (SELECT 1 FROM bk_job_queue r
+                    WHERE r.state = 'running' AND r.name = c.name)))
+                AND ({queue_cap})
+            ORDER BY c.priority DESC, c.run_at, c.id LIMIT $6)
+         {ret}"
+    )
 }
 
 fn num(row: &Row, k: &str) -> i64 {
@@ -200,10 +291,39 @@ impl Store {
                 )))
             }
         };
+        let limits = Arc::new(queue_limits(cfg).map_err(JobError::Bad)?);
+        let failed =
+            |e: DbError| JobError::Unavailable(format!("the job queue's pool {name}: {e}"));
+        if dialect == Dialect::Pgsql {
+            // As front::open_pool opens it, kept typed for the claim's transaction.
+            let url = cfg.str("db-pgsql-pool");
+            if url.is_empty() {
+                return Err(JobError::Bad(
+                    "-db-pgsql-pool: a postgresql:// URL is required".into(),
+                ));
+            }
+            let schema = Some(cfg.str("db-pgsql-schema")).filter(|s| !s.is_empty());
+            let pg =
+                bkjs_db::pgsql::PgsqlDriver::connect(url, cfg.int("db-pgsql-max") as usize, schema)
+                    .await
+                    .map_err(failed)?;
+            let pg = Arc::new(pg);
+            return Ok(Store {
+                pool: pg.clone(),
+                pg: Some(pg),
+                dialect,
+                limits,
+            });
+        }
         let pool = bkjs_db::front::open_pool(&name, cfg)
             .await
-            .map_err(|e| JobError::Unavailable(format!("the job queue's pool {name}: {e}")))?;
-        Ok(Store { pool, dialect })
+            .map_err(failed)?;
+        Ok(Store {
+            pool,
+            pg: None,
+            dialect,
+            limits,
+        })
     }
 
     /// Opens the pool of a queue whose table exists (a job worker's).
@@ -235,6 +355,17 @@ impl Store {
             Dialect::Sqlite => sqlite::text(sql),
         };
         self.pool.query(&text, params, &Options::default()).await
+    }
+
+    /// [`Store::q`] for the enqueue's INSERT (one text per batch size), which on PostgreSQL is
+    /// prepared once per connection rather than parsed on every call. Only the INSERT: the
+    /// other statements' plans depend on their parameters, and a cached statement may switch to
+    /// a generic plan (a drain on one node ran 15 times slower with every statement cached).
+    async fn q_insert(&self, sql: &str, params: &[Value]) -> Result<Res, DbError> {
+        match &self.pg {
+            Some(pg) => pg.query_cached(&pgsql::text(sql), params).await,
+            None => self.q(sql, params).await,
+        }
     }
 
     /// Inserts jobs, up to 500 rows per statement (one commit for a request's batch); answers,
@@ -278,13 +409,22 @@ impl Store {
                     json!(i64::from(e.one)),
                 ]);
             }
-            let sql = format!(
+            let mut sql = format!(
                 "INSERT INTO bk_job_queue (name, args, kind, state, max_attempts, run_at, priority,
                     unique_key, queue, target, one, ctime, mtime)
                  VALUES {} ON CONFLICT (unique_key) DO NOTHING RETURNING id, unique_key",
                 values.join(", ")
             );
-            let r = self.q(&sql, &params).await.map_err(unavailable)?;
+            if self.dialect == Dialect::Pgsql {
+                // The wake-up of idle masters (listen.rs), in the same statement: delivered when
+                // the rows commit, with the earliest due time as payload.
+                sql = format!(
+                    "WITH ins AS ({sql}, run_at) SELECT ins.id, ins.unique_key FROM ins,
+                        (SELECT pg_notify({}, MIN(run_at)::text) FROM ins) n",
+                    listen::CHANNEL_SQL
+                );
+            }
+            let r = self.q_insert(&sql, &params).await.map_err(unavailable)?;
             let mut keyless: Vec<i64> = Vec::new();
             let mut keyed = std::collections::HashMap::new();
             for row in &r.rows {
@@ -345,24 +485,35 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = bkjs_base::time::now_ms();
-        let sql = match self.dialect {
-            Dialect::Pgsql => pgsql::CLAIM,
-            Dialect::Sqlite => sqlite::CLAIM,
+        let mut params = vec![
+            json!(node),
+            json!(now + lease.as_millis() as i64),
+            json!(now),
+            json!(kind_name(kind)),
+            json!(host),
+            json!(n as i64),
+        ];
+        let limited = self.limits.len();
+        let plain = claim_sql(self.dialect, limited, false);
+        let mut p = params.clone();
+        p.extend(self.limits.iter().map(|(q, _)| json!(q)));
+        let mut rows = self.q(&plain, &p).await.map_err(unavailable)?.rows;
+        for (q, max) in self.limits.iter() {
+            params.extend([json!(q), json!(max)]);
+        }
+        if rows.len() < n && self.constrained_due(&params).await? {
+            params[5] = json!((n - rows.len()) as i64);
+            let sql = claim_sql(self.dialect, limited, true);
+            let more = match &self.pg {
+                Some(pg) => self.claim_locked(pg, &sql, &params, limited).await?,
+                None => self.q(&sql, &params).await.map_err(unavailable)?.rows,
+            };
+            rows.extend(more);
+        }
+        let r = Res {
+            rows,
+            ..Res::default()
         };
-        let r = self
-            .q(
-                sql,
-                &[
-                    json!(node),
-                    json!(now + lease.as_millis() as i64),
-                    json!(now),
-                    json!(kind_name(kind)),
-                    json!(host),
-                    json!(n as i64),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
         let mut out: Vec<Claimed> = r
             .rows
             .iter()
@@ -380,6 +531,90 @@ impl Store {
             })
             .collect();
         out.sort_by_key(|c| c.job.queued.map(|q| q.id));
+        Ok(out)
+    }
+
+    /// Whether a due job is constrained (`runone`, or in a limited queue), given the claim's
+    /// parameters: most claim rounds find none and run no constrained claim (no lock, no write).
+    async fn constrained_due(&self, claim: &[Value]) -> Result<bool, JobError> {
+        let limited = self.limits.len();
+        let names: Vec<String> = (0..limited).map(|k| format!("${}", 4 + k)).collect();
+        let sql = format!(
+            "SELECT id FROM bk_job_queue WHERE state = 'queued' AND run_at <= $1 AND kind = $2
+                AND (target = '' OR target = $3) AND (one = 1{}) LIMIT 1",
+            if limited == 0 {
+                String::new()
+            } else {
+                format!(" OR queue IN ({})", names.join(", "))
+            }
+        );
+        let params: Vec<Value> = claim[2..5]
+            .iter()
+            .cloned()
+            .chain((0..limited).map(|k| claim[6 + 2 * k].clone()))
+            .collect();
+        Ok(!self
+            .q(&sql, &params)
+            .await
+            .map_err(unavailable)?
+            .rows
+            .is_empty())
+    }
+
+    /// The constrained claim on PostgreSQL: in a transaction holding the claim lock.
+    async fn claim_locked(
+        &self,
+        pg: &bkjs_db::pgsql::PgsqlDriver,
+        sql: &str,
+        params: &[Value],
+        limited: usize,
+    ) -> Result<Vec<Row>, JobError> {
+        let pgerr = |e: tokio_postgres::Error| JobError::Unavailable(format!("job queue: {e}"));
+        let mut client = pg
+            .pool()
+            .get()
+            .await
+            .map_err(|e| JobError::Unavailable(format!("job queue: {e}")))?;
+        let s = |i: usize| params[i].as_str().unwrap_or_default().to_string();
+        let i = |i: usize| params[i].as_i64().unwrap_or_default();
+        let (node, until, now, kind, host, n) = (s(0), i(1), i(2), s(3), s(4), i(5));
+        let mut limits: Vec<(String, i64)> = Vec::with_capacity(limited);
+        for k in 0..limited {
+            limits.push((s(6 + 2 * k), i(7 + 2 * k)));
+        }
+        let tx = client.transaction().await.map_err(pgerr)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLAIM_LOCK])
+            .await
+            .map_err(pgerr)?;
+        let mut pp: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+            vec![&node, &until, &now, &kind, &host, &n];
+        for (q, max) in &limits {
+            pp.push(q);
+            pp.push(max);
+        }
+        let got = tx.query(sql, &pp).await.map_err(pgerr)?;
+        tx.commit().await.map_err(pgerr)?;
+        let mut out = Vec::with_capacity(got.len());
+        for r in got {
+            let mut row = Row::new();
+            let get_i = |c: &str| -> Result<i64, JobError> {
+                match r.try_get::<_, i64>(c) {
+                    Ok(v) => Ok(v),
+                    Err(_) => r
+                        .try_get::<_, i32>(c)
+                        .map(i64::from)
+                        .map_err(|e| JobError::Unavailable(format!("job queue: {c}: {e}"))),
+                }
+            };
+            for c in ["id", "attempts", "max_attempts", "run_at", "started"] {
+                row.insert(c.into(), json!(get_i(c)?));
+            }
+            for c in ["name", "args", "kind"] {
+                let v: String = r.try_get(c).map_err(pgerr)?;
+                row.insert(c.into(), json!(v));
+            }
+            out.push(row);
+        }
         Ok(out)
     }
 
@@ -466,14 +701,15 @@ impl Store {
     }
 
     /// Records a failed attempt: queued again after `delay`, or dead after its last attempt.
-    /// Answers the new state, None when it was not the current attempt (nothing written).
+    /// Answers the new state and its `run_at`, None when it was not the current attempt
+    /// (nothing written).
     pub(crate) async fn failed(
         &self,
         id: i64,
         attempt: i64,
         error: &str,
         delay: Duration,
-    ) -> Result<Option<String>, JobError> {
+    ) -> Result<Option<(String, i64)>, JobError> {
         let now = bkjs_base::time::now_ms();
         let error: String = error.chars().take(2000).collect();
         let r = self
@@ -484,7 +720,7 @@ impl Store {
                         WHEN attempts >= max_attempts AND unique_key NOT LIKE 'tick:%'
                         THEN NULL ELSE unique_key END,
                     run_at = $1, error = $2, lease_until = NULL, mtime = $3
-                 WHERE id = $4 AND attempts = $5 AND state = 'running' RETURNING state",
+                 WHERE id = $4 AND attempts = $5 AND state = 'running' RETURNING state, run_at",
                 &[
                     json!(now + delay.as_millis() as i64),
                     json!(error),
@@ -495,7 +731,9 @@ impl Store {
             )
             .await
             .map_err(unavailable)?;
-        Ok(r.rows.first().map(|row| text(row, "state")))
+        Ok(r.rows
+            .first()
+            .map(|row| (text(row, "state"), num(row, "run_at"))))
     }
 
     /// Requeues (or buries after their last attempt) the running jobs whose lease expired: their
@@ -520,6 +758,25 @@ impl Store {
             .iter()
             .map(|row| (num(row, "id"), text(row, "name"), text(row, "state")))
             .collect())
+    }
+
+    /// Whether idle masters can be woken by LISTEN/NOTIFY (PostgreSQL) rather than by polling.
+    pub(crate) fn can_listen(&self) -> bool {
+        self.dialect == Dialect::Pgsql
+    }
+
+    /// Wakes the masters listening on this queue (PostgreSQL; a no-op elsewhere): a job is due
+    /// at `run_at`.
+    pub(crate) async fn notify(&self, run_at: i64) -> Result<(), JobError> {
+        if self.dialect == Dialect::Pgsql {
+            self.q(
+                &format!("SELECT pg_notify({}, $1)::text AS n", listen::CHANNEL_SQL),
+                &[json!(run_at.to_string())],
+            )
+            .await
+            .map_err(unavailable)?;
+        }
+        Ok(())
     }
 
     /// Queues a dead or cancelled job again now (one more attempt when it had used them all).

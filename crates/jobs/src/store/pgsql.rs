@@ -1,6 +1,6 @@
-//! The queue table's PostgreSQL dialect: the DDL (partial indexes on what the master scans) and
-//! the claim, which locks the rows it takes with `FOR UPDATE SKIP LOCKED` so that several nodes
-//! claim disjoint batches without waiting on each other.
+//! The queue table's PostgreSQL dialect: the DDL (partial indexes on what the master scans). The
+//! claim (`claim_sql` in mod.rs) locks the rows it takes with `FOR UPDATE SKIP LOCKED` so that
+//! several nodes claim disjoint batches without waiting on each other.
 
 /// The statements creating the table and its indexes (each run alone, idempotent).
 pub(super) const DDL: &[&str] = &[
@@ -29,16 +29,6 @@ pub(super) const DDL: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS bk_job_queue_lease ON bk_job_queue (lease_until) WHERE state = 'running'",
     "CREATE INDEX IF NOT EXISTS bk_job_queue_mtime ON bk_job_queue (mtime)",
 ];
-
-/// Claims up to `$6` due jobs of kind `$4` for node `$1` (lease until `$2`, now `$3`, this host
-/// `$5`): the batch is locked with SKIP LOCKED, so two nodes never take the same row.
-pub(super) const CLAIM: &str = "UPDATE bk_job_queue SET state = 'running', attempts = attempts + 1,
-        node = $1, lease_until = $2, started = $3, mtime = $3, pid = NULL
-    WHERE id IN (SELECT id FROM bk_job_queue q WHERE state = 'queued' AND run_at <= $3 AND kind = $4
-        AND (target = '' OR target = $5)
-        AND (one = 0 OR NOT EXISTS (SELECT 1 FROM bk_job_queue r WHERE r.state = 'running' AND r.name = q.name))
-        ORDER BY priority DESC, run_at, id LIMIT $6 FOR UPDATE SKIP LOCKED)
-    RETURNING id, name, args, kind, attempts, max_attempts, run_at, started";
 
 /// Placeholders are `$N` already.
 pub(super) fn text(sql: &str) -> String {
