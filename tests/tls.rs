@@ -3,6 +3,7 @@
 //! and a wss subscription over TLS; the certificate rotated under constant load with no failed
 //! request and no worker restarted; a bad new pair refused while the old one keeps serving; clear
 //! start-up errors; client certificates; `-ssl-redirect` and HSTS; proxy mode terminating TLS;
+//! WebSockets on HTTP/2 streams (extended CONNECT); cleartext HTTP/2 refused on the plain port;
 //! the HTTP/2 rapid-reset pattern answered without the worker dying; the request limits (head,
 //! URL, parameters, multipart parts, JSON depth, WebSocket message, image pixels).
 
@@ -415,6 +416,225 @@ fn signed_requests_and_a_wss_subscription_work_over_tls() {
     assert_eq!(recv(&mut ws, false), json!({"subscribed": me}));
     let pushed = recv(&mut ws, true);
     assert_eq!(pushed[0], json!({"path": "/test/wss"}), "{pushed}");
+}
+
+type H2Ws = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Opens a WebSocket on a stream of a new HTTP/2 connection (TLS, ALPN h2): an extended CONNECT
+/// (RFC 8441) to `path` with `headers`. The status, and the socket when it is 200.
+async fn h2_websocket(
+    port: u16,
+    ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<H2Ws>) {
+    let tls = tls_connect(port, client_config(Some(ca_pem), None, &[b"h2"]))
+        .await
+        .expect("TLS connect");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri(format!("https://127.0.0.1:{port}{path}"))
+        .header("sec-websocket-version", "13")
+        .extension(hyper::ext::Protocol::from_static("websocket"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let mut resp = sender.send_request(req).await.expect("extended CONNECT");
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, None);
+    }
+    let upgraded = hyper::upgrade::on(&mut resp).await.expect("the stream");
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    (status, Some(ws))
+}
+
+/// The next text frame of `ws` as JSON, within 10 s.
+async fn h2_ws_recv(ws: &mut H2Ws) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                return serde_json::from_str(t.as_str()).expect("json")
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("the socket ended: {other:?}"),
+            Err(_) => panic!("no frame within 10 s"),
+        }
+    }
+}
+
+#[test]
+fn a_websocket_over_http2_answers_requests_and_gets_pushed_events() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let ca = Ca::new("bkjs test CA");
+    // A short idle timeout: an open HTTP/2 WebSocket must keep its connection from being closed
+    // as idle.
+    let s = start(
+        &ca.leaf("server", 2020, 2040, false),
+        &[
+            "-server-web-workers",
+            "1",
+            "-api-allow-path",
+            "^/system/msg/",
+            "-timeout",
+            "1s",
+        ],
+    );
+    s.t.ready(1);
+    let agent = tls_agent(&ca.pem());
+    ready_https(&s, &agent);
+    let me = add_account(&s.t, "h2ws", "s1", "H2ws");
+    let host = format!("127.0.0.1:{}", s.ssl_port);
+    let publish = || {
+        let data = "%7B%22path%22%3A%22%2Ftest%2Fh2%22%7D";
+        let r =
+            s.t.get(&format!("/system/msg/publish?key={me}&data={data}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    runtime().block_on(async {
+        // Not signed: refused like the HTTP/1.1 upgrade, before any socket.
+        let (st, ws) = h2_websocket(s.ssl_port, &ca.pem(), "/ws", &[]).await;
+        assert_eq!((st, ws.is_none()), (401, true));
+        // A bad signature: 401 too.
+        let bad = py_sign(&Call::get(3, "h2ws", "s2", "/ws"), &host);
+        let (st, _) = h2_websocket(s.ssl_port, &ca.pem(), "/ws", &[("bk-signature", &bad)]).await;
+        assert_eq!(st, 401);
+        // Signed as the GET of the same path, as for wss over HTTP/1.1.
+        let sig = py_sign(&Call::get(3, "h2ws", "s1", "/ws"), &host);
+        let (st, ws) = h2_websocket(s.ssl_port, &ca.pem(), "/ws", &[("bk-signature", &sig)]).await;
+        assert_eq!(st, 200, "{}", s.t.log());
+        let mut ws = ws.expect("socket");
+        ws.send(Message::text("/account/get")).await.expect("send");
+        let v = h2_ws_recv(&mut ws).await;
+        assert_eq!(v["id"], json!(me), "{v}");
+        ws.send(Message::text("/nowhere/at/all"))
+            .await
+            .expect("send");
+        let v = h2_ws_recv(&mut ws).await;
+        assert_eq!(v["status"], json!(404), "{v}");
+        ws.send(Message::text("/account/subscribe"))
+            .await
+            .expect("send");
+        assert_eq!(h2_ws_recv(&mut ws).await, json!({"subscribed": me}));
+        // Longer than -timeout plus the sweep's grace: the connection stays open under the
+        // socket (an idle HTTP/2 connection would be closed by now).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let pushed = loop {
+            publish();
+            match tokio::time::timeout(Duration::from_millis(500), h2_ws_recv(&mut ws)).await {
+                Ok(v) => break v,
+                Err(_) => continue,
+            }
+        };
+        assert_eq!(pushed[0], json!({"path": "/test/h2"}), "{pushed}");
+        ws.send(Message::text("/account/get")).await.expect("send");
+        let v = h2_ws_recv(&mut ws).await;
+        assert_eq!(v["id"], json!(me), "{v}");
+        ws.close(None).await.expect("close");
+    });
+    // A CONNECT that is not a WebSocket is refused.
+    let (st, v) = runtime().block_on(async {
+        let tls = tls_connect(s.ssl_port, client_config(Some(&ca.pem()), None, &[b"h2"]))
+            .await
+            .expect("TLS connect");
+        let (mut client, conn) = h2::client::handshake(tls).await.expect("h2");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri(format!("https://127.0.0.1:{}/ws", s.ssl_port))
+            .extension(h2::ext::Protocol::from_static("chat"))
+            .body(())
+            .expect("req");
+        let (resp, _stream) = client.send_request(req, false).expect("send");
+        let resp = resp.await.expect("response");
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            bytes.extend_from_slice(&chunk.expect("chunk"));
+        }
+        (
+            status,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    });
+    assert_eq!(st, 405, "{v}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("CONNECT")),
+        "{v}"
+    );
+}
+
+#[test]
+fn cleartext_http2_is_refused_with_http_1_1_required() {
+    let t = Tree::start("run", &["-server-web-workers", "1"]);
+    t.ready(1);
+    let err = runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", t.port))
+            .await
+            .expect("connect");
+        let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 preface");
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::get(format!("http://127.0.0.1:{}/ping", t.port))
+            .body(())
+            .expect("req");
+        let sent = match client.send_request(req, true) {
+            Ok((resp, _)) => tokio::time::timeout(Duration::from_secs(10), resp)
+                .await
+                .expect("an answer within 10 s")
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let conn = tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the connection ends")
+            .expect("task");
+        (sent.err(), conn.err())
+    });
+    let reasons: Vec<_> = [&err.0, &err.1]
+        .into_iter()
+        .flatten()
+        .map(|e| (e.reason(), e.to_string()))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, _)| *r == Some(h2::Reason::HTTP_1_1_REQUIRED)),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|(_, m)| m.contains("h2c")) || t.log().contains("h2c"),
+        "{reasons:?}"
+    );
+    // HTTP/1.1 on the same port is served as before, `Upgrade: h2c` ignored.
+    let r = agent()
+        .get(&t.url("/ping"))
+        .set("connection", "Upgrade, HTTP2-Settings")
+        .set("upgrade", "h2c")
+        .set("http2-settings", "AAMAAABkAAQAAP__")
+        .call()
+        .expect("HTTP/1.1");
+    assert_eq!(r.status(), 200);
 }
 
 /// The leaf certificate a new TLS connection is served, as DER.

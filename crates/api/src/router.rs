@@ -168,7 +168,21 @@ impl Api {
             return Ok(preflight());
         }
         let open = self.is_open(path);
-        let is_upgrade = super::websocket::is_upgrade(req.headers());
+        // A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) is the GET upgrade of HTTP/1.1
+        // under another name: authenticated and routed as that GET. Any other CONNECT is refused.
+        let opening = if super::websocket::is_h2_connect(&req) {
+            *req.method_mut() = Method::GET;
+            Some(super::websocket::Opening::Connect)
+        } else if req.method() == Method::CONNECT {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is only served to open a WebSocket over HTTP/2 (:protocol websocket)",
+            ));
+        } else {
+            super::websocket::is_upgrade(req.headers())
+                .then_some(super::websocket::Opening::Upgrade)
+        };
+        let is_upgrade = opening.is_some();
         let upgrade = if is_upgrade {
             let lists = [self.cfg.list("api-ws-origins"), &self.origins[..]];
             super::websocket::check_origin(req.headers(), &lists)?;
@@ -247,8 +261,15 @@ impl Api {
             }
         }
         self.check_admin(path, open, account.as_ref())?;
-        if let Some(on) = upgrade {
-            return super::websocket::accept(self.clone(), &parts, account, on, frame_dispatch);
+        if let (Some(on), Some(opening)) = (upgrade, opening) {
+            return super::websocket::accept(
+                self.clone(),
+                &parts,
+                opening,
+                account,
+                on,
+                frame_dispatch,
+            );
         }
         self.dispatch(
             parts.method,
