@@ -5,7 +5,8 @@
 //! start-up errors; client certificates; `-ssl-redirect` and HSTS; proxy mode terminating TLS;
 //! WebSockets on HTTP/2 streams (extended CONNECT); cleartext HTTP/2 refused on the plain port;
 //! the HTTP/2 rapid-reset pattern answered without the worker dying; the request limits (head,
-//! URL, parameters, multipart parts, JSON depth, WebSocket message, image pixels).
+//! URL, parameters, multipart parts, JSON depth, WebSocket message, image pixels, sides and
+//! decoder memory).
 
 use crate::api::{add_account, py_sign, Call};
 use crate::harness::*;
@@ -1042,10 +1043,19 @@ fn requests_over_the_limits_get_a_clear_4xx() {
 }
 
 #[test]
-fn an_image_over_the_pixel_limit_is_a_400() {
+fn each_image_limit_is_a_400_naming_its_parameter() {
     let t = Tree::start(
         "run",
-        &["-server-web-workers", "1", "-api-image-max-pixels", "10000"],
+        &[
+            "-server-web-workers",
+            "1",
+            "-api-image-max-pixels",
+            "10000",
+            "-api-image-max-input-side",
+            "150",
+            "-api-image-max-memory",
+            "25000",
+        ],
     );
     t.ready(1);
     add_account(&t, "pix", "s1", "Pix");
@@ -1061,14 +1071,25 @@ fn an_image_over_the_pixel_limit_is_a_400() {
         };
         crate::api::signed(&t, &c)
     };
-    let (st, v) = put(100, 100);
+    let refused = |w: u32, h: u32, param: &str| {
+        let (st, v) = put(w, h);
+        assert_eq!(st, 400, "{w}x{h}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains(param)),
+            "{w}x{h}: {v}"
+        );
+    };
+    // Within every limit: 6400 pixels, sides of 80, a 19200-byte RGB bitmap.
+    let (st, v) = put(80, 80);
     assert_eq!(st, 200, "{v}");
-    let (st, v) = put(101, 100);
-    assert_eq!(st, 400, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("-api-image-max-pixels")),
-        "{v}"
-    );
+    // Pixels: 10100 > 10000, read from the header.
+    refused(101, 100, "-api-image-max-pixels");
+    // Side: 151 > 150 either way, few pixels.
+    refused(151, 10, "-api-image-max-input-side");
+    refused(10, 151, "-api-image-max-input-side");
+    // Decoder memory: 100x100 RGB needs 30000 bytes > 25000, within the pixels and sides.
+    refused(100, 100, "-api-image-max-memory");
+    // The worker is fine after each refusal.
+    let (st, v) = put(80, 80);
+    assert_eq!(st, 200, "{v}");
 }

@@ -22,6 +22,18 @@ pub static PARAMS: &[Param] = &[
         "most pixels (width times height) of an uploaded image; a larger one is a 400 before it is decoded",
     ),
     Param::new(
+        "api-image-max-input-side",
+        Kind::Int { min: 1, max: 65535 },
+        "8192",
+        "largest width or height of an uploaded image; a wider or taller one is a 400 before it is decoded",
+    ),
+    Param::new(
+        "api-image-max-memory",
+        Kind::Size,
+        "256MB",
+        "memory the decoder may use for one uploaded image; one that needs more is a 400",
+    ),
+    Param::new(
         "api-image-jobs",
         Kind::Int { min: 1, max: 64 },
         "2",
