@@ -4,7 +4,8 @@
 //! request and no worker restarted; a bad new pair refused while the old one keeps serving; clear
 //! start-up errors; client certificates; `-ssl-redirect` and HSTS; proxy mode terminating TLS;
 //! WebSockets on HTTP/2 streams (extended CONNECT); cleartext HTTP/2 refused on the plain port;
-//! the HTTP/2 rapid-reset pattern answered without the worker dying; the request limits (head,
+//! the HTTP/2 limits (concurrent streams, header list, the rapid-reset pattern answered without
+//! the worker dying); the request limits (head,
 //! URL, parameters, multipart parts, JSON depth, WebSocket message, image pixels, sides and
 //! decoder memory).
 
@@ -933,6 +934,60 @@ fn an_http2_rapid_reset_burst_closes_the_connection_and_the_worker_lives() {
     assert_eq!(s.t.pids("web"), workers);
     assert_eq!(get(&agent, s.ssl_port, "/ping", &[]).0, 200);
     assert_eq!(h2_gets(s.ssl_port, &ca.pem(), "/ping", 5)[0].0, 200);
+}
+
+#[test]
+fn http2_limits_concurrent_streams_and_the_header_list() {
+    let ca = Ca::new("bkjs test CA");
+    let s = start(
+        &ca.leaf("server", 2020, 2040, false),
+        &[
+            "-server-web-workers",
+            "1",
+            "-api-h2-max-streams",
+            "7",
+            "-api-max-header-size",
+            "8192",
+        ],
+    );
+    s.t.ready(1);
+    let agent = tls_agent(&ca.pem());
+    ready_https(&s, &agent);
+    let (streams, connect, small, big) = runtime().block_on(async {
+        let tls = tls_connect(s.ssl_port, client_config(Some(&ca.pem()), None, &[b"h2"]))
+            .await
+            .expect("TLS");
+        let (client, conn) = h2::client::handshake(tls).await.expect("h2");
+        tokio::spawn(conn);
+        let status = |client: h2::client::SendRequest<bytes::Bytes>, header: usize| async move {
+            let mut client = client.ready().await.expect("ready");
+            let req = hyper::Request::get(format!("https://127.0.0.1:{}/ping", s.ssl_port))
+                .header("x-pad", "a".repeat(header))
+                .body(())
+                .expect("req");
+            let (resp, _) = client.send_request(req, true).expect("send");
+            // 431, or the stream refused after it (h2 sends both).
+            match resp.await {
+                Ok(r) => Ok(r.status().as_u16()),
+                Err(e) => Err(e.reason()),
+            }
+        };
+        let small = status(client.clone(), 10).await;
+        // The server's SETTINGS arrived before its first answer.
+        let streams = client.current_max_send_streams();
+        let connect = client.is_extended_connect_protocol_enabled();
+        let big = status(client.clone(), 9000).await;
+        (streams, connect, small, big)
+    });
+    assert_eq!(streams, 7, "SETTINGS_MAX_CONCURRENT_STREAMS");
+    assert!(connect, "SETTINGS_ENABLE_CONNECT_PROTOCOL");
+    assert_eq!(small, Ok(200));
+    assert!(
+        matches!(big, Ok(431) | Err(Some(h2::Reason::REFUSED_STREAM))),
+        "{big:?}"
+    );
+    // The worker goes on.
+    assert_eq!(h2_gets(s.ssl_port, &ca.pem(), "/ping", 3)[0].0, 200);
 }
 
 #[test]
