@@ -5,9 +5,8 @@
 //! start-up errors; client certificates; `-ssl-redirect` and HSTS; proxy mode terminating TLS;
 //! WebSockets on HTTP/2 streams (extended CONNECT); cleartext HTTP/2 refused on the plain port;
 //! the HTTP/2 limits (concurrent streams, header list, the rapid-reset pattern answered without
-//! the worker dying); the request limits (head,
-//! URL, parameters, multipart parts, JSON depth, WebSocket message, image pixels, sides and
-//! decoder memory).
+//! the worker dying); the request limits (head, URL, parameters, multipart parts, JSON depth,
+//! WebSocket message, image pixels, sides and decoder memory).
 
 use crate::api::{add_account, py_sign, Call};
 use crate::harness::*;
