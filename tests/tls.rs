@@ -1004,6 +1004,8 @@ fn requests_over_the_limits_get_a_clear_4xx() {
             "10",
             "-api-ws-max-message",
             "2048",
+            "-api-max-json-depth",
+            "4",
             "-api-ws-anonymous",
             "-api-allow-path",
             "^/ws$",
@@ -1059,18 +1061,26 @@ fn requests_over_the_limits_get_a_clear_4xx() {
     };
     assert_eq!(r.0, 400, "{}", r.1);
     assert!(r.1.contains("-api-max-params"), "{}", r.1);
-    // JSON nested deeper than the parser's limit (128): 400.
-    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
-    let r = match agent()
-        .post(&t.url("/account/add"))
-        .set("content-type", "application/json")
-        .send_string(&deep)
-    {
-        Ok(r) => r.status(),
-        Err(ureq::Error::Status(s, _)) => s,
-        Err(e) => panic!("{e}"),
+    // JSON nesting: 4 levels pass, 5 and the parser's own limit are a 400 naming the parameter.
+    let post_json = |body: &str| -> (u16, String) {
+        match agent()
+            .post(&t.url("/ping"))
+            .set("content-type", "application/json")
+            .send_string(body)
+        {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
     };
-    assert_eq!(r, 400);
+    let nested = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n - 1), "]".repeat(n - 1));
+    let (st, body) = post_json(&nested(4));
+    assert_eq!(st, 200, "{body}");
+    for n in [5, 200] {
+        let (st, body) = post_json(&nested(n));
+        assert_eq!(st, 400, "{n}: {body}");
+        assert!(body.contains("-api-max-json-depth"), "{n}: {body}");
+    }
 
     // A WebSocket message over -api-ws-max-message closes the socket (1009); smaller ones work.
     let (mut ws, _) =

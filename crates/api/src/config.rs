@@ -94,6 +94,12 @@ pub static PARAMS: &[Param] = &[
         "most parameters of one request (query, form and JSON fields, multipart parts); more is a 400",
     ),
     Param::new(
+        "api-max-json-depth",
+        Kind::Int { min: 1, max: 127 },
+        "127",
+        "deepest nesting of arrays and objects in a JSON body; deeper is a 400 (127 is also the JSON parser's own limit)",
+    ),
+    Param::new(
         "api-ws-max-message",
         Kind::Int { min: 1024, max: 67108864 },
         "65536",

@@ -68,6 +68,7 @@ impl Api {
             upload_limit: cfg.int("api-upload-limit") as usize,
             max_url: cfg.int("api-max-url") as usize,
             max_params: cfg.int("api-max-params") as usize,
+            max_json_depth: cfg.int("api-max-json-depth") as usize,
             ws_max_message: cfg.int("api-ws-max-message") as usize,
             body_timeout: cfg.duration("api-body-timeout"),
             image_jobs: tokio::sync::Semaphore::new(cfg.int("api-image-jobs") as usize),
@@ -355,6 +356,19 @@ impl Api {
                 });
             }
         };
+        // serde_json refuses more than 128 levels itself (Params names the parameter then); a
+        // lower limit costs a scan of the body.
+        if self.max_json_depth < crate::params::JSON_PARSER_DEPTH
+            && content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/json"))
+            && crate::params::json_deeper_than(&body, self.max_json_depth)
+        {
+            return Err(ApiError::bad(format!(
+                "the JSON body is nested deeper than -api-max-json-depth ({})",
+                self.max_json_depth
+            )));
+        }
         let params = if body.len() < crate::api::LARGE_BODY {
             Params::parse(query, content_type.as_deref(), &body).await
         } else {
