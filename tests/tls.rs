@@ -867,7 +867,13 @@ fn proxy_mode_terminates_tls_at_the_server() {
     let base = free_ports(4).to_string();
     let s = start(
         &ca.leaf("server", 2020, 2040, false),
-        &["-proxy-port", &base],
+        &[
+            "-proxy-port",
+            &base,
+            "-api-ws-anonymous",
+            "-api-allow-path",
+            "^/ws$",
+        ],
     );
     let agent = tls_agent(&ca.pem());
     ready_https(&s, &agent);
@@ -882,6 +888,26 @@ fn proxy_mode_terminates_tls_at_the_server() {
         replies.iter().all(|r| *r == (200, hyper::Version::HTTP_2)),
         "{replies:?}"
     );
+    // A WebSocket on an HTTP/2 stream, through the proxy to a worker (as an HTTP/1.1 upgrade).
+    runtime().block_on(async {
+        use futures_util::SinkExt;
+        let (st, ws) = h2_websocket(s.ssl_port, &ca.pem(), "/ws", &[]).await;
+        assert_eq!(st, 200, "{}", s.t.log());
+        let mut ws = ws.expect("socket");
+        for _ in 0..3 {
+            ws.send(tokio_tungstenite::tungstenite::Message::text("/ping"))
+                .await
+                .expect("send");
+            assert_eq!(h2_ws_recv(&mut ws).await, json!({}));
+        }
+        // An anonymous socket may call open paths only.
+        ws.send(tokio_tungstenite::tungstenite::Message::text(
+            "/account/get",
+        ))
+        .await
+        .expect("send");
+        assert_eq!(h2_ws_recv(&mut ws).await["status"], json!(401));
+    });
 }
 
 #[test]
