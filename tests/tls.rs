@@ -292,6 +292,15 @@ fn https_verifies_the_chain_over_http1_and_http2_and_refuses_an_unknown_ca() {
     // A JSON reply (not only the fast /ping) over HTTP/2.
     let replies = h2_gets(s.ssl_port, &ca.pem(), "/account/get", 1);
     assert_eq!(replies[0].0, 401, "not signed");
+    // The server's suite order: AES-128-GCM although the client (ring's order) asks for
+    // AES-256-GCM first.
+    let suite = runtime().block_on(async {
+        let tls = tls_connect(s.ssl_port, client_config(Some(&ca.pem()), None, &[b"h2"]))
+            .await
+            .expect("TLS connect");
+        tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+    });
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
     // A client that does not trust the CA is refused at the handshake.
     let other = Ca::new("another CA");
     let err = tls_agent(&other.pem())
