@@ -3,8 +3,10 @@
 //! and a wss subscription over TLS; the certificate rotated under constant load with no failed
 //! request and no worker restarted; a bad new pair refused while the old one keeps serving; clear
 //! start-up errors; client certificates; `-ssl-redirect` and HSTS; proxy mode terminating TLS;
-//! the HTTP/2 rapid-reset pattern answered without the worker dying; the request limits (head,
-//! URL, parameters, multipart parts, JSON depth, WebSocket message, image pixels).
+//! WebSockets on HTTP/2 streams (extended CONNECT); cleartext HTTP/2 refused on the plain port;
+//! the HTTP/2 limits (concurrent streams, header list, the rapid-reset pattern answered without
+//! the worker dying); the request limits (head, URL, parameters, multipart parts, JSON depth,
+//! WebSocket message, image pixels, sides and decoder memory).
 
 use crate::api::{add_account, py_sign, Call};
 use crate::harness::*;
@@ -290,6 +292,15 @@ fn https_verifies_the_chain_over_http1_and_http2_and_refuses_an_unknown_ca() {
     // A JSON reply (not only the fast /ping) over HTTP/2.
     let replies = h2_gets(s.ssl_port, &ca.pem(), "/account/get", 1);
     assert_eq!(replies[0].0, 401, "not signed");
+    // The server's suite order: AES-128-GCM although the client (ring's order) asks for
+    // AES-256-GCM first.
+    let suite = runtime().block_on(async {
+        let tls = tls_connect(s.ssl_port, client_config(Some(&ca.pem()), None, &[b"h2"]))
+            .await
+            .expect("TLS connect");
+        tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+    });
+    assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
     // A client that does not trust the CA is refused at the handshake.
     let other = Ca::new("another CA");
     let err = tls_agent(&other.pem())
@@ -415,6 +426,225 @@ fn signed_requests_and_a_wss_subscription_work_over_tls() {
     assert_eq!(recv(&mut ws, false), json!({"subscribed": me}));
     let pushed = recv(&mut ws, true);
     assert_eq!(pushed[0], json!({"path": "/test/wss"}), "{pushed}");
+}
+
+type H2Ws = tokio_tungstenite::WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Opens a WebSocket on a stream of a new HTTP/2 connection (TLS, ALPN h2): an extended CONNECT
+/// (RFC 8441) to `path` with `headers`. The status, and the socket when it is 200.
+async fn h2_websocket(
+    port: u16,
+    ca_pem: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<H2Ws>) {
+    let tls = tls_connect(port, client_config(Some(ca_pem), None, &[b"h2"]))
+        .await
+        .expect("TLS connect");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "ALPN h2");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri(format!("https://127.0.0.1:{port}{path}"))
+        .header("sec-websocket-version", "13")
+        .extension(hyper::ext::Protocol::from_static("websocket"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("request");
+    let mut resp = sender.send_request(req).await.expect("extended CONNECT");
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let status = resp.status().as_u16();
+    if status != 200 {
+        return (status, None);
+    }
+    let upgraded = hyper::upgrade::on(&mut resp).await.expect("the stream");
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        hyper_util::rt::TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    (status, Some(ws))
+}
+
+/// The next text frame of `ws` as JSON, within 10 s.
+async fn h2_ws_recv(ws: &mut H2Ws) -> Value {
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                return serde_json::from_str(t.as_str()).expect("json")
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(other) => panic!("the socket ended: {other:?}"),
+            Err(_) => panic!("no frame within 10 s"),
+        }
+    }
+}
+
+#[test]
+fn a_websocket_over_http2_answers_requests_and_gets_pushed_events() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let ca = Ca::new("bkjs test CA");
+    // A short idle timeout: an open HTTP/2 WebSocket must keep its connection from being closed
+    // as idle.
+    let s = start(
+        &ca.leaf("server", 2020, 2040, false),
+        &[
+            "-server-web-workers",
+            "1",
+            "-api-allow-path",
+            "^/system/msg/",
+            "-timeout",
+            "1s",
+        ],
+    );
+    s.t.ready(1);
+    let agent = tls_agent(&ca.pem());
+    ready_https(&s, &agent);
+    let me = add_account(&s.t, "h2ws", "s1", "H2ws");
+    let host = format!("127.0.0.1:{}", s.ssl_port);
+    let publish = || {
+        let data = "%7B%22path%22%3A%22%2Ftest%2Fh2%22%7D";
+        let r =
+            s.t.get(&format!("/system/msg/publish?key={me}&data={data}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    runtime().block_on(async {
+        // Not signed: refused like the HTTP/1.1 upgrade, before any socket.
+        let (st, ws) = h2_websocket(s.ssl_port, &ca.pem(), "/ws", &[]).await;
+        assert_eq!((st, ws.is_none()), (401, true));
+        // A bad signature: 401 too.
+        let bad = py_sign(&Call::get(3, "h2ws", "s2", "/ws"), &host);
+        let (st, _) = h2_websocket(s.ssl_port, &ca.pem(), "/ws", &[("bk-signature", &bad)]).await;
+        assert_eq!(st, 401);
+        // Signed as the GET of the same path, as for wss over HTTP/1.1.
+        let sig = py_sign(&Call::get(3, "h2ws", "s1", "/ws"), &host);
+        let (st, ws) = h2_websocket(s.ssl_port, &ca.pem(), "/ws", &[("bk-signature", &sig)]).await;
+        assert_eq!(st, 200, "{}", s.t.log());
+        let mut ws = ws.expect("socket");
+        ws.send(Message::text("/account/get")).await.expect("send");
+        let v = h2_ws_recv(&mut ws).await;
+        assert_eq!(v["id"], json!(me), "{v}");
+        ws.send(Message::text("/nowhere/at/all"))
+            .await
+            .expect("send");
+        let v = h2_ws_recv(&mut ws).await;
+        assert_eq!(v["status"], json!(404), "{v}");
+        ws.send(Message::text("/account/subscribe"))
+            .await
+            .expect("send");
+        assert_eq!(h2_ws_recv(&mut ws).await, json!({"subscribed": me}));
+        // Longer than -timeout plus the sweep's grace: the connection stays open under the
+        // socket (an idle HTTP/2 connection would be closed by now).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let pushed = loop {
+            publish();
+            match tokio::time::timeout(Duration::from_millis(500), h2_ws_recv(&mut ws)).await {
+                Ok(v) => break v,
+                Err(_) => continue,
+            }
+        };
+        assert_eq!(pushed[0], json!({"path": "/test/h2"}), "{pushed}");
+        ws.send(Message::text("/account/get")).await.expect("send");
+        let v = h2_ws_recv(&mut ws).await;
+        assert_eq!(v["id"], json!(me), "{v}");
+        ws.close(None).await.expect("close");
+    });
+    // A CONNECT that is not a WebSocket is refused.
+    let (st, v) = runtime().block_on(async {
+        let tls = tls_connect(s.ssl_port, client_config(Some(&ca.pem()), None, &[b"h2"]))
+            .await
+            .expect("TLS connect");
+        let (mut client, conn) = h2::client::handshake(tls).await.expect("h2");
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(hyper::Method::CONNECT)
+            .uri(format!("https://127.0.0.1:{}/ws", s.ssl_port))
+            .extension(h2::ext::Protocol::from_static("chat"))
+            .body(())
+            .expect("req");
+        let (resp, _stream) = client.send_request(req, false).expect("send");
+        let resp = resp.await.expect("response");
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.data().await {
+            bytes.extend_from_slice(&chunk.expect("chunk"));
+        }
+        (
+            status,
+            serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+        )
+    });
+    assert_eq!(st, 405, "{v}");
+    assert!(
+        v["message"].as_str().is_some_and(|m| m.contains("CONNECT")),
+        "{v}"
+    );
+}
+
+#[test]
+fn cleartext_http2_is_refused_with_http_1_1_required() {
+    let t = Tree::start("run", &["-server-web-workers", "1"]);
+    t.ready(1);
+    let err = runtime().block_on(async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", t.port))
+            .await
+            .expect("connect");
+        let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 preface");
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::get(format!("http://127.0.0.1:{}/ping", t.port))
+            .body(())
+            .expect("req");
+        let sent = match client.send_request(req, true) {
+            Ok((resp, _)) => tokio::time::timeout(Duration::from_secs(10), resp)
+                .await
+                .expect("an answer within 10 s")
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let conn = tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("the connection ends")
+            .expect("task");
+        (sent.err(), conn.err())
+    });
+    let reasons: Vec<_> = [&err.0, &err.1]
+        .into_iter()
+        .flatten()
+        .map(|e| (e.reason(), e.to_string()))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|(r, _)| *r == Some(h2::Reason::HTTP_1_1_REQUIRED)),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|(_, m)| m.contains("h2c")) || t.log().contains("h2c"),
+        "{reasons:?}"
+    );
+    // HTTP/1.1 on the same port is served as before, `Upgrade: h2c` ignored.
+    let r = agent()
+        .get(&t.url("/ping"))
+        .set("connection", "Upgrade, HTTP2-Settings")
+        .set("upgrade", "h2c")
+        .set("http2-settings", "AAMAAABkAAQAAP__")
+        .call()
+        .expect("HTTP/1.1");
+    assert_eq!(r.status(), 200);
 }
 
 /// The leaf certificate a new TLS connection is served, as DER.
@@ -646,7 +876,13 @@ fn proxy_mode_terminates_tls_at_the_server() {
     let base = free_ports(4).to_string();
     let s = start(
         &ca.leaf("server", 2020, 2040, false),
-        &["-proxy-port", &base],
+        &[
+            "-proxy-port",
+            &base,
+            "-api-ws-anonymous",
+            "-api-allow-path",
+            "^/ws$",
+        ],
     );
     let agent = tls_agent(&ca.pem());
     ready_https(&s, &agent);
@@ -661,6 +897,26 @@ fn proxy_mode_terminates_tls_at_the_server() {
         replies.iter().all(|r| *r == (200, hyper::Version::HTTP_2)),
         "{replies:?}"
     );
+    // A WebSocket on an HTTP/2 stream, through the proxy to a worker (as an HTTP/1.1 upgrade).
+    runtime().block_on(async {
+        use futures_util::SinkExt;
+        let (st, ws) = h2_websocket(s.ssl_port, &ca.pem(), "/ws", &[]).await;
+        assert_eq!(st, 200, "{}", s.t.log());
+        let mut ws = ws.expect("socket");
+        for _ in 0..3 {
+            ws.send(tokio_tungstenite::tungstenite::Message::text("/ping"))
+                .await
+                .expect("send");
+            assert_eq!(h2_ws_recv(&mut ws).await, json!({}));
+        }
+        // An anonymous socket may call open paths only.
+        ws.send(tokio_tungstenite::tungstenite::Message::text(
+            "/account/get",
+        ))
+        .await
+        .expect("send");
+        assert_eq!(h2_ws_recv(&mut ws).await["status"], json!(401));
+    });
 }
 
 #[test]
@@ -715,6 +971,60 @@ fn an_http2_rapid_reset_burst_closes_the_connection_and_the_worker_lives() {
 }
 
 #[test]
+fn http2_limits_concurrent_streams_and_the_header_list() {
+    let ca = Ca::new("bkjs test CA");
+    let s = start(
+        &ca.leaf("server", 2020, 2040, false),
+        &[
+            "-server-web-workers",
+            "1",
+            "-api-h2-max-streams",
+            "7",
+            "-api-max-header-size",
+            "8192",
+        ],
+    );
+    s.t.ready(1);
+    let agent = tls_agent(&ca.pem());
+    ready_https(&s, &agent);
+    let (streams, connect, small, big) = runtime().block_on(async {
+        let tls = tls_connect(s.ssl_port, client_config(Some(&ca.pem()), None, &[b"h2"]))
+            .await
+            .expect("TLS");
+        let (client, conn) = h2::client::handshake(tls).await.expect("h2");
+        tokio::spawn(conn);
+        let status = |client: h2::client::SendRequest<bytes::Bytes>, header: usize| async move {
+            let mut client = client.ready().await.expect("ready");
+            let req = hyper::Request::get(format!("https://127.0.0.1:{}/ping", s.ssl_port))
+                .header("x-pad", "a".repeat(header))
+                .body(())
+                .expect("req");
+            let (resp, _) = client.send_request(req, true).expect("send");
+            // 431, or the stream refused after it (h2 sends both).
+            match resp.await {
+                Ok(r) => Ok(r.status().as_u16()),
+                Err(e) => Err(e.reason()),
+            }
+        };
+        let small = status(client.clone(), 10).await;
+        // The server's SETTINGS arrived before its first answer.
+        let streams = client.current_max_send_streams();
+        let connect = client.is_extended_connect_protocol_enabled();
+        let big = status(client.clone(), 9000).await;
+        (streams, connect, small, big)
+    });
+    assert_eq!(streams, 7, "SETTINGS_MAX_CONCURRENT_STREAMS");
+    assert!(connect, "SETTINGS_ENABLE_CONNECT_PROTOCOL");
+    assert_eq!(small, Ok(200));
+    assert!(
+        matches!(big, Ok(431) | Err(Some(h2::Reason::REFUSED_STREAM))),
+        "{big:?}"
+    );
+    // The worker goes on.
+    assert_eq!(h2_gets(s.ssl_port, &ca.pem(), "/ping", 3)[0].0, 200);
+}
+
+#[test]
 fn requests_over_the_limits_get_a_clear_4xx() {
     let t = Tree::start(
         "run",
@@ -729,6 +1039,8 @@ fn requests_over_the_limits_get_a_clear_4xx() {
             "10",
             "-api-ws-max-message",
             "2048",
+            "-api-max-json-depth",
+            "4",
             "-api-ws-anonymous",
             "-api-allow-path",
             "^/ws$",
@@ -784,18 +1096,26 @@ fn requests_over_the_limits_get_a_clear_4xx() {
     };
     assert_eq!(r.0, 400, "{}", r.1);
     assert!(r.1.contains("-api-max-params"), "{}", r.1);
-    // JSON nested deeper than the parser's limit (128): 400.
-    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(200), "]".repeat(200));
-    let r = match agent()
-        .post(&t.url("/account/add"))
-        .set("content-type", "application/json")
-        .send_string(&deep)
-    {
-        Ok(r) => r.status(),
-        Err(ureq::Error::Status(s, _)) => s,
-        Err(e) => panic!("{e}"),
+    // JSON nesting: 4 levels pass, 5 and the parser's own limit are a 400 naming the parameter.
+    let post_json = |body: &str| -> (u16, String) {
+        match agent()
+            .post(&t.url("/ping"))
+            .set("content-type", "application/json")
+            .send_string(body)
+        {
+            Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap_or_default()),
+            Err(e) => panic!("{e}"),
+        }
     };
-    assert_eq!(r, 400);
+    let nested = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n - 1), "]".repeat(n - 1));
+    let (st, body) = post_json(&nested(4));
+    assert_eq!(st, 200, "{body}");
+    for n in [5, 200] {
+        let (st, body) = post_json(&nested(n));
+        assert_eq!(st, 400, "{n}: {body}");
+        assert!(body.contains("-api-max-json-depth"), "{n}: {body}");
+    }
 
     // A WebSocket message over -api-ws-max-message closes the socket (1009); smaller ones work.
     let (mut ws, _) =
@@ -822,10 +1142,19 @@ fn requests_over_the_limits_get_a_clear_4xx() {
 }
 
 #[test]
-fn an_image_over_the_pixel_limit_is_a_400() {
+fn each_image_limit_is_a_400_naming_its_parameter() {
     let t = Tree::start(
         "run",
-        &["-server-web-workers", "1", "-api-image-max-pixels", "10000"],
+        &[
+            "-server-web-workers",
+            "1",
+            "-api-image-max-pixels",
+            "10000",
+            "-api-image-max-input-side",
+            "150",
+            "-api-image-max-memory",
+            "25000",
+        ],
     );
     t.ready(1);
     add_account(&t, "pix", "s1", "Pix");
@@ -841,14 +1170,25 @@ fn an_image_over_the_pixel_limit_is_a_400() {
         };
         crate::api::signed(&t, &c)
     };
-    let (st, v) = put(100, 100);
+    let refused = |w: u32, h: u32, param: &str| {
+        let (st, v) = put(w, h);
+        assert_eq!(st, 400, "{w}x{h}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains(param)),
+            "{w}x{h}: {v}"
+        );
+    };
+    // Within every limit: 6400 pixels, sides of 80, a 19200-byte RGB bitmap.
+    let (st, v) = put(80, 80);
     assert_eq!(st, 200, "{v}");
-    let (st, v) = put(101, 100);
-    assert_eq!(st, 400, "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("-api-image-max-pixels")),
-        "{v}"
-    );
+    // Pixels: 10100 > 10000, read from the header.
+    refused(101, 100, "-api-image-max-pixels");
+    // Side: 151 > 150 either way, few pixels.
+    refused(151, 10, "-api-image-max-input-side");
+    refused(10, 151, "-api-image-max-input-side");
+    // Decoder memory: 100x100 RGB needs 30000 bytes > 25000, within the pixels and sides.
+    refused(100, 100, "-api-image-max-memory");
+    // The worker is fine after each refusal.
+    let (st, v) = put(80, 80);
+    assert_eq!(st, 200, "{v}");
 }

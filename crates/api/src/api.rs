@@ -67,6 +67,8 @@ pub struct Api {
     pub(crate) max_url: usize,
     /// `-api-max-params`: most parameters (query, form, JSON fields, multipart parts) of a request.
     pub(crate) max_params: usize,
+    /// `-api-max-json-depth`: deepest nesting of a JSON body.
+    pub(crate) max_json_depth: usize,
     /// `-api-ws-max-message`: largest WebSocket message (and frame) a client may send.
     pub(crate) ws_max_message: usize,
     /// `-api-body-timeout`, read once (zero: none).

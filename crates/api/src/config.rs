@@ -22,6 +22,18 @@ pub static PARAMS: &[Param] = &[
         "most pixels (width times height) of an uploaded image; a larger one is a 400 before it is decoded",
     ),
     Param::new(
+        "api-image-max-input-side",
+        Kind::Int { min: 1, max: 65535 },
+        "8192",
+        "largest width or height of an uploaded image; a wider or taller one is a 400 before it is decoded",
+    ),
+    Param::new(
+        "api-image-max-memory",
+        Kind::Size,
+        "256MB",
+        "memory the decoder may use for one uploaded image; one that needs more is a 400",
+    ),
+    Param::new(
         "api-image-jobs",
         Kind::Int { min: 1, max: 64 },
         "2",
@@ -80,6 +92,12 @@ pub static PARAMS: &[Param] = &[
         Kind::Int { min: 1, max: 1000000 },
         "1000",
         "most parameters of one request (query, form and JSON fields, multipart parts); more is a 400",
+    ),
+    Param::new(
+        "api-max-json-depth",
+        Kind::Int { min: 1, max: 127 },
+        "127",
+        "deepest nesting of arrays and objects in a JSON body; deeper is a 400 (127 is also the JSON parser's own limit)",
     ),
     Param::new(
         "api-ws-max-message",

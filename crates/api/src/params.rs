@@ -85,6 +85,11 @@ impl Params {
             let map = match serde_json::from_slice::<serde_json::Value>(body) {
                 Ok(serde_json::Value::Object(m)) => m,
                 Ok(_) => return Err("the JSON body must be an object".into()),
+                Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+                    return Err(format!(
+                        "the JSON body is nested deeper than -api-max-json-depth ({JSON_PARSER_DEPTH})"
+                    ))
+                }
                 Err(e) => return Err(format!("invalid JSON body: {e}")),
             };
             let pairs = map
@@ -156,9 +161,70 @@ fn exact_boundary(body: &[u8], lower: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The deepest nesting of arrays and objects serde_json parses (its recursion limit): the most
+/// `-api-max-json-depth` may be.
+pub const JSON_PARSER_DEPTH: usize = 127;
+
+/// True when the arrays and objects of the JSON text `body` nest deeper than `max` (brackets
+/// inside strings do not count). A quick scan before parsing; malformed text is left to the parser.
+pub fn json_deeper_than(body: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn nested(n: usize) -> String {
+        format!("{{\"a\":{}1{}}}", "[".repeat(n - 1), "]".repeat(n - 1))
+    }
+
+    #[test]
+    fn json_depth_counts_arrays_and_objects_outside_strings() {
+        assert!(!json_deeper_than(nested(4).as_bytes(), 4));
+        assert!(json_deeper_than(nested(5).as_bytes(), 4));
+        assert!(!json_deeper_than(br#"{"a":"[[[[[[{{{{\"[[[["}"#, 1));
+        assert!(
+            json_deeper_than(br#"{"a\\":[{}]}"#, 2),
+            "an escaped backslash ends"
+        );
+        assert!(!json_deeper_than(br#"{"a":[1],"b":[2],"c":{"d":3}}"#, 2));
+        // The parser's own limit is the largest value the parameter takes.
+        assert!(serde_json::from_str::<serde_json::Value>(&nested(JSON_PARSER_DEPTH)).is_ok());
+        let Err(deeper) = Params::new(
+            None,
+            Some("application/json"),
+            &Bytes::from(nested(JSON_PARSER_DEPTH + 1)),
+        ) else {
+            panic!("a JSON body deeper than the parser's limit was accepted");
+        };
+        assert!(deeper.contains("-api-max-json-depth"), "{deeper}");
+    }
 
     #[test]
     fn query_and_form_body() {

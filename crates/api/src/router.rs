@@ -68,6 +68,7 @@ impl Api {
             upload_limit: cfg.int("api-upload-limit") as usize,
             max_url: cfg.int("api-max-url") as usize,
             max_params: cfg.int("api-max-params") as usize,
+            max_json_depth: cfg.int("api-max-json-depth") as usize,
             ws_max_message: cfg.int("api-ws-max-message") as usize,
             body_timeout: cfg.duration("api-body-timeout"),
             image_jobs: tokio::sync::Semaphore::new(cfg.int("api-image-jobs") as usize),
@@ -168,7 +169,21 @@ impl Api {
             return Ok(preflight());
         }
         let open = self.is_open(path);
-        let is_upgrade = super::websocket::is_upgrade(req.headers());
+        // A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) is the GET upgrade of HTTP/1.1
+        // under another name: authenticated and routed as that GET. Any other CONNECT is refused.
+        let opening = if super::websocket::is_h2_connect(&req) {
+            *req.method_mut() = Method::GET;
+            Some(super::websocket::Opening::Connect)
+        } else if req.method() == Method::CONNECT {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is only served to open a WebSocket over HTTP/2 (:protocol websocket)",
+            ));
+        } else {
+            super::websocket::is_upgrade(req.headers())
+                .then_some(super::websocket::Opening::Upgrade)
+        };
+        let is_upgrade = opening.is_some();
         let upgrade = if is_upgrade {
             let lists = [self.cfg.list("api-ws-origins"), &self.origins[..]];
             super::websocket::check_origin(req.headers(), &lists)?;
@@ -247,8 +262,15 @@ impl Api {
             }
         }
         self.check_admin(path, open, account.as_ref())?;
-        if let Some(on) = upgrade {
-            return super::websocket::accept(self.clone(), &parts, account, on, frame_dispatch);
+        if let (Some(on), Some(opening)) = (upgrade, opening) {
+            return super::websocket::accept(
+                self.clone(),
+                &parts,
+                opening,
+                account,
+                on,
+                frame_dispatch,
+            );
         }
         self.dispatch(
             parts.method,
@@ -334,6 +356,19 @@ impl Api {
                 });
             }
         };
+        // serde_json refuses more than 128 levels itself (Params names the parameter then); a
+        // lower limit costs a scan of the body.
+        if self.max_json_depth < crate::params::JSON_PARSER_DEPTH
+            && content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/json"))
+            && crate::params::json_deeper_than(&body, self.max_json_depth)
+        {
+            return Err(ApiError::bad(format!(
+                "the JSON body is nested deeper than -api-max-json-depth ({})",
+                self.max_json_depth
+            )));
+        }
         let params = if body.len() < crate::api::LARGE_BODY {
             Params::parse(query, content_type.as_deref(), &body).await
         } else {

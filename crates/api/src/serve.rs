@@ -2,10 +2,14 @@
 //! when HTTPS is on, on the inherited HTTPS socket (TLS with HTTP/1.1 or HTTP/2 by ALPN), one task
 //! per connection, and a graceful drain (stop accepting, finish in-flight requests, close idle
 //! keep-alive connections, hard deadline).
+//!
+//! HTTP/2 is served over TLS only. A cleartext HTTP/2 connection (h2c with prior knowledge) on the
+//! plain port is refused with a GOAWAY `HTTP_1_1_REQUIRED` that says so; an HTTP/1.1
+//! `Upgrade: h2c` is ignored (the request is answered over HTTP/1.1, as RFC 9113 allows).
 
 use crate::api::Api;
 use hyper::header::{HeaderValue, CONNECTION};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -47,6 +51,17 @@ impl ConnState {
             self.closing_ms.store(now, Ordering::Relaxed);
             self.waker.wake();
         }
+    }
+}
+
+/// An open HTTP/2 WebSocket counts as a request in flight on its connection: the idle sweep does
+/// not close a connection under it, and a drain waits for it to close (it closes itself, 1001).
+impl crate::websocket::Busy for ConnState {
+    fn enter(&self) {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -200,27 +215,54 @@ where
     }
 }
 
-impl<I, S> Graceful
-    for hyper_util::server::conn::auto::UpgradeableConnection<'static, I, S, TokioExecutor>
+impl<I, S, B> Graceful for http2::Connection<I, S, TokioExecutor>
 where
     Self: Future,
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Future: Send + 'static,
-    S::ResBody: hyper::body::Body + Send + 'static,
-    <S::ResBody as hyper::body::Body>::Data: Send,
-    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
 {
     fn graceful(self: std::pin::Pin<&mut Self>) {
         self.graceful_shutdown()
     }
 }
 
-/// Runs one connection until it ends, honouring the sweep's SHUTDOWN and ABORT.
-async fn run_conn<C, E>(conn: C, state: Arc<ConnState>)
+/// What the plain port answers a client that opens with the HTTP/2 preface (h2c with prior
+/// knowledge): its own empty SETTINGS (the server preface), then GOAWAY with last stream 0,
+/// `HTTP_1_1_REQUIRED` (0xd) and a reason an operator can read in a client's error.
+const H2C_REFUSAL: &[u8] = {
+    const REASON: &[u8] =
+        b"cleartext HTTP/2 (h2c) is not served: use HTTP/1.1, or HTTPS with ALPN h2";
+    const LEN: usize = 8 + REASON.len();
+    const FRAMES: [u8; 9 + 9 + LEN] = {
+        let mut f = [0u8; 9 + 9 + LEN];
+        // SETTINGS: length 0, type 0x4, no flags, stream 0.
+        f[3] = 0x4;
+        // GOAWAY: length, type 0x7, no flags, stream 0; last stream 0; error 0xd; reason.
+        f[9] = (LEN >> 16) as u8;
+        f[10] = (LEN >> 8) as u8;
+        f[11] = LEN as u8;
+        f[12] = 0x7;
+        f[9 + 9 + 7] = 0xd;
+        let mut i = 0;
+        while i < REASON.len() {
+            f[9 + 9 + 8 + i] = REASON[i];
+            i += 1;
+        }
+        f
+    };
+    &FRAMES
+};
+
+/// Runs one connection until it ends, honouring the sweep's SHUTDOWN and ABORT. `plain_fd` is the
+/// socket of a cleartext connection, still open while `conn` lives: a client that opened with the
+/// HTTP/2 preface gets [`H2C_REFUSAL`] on it before it is closed.
+async fn run_conn<C>(conn: C, state: Arc<ConnState>, plain_fd: Option<std::os::fd::RawFd>)
 where
-    C: Graceful<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    C: Graceful<Output = Result<(), hyper::Error>>,
 {
     let mut conn = std::pin::pin!(conn);
     let mut shut = false;
@@ -238,8 +280,22 @@ where
         conn.as_mut().poll(cx)
     })
     .await;
-    if let Err(e) = r {
-        tracing::debug!("connection: {e}");
+    match (r, plain_fd) {
+        (Err(e), Some(fd)) if e.is_parse_version_h2() => {
+            // hyper read the preface and wrote nothing; the socket is ours until `conn` drops.
+            use nix::sys::socket::{send, shutdown, MsgFlags, Shutdown};
+            let sent = send(fd, H2C_REFUSAL, MsgFlags::MSG_NOSIGNAL);
+            let _ = shutdown(fd, Shutdown::Write);
+            tracing::info!(
+                "a cleartext HTTP/2 (h2c) connection refused with GOAWAY HTTP_1_1_REQUIRED ({})",
+                match sent {
+                    Ok(_) => "sent".to_string(),
+                    Err(e) => format!("not sent: {e}"),
+                }
+            );
+        }
+        (Err(e), _) => tracing::debug!("connection: {e}"),
+        (Ok(()), _) => {}
     }
 }
 
@@ -291,23 +347,17 @@ fn max_headers(cfg: &bkjs_base::config::Config) -> Option<usize> {
     (n != 100).then_some(n)
 }
 
-/// The HTTP/2 side of the HTTPS listener: limits from `-api-h2-*` (docs/security.md).
-fn auto_builder(api: &Api) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+/// The HTTP/2 side of the HTTPS listener (connections whose ALPN agreed on `h2`): limits from
+/// `-api-h2-*` (docs/security.md), and extended CONNECT (RFC 8441) advertised, so browsers open
+/// their WebSockets on a stream of the connection.
+fn h2_builder(api: &Api) -> http2::Builder<TokioExecutor> {
     let cfg = &api.cfg;
-    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .keep_alive(true)
-        .max_buf_size(cfg.int("api-max-header-size") as usize);
-    if let Some(n) = max_headers(cfg) {
-        b.http1().max_headers(n);
-    }
-    b.http2()
-        .timer(hyper_util::rt::TokioTimer::new())
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(hyper_util::rt::TokioTimer::new())
         .max_concurrent_streams(cfg.int("api-h2-max-streams") as u32)
         .max_header_list_size(cfg.int("api-max-header-size") as u32)
-        .max_pending_accept_reset_streams(cfg.int("api-h2-max-resets") as usize);
-    // No extended CONNECT (RFC 8441) is advertised: WebSockets over HTTP/2 are not served, so
-    // browsers open them over HTTP/1.1 (wss) instead.
+        .max_pending_accept_reset_streams(cfg.int("api-h2-max-resets") as usize)
+        .enable_connect_protocol();
     b
 }
 
@@ -328,7 +378,7 @@ pub async fn serve(
     if let Some(n) = max_headers(&api.cfg) {
         http.max_headers(n);
     }
-    let auto = auto_builder(&api);
+    let h2 = h2_builder(&api);
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let epoch = Instant::now();
     let conns = Arc::new(Conns {
@@ -443,6 +493,11 @@ pub async fn serve(
                 let ctx = ctx.clone();
                 async move {
                     let (api, state, conns, side) = &*ctx;
+                    if req.method() == hyper::Method::CONNECT {
+                        // An HTTP/2 WebSocket holds the connection busy while it is open.
+                        let busy: Arc<dyn crate::websocket::Busy> = state.clone();
+                        req.extensions_mut().insert(crate::websocket::Carrier(busy));
+                    }
                     state.inflight.fetch_add(1, Ordering::SeqCst);
                     state.last_ms.store(conns.now(), Ordering::Relaxed);
                     let mut reply = match side {
@@ -484,11 +539,12 @@ pub async fn serve(
         let conns = conns.clone();
         match tls.as_ref().filter(|_| secure) {
             None => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
                 let conn = http
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades();
                 tokio::spawn(async move {
-                    run_conn(conn, state).await;
+                    run_conn(conn, state, Some(fd)).await;
                     conns.remove(id);
                     drop(slot);
                     drop(done);
@@ -496,7 +552,7 @@ pub async fn serve(
             }
             Some(tls) => {
                 let accept = tls.acceptor.accept(stream);
-                let auto = auto.clone();
+                let h2 = h2.clone();
                 let http = http.clone();
                 tokio::spawn(async move {
                     // The handshake counts as a request in flight: the sweep leaves it alone,
@@ -506,20 +562,17 @@ pub async fn serve(
                     state.last_ms.store(conns.now(), Ordering::Relaxed);
                     state.inflight.fetch_sub(1, Ordering::SeqCst);
                     match shaken {
-                        // ALPN said HTTP/1.1 (or nothing): the plain port's HTTP/1.1
-                        // connection, without the auto builder's protocol sniffing on every
-                        // read. Only an `h2` agreement takes the auto builder (HTTP/2).
-                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() != Some(b"h2") => {
+                        // ALPN decides, nothing is sniffed: `h2` is HTTP/2, anything else
+                        // (http/1.1, or no ALPN) the plain port's HTTP/1.1.
+                        Ok(Ok(stream)) if stream.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            let conn = h2.serve_connection(TokioIo::new(stream), svc);
+                            run_conn(conn, state, None).await;
+                        }
+                        Ok(Ok(stream)) => {
                             let conn = http
                                 .serve_connection(TokioIo::new(stream), svc)
                                 .with_upgrades();
-                            run_conn(conn, state).await;
-                        }
-                        Ok(Ok(stream)) => {
-                            let conn = auto
-                                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                                .into_owned();
-                            run_conn(conn, state).await;
+                            run_conn(conn, state, None).await;
                         }
                         Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
                         Err(_) => tracing::debug!("TLS handshake: timed out"),

@@ -1,6 +1,10 @@
 //! The API over WebSocket (docs/api.md) on the same port as HTTP: a `GET` with `Upgrade: websocket`
 //! to any path is authenticated like any request to that path (signature in the `bk-signature`
-//! header or query parameter, or the session cookie) and then upgraded by hyper. Each text frame
+//! header or query parameter, or the session cookie) and then upgraded by hyper. Over HTTP/2 (TLS,
+//! ALPN `h2`) the same socket is opened by an extended CONNECT (RFC 8441, `:protocol websocket`)
+//! on a stream of the connection; it is taken for a GET of its path (signature and access rules
+//! alike, so a client signs the same request whatever the browser picks), answered 200, and served
+//! the same way. Each text frame
 //! is a request URL (`/account/get?id=...`), answered with a text frame holding the JSON reply
 //! that the same GET over HTTP would get (errors as `{status, message}`); frames are answered one
 //! at a time, in order. The frame `/account/subscribe` subscribes the socket to the events
@@ -59,7 +63,7 @@ pub(crate) type Dispatch = fn(
     Option<Account>,
 ) -> BoxFuture<Result<Reply, ApiError>>;
 
-/// True when the request asks for a WebSocket.
+/// True when the request asks for a WebSocket over HTTP/1.1 (`Upgrade: websocket`).
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(UPGRADE)
@@ -67,15 +71,63 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Answers an authenticated upgrade request with 101 and serves the socket once hyper hands
-/// it over.
+/// True when the request opens a WebSocket on an HTTP/2 stream: an extended CONNECT (RFC 8441)
+/// with `:protocol websocket`.
+pub(crate) fn is_h2_connect<B>(req: &hyper::Request<B>) -> bool {
+    req.method() == Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"))
+}
+
+/// Something that counts an open HTTP/2 WebSocket as a request in flight on its connection
+/// (serve.rs), so the connection is not closed as idle under it.
+pub(crate) trait Busy: Send + Sync {
+    fn enter(&self);
+    fn leave(&self);
+}
+
+/// A request extension put on an extended CONNECT by the serve loop: the connection's [`Busy`].
+#[derive(Clone)]
+pub(crate) struct Carrier(pub(crate) Arc<dyn Busy>);
+
+/// Held by the task of an HTTP/2 WebSocket for as long as it is open.
+struct Held(Arc<dyn Busy>);
+
+impl Held {
+    fn new(busy: Arc<dyn Busy>) -> Held {
+        busy.enter();
+        Held(busy)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// How a WebSocket was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// HTTP/1.1 `GET` with `Upgrade: websocket`: answered 101.
+    Upgrade,
+    /// HTTP/2 extended CONNECT (RFC 8441): answered 200, the stream carries the socket.
+    Connect,
+}
+
+/// Answers an authenticated upgrade request (101, or 200 for an HTTP/2 extended CONNECT) and
+/// serves the socket once hyper hands it over.
 pub(crate) fn accept(
     api: Arc<Api>,
     parts: &hyper::http::request::Parts,
+    opening: Opening,
     account: Option<Account>,
     on: hyper::upgrade::OnUpgrade,
     dispatch: Dispatch,
 ) -> Result<Reply, ApiError> {
+    // An extended CONNECT was taken for a GET by the router.
     if parts.method != Method::GET {
         return Err(ApiError::bad("a WebSocket upgrade must be a GET"));
     }
@@ -99,11 +151,26 @@ pub(crate) fn accept(
             "WebSocket version 13 is required (Sec-WebSocket-Version: 13)",
         ));
     }
-    let key = parts
-        .headers
-        .get(SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| ApiError::bad("Sec-WebSocket-Key is required"))?;
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    // RFC 8441 section 5: no key and no accept over HTTP/2.
+    let accept = match opening {
+        Opening::Upgrade => {
+            let key = parts
+                .headers
+                .get(SEC_WEBSOCKET_KEY)
+                .ok_or_else(|| ApiError::bad("Sec-WebSocket-Key is required"))?;
+            let accept =
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            Some(
+                HeaderValue::from_str(&accept)
+                    .map_err(|_| ApiError::internal("websocket accept key is not ASCII"))?,
+            )
+        }
+        Opening::Connect => None,
+    };
+    let held = parts
+        .extensions
+        .get::<Carrier>()
+        .map(|c| Held::new(c.0.clone()));
     // What a handler may look at; not the upgrade's own headers, copied into every frame.
     let mut headers = HeaderMap::new();
     for h in [
@@ -119,6 +186,7 @@ pub(crate) fn accept(
     }
     let max_message = api.ws_max_message;
     tokio::spawn(async move {
+        let _held = held;
         match on.await {
             Ok(upgraded) => {
                 // The largest message and frame a client may send (a request URL):
@@ -138,15 +206,12 @@ pub(crate) fn accept(
         }
     });
     let mut r = Response::new(Either::Left(Full::new(Bytes::new())));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    match HeaderValue::from_str(&accept) {
-        Ok(v) => {
-            h.insert(SEC_WEBSOCKET_ACCEPT, v);
-        }
-        Err(_) => return Err(ApiError::internal("websocket accept key is not ASCII")),
+    if let Some(accept) = accept {
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = r.headers_mut();
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(SEC_WEBSOCKET_ACCEPT, accept);
     }
     Ok(r)
 }

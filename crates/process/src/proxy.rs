@@ -2,6 +2,9 @@
 //! upgrades included, to a ready web worker on 127.0.0.1 ports N, N+1, ...; the worker with the
 //! fewest outstanding requests wins. With no ready worker the answer is 503. With HTTPS on, the
 //! proxy also terminates TLS (HTTP/1.1 or HTTP/2 by ALPN) on `-ssl-port` and forwards the same way.
+//! A WebSocket opened on an HTTP/2 stream (extended CONNECT, RFC 8441) goes to the worker as the
+//! HTTP/1.1 upgrade it stands for; the worker's 101 becomes the client's 200, and the stream and
+//! the worker's socket are joined.
 
 use bkjs_api::error_full as error;
 use bkjs_api::tls::Tls;
@@ -136,7 +139,8 @@ async fn accept(
         .header_read_timeout(header_timeout);
     auto.http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_pending_accept_reset_streams(20);
+        .max_pending_accept_reset_streams(20)
+        .enable_connect_protocol();
     loop {
         let (stream, is_tls) = tokio::select! {
             r = listener.accept() => match r {
@@ -227,6 +231,36 @@ async fn forward(
                 .map(|b| b.map_err(|e| match e {}).boxed())
         }
     };
+    // A WebSocket on an HTTP/2 stream: the worker gets the HTTP/1.1 upgrade (a GET).
+    let h2_websocket = req.method() == hyper::Method::CONNECT
+        && req
+            .extensions()
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    let client_upgrade = if h2_websocket {
+        let on = hyper::upgrade::on(&mut req);
+        *req.method_mut() = hyper::Method::GET;
+        let h = req.headers_mut();
+        h.insert(
+            hyper::header::UPGRADE,
+            hyper::header::HeaderValue::from_static("websocket"),
+        );
+        h.insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("Upgrade"),
+        );
+        // The key only pairs this request with the worker's answer.
+        let key: [u8; 16] = rand::random();
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            key,
+        )) {
+            h.insert(hyper::header::SEC_WEBSOCKET_KEY, v);
+        }
+        Some(on)
+    } else {
+        None
+    };
     // An HTTP/2 request goes on as HTTP/1.1, its :authority as the Host header.
     if req.version() == hyper::Version::HTTP_2 {
         if !req.headers().contains_key(hyper::header::HOST) {
@@ -242,7 +276,10 @@ async fn forward(
     }
     *req.uri_mut() = uri;
     let upgrade = req.headers().contains_key(hyper::header::UPGRADE);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = match client_upgrade {
+        Some(on) => Some(on),
+        None => upgrade.then(|| hyper::upgrade::on(&mut req)),
+    };
     let req = req.map(|b| b.boxed());
     match client.request(req).await {
         Ok(mut resp) => {
@@ -250,6 +287,18 @@ async fn forward(
                 client_upgrade,
                 resp.status() == StatusCode::SWITCHING_PROTOCOLS,
             ) {
+                if h2_websocket {
+                    // RFC 8441: 200 and no upgrade headers on the HTTP/2 side.
+                    *resp.status_mut() = StatusCode::OK;
+                    let h = resp.headers_mut();
+                    for name in [
+                        hyper::header::UPGRADE,
+                        hyper::header::CONNECTION,
+                        hyper::header::SEC_WEBSOCKET_ACCEPT,
+                    ] {
+                        h.remove(name);
+                    }
+                }
                 let worker_side = hyper::upgrade::on(&mut resp);
                 tokio::spawn(async move {
                     if let (Ok(a), Ok(b)) = (client_side.await, worker_side.await) {

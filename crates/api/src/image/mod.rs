@@ -1,29 +1,33 @@
 //! Images in process with the `image` crate (the original shelled out to ImageMagick): decode an
 //! upload whatever its format, resize it (`_width`, `_height`; a negative size never upscales,
 //! 0 keeps the original), and re-encode it as jpg, png, gif or webp (`_quality` for jpg). Decoding
-//! is bounded (dimensions and memory), so a small file cannot expand into a huge bitmap.
+//! is bounded (pixels, width and height, and the decoder's memory: `-api-image-max-pixels`,
+//! `-api-image-max-input-side`, `-api-image-max-memory`), so a small file cannot expand into a
+//! huge bitmap; each limit is a caller error (400) naming its parameter.
 //!
 //! Everything here is CPU work: callers on an async runtime run it on the blocking pool.
 
 use ::image::{imageops::FilterType, DynamicImage, ImageFormat, ImageReader, Limits};
 use std::io::Cursor;
 
-/// The largest width or height accepted, decoded or asked for.
-pub const MAX_SIDE: u32 = 8192;
+/// The default largest width or height of an image decoded (`-api-image-max-input-side`).
+pub const DEFAULT_MAX_INPUT_SIDE: u32 = 8192;
 
 /// The default largest side of a produced image (`-api-image-max-side`).
 pub const DEFAULT_MAX_OUTPUT: u32 = 4096;
 
-/// Memory the decoder may use for one image.
-const MAX_ALLOC: u64 = 256 * 1024 * 1024;
+/// The default memory the decoder may use for one image (`-api-image-max-memory`).
+pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 
 /// Why an image was refused (all but `Encode` are the caller's fault).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ImageError {
     #[error("not an image or an unsupported format: {0}")]
     NotAnImage(String),
-    #[error("the image is larger than {MAX_SIDE}x{MAX_SIDE} or needs too much memory")]
-    TooLarge,
+    #[error("the image is wider or taller than {0} pixels (-api-image-max-input-side)")]
+    TooLarge(u32),
+    #[error("decoding the image needs more than {0} bytes (-api-image-max-memory)")]
+    TooMuchMemory(u64),
     #[error("the image has more than {0} pixels (-api-image-max-pixels)")]
     TooManyPixels(u64),
     #[error("bad size: {0}")]
@@ -98,6 +102,10 @@ pub struct Convert {
     pub max_side: u32,
     /// The most pixels (width times height) an input may have (`-api-image-max-pixels`).
     pub max_pixels: u64,
+    /// The largest width or height of an input (`-api-image-max-input-side`).
+    pub max_input_side: u32,
+    /// Memory the decoder may use for the input (`-api-image-max-memory`).
+    pub max_memory: u64,
 }
 
 impl Default for Convert {
@@ -108,7 +116,9 @@ impl Default for Convert {
             format: Format::Jpeg,
             quality: 80,
             max_side: DEFAULT_MAX_OUTPUT,
-            max_pixels: u64::from(MAX_SIDE) * u64::from(MAX_SIDE),
+            max_pixels: u64::from(DEFAULT_MAX_INPUT_SIDE) * u64::from(DEFAULT_MAX_INPUT_SIDE),
+            max_input_side: DEFAULT_MAX_INPUT_SIDE,
+            max_memory: DEFAULT_MAX_MEMORY,
         }
     }
 }
@@ -146,7 +156,7 @@ pub fn target_size(
         (Some(w), None) => (w, scale(src_h, w, src_w)),
         (None, Some(h)) => (scale(src_w, h, src_h), h),
     };
-    let max = max_side.min(MAX_SIDE);
+    let max = max_side;
     if w == 0 || h == 0 || w > max || h > max {
         return Err(ImageError::BadSize(format!(
             "{w}x{h} is outside 1..{max} on a side (-api-image-max-side)"
@@ -163,23 +173,33 @@ pub fn convert(data: &[u8], c: &Convert) -> Result<Converted, ImageError> {
     if reader.format().is_none() {
         return Err(ImageError::NotAnImage("unknown content".into()));
     }
-    // The header alone tells the size: refuse too many pixels before decoding anything.
+    // The header alone tells the size: refuse too many pixels or too long a side before
+    // decoding anything.
     if let Ok((w, h)) = ImageReader::new(Cursor::new(data))
         .with_guessed_format()
         .map_err(|e| ImageError::NotAnImage(e.to_string()))?
         .into_dimensions()
     {
+        if w > c.max_input_side || h > c.max_input_side {
+            return Err(ImageError::TooLarge(c.max_input_side));
+        }
         if u64::from(w) * u64::from(h) > c.max_pixels {
             return Err(ImageError::TooManyPixels(c.max_pixels));
         }
     }
+    // The decoder checks the same sides again, and its allocations.
     let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
+    limits.max_image_width = Some(c.max_input_side);
+    limits.max_image_height = Some(c.max_input_side);
+    limits.max_alloc = Some(c.max_memory);
     reader.limits(limits);
     let img = reader.decode().map_err(|e| match e {
-        ::image::ImageError::Limits(_) => ImageError::TooLarge,
+        ::image::ImageError::Limits(l) => match l.kind() {
+            ::image::error::LimitErrorKind::DimensionError => {
+                ImageError::TooLarge(c.max_input_side)
+            }
+            _ => ImageError::TooMuchMemory(c.max_memory),
+        },
         other => ImageError::NotAnImage(other.to_string()),
     })?;
     let (w, h) = target_size(img.width(), img.height(), c.width, c.height, c.max_side)?;
@@ -271,30 +291,39 @@ mod tests {
 
     #[test]
     fn sizes_follow_the_original_rules() {
-        assert_eq!(target_size(400, 200, 0, 0, MAX_SIDE), Ok((400, 200)));
-        assert_eq!(target_size(400, 200, 128, 128, MAX_SIDE), Ok((128, 128)));
         assert_eq!(
-            target_size(400, 200, 100, 0, MAX_SIDE),
+            target_size(400, 200, 0, 0, DEFAULT_MAX_INPUT_SIDE),
+            Ok((400, 200))
+        );
+        assert_eq!(
+            target_size(400, 200, 128, 128, DEFAULT_MAX_INPUT_SIDE),
+            Ok((128, 128))
+        );
+        assert_eq!(
+            target_size(400, 200, 100, 0, DEFAULT_MAX_INPUT_SIDE),
             Ok((100, 50)),
             "aspect kept"
         );
-        assert_eq!(target_size(400, 200, 0, 100, MAX_SIDE), Ok((200, 100)));
         assert_eq!(
-            target_size(100, 50, -200, 0, MAX_SIDE),
+            target_size(400, 200, 0, 100, DEFAULT_MAX_INPUT_SIDE),
+            Ok((200, 100))
+        );
+        assert_eq!(
+            target_size(100, 50, -200, 0, DEFAULT_MAX_INPUT_SIDE),
             Ok((100, 50)),
             "negative: no upscale"
         );
         assert_eq!(
-            target_size(400, 200, -200, 0, MAX_SIDE),
+            target_size(400, 200, -200, 0, DEFAULT_MAX_INPUT_SIDE),
             Ok((200, 100)),
             "negative: downscale"
         );
         assert_eq!(
-            target_size(100, 50, 300, 0, MAX_SIDE),
+            target_size(100, 50, 300, 0, DEFAULT_MAX_INPUT_SIDE),
             Ok((300, 150)),
             "positive upscales"
         );
-        assert!(target_size(10, 10, 100_000, 0, MAX_SIDE).is_err());
+        assert!(target_size(10, 10, 100_000, 0, DEFAULT_MAX_INPUT_SIDE).is_err());
         // The output cap holds for a size asked for and for one that follows from the aspect.
         assert_eq!(target_size(1, 1, 64, 64, 64), Ok((64, 64)));
         assert!(target_size(1, 1, 65, 64, 64).is_err());
@@ -337,6 +366,44 @@ mod tests {
         assert_eq!(dims(&kept.data), (300, 150));
         assert!(Format::parse("bmp").is_err());
         assert_eq!(Format::parse(".JPEG"), Ok(Format::Jpeg));
+    }
+
+    #[test]
+    fn each_input_limit_refuses_with_its_parameter() {
+        let limited = |side: u32, pixels: u64, memory: u64| Convert {
+            format: Format::Png,
+            max_input_side: side,
+            max_pixels: pixels,
+            max_memory: memory,
+            ..Convert::default()
+        };
+        let (generous_side, generous_pixels, generous_memory) = (1000, 1_000_000, 1 << 24);
+        // Side: one pixel over on either axis.
+        let c = limited(64, generous_pixels, generous_memory);
+        assert!(convert(&png(64, 64), &c).is_ok());
+        for (w, h) in [(65, 8), (8, 65)] {
+            let e = convert(&png(w, h), &c).unwrap_err();
+            assert_eq!(e, ImageError::TooLarge(64), "{w}x{h}");
+            assert!(e.is_caller_error());
+            assert!(e.to_string().contains("-api-image-max-input-side"), "{e}");
+        }
+        // Pixels.
+        let c = limited(generous_side, 100, generous_memory);
+        assert!(convert(&png(10, 10), &c).is_ok());
+        let e = convert(&png(11, 10), &c).unwrap_err();
+        assert_eq!(e, ImageError::TooManyPixels(100));
+        assert!(e.to_string().contains("-api-image-max-pixels"), "{e}");
+        // Decoder memory: a 100x100 RGBA bitmap is 40000 bytes.
+        let c = limited(generous_side, generous_pixels, 30_000);
+        let e = convert(&png(100, 100), &c).unwrap_err();
+        assert_eq!(e, ImageError::TooMuchMemory(30_000));
+        assert!(e.is_caller_error());
+        assert!(e.to_string().contains("-api-image-max-memory"), "{e}");
+        assert!(convert(
+            &png(100, 100),
+            &limited(generous_side, generous_pixels, 200_000)
+        )
+        .is_ok());
     }
 
     #[test]

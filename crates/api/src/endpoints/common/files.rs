@@ -109,6 +109,8 @@ pub(crate) fn convert_params(req: &Req) -> Result<Convert, ApiError> {
         height: int("_height", -side, side)?.unwrap_or(0) as i32,
         max_side,
         max_pixels: req.api.cfg.int("api-image-max-pixels") as u64,
+        max_input_side: req.api.cfg.int("api-image-max-input-side") as u32,
+        max_memory: req.api.cfg.int("api-image-max-memory").max(0) as u64,
         ..Convert::default()
     };
     if let Some(q) = int("_quality", 1, 100)? {
