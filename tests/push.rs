@@ -261,7 +261,15 @@ fn a_message_reaches_every_device_gone_tokens_are_dropped_and_throttling_is_retr
     let port = serve(&ca, fake.clone());
     let files = tempfile::tempdir().expect("dir");
     let mut args = push_args(files.path(), &ca, port);
-    args.extend(["-jobs-backoff".to_string(), "200ms".to_string()]);
+    args.extend(
+        [
+            "-jobs-backoff",
+            "200ms",
+            "-api-allow-path",
+            "^/system/stats$",
+        ]
+        .map(String::from),
+    );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let t = Tree::start("run", &args);
     t.ready(2);
@@ -394,6 +402,14 @@ fn a_message_reaches_every_device_gone_tokens_are_dropped_and_throttling_is_retr
     let like: Value = serde_json::from_slice(&fake.hits("/v1/")[4].body).expect("JSON");
     assert_eq!(like["message"]["data"]["type"], "connection");
     assert_eq!(like["message"]["data"]["connection"], "like");
+    // The push path in /system/stats (the master's figures): 9 delivered, 1 token gone, 1
+    // throttled send retried.
+    let mut last = Value::Null;
+    let counted = wait_for(Duration::from_secs(30), || {
+        last = serde_json::from_str(&t.get("/system/stats").body).unwrap_or(Value::Null);
+        last["push"] == json!({"sent": 9, "gone": 1, "retried": 1})
+    });
+    assert!(counted, "push figures in /system/stats: {}", last["push"]);
 }
 
 #[test]
