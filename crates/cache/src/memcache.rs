@@ -398,6 +398,21 @@ impl MemcacheCache {
     async fn scan(&self, prefix: &str) -> Result<Vec<String>, CacheError> {
         let start = format!("{}{}", self.prefix, encode(prefix));
         self.with(async |c| {
+            // memcached refuses a metadump while earlier commands on the connection are still
+            // being processed (the pipelined `noreply` counters): a meta no-op first, and its
+            // MN once everything before it is done.
+            c.write_all(b"mn\r\n").await.map_err(unavailable)?;
+            c.flush().await.map_err(unavailable)?;
+            loop {
+                let mut l = String::new();
+                if c.read_line(&mut l).await.map_err(unavailable)? == 0 {
+                    return Err(unavailable("connection closed"));
+                }
+                if l.trim_end() == "MN" {
+                    break;
+                }
+                tracing::debug!("memcached: before metadump: {}", l.trim_end());
+            }
             c.write_all(b"lru_crawler metadump all\r\n")
                 .await
                 .map_err(unavailable)?;
