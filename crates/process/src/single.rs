@@ -220,17 +220,7 @@ fn api_thread(
     ipc: Client,
     ctl: mpsc::UnboundedReceiver<ApiCtl>,
 ) {
-    let threads = cfg.int("api-threads") as usize;
-    let rt = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
+    let rt = crate::web::api_runtime(&cfg);
     match rt {
         Ok(rt) => rt.block_on(generations(cfg, sockets, tables, routes, ipc, ctl)),
         Err(e) => tracing::error!("cannot start the API runtime: {e}"),

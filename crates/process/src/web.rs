@@ -94,17 +94,7 @@ pub fn run_web(
         tracing::error!("cannot drop privileges: {e}");
         return EXIT_BOOT;
     }
-    let threads = cfg.int("api-threads") as usize;
-    let rt = if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-    };
+    let rt = api_runtime(&cfg);
     let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
@@ -309,5 +299,21 @@ fn install_metrics() {
             .install()
     {
         tracing::debug!("metrics facade: {e}");
+    }
+}
+
+/// The tokio runtime of a web worker's API (and of `-single`'s): one thread unless
+/// `-api-threads` asks for more.
+pub(crate) fn api_runtime(cfg: &Config) -> std::io::Result<tokio::runtime::Runtime> {
+    let threads = cfg.int("api-threads") as usize;
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
     }
 }
