@@ -8,7 +8,8 @@
 //!   conditions, order) for every driver;
 //! - `driver.rs`: the async [`Driver`] trait every storage backend implements, and
 //!   [`BlockingDriver`] for blocking ones, run on tokio's blocking pool through [`Blocking`];
-//! - `sql/`: the SQL layer the SQL drivers only specialise; the drivers [`sqlite`], [`pgsql`],
+//! - `sql/`: the SQL layer the SQL drivers only specialise, `kv/`: what the key-value drivers
+//!   share (key encoding, in-memory conditions, key ranges); the drivers [`sqlite`], [`pgsql`],
 //!   [`mysql`] (SQL) and [`sled`] (key-value), which never use each other;
 //! - `seal.rs`: the key and the AES-GCM sealing of columns stored encrypted at rest;
 //! - [`front`]: [`Db`], the front applications use (pools, placement, cached reads), with
@@ -20,6 +21,7 @@
 mod driver;
 mod error;
 pub mod front;
+pub(crate) mod kv;
 mod metered;
 pub mod mysql;
 mod options;

@@ -1,7 +1,7 @@
 //! Secondary and unique index trees: which trees a table description asks for, the entry a row
 //! has in each, and the meta record listing the complete ones (read back on open and `init`).
 
-use super::codec::{enc, stored_param};
+use crate::kv::codec::{enc, stored_param};
 use crate::schema::{ColumnType, Table};
 use crate::types::{Param, Row};
 use serde_json::Value;

@@ -12,19 +12,19 @@
 //! cannot answer are evaluated in memory with SQLite's semantics (three-valued logic for NULL,
 //! `LIKE` with `%`/`_`, case-sensitive unless `ilike`); `regexp` uses the `regex` crate.
 //!
-//! Files: [`codec`] (key and value encoding), [`index`] (index trees and the meta record),
-//! [`filter`] (conditions evaluated in memory), [`ranges`] (key ranges a condition allows),
-//! [`store`] (opening and transactional writes), [`scan`] (the rows of a select), [`ops`] (the
+//! Files: [`index`] (index trees and the meta record), [`store`] (opening and transactional writes), [`scan`] (the rows of a select), [`ops`] (the
 //! [`crate::BlockingDriver`] operations).
 
-mod codec;
-mod filter;
 mod index;
 mod ops;
-mod ranges;
 mod scan;
 mod store;
 #[cfg(test)]
 mod tests;
 
 pub use store::SledDriver;
+
+/// A sled error as the DB API reports it.
+fn storage(e: ::sled::Error) -> crate::error::DbError {
+    crate::error::DbError::Driver(format!("sled: {e}"))
+}

@@ -1,16 +1,16 @@
 //! The [`BlockingDriver`] operations of [`SledDriver`]: reads, writes as row changes applied by
 //! [`SledDriver::modify`], and selects paged as SQLite pages them.
 
-use super::codec::{
-    add_params, build_row, enc_params, parse_row, project, set_stored, storage, stored_param,
-    write_key,
-};
-use super::filter::{compile, Test};
 use super::index::{described_indexes, read_meta, Index, IndexDef, TableState};
 use super::scan::matching;
+use super::storage;
 use super::store::{Change, SledDriver};
 use crate::driver::BlockingDriver;
 use crate::error::DbError;
+use crate::kv::codec::{
+    add_params, build_row, enc_params, parse_row, project, set_stored, stored_param, write_key,
+};
+use crate::kv::filter::{compile, Test};
 use crate::options::{page, Options};
 use crate::query::{order_columns, select_columns};
 use crate::schema::Table;

@@ -1,11 +1,12 @@
 //! The rows a select matches, in its order: through a key range of the table tree, an index tree,
 //! or a full scan, stopping early when the key order is the select's order.
 
-use super::codec::{parse_row, storage, stored_param};
-use super::filter::{matches, sort_order, Cond, Test};
 use super::index::TableState;
-use super::ranges::{bounds, key_ranges};
+use super::storage;
 use crate::error::DbError;
+use crate::kv::codec::{parse_row, stored_param};
+use crate::kv::filter::{matches, sort_order, Cond, Test};
+use crate::kv::ranges::{bounds, key_ranges};
 use crate::schema::{Column, Table};
 use crate::types::{Op, Param, Row};
 use std::cmp::Ordering;

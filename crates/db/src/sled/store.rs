@@ -2,7 +2,9 @@
 //! table states loaded from the meta tree, and the one transactional write path every write
 //! goes through (row and index entries together).
 
-use super::codec::{no_table, parse_row, storage};
+use super::storage;
+use crate::kv::codec::{no_table, parse_row};
+
 use super::index::{kind_name, read_meta, Index, IndexDef, TableState};
 use crate::error::DbError;
 use crate::schema::Table;

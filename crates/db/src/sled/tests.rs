@@ -1,10 +1,10 @@
 //! Tests of the sled driver: key encoding, `like`, core operations, index consistency and
 //! upgrades, concurrency, and selects compared with SQLite's answers.
 
-use super::codec::{enc_params, successor};
-use super::filter::like;
 use super::SledDriver;
 use crate::conformance::{concurrent_incr, items_table, row, upgrade_tables};
+use crate::kv::codec::{enc_params, successor};
+use crate::kv::filter::like;
 use crate::types::Param;
 use crate::SqliteDriver;
 use crate::{BlockingDriver, Column, DbError, Op, Options, Res, Row, Table};

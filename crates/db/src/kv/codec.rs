@@ -1,28 +1,24 @@
-//! How sled holds rows and keys: an order-preserving byte encoding of key values (so sled's byte
-//! order is SQLite's value order), rows as JSON objects with values stored as SQLite returns
-//! them, and the mapping of sled errors. Used by every other file of the driver.
+//! How the key-value drivers (sled, Redis, DynamoDB) hold rows and keys: an order-preserving byte
+//! encoding of key values (so byte order is SQLite's value order), and rows as JSON objects with
+//! values stored as SQLite returns them.
 
 use crate::error::DbError;
 use crate::schema::{Column, ColumnType, Table};
 use crate::types::{Param, Row};
 use serde_json::Value;
 
-pub(super) fn storage(e: ::sled::Error) -> DbError {
-    DbError::Driver(format!("sled: {e}"))
-}
-
-pub(super) fn no_table(t: &Table) -> DbError {
+pub(crate) fn no_table(t: &Table) -> DbError {
     DbError::Driver(format!("no such table: {}", t.name()))
 }
 
-pub(super) const TAG_NULL: u8 = 0x01;
-pub(super) const TAG_INT: u8 = 0x02;
-pub(super) const TAG_REAL: u8 = 0x03;
-pub(super) const TAG_TEXT: u8 = 0x04;
+pub(crate) const TAG_NULL: u8 = 0x01;
+pub(crate) const TAG_INT: u8 = 0x02;
+pub(crate) const TAG_REAL: u8 = 0x03;
+pub(crate) const TAG_TEXT: u8 = 0x04;
 
 /// Appends the order-preserving, self-delimiting encoding of `p`: byte order of encodings is
 /// SQLite's order of values of one column type, and a composite key compares column by column.
-pub(super) fn enc(out: &mut Vec<u8>, p: &Param) {
+pub(crate) fn enc(out: &mut Vec<u8>, p: &Param) {
     match p {
         Param::Null => out.push(TAG_NULL),
         Param::Int(i) => {
@@ -49,7 +45,7 @@ pub(super) fn enc(out: &mut Vec<u8>, p: &Param) {
 }
 
 /// Text bytes with NUL escaped as `00 FF`, so the `00 01` terminator sorts before any content.
-pub(super) fn enc_text_body(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn enc_text_body(out: &mut Vec<u8>, s: &str) {
     for &b in s.as_bytes() {
         if b == 0 {
             out.extend_from_slice(&[0, 0xFF]);
@@ -61,7 +57,7 @@ pub(super) fn enc_text_body(out: &mut Vec<u8>, s: &str) {
 
 /// The smallest byte string greater than every string starting with `prefix`; None when
 /// unbounded.
-pub(super) fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut v = prefix.to_vec();
     while let Some(last) = v.pop() {
         if last < 0xFF {
@@ -72,7 +68,7 @@ pub(super) fn successor(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-pub(super) fn enc_params<'a>(params: impl IntoIterator<Item = &'a Param>) -> Vec<u8> {
+pub(crate) fn enc_params<'a>(params: impl IntoIterator<Item = &'a Param>) -> Vec<u8> {
     let mut out = Vec::new();
     for p in params {
         enc(&mut out, p);
@@ -84,7 +80,7 @@ pub(super) fn enc_params<'a>(params: impl IntoIterator<Item = &'a Param>) -> Vec
 // Stored values
 
 /// A written value as the row stores it (what reads return); None for NULL.
-pub(super) fn to_stored(kind: ColumnType, p: &Param) -> Option<Value> {
+pub(crate) fn to_stored(kind: ColumnType, p: &Param) -> Option<Value> {
     match p {
         Param::Null => None,
         Param::Int(i) if kind == ColumnType::Bool => Some(Value::Bool(*i != 0)),
@@ -99,7 +95,7 @@ pub(super) fn to_stored(kind: ColumnType, p: &Param) -> Option<Value> {
 }
 
 /// A stored value as SQLite would hold it (for comparisons, sorting and index keys).
-pub(super) fn stored_param(kind: ColumnType, v: Option<&Value>) -> Param {
+pub(crate) fn stored_param(kind: ColumnType, v: Option<&Value>) -> Param {
     match v {
         None | Some(Value::Null) => Param::Null,
         Some(v) if kind == ColumnType::Json => Param::Text(v.to_string()),
@@ -114,7 +110,7 @@ pub(super) fn stored_param(kind: ColumnType, v: Option<&Value>) -> Param {
 }
 
 /// The row a write stores: the non-null values in stored form.
-pub(super) fn build_row(vals: &[(&Column, Param)]) -> Row {
+pub(crate) fn build_row(vals: &[(&Column, Param)]) -> Row {
     let mut r = Row::new();
     for (c, p) in vals {
         if let Some(v) = to_stored(c.kind, p) {
@@ -125,7 +121,7 @@ pub(super) fn build_row(vals: &[(&Column, Param)]) -> Row {
 }
 
 /// Sets one column of a stored row (NULL removes it).
-pub(super) fn set_stored(r: &mut Row, c: &Column, p: &Param) {
+pub(crate) fn set_stored(r: &mut Row, c: &Column, p: &Param) {
     match to_stored(c.kind, p) {
         Some(v) => {
             r.insert(c.name.clone(), v);
@@ -137,7 +133,7 @@ pub(super) fn set_stored(r: &mut Row, c: &Column, p: &Param) {
 }
 
 /// `COALESCE(old, 0) + n` with SQLite's arithmetic (integer overflow turns into a real).
-pub(super) fn add_params(old: Param, n: &Param) -> Param {
+pub(crate) fn add_params(old: Param, n: &Param) -> Param {
     let num = |p: &Param| match p {
         Param::Int(i) => *i as f64,
         Param::Real(f) => *f,
@@ -159,7 +155,7 @@ pub(super) fn add_params(old: Param, n: &Param) -> Param {
 }
 
 /// The primary key of the values a write stores, encoded.
-pub(super) fn write_key(table: &Table, vals: &[(&Column, Param)]) -> Result<Vec<u8>, DbError> {
+pub(crate) fn write_key(table: &Table, vals: &[(&Column, Param)]) -> Result<Vec<u8>, DbError> {
     let mut out = Vec::new();
     for k in table.primary_keys() {
         let p = vals
@@ -175,12 +171,12 @@ pub(super) fn write_key(table: &Table, vals: &[(&Column, Param)]) -> Result<Vec<
     Ok(out)
 }
 
-pub(super) fn parse_row(bytes: &[u8]) -> Result<Row, DbError> {
-    serde_json::from_slice(bytes).map_err(|e| DbError::Driver(format!("sled: corrupt row: {e}")))
+pub(crate) fn parse_row(bytes: &[u8]) -> Result<Row, DbError> {
+    serde_json::from_slice(bytes).map_err(|e| DbError::Driver(format!("corrupt row: {e}")))
 }
 
 /// The columns of `cols` present in the stored row, in order.
-pub(super) fn project(row: &Row, cols: &[&Column]) -> Row {
+pub(crate) fn project(row: &Row, cols: &[&Column]) -> Row {
     let mut out = Row::new();
     for c in cols {
         if let Some(v) = row.get(&c.name) {

@@ -9,19 +9,19 @@ use crate::types::{Op, Param};
 use std::ops::Bound;
 
 /// The most key ranges one select probes (`in` lists multiply them); beyond it, a wider range.
-pub(super) const MAX_RANGES: usize = 1024;
+pub(crate) const MAX_RANGES: usize = 1024;
 
-pub(super) type Range = (Vec<u8>, Option<Vec<u8>>);
+pub(crate) type Range = (Vec<u8>, Option<Vec<u8>>);
 
 /// The bounds one condition puts on a key column after a fixed prefix: the start suffix (None:
 /// the prefix itself) and the end suffix with whether the end lies past every key starting with
 /// it (None: past every key starting with the prefix).
-pub(super) type Bounds = (Option<Vec<u8>>, Option<(Vec<u8>, bool)>);
+pub(crate) type Bounds = (Option<Vec<u8>>, Option<(Vec<u8>, bool)>);
 
 /// The key ranges of a composite key over `cols` that hold every row the conditions can match:
 /// `=` and `in` on leading columns fix prefixes, then one range condition may bound the next
 /// column. None when the first column is not constrained.
-pub(super) fn key_ranges(cols: &[&Column], conds: &[Cond<'_>]) -> Option<Vec<Range>> {
+pub(crate) fn key_ranges(cols: &[&Column], conds: &[Cond<'_>]) -> Option<Vec<Range>> {
     let mut prefixes: Vec<Vec<u8>> = vec![Vec::new()];
     let mut used = false;
     for col in cols {
@@ -127,7 +127,7 @@ pub(super) fn key_ranges(cols: &[&Column], conds: &[Cond<'_>]) -> Option<Vec<Ran
     })
 }
 
-pub(super) fn bounds(r: &Range) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+pub(crate) fn bounds(r: &Range) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
     (
         Bound::Included(r.0.clone()),
         r.1.clone().map_or(Bound::Unbounded, Bound::Excluded),

@@ -12,7 +12,7 @@ use crate::write::encode;
 use std::cmp::Ordering;
 
 /// One compiled condition of a select, evaluated on the stored value as SQLite would.
-pub(super) enum Test {
+pub(crate) enum Test {
     Null,
     NotNull,
     /// `=`, `<>`, `>`, `>=`, `<`, `<=`.
@@ -31,13 +31,13 @@ pub(super) enum Test {
     Const(bool),
 }
 
-pub(super) struct Cond<'t> {
-    pub(super) col: &'t Column,
-    pub(super) test: Test,
+pub(crate) struct Cond<'t> {
+    pub(crate) col: &'t Column,
+    pub(crate) test: Test,
 }
 
 /// SQLite's comparison of two values; None when either is NULL. Numbers sort before text.
-pub(super) fn compare(a: &Param, b: &Param) -> Option<Ordering> {
+pub(crate) fn compare(a: &Param, b: &Param) -> Option<Ordering> {
     let rank = |p: &Param| match p {
         Param::Null => 0,
         Param::Int(_) | Param::Real(_) => 1,
@@ -55,7 +55,7 @@ pub(super) fn compare(a: &Param, b: &Param) -> Option<Ordering> {
 }
 
 /// SQLite's `ORDER BY` order: NULL first, then numbers, then text.
-pub(super) fn sort_order(a: &Param, b: &Param) -> Ordering {
+pub(crate) fn sort_order(a: &Param, b: &Param) -> Ordering {
     match (a, b) {
         (Param::Null, Param::Null) => Ordering::Equal,
         (Param::Null, _) => Ordering::Less,
@@ -64,7 +64,7 @@ pub(super) fn sort_order(a: &Param, b: &Param) -> Ordering {
     }
 }
 
-pub(super) fn and3(a: Option<bool>, b: Option<bool>) -> Option<bool> {
+pub(crate) fn and3(a: Option<bool>, b: Option<bool>) -> Option<bool> {
     match (a, b) {
         (Some(false), _) | (_, Some(false)) => Some(false),
         (Some(true), Some(true)) => Some(true),
@@ -73,7 +73,7 @@ pub(super) fn and3(a: Option<bool>, b: Option<bool>) -> Option<bool> {
 }
 
 /// The text SQLite's text functions see for a value; None for NULL.
-pub(super) fn text(v: &Param) -> Option<String> {
+pub(crate) fn text(v: &Param) -> Option<String> {
     match v {
         Param::Null => None,
         Param::Text(s) => Some(s.clone()),
@@ -83,7 +83,7 @@ pub(super) fn text(v: &Param) -> Option<String> {
 }
 
 /// SQL `LIKE`: `%` any run of characters, `_` one character, no escape character.
-pub(super) fn like(pattern: &[char], s: &[char]) -> bool {
+pub(crate) fn like(pattern: &[char], s: &[char]) -> bool {
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
@@ -110,7 +110,7 @@ pub(super) fn like(pattern: &[char], s: &[char]) -> bool {
 }
 
 impl Test {
-    pub(super) fn eval(&self, v: &Param) -> Option<bool> {
+    pub(crate) fn eval(&self, v: &Param) -> Option<bool> {
         let eq = |p: &Param| compare(v, p).map(|o| o == Ordering::Equal);
         let is_in = |items: &[Param]| {
             let mut unknown = false;
@@ -228,7 +228,7 @@ fn compile_one(c: &Condition<'_, '_>) -> Result<Test, DbError> {
 }
 
 /// The compiled conditions of a select ([`conditions`]).
-pub(super) fn compile<'t>(
+pub(crate) fn compile<'t>(
     t: &'t Table,
     query: &Row,
     opts: &Options,
@@ -244,7 +244,7 @@ pub(super) fn compile<'t>(
         .collect()
 }
 
-pub(super) fn matches(conds: &[Cond<'_>], row: &Row) -> bool {
+pub(crate) fn matches(conds: &[Cond<'_>], row: &Row) -> bool {
     conds
         .iter()
         .all(|c| c.test.eval(&stored_param(c.col.kind, row.get(&c.col.name))) == Some(true))
