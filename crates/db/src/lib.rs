@@ -10,7 +10,7 @@
 //!   [`BlockingDriver`] for blocking ones, run on tokio's blocking pool through [`Blocking`];
 //! - `sql/`: the SQL layer the SQL drivers only specialise, `kv/`: what the key-value drivers
 //!   share (key encoding, in-memory conditions, key ranges); the drivers [`sqlite`], [`pgsql`],
-//!   [`mysql`] (SQL) and [`sled`] (key-value), which never use each other;
+//!   [`mysql`] (SQL), [`sled`] and [`redis`] (key-value), which never use each other;
 //! - `seal.rs`: the key and the AES-GCM sealing of columns stored encrypted at rest;
 //! - [`front`]: [`Db`], the front applications use (pools, placement, cached reads), with
 //!   `metered.rs` counting every pool's calls.
@@ -27,6 +27,7 @@ pub mod mysql;
 mod options;
 pub mod pgsql;
 mod query;
+pub mod redis;
 pub mod schema;
 pub mod seal;
 pub mod sled;

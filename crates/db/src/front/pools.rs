@@ -5,13 +5,14 @@ use crate::driver::{Blocking, Driver};
 use crate::error::DbError;
 use crate::mysql::MysqlDriver;
 use crate::pgsql::PgsqlDriver;
+use crate::redis::RedisDriver;
 use crate::sled::SledDriver;
 use crate::sqlite::{Batching, Commit, SqliteDriver};
 use bkjs_base::config::{Config, Kind, Param};
 use std::sync::Arc;
 
 /// The drivers a pool can use.
-pub(crate) const DRIVERS: &[&str] = &["sqlite", "pgsql", "mysql", "sled"];
+pub(crate) const DRIVERS: &[&str] = &["sqlite", "pgsql", "mysql", "sled", "redis"];
 
 /// DB parameters.
 pub static PARAMS: &[Param] = &[
@@ -118,6 +119,30 @@ pub static PARAMS: &[Param] = &[
         "tables kept in the sled pool",
     ),
     Param::new(
+        "db-redis-pool",
+        Kind::String,
+        "redis://127.0.0.1:6379/0",
+        "Redis URL of the redis pool, redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for TLS is not built in)",
+    ),
+    Param::new(
+        "db-redis-prefix",
+        Kind::String,
+        "bk:",
+        "prefix of every key the redis pool uses, so several pools (or the cache) can share one Redis",
+    ),
+    Param::new(
+        "db-redis-max",
+        Kind::Int { min: 1, max: 64 },
+        "1",
+        "multiplexed connections of the redis pool per process (each pipelines any number of concurrent calls)",
+    ),
+    Param::new(
+        "db-redis-tables",
+        Kind::List,
+        "",
+        "tables kept in the redis pool",
+    ),
+    Param::new(
         "db-caching",
         Kind::List,
         "bk_counter",
@@ -189,6 +214,22 @@ pub async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driver>, Db
                     DbError::Driver(format!("{e} (a sled database is used by one process at a time: run a sled pool with -server-web-workers 1)"))
                 })?;
             Ok(Arc::new(Blocking(Arc::new(d))))
+        }
+        "redis" => {
+            let url = cfg.str("db-redis-pool");
+            if url.is_empty() {
+                return Err(DbError::bad_value(
+                    "db-redis-pool",
+                    "a redis:// URL is required",
+                ));
+            }
+            let d = RedisDriver::connect(
+                url,
+                cfg.str("db-redis-prefix"),
+                cfg.int("db-redis-max") as usize,
+            )
+            .await?;
+            Ok(Arc::new(d))
         }
         other => Err(DbError::Unsupported(format!("unknown driver {other}"))),
     }

@@ -133,3 +133,21 @@ pub(crate) fn bounds(r: &Range) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
         r.1.clone().map_or(Bound::Unbounded, Bound::Excluded),
     )
 }
+
+/// Whether rows read in primary key order (`pks`) come out in the select's `order`: when the
+/// sort column is the first key column not fixed by `=` (or there is no sort).
+pub(crate) fn key_order(pks: &[&Column], conds: &[Cond<'_>], order: &[&Column]) -> bool {
+    let fixed = |c: &Column| {
+        conds.iter().any(|x| {
+            x.col.name == c.name && matches!(&x.test, Test::Cmp(Op::Eq, p) if *p != Param::Null)
+        })
+    };
+    match order.first() {
+        Some(s) if s.primary == 0 => false,
+        Some(s) => pks
+            .iter()
+            .take_while(|k| k.name != s.name)
+            .all(|k| fixed(k)),
+        None => true,
+    }
+}

@@ -4,12 +4,11 @@
 use super::index::TableState;
 use super::storage;
 use crate::error::DbError;
-use crate::kv::codec::{parse_row, stored_param};
-use crate::kv::filter::{matches, sort_order, Cond, Test};
-use crate::kv::ranges::{bounds, key_ranges};
+use crate::kv::codec::parse_row;
+use crate::kv::filter::{matches, sort_rows, Cond};
+use crate::kv::ranges::{bounds, key_order, key_ranges};
 use crate::schema::{Column, Table};
-use crate::types::{Op, Param, Row};
-use std::cmp::Ordering;
+use crate::types::Row;
 
 /// The rows matching `conds`, in the select's order, at most `limit` when given.
 pub(super) fn matching(
@@ -21,21 +20,7 @@ pub(super) fn matching(
     limit: Option<usize>,
 ) -> Result<Vec<Row>, DbError> {
     let pks = table.primary_keys();
-    // Rows come out of the table tree in primary key order, which is the select's order when
-    // the sort column is the first key column not fixed by `=`.
-    let fixed = |c: &Column| {
-        conds.iter().any(|x| {
-            x.col.name == c.name && matches!(&x.test, Test::Cmp(Op::Eq, p) if *p != Param::Null)
-        })
-    };
-    let key_order = match order.first() {
-        Some(s) if s.primary == 0 => false,
-        Some(s) => pks
-            .iter()
-            .take_while(|k| k.name != s.name)
-            .all(|k| fixed(k)),
-        None => true,
-    };
+    let key_order = key_order(&pks, conds, order);
     let mut ranges = match key_ranges(&pks, conds) {
         Some(ranges) => ranges,
         None => {
@@ -110,20 +95,4 @@ fn by_index(
         return Ok(Some(out));
     }
     Ok(None)
-}
-
-/// Sorts by the `order` columns with SQLite's `ORDER BY` semantics, all descending when `desc`.
-pub(super) fn sort_rows(rows: &mut [Row], order: &[&Column], desc: bool) {
-    rows.sort_by(|a, b| {
-        for c in order {
-            let o = sort_order(
-                &stored_param(c.kind, a.get(&c.name)),
-                &stored_param(c.kind, b.get(&c.name)),
-            );
-            if o != Ordering::Equal {
-                return if desc { o.reverse() } else { o };
-            }
-        }
-        Ordering::Equal
-    });
 }

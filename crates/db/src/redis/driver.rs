@@ -1,0 +1,485 @@
+//! [`RedisDriver`]: connecting, `init` (recorded descriptions, unique indexes built for existing
+//! rows), key lookups, and the writes, each one Lua script ([`super::scripts`]).
+
+use super::keys::{decode, hidden, pairs, unique_entry, unique_entry_of, write_value, Keys};
+use super::scripts::Scripts;
+use super::{redis_err, scan};
+use crate::driver::Driver;
+use crate::error::DbError;
+use crate::kv::codec::{build_row, enc_params, no_table, project, write_key};
+use crate::options::Options;
+use crate::query::select_columns;
+use crate::schema::{Column, Table};
+use crate::types::{Param, Res, Row};
+use crate::write::{key_params, prepare_write, WriteMode};
+use parking_lot::RwLock;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Keys read per round trip when walking a table's key set.
+pub(super) const BATCH: usize = 1000;
+
+/// A DB pool kept in one Redis server (docs/data.md, "Redis").
+pub struct RedisDriver {
+    conns: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    pub(super) keys: Keys,
+    scripts: Scripts,
+    /// Tables whose description is recorded in Redis (by this or another process's `init`).
+    known: RwLock<HashSet<String>>,
+}
+
+/// The write a script is asked for, with its own arguments.
+type Args = Vec<Vec<u8>>;
+
+impl RedisDriver {
+    /// Connects `max` multiplexed connections to the Redis at `url` (`redis://HOST:PORT/N`);
+    /// every key the driver uses starts with `prefix`.
+    pub async fn connect(url: &str, prefix: &str, max: usize) -> Result<RedisDriver, DbError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| DbError::bad_value("db-redis-pool", format!("{url}: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_number_of_retries(3);
+        let mut conns = Vec::with_capacity(max.max(1));
+        for _ in 0..max.max(1) {
+            let c = ConnectionManager::new_with_config(client.clone(), config.clone())
+                .await
+                .map_err(|e| DbError::Driver(format!("redis: -db-redis-pool {url}: {e}")))?;
+            conns.push(c);
+        }
+        Ok(RedisDriver {
+            conns,
+            next: AtomicUsize::new(0),
+            keys: Keys {
+                prefix: prefix.to_string(),
+            },
+            scripts: Scripts::new(),
+            known: RwLock::new(HashSet::new()),
+        })
+    }
+
+    /// The next connection (round robin); cloning a multiplexed connection is cheap.
+    pub(super) fn conn(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].clone()
+    }
+
+    pub(super) async fn run<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, DbError> {
+        cmd.query_async(&mut self.conn()).await.map_err(redis_err)
+    }
+
+    /// Fails with "no such table" (as SQLite) unless `init` recorded the table, here or in
+    /// another process sharing the Redis.
+    pub(super) async fn check_table(&self, t: &Table) -> Result<(), DbError> {
+        if self.known.read().contains(t.name()) {
+            return Ok(());
+        }
+        let there: bool = self
+            .run(redis::cmd("HEXISTS").arg(self.keys.meta()).arg(t.name()))
+            .await?;
+        if !there {
+            return Err(no_table(t));
+        }
+        self.known.write().insert(t.name().to_string());
+        Ok(())
+    }
+
+    /// Runs one write script on the row `pk` of `t`: `unique` holds what the write wants in
+    /// each unique column's index (in table order), `args` the script's own arguments.
+    async fn write(
+        &self,
+        script: &redis::Script,
+        t: &Table,
+        pk: &[u8],
+        unique: &[(&Column, Vec<u8>)],
+        args: Args,
+    ) -> Result<redis::Value, DbError> {
+        let mut inv = script.prepare_invoke();
+        inv.key(self.keys.row(t, pk)).key(self.keys.set(t));
+        for (c, _) in unique {
+            inv.key(self.keys.unique(t, &c.name));
+        }
+        inv.arg(pk);
+        for (c, want) in unique {
+            inv.arg(hidden(&c.name)).arg(want.as_slice());
+        }
+        for a in &args {
+            inv.arg(a.as_slice());
+        }
+        inv.invoke_async(&mut self.conn()).await.map_err(redis_err)
+    }
+
+    async fn put_or_add(
+        &self,
+        t: &Table,
+        row: &Row,
+        opts: &Options,
+        add: bool,
+    ) -> Result<Res, DbError> {
+        self.check_table(t).await?;
+        let vals = prepare_write(t, row, opts, WriteMode::Insert)?;
+        let pk = write_key(t, &vals)?;
+        let unique = unique_wants(t, &vals, b"-");
+        let mut args: Args = vec![if add {
+            b"add".to_vec()
+        } else {
+            b"put".to_vec()
+        }];
+        for (c, p) in &vals {
+            if let Some(v) = write_value(c, p) {
+                args.push(c.name.as_bytes().to_vec());
+                args.push(v);
+            }
+        }
+        let reply = self.write(&self.scripts.put, t, &pk, &unique, args).await?;
+        done(reply)
+    }
+
+    /// The recorded description of `t` and its complete unique indexes (column, type).
+    async fn read_meta(&self, t: &Table) -> Result<Vec<(String, String)>, DbError> {
+        let meta: Option<String> = self
+            .run(redis::cmd("HGET").arg(self.keys.meta()).arg(t.name()))
+            .await?;
+        let v: Value = meta
+            .and_then(|m| serde_json::from_str(&m).ok())
+            .unwrap_or(Value::Null);
+        Ok(v.get("unique")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| {
+                        Some((
+                            u.get(0)?.as_str()?.to_string(),
+                            u.get(1)?.as_str()?.to_string(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn save_meta(&self, t: &Table, unique: &[(String, String)]) -> Result<(), DbError> {
+        let v = serde_json::json!({
+            "columns": t
+                .columns()
+                .iter()
+                .map(|c| serde_json::json!([c.name, kind_name(c), c.primary]))
+                .collect::<Vec<_>>(),
+            "unique": unique.iter().map(|(n, k)| serde_json::json!([n, k])).collect::<Vec<_>>(),
+        });
+        self.run::<()>(
+            redis::cmd("HSET")
+                .arg(self.keys.meta())
+                .arg(t.name())
+                .arg(v.to_string()),
+        )
+        .await
+    }
+
+    /// Builds the index of unique column `c` from the rows of `t` (the index is emptied
+    /// first); [`DbError::Exists`] when two rows hold the same value.
+    async fn backfill(&self, t: &Table, c: &Column) -> Result<(), DbError> {
+        let ukey = self.keys.unique(t, &c.name);
+        self.run::<()>(redis::cmd("DEL").arg(&ukey)).await?;
+        let mut seen: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut min = b"-".to_vec();
+        loop {
+            let pks: Vec<Vec<u8>> = self
+                .run(
+                    redis::cmd("ZRANGEBYLEX")
+                        .arg(self.keys.set(t))
+                        .arg(&min)
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(BATCH),
+                )
+                .await?;
+            if pks.is_empty() {
+                return Ok(());
+            }
+            let mut get = redis::pipe();
+            for pk in &pks {
+                get.cmd("HGET").arg(self.keys.row(t, pk)).arg(&c.name);
+            }
+            let vals: Vec<Option<Vec<u8>>> =
+                get.query_async(&mut self.conn()).await.map_err(redis_err)?;
+            let mut set = redis::pipe();
+            for (pk, v) in pks.iter().zip(vals) {
+                let v: Option<Value> = v.and_then(|b| serde_json::from_slice(&b).ok());
+                let entry = unique_entry_of(c.kind, v.as_ref());
+                if entry[0] != b'+' {
+                    continue;
+                }
+                let entry = entry[1..].to_vec();
+                if seen.insert(entry.clone(), pk.clone()).is_some() {
+                    self.run::<()>(redis::cmd("DEL").arg(&ukey)).await?;
+                    return Err(DbError::Exists);
+                }
+                set.cmd("HSET").arg(&ukey).arg(&entry).arg(pk).ignore();
+                set.cmd("HSET")
+                    .arg(self.keys.row(t, pk))
+                    .arg(hidden(&c.name))
+                    .arg(&entry)
+                    .ignore();
+            }
+            if !set.is_empty() {
+                set.query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(redis_err)?;
+            }
+            match pks.last() {
+                Some(last) if pks.len() == BATCH => {
+                    min = [b"(".as_slice(), last].concat();
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A column's type as the recorded description names it.
+fn kind_name(c: &Column) -> String {
+    format!("{:?}", c.kind).to_lowercase()
+}
+
+/// What a write wants in each unique column's index: the given value's entry, or `absent` when
+/// the write does not give the column (`-`: none, `=`: keep the row's).
+fn unique_wants<'t>(
+    t: &'t Table,
+    vals: &[(&Column, Param)],
+    absent: &[u8],
+) -> Vec<(&'t Column, Vec<u8>)> {
+    t.columns()
+        .iter()
+        .filter(|c| c.unique)
+        .map(|c| {
+            let want = vals
+                .iter()
+                .find(|(v, _)| v.name == c.name)
+                .map_or_else(|| absent.to_vec(), |(c, p)| unique_entry(c, p));
+            (c, want)
+        })
+        .collect()
+}
+
+/// The result of a script answering 1 (done), 0 (no row), -1/-2 (exists).
+fn code(reply: &redis::Value) -> Result<i64, DbError> {
+    match reply {
+        redis::Value::Int(-1 | -2) => Err(DbError::Exists),
+        redis::Value::Int(n) => Ok(*n),
+        other => Err(DbError::Driver(format!(
+            "redis: unexpected script reply {other:?}"
+        ))),
+    }
+}
+
+fn done(reply: redis::Value) -> Result<Res, DbError> {
+    code(&reply)?;
+    Ok(Res {
+        affected: 1,
+        ..Res::default()
+    })
+}
+
+/// One increment for the incr script: (`i` integer / `f` real / `n` NULL, amount).
+fn increment(p: &Param) -> (&'static [u8], Vec<u8>) {
+    match p {
+        Param::Int(i) => (b"i", i.to_string().into_bytes()),
+        Param::Real(f) if f.is_finite() => (b"f", format!("{f:?}").into_bytes()),
+        Param::Text(s) => match s.trim().parse::<f64>() {
+            Ok(f) if f.is_finite() => (b"f", format!("{f:?}").into_bytes()),
+            Ok(_) => (b"n", Vec::new()),
+            Err(_) => (b"f", b"0".to_vec()),
+        },
+        // SQLite keeps NaN as NULL, and infinities end up as NULL in the row.
+        Param::Real(_) | Param::Null => (b"n", Vec::new()),
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for RedisDriver {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    /// Records each description and builds the index of every unique column that has none yet
+    /// (rows are schemaless hashes: new columns need nothing). Meant for startup: a write from
+    /// another process while an index is being built may be missed by it.
+    async fn init(&self, tables: &[Table]) -> Result<(), DbError> {
+        for t in tables {
+            let old = self.read_meta(t).await?;
+            let wanted: Vec<(String, String)> = t
+                .columns()
+                .iter()
+                .filter(|c| c.unique)
+                .map(|c| (c.name.clone(), kind_name(c)))
+                .collect();
+            let mut complete: Vec<(String, String)> =
+                old.iter().filter(|u| wanted.contains(u)).cloned().collect();
+            self.save_meta(t, &complete).await?;
+            for (name, _) in old.iter().filter(|u| !wanted.contains(u)) {
+                self.run::<()>(redis::cmd("DEL").arg(self.keys.unique(t, name)))
+                    .await?;
+            }
+            self.known.write().insert(t.name().to_string());
+            let missing: Vec<_> = wanted.iter().filter(|u| !complete.contains(u)).collect();
+            for u in missing {
+                let c = t.column(&u.0).ok_or_else(|| no_table(t))?;
+                tracing::info!(
+                    table = t.name(),
+                    column = c.name,
+                    "db: building unique index"
+                );
+                self.backfill(t, c).await?;
+                complete.push(u.clone());
+                self.save_meta(t, &complete).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, t: &Table, key: &Row, opts: &Options) -> Result<Option<Row>, DbError> {
+        self.check_table(t).await?;
+        let keys = key_params(t, key)?;
+        let pk = enc_params(keys.iter().map(|(_, p)| p));
+        let reply: redis::Value = self
+            .run(redis::cmd("HGETALL").arg(self.keys.row(t, &pk)))
+            .await?;
+        let cols = select_columns(t, opts);
+        Ok(decode(t, pairs(reply)?)?.map(|r| project(&r, &cols)))
+    }
+
+    async fn put(&self, t: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        self.put_or_add(t, row, opts, false).await
+    }
+
+    async fn add(&self, t: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        self.put_or_add(t, row, opts, true).await
+    }
+
+    async fn update(&self, t: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        self.check_table(t).await?;
+        let keys = key_params(t, row)?;
+        let vals = prepare_write(t, row, opts, WriteMode::Update)?;
+        let vals: Vec<_> = vals.into_iter().filter(|(c, _)| c.primary == 0).collect();
+        let pk = enc_params(keys.iter().map(|(_, p)| p));
+        let unique = unique_wants(t, &vals, b"=");
+        let (set, unset) = split_nulls(&vals);
+        let mut args: Args = vec![(set.len() / 2).to_string().into_bytes()];
+        args.extend(set);
+        args.extend(unset);
+        let reply = self
+            .write(&self.scripts.update, t, &pk, &unique, args)
+            .await?;
+        match code(&reply)? {
+            0 => Err(DbError::NotFound),
+            _ => done(reply),
+        }
+    }
+
+    /// Numeric columns are added to (HINCRBY for integers, SQLite's arithmetic otherwise, all
+    /// in one script); others are set. A unique numeric column cannot be incremented (its
+    /// index entry would have to be computed inside Redis).
+    async fn incr(&self, t: &Table, row: &Row, opts: &Options) -> Result<Res, DbError> {
+        self.check_table(t).await?;
+        let vals = prepare_write(t, row, opts, WriteMode::Incr)?;
+        let pk = write_key(t, &vals)?;
+        if let Some((c, _)) = vals
+            .iter()
+            .find(|(c, _)| c.unique && c.primary == 0 && c.kind.is_numeric())
+        {
+            return Err(DbError::Unsupported(format!(
+                "incr of the unique column {} on redis",
+                c.name
+            )));
+        }
+        let unique = unique_wants(t, &vals, b"=");
+        let created = build_row(&vals);
+        let mut args: Args = vec![created.len().to_string().into_bytes()];
+        for (name, v) in &created {
+            args.push(name.as_bytes().to_vec());
+            args.push(super::keys::field_value(v));
+        }
+        let others: Vec<_> = vals.iter().filter(|(c, _)| c.primary == 0).collect();
+        let numeric: Vec<_> = others.iter().filter(|(c, _)| c.kind.is_numeric()).collect();
+        args.push(numeric.len().to_string().into_bytes());
+        for (c, p) in &numeric {
+            let (kind, amount) = increment(p);
+            args.push(c.name.as_bytes().to_vec());
+            args.push(kind.to_vec());
+            args.push(amount);
+        }
+        let plain: Vec<(&Column, Param)> = others
+            .iter()
+            .filter(|(c, _)| !c.kind.is_numeric())
+            .map(|(c, p)| (*c, p.clone()))
+            .collect();
+        let (set, unset) = split_nulls(&plain);
+        args.push((set.len() / 2).to_string().into_bytes());
+        args.extend(set);
+        args.extend(unset);
+        let reply = self
+            .write(&self.scripts.incr, t, &pk, &unique, args)
+            .await?;
+        if let redis::Value::Int(_) = reply {
+            code(&reply)?;
+        }
+        let cols = select_columns(t, opts);
+        let new = decode(t, pairs(reply)?)?;
+        Ok(Res {
+            rows: new.map(|r| project(&r, &cols)).into_iter().collect(),
+            affected: 1,
+            ..Res::default()
+        })
+    }
+
+    async fn del(&self, t: &Table, key: &Row, _opts: &Options) -> Result<Res, DbError> {
+        self.check_table(t).await?;
+        let keys = key_params(t, key)?;
+        let pk = enc_params(keys.iter().map(|(_, p)| p));
+        let unique = unique_wants(t, &[], b"-");
+        let reply = self
+            .write(&self.scripts.del, t, &pk, &unique, Vec::new())
+            .await?;
+        Ok(Res {
+            affected: code(&reply)?.max(0) as u64,
+            ..Res::default()
+        })
+    }
+
+    async fn select(&self, t: &Table, query: &Row, opts: &Options) -> Result<Res, DbError> {
+        scan::select(self, t, query, opts).await
+    }
+
+    /// Native statements are refused: Redis commands are not a query language, and running
+    /// arbitrary ones would bypass the layout (indexes, key set) the driver keeps.
+    async fn query(&self, _text: &str, _params: &[Value], _opts: &Options) -> Result<Res, DbError> {
+        Err(DbError::Unsupported(
+            "native queries on redis (a key-value store): use the DB API".into(),
+        ))
+    }
+}
+
+/// The field/value pairs of the non-NULL values, and the names of the NULL ones (removed).
+fn split_nulls(vals: &[(&Column, Param)]) -> (Args, Args) {
+    let (mut set, mut unset) = (Vec::new(), Vec::new());
+    for (c, p) in vals {
+        match write_value(c, p) {
+            Some(v) => {
+                set.push(c.name.as_bytes().to_vec());
+                set.push(v);
+            }
+            None => unset.push(c.name.as_bytes().to_vec()),
+        }
+    }
+    (set, unset)
+}
