@@ -1,5 +1,6 @@
 //! The DB API through the real binary: `/data/*` on the embedded SQLite pool, cached reads with
-//! invalidation, durability across `kill -9` of the whole tree, and `bksh db` commands.
+//! invalidation, durability across `kill -9` of the whole tree, `bksh db` commands, and the
+//! PostgreSQL, MySQL and Redis pools.
 
 use crate::harness::*;
 use serde_json::{json, Value};
@@ -387,4 +388,102 @@ fn tables_pinned_to_postgresql_and_mysql_live_there() {
     assert_eq!(in_my, "3", "bk_counter is in MariaDB");
     let in_pg_status = sh("psql", &["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-tAc", &format!("SELECT count(*) FROM information_schema.tables WHERE table_schema = '{tag}' AND table_name = 'bk_status'")]);
     assert_eq!(in_pg_status, "0", "bk_status was not created in PostgreSQL");
+}
+
+/// `-db-pool redis`: every table in Redis under this test's own key prefix (deleted at the end,
+/// also on failure); the `/data` calls answer as on SQLite and the rows are Redis hashes.
+#[test]
+fn the_redis_pool_serves_data_endpoints() {
+    if !service_up(6379, "Redis") {
+        return;
+    }
+    let prefix = format!("bkit:{}:{}:", std::process::id(), free_port());
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("redis-cli")
+                .args(redis_keys_script(
+                    "redis.call('DEL', k)",
+                    &format!("{}*", self.0),
+                ))
+                .output();
+        }
+    }
+    let _cleanup = Cleanup(prefix.clone());
+    let mut args = DATA.to_vec();
+    args.extend([
+        "-db-pool",
+        "redis",
+        "-db-redis-pool",
+        "redis://127.0.0.1:6379/0",
+        "-db-redis-prefix",
+        &prefix,
+    ]);
+    let t = Tree::start("run", &args);
+    t.ready(2);
+    assert_eq!(
+        data(&t, "put/bk_property?name=a&value=1"),
+        (200, json!({"affected": 1}))
+    );
+    assert_eq!(data(&t, "get/bk_property?name=a").1["value"], json!("1"));
+    assert_eq!(data(&t, "add/bk_property?name=a&value=2").0, 409);
+    assert_eq!(data(&t, "update/bk_property?name=zz&value=3").0, 404);
+    for i in 0..5 {
+        assert_eq!(
+            data(&t, &format!("put/bk_property?name=p{i}&value={i}")).0,
+            200
+        );
+    }
+    let (s, r) = data(
+        &t,
+        "select/bk_property?name=p&_ops=name,begins_with&_count=3&_select=name",
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        r["data"],
+        json!([{"name": "p0"}, {"name": "p1"}, {"name": "p2"}])
+    );
+    let token = r["next_token"].as_str().expect("a next page").to_string();
+    let (_, r) = data(
+        &t,
+        &format!(
+            "select/bk_property?name=p&_ops=name,begins_with&_count=3&_select=name&_start={token}"
+        ),
+    );
+    assert_eq!(r["data"], json!([{"name": "p3"}, {"name": "p4"}]));
+    assert!(r["next_token"].is_null(), "last page: {r}");
+    assert_eq!(data(&t, "select/bk_property").0, 400, "noscan");
+    assert_eq!(
+        data(&t, "incr/bk_counter?id=r1&ping=2").1["data"][0]["ping"],
+        json!(2)
+    );
+    assert_eq!(
+        data(&t, "incr/bk_counter?id=r1&ping=3").1["data"][0]["ping"],
+        json!(5)
+    );
+    // The rows are Redis hashes under the prefix (keys hold binary bytes: matched in Lua).
+    let count = redis_keys_script("n = n + 1", &format!("{prefix}t:bk_property:*p[0-4]*"));
+    let keys = sh(
+        "redis-cli",
+        &count.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(keys, "5", "one hash per bk_property row p0..p4");
+    assert_eq!(
+        data(&t, "del/bk_property?name=a"),
+        (200, json!({"affected": 1}))
+    );
+    assert_eq!(data(&t, "get/bk_property?name=a"), (200, json!({})));
+}
+
+/// redis-cli arguments running `body` (with `k` the key) on every key matching `pattern` (a
+/// SCAN in Lua, since keys hold bytes the shell cannot pass); the reply is the count `n`.
+fn redis_keys_script(body: &str, pattern: &str) -> Vec<String> {
+    let script = format!(
+        "local c, n = '0', 0 repeat local r = redis.call('SCAN', c, 'MATCH', ARGV[1], 'COUNT', 1000) \
+         c = r[1] for _, k in ipairs(r[2]) do {body} end until c == '0' return n"
+    );
+    ["-h", "127.0.0.1", "EVAL", &script, "0", pattern]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
