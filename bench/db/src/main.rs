@@ -4,6 +4,7 @@
 //! ```text
 //! bench-db sqlite FILE N   # Db over Blocking<SqliteDriver> vs rusqlite, both on FILE
 //! bench-db pgsql URL N     # Db over PgsqlDriver vs tokio-postgres, in a fresh schema
+//! bench-db redis URL N     # Db over RedisDriver vs the redis crate (HSET/HGETALL), own prefix
 //! ```
 //!
 //! Each side writes N rows (`name` = `k<i>`, `value`, `mtime`) into its own table of the same
@@ -17,11 +18,16 @@
 //!
 //! For SQLite a third line, raw rusqlite called through `spawn_blocking`, separates the cost of
 //! leaving the async runtime from the cost of the library itself (informational only).
+//! On Redis the raw side writes each row as a hash with HSET (name, value, mtime) and reads it
+//! with HGETALL on one multiplexed connection, the library side one RedisDriver connection (a
+//! put is its Lua script, a get one HGETALL); every key of the run (prefix
+//! `bench:db:<pid>:<time>:`) is deleted at the end, also after an error.
 //! On PostgreSQL both tables are analyzed between the puts and the gets. Every get must find its
 //! row; a miss fails the run. The PostgreSQL schema
 //! (`bench_db_<pid>_<time>`) is dropped at the end, also after an error.
 
 use bkjs::db::pgsql::PgsqlDriver;
+use bkjs::db::redis::RedisDriver;
 use bkjs::db::{builtin_tables, Blocking, Db, Driver, Options, Row, SqliteDriver, Table};
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -479,8 +485,145 @@ async fn pgsql_run(url: &str, n: usize, schema: &str) -> Res<()> {
     Ok(())
 }
 
+// ---- Redis ----------------------------------------------------------------------------------
+
+fn redis_err(what: &'static str) -> impl Fn(redis::RedisError) -> String {
+    move |err| format!("raw redis {what}: {err}")
+}
+
+/// Deletes every key starting with `prefix` (letters, digits and `:`: no glob characters).
+async fn redis_clear(c: &mut redis::aio::MultiplexedConnection, prefix: &str) -> Res<u64> {
+    let mut cursor = 0u64;
+    let mut n = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(c)
+            .await
+            .map_err(redis_err("scan"))?;
+        if !keys.is_empty() {
+            n += redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<u64>(c)
+                .await
+                .map_err(redis_err("del"))?;
+        }
+        if next == 0 {
+            return Ok(n);
+        }
+        cursor = next;
+    }
+}
+
+async fn redis_bench(url: &str, n: usize) -> Res<()> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let prefix = format!("bench:db:{}:{stamp}:", std::process::id());
+    let client = redis::Client::open(url).map_err(|e| format!("connect {url}: {e}"))?;
+    let mut raw = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| format!("connect {url}: {e}"))?;
+    let result = redis_run(url, n, &prefix, &mut raw).await;
+    // Always delete the run's keys, whatever happened in the run.
+    let cleared = redis_clear(&mut raw, &prefix).await;
+    result.and(cleared.map(|k| println!("{k} keys under {prefix} deleted")))
+}
+
+async fn redis_run(
+    url: &str,
+    n: usize,
+    prefix: &str,
+    raw: &mut redis::aio::MultiplexedConnection,
+) -> Res<()> {
+    let driver = RedisDriver::connect(url, prefix, 1)
+        .await
+        .map_err(|e| format!("library connect {url}: {e}"))?;
+    let db = library("redis", Arc::new(driver)).await?;
+    let opts = Options::default();
+    let raw_key = |i: usize| format!("{prefix}raw:{}", key(i));
+    let raw_put = |c: &mut redis::aio::MultiplexedConnection, i: usize| {
+        let mut c = c.clone();
+        let k = raw_key(i);
+        async move {
+            redis::cmd("HSET")
+                .arg(k)
+                .arg("name")
+                .arg(key(i))
+                .arg("value")
+                .arg(value(i))
+                .arg("mtime")
+                .arg(now_ms())
+                .query_async::<()>(&mut c)
+                .await
+                .map_err(|err| format!("raw put {}: {err}", key(i)))
+        }
+    };
+    let raw_get = |c: &mut redis::aio::MultiplexedConnection, i: usize| {
+        let mut c = c.clone();
+        let k = raw_key(i);
+        async move {
+            let mut h: HashMap<String, String> = redis::cmd("HGETALL")
+                .arg(k)
+                .query_async(&mut c)
+                .await
+                .map_err(|err| format!("raw get {}: {err}", key(i)))?;
+            let _mtime: Option<i64> = h.get("mtime").and_then(|m| m.parse().ok());
+            check_got(
+                "raw",
+                i,
+                h.remove("name").unwrap_or_default(),
+                h.remove("value"),
+            )
+        }
+    };
+
+    for i in n..n + WARMUP {
+        lib_put(&db, &opts, i).await?;
+        lib_get(&db, &opts, i).await?;
+        raw_put(raw, i).await?;
+        raw_get(raw, i).await?;
+    }
+
+    let [mut lp, mut rp, mut lg, mut rg] = std::array::from_fn(|_| Samples::with_capacity(n));
+    for c in (0..n).step_by(CHUNK) {
+        let r = c..(c + CHUNK).min(n);
+        for i in r.clone() {
+            timed(&mut lp, lib_put(&db, &opts, i)).await?;
+        }
+        for i in r {
+            timed(&mut rp, raw_put(raw, i)).await?;
+        }
+    }
+    for c in (0..n).step_by(CHUNK) {
+        let r = c..(c + CHUNK).min(n);
+        for i in r.clone() {
+            timed(&mut lg, lib_get(&db, &opts, i)).await?;
+        }
+        for i in r {
+            timed(&mut rg, raw_get(raw, i)).await?;
+        }
+    }
+
+    println!(
+        "== bench-db redis (prefix {prefix}): N = {n} sequential ops each, chunks of {CHUNK} alternating"
+    );
+    lp.print("library put");
+    rp.print("raw redis HSET put");
+    lg.print("library get");
+    rg.print("raw redis HGETALL get");
+    ratios("redis", "raw redis", &[&lp, &lg], &[&rp, &rg]);
+    Ok(())
+}
+
 fn usage() -> ! {
-    eprintln!("usage: bench-db sqlite FILE N | bench-db pgsql URL N");
+    eprintln!("usage: bench-db sqlite FILE N | bench-db pgsql URL N | bench-db redis URL N");
     std::process::exit(2)
 }
 
@@ -499,6 +642,7 @@ fn main() {
     let result = match mode.as_str() {
         "sqlite" => rt.block_on(sqlite(target, n)),
         "pgsql" => rt.block_on(pgsql(target, n)),
+        "redis" => rt.block_on(redis_bench(target, n)),
         _ => usage(),
     };
     if let Err(e) = result {
