@@ -221,6 +221,112 @@ pub(crate) fn concurrent_incr(
     );
 }
 
+/// The rows the key-value drivers' select tests hold in [`items_table`]: id=a, rk=r1..r9,
+/// num=1..9, name=n9..n1 (score and data on every third), and one id=b row.
+pub(crate) fn select_rows() -> Vec<Row> {
+    let mut rows: Vec<Row> = (1..=9)
+        .map(|i| {
+            let mut r = row(
+                json!({"id": "a", "rk": format!("r{i}"), "num": i, "name": format!("n{}", 10 - i)}),
+            );
+            if i % 3 == 0 {
+                r.insert("score".into(), json!(i as f64 / 2.0));
+                r.insert("data".into(), json!({"i": i}));
+            }
+            r
+        })
+        .collect();
+    rows.push(row(
+        json!({"id": "b", "rk": "r1", "num": 100, "name": "N%_x"}),
+    ));
+    rows
+}
+
+/// The selects (query, ops as column/operator names) whose answers the key-value drivers' tests
+/// compare with SQLite's over [`select_rows`].
+pub(crate) fn select_cases() -> Vec<(Value, Vec<(&'static str, &'static str)>)> {
+    vec![
+        (json!({"id": "a"}), vec![]),
+        (json!({"id": "a", "num": 6}), vec![("num", "gt")]),
+        (json!({"id": "a", "num": "6"}), vec![("num", "ge")]),
+        (json!({"id": "a", "num": 3}), vec![("num", "lt")]),
+        (json!({"id": "a", "num": 3}), vec![("num", "<=")]),
+        (json!({"id": "a", "num": 3}), vec![("num", "ne")]),
+        (json!({"id": "a", "rk": "r"}), vec![("rk", "begins_with")]),
+        (json!({"id": "a", "rk": "r3"}), vec![("rk", "begins_with")]),
+        (json!({"id": "a", "rk": "R"}), vec![("rk", "begins_with")]),
+        (json!({"id": "a", "rk": "r4"}), vec![("rk", "gt")]),
+        (json!({"id": "a", "rk": "r4"}), vec![("rk", "le")]),
+        (json!({"id": "a", "rk": "r4"}), vec![("rk", "lt")]),
+        (
+            json!({"id": "a", "rk": ["r2", "r4"]}),
+            vec![("rk", "between")],
+        ),
+        (
+            json!({"id": "a", "rk": ["r4", "r2"]}),
+            vec![("rk", "between")],
+        ),
+        (json!({"id": "a", "num": [3, 5]}), vec![("num", "between")]),
+        (
+            json!({"id": "a", "num": "3,5"}),
+            vec![("num", "not between")],
+        ),
+        (json!({"num": [1, 9, 4, 100]}), vec![("num", "in")]),
+        (json!({"id": ["b", "a", "zz"]}), vec![]),
+        (json!({"id": ["b", "a"], "rk": ["r2", "r1"]}), vec![]),
+        (json!({"id": "a", "rk": "r1,r2"}), vec![("rk", "not in")]),
+        (json!({"id": "a", "num": []}), vec![("num", "in")]),
+        (json!({"id": "a", "num": []}), vec![("num", "not in")]),
+        (json!({"num": [2, 3]}), vec![]),
+        (json!({"name": "N1"}), vec![("name", "like")]),
+        (json!({"name": "N1%"}), vec![("name", "ilike")]),
+        (json!({"name": "n%"}), vec![("name", "like")]),
+        (json!({"name": "n_"}), vec![("name", "like")]),
+        (json!({"name": "%\\_%"}), vec![("name", "like")]),
+        (json!({"name": "5"}), vec![("name", "contains")]),
+        (json!({"name": "5"}), vec![("name", "not contains")]),
+        (json!({"name": "n5"}), vec![]),
+        (json!({"name": ["n5", "n6"]}), vec![]),
+        (json!({"name": "n5"}), vec![("name", "gt")]),
+        (json!({"name": "n"}), vec![("name", "begins_with")]),
+        (json!({"id": "a"}), vec![("data", "null")]),
+        (json!({}), vec![("data", "not null")]),
+        (json!({"data": {"i": 3}}), vec![]),
+        (json!({"data": "{\"i\":"}), vec![("data", "begins_with")]),
+        (json!({"score": 1.4}), vec![("score", "gt")]),
+        (json!({"score": null}), vec![]),
+        (json!({"score": null}), vec![("score", "ne")]),
+        (json!({"score": 3}), vec![("score", "ne")]),
+        (json!({"score": [1.5, 3]}), vec![("score", "not in")]),
+        (json!({"flag": false}), vec![]),
+        (json!({"id": "a", "num": 1}), vec![("num", "between")]),
+        (json!({"num": 1}), vec![("num", "begins_with")]),
+        (json!({"id": "a", "num": "1 OR 1=1"}), vec![]),
+        (json!({}), vec![]),
+        (json!({"unknown": 1}), vec![]),
+    ]
+}
+
+/// The sorts each of [`select_cases`] is compared with: (sort column, desc).
+pub(crate) const SELECT_SORTS: [(Option<&str>, bool); 6] = [
+    (None, false),
+    (None, true),
+    (Some("name"), false),
+    (Some("score"), true),
+    (Some("rk"), true),
+    (Some("id"), false),
+];
+
+/// A select's result without the time columns, for comparing drivers.
+pub(crate) fn strip(mut r: Result<Res, DbError>) -> Result<Res, DbError> {
+    if let Ok(res) = &mut r {
+        for row in &mut res.rows {
+            row.remove("mtime");
+        }
+    }
+    r
+}
+
 /// Runs the future `cleanup` makes to completion on a fresh thread with its own current-thread
 /// runtime: for test guards that drop a database or schema from `Drop`, which cannot await (and
 /// may run while the test's runtime unwinds). An error or a panic is reported on stderr after

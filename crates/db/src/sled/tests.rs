@@ -2,7 +2,10 @@
 //! upgrades, concurrency, and selects compared with SQLite's answers.
 
 use super::SledDriver;
-use crate::conformance::{concurrent_incr, items_table, row, upgrade_tables};
+use crate::conformance::{
+    concurrent_incr, items_table, row, select_cases, select_rows, strip, upgrade_tables,
+    SELECT_SORTS,
+};
 use crate::kv::codec::{enc_params, successor};
 use crate::kv::filter::like;
 use crate::types::Param;
@@ -57,22 +60,9 @@ fn setup(tmp: &Tmp) -> (SledDriver, Table) {
 }
 
 fn nine(db: &dyn BlockingDriver, t: &Table) {
-    for i in 1..=9 {
-        let mut r = row(
-            json!({"id": "a", "rk": format!("r{i}"), "num": i, "name": format!("n{}", 10 - i)}),
-        );
-        if i % 3 == 0 {
-            r.insert("score".into(), json!(i as f64 / 2.0));
-            r.insert("data".into(), json!({"i": i}));
-        }
+    for r in select_rows() {
         db.add(t, &r, &o()).expect("add");
     }
-    db.add(
-        t,
-        &row(json!({"id": "b", "rk": "r1", "num": 100, "name": "N%_x"})),
-        &o(),
-    )
-    .expect("add");
 }
 
 fn nums(r: &Res) -> Vec<i64> {
@@ -80,16 +70,6 @@ fn nums(r: &Res) -> Vec<i64> {
         .iter()
         .filter_map(|r| r.get("num").and_then(Value::as_i64))
         .collect()
-}
-
-/// Every non-time column of the rows, for comparing drivers.
-fn strip(mut r: Result<Res, DbError>) -> Result<Res, DbError> {
-    if let Ok(res) = &mut r {
-        for row in &mut res.rows {
-            row.remove("mtime");
-        }
-    }
-    r
 }
 
 #[test]
@@ -394,74 +374,8 @@ fn selects_match_sqlite() {
     lite.init(std::slice::from_ref(&t)).expect("init");
     nine(&sled, &t);
     nine(&lite, &t);
-    let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
-        (json!({"id": "a"}), vec![]),
-        (json!({"id": "a", "num": 6}), vec![("num", "gt")]),
-        (json!({"id": "a", "num": "6"}), vec![("num", "ge")]),
-        (json!({"id": "a", "num": 3}), vec![("num", "lt")]),
-        (json!({"id": "a", "num": 3}), vec![("num", "<=")]),
-        (json!({"id": "a", "num": 3}), vec![("num", "ne")]),
-        (json!({"id": "a", "rk": "r"}), vec![("rk", "begins_with")]),
-        (json!({"id": "a", "rk": "r3"}), vec![("rk", "begins_with")]),
-        (json!({"id": "a", "rk": "R"}), vec![("rk", "begins_with")]),
-        (json!({"id": "a", "rk": "r4"}), vec![("rk", "gt")]),
-        (json!({"id": "a", "rk": "r4"}), vec![("rk", "le")]),
-        (json!({"id": "a", "rk": "r4"}), vec![("rk", "lt")]),
-        (
-            json!({"id": "a", "rk": ["r2", "r4"]}),
-            vec![("rk", "between")],
-        ),
-        (
-            json!({"id": "a", "rk": ["r4", "r2"]}),
-            vec![("rk", "between")],
-        ),
-        (json!({"id": "a", "num": [3, 5]}), vec![("num", "between")]),
-        (
-            json!({"id": "a", "num": "3,5"}),
-            vec![("num", "not between")],
-        ),
-        (json!({"num": [1, 9, 4, 100]}), vec![("num", "in")]),
-        (json!({"id": ["b", "a", "zz"]}), vec![]),
-        (json!({"id": ["b", "a"], "rk": ["r2", "r1"]}), vec![]),
-        (json!({"id": "a", "rk": "r1,r2"}), vec![("rk", "not in")]),
-        (json!({"id": "a", "num": []}), vec![("num", "in")]),
-        (json!({"id": "a", "num": []}), vec![("num", "not in")]),
-        (json!({"num": [2, 3]}), vec![]),
-        (json!({"name": "N1"}), vec![("name", "like")]),
-        (json!({"name": "N1%"}), vec![("name", "ilike")]),
-        (json!({"name": "n%"}), vec![("name", "like")]),
-        (json!({"name": "n_"}), vec![("name", "like")]),
-        (json!({"name": "%\\_%"}), vec![("name", "like")]),
-        (json!({"name": "5"}), vec![("name", "contains")]),
-        (json!({"name": "5"}), vec![("name", "not contains")]),
-        (json!({"name": "n5"}), vec![]),
-        (json!({"name": ["n5", "n6"]}), vec![]),
-        (json!({"name": "n5"}), vec![("name", "gt")]),
-        (json!({"name": "n"}), vec![("name", "begins_with")]),
-        (json!({"id": "a"}), vec![("data", "null")]),
-        (json!({}), vec![("data", "not null")]),
-        (json!({"data": {"i": 3}}), vec![]),
-        (json!({"data": "{\"i\":"}), vec![("data", "begins_with")]),
-        (json!({"score": 1.4}), vec![("score", "gt")]),
-        (json!({"score": null}), vec![]),
-        (json!({"score": null}), vec![("score", "ne")]),
-        (json!({"score": 3}), vec![("score", "ne")]),
-        (json!({"score": [1.5, 3]}), vec![("score", "not in")]),
-        (json!({"flag": false}), vec![]),
-        (json!({"id": "a", "num": 1}), vec![("num", "between")]),
-        (json!({"num": 1}), vec![("num", "begins_with")]),
-        (json!({"id": "a", "num": "1 OR 1=1"}), vec![]),
-        (json!({}), vec![]),
-        (json!({"unknown": 1}), vec![]),
-    ];
-    let sorts: [(Option<&str>, bool); 6] = [
-        (None, false),
-        (None, true),
-        (Some("name"), false),
-        (Some("score"), true),
-        (Some("rk"), true),
-        (Some("id"), false),
-    ];
+    let cases = select_cases();
+    let sorts = SELECT_SORTS;
     for (query, ops) in &cases {
         for (sort, desc) in sorts {
             for count in [2usize, 3, 50] {
