@@ -139,7 +139,12 @@ impl RedisDriver {
                 args.push(v);
             }
         }
-        let reply = self.write(&self.scripts.put, t, &pk, &unique, args).await?;
+        let script = if unique.is_empty() {
+            &self.scripts.put_plain
+        } else {
+            &self.scripts.put
+        };
+        let reply = self.write(script, t, &pk, &unique, args).await?;
         done(reply)
     }
 

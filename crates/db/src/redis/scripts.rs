@@ -65,6 +65,20 @@ uniq_move(olds)
 return 1
 "#;
 
+/// put / add of a table without unique columns (the same arguments as [`PUT`] with none): no
+/// unique bookkeeping, no closures to allocate; the most frequent write, kept lean.
+const PUT_PLAIN: &str = r#"
+local row = KEYS[1]
+if ARGV[2] == 'add' then
+  if redis.call('EXISTS', row) == 1 then return -1 end
+else
+  redis.call('DEL', row)
+end
+redis.call('HSET', row, unpack(ARGV, 3, #ARGV))
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+"#;
+
 /// update: ARGV[rest] is the number of field/value pairs to set, then those, then the fields to
 /// remove (NULL).
 const UPDATE: &str = r#"
@@ -140,6 +154,7 @@ return 1
 /// The scripts of one driver.
 pub(super) struct Scripts {
     pub(super) put: redis::Script,
+    pub(super) put_plain: redis::Script,
     pub(super) update: redis::Script,
     pub(super) incr: redis::Script,
     pub(super) del: redis::Script,
@@ -150,6 +165,7 @@ impl Scripts {
         let s = |body: &str| redis::Script::new(&format!("{PRELUDE}{body}"));
         Scripts {
             put: s(PUT),
+            put_plain: redis::Script::new(PUT_PLAIN),
             update: s(UPDATE),
             incr: s(INCR),
             del: s(DEL),
