@@ -5,7 +5,8 @@
 //! Each row is a hash (a field per column, values in stored form as JSON text), the table's
 //! primary keys a sorted set walked with ZRANGEBYLEX in key order, a unique column an index hash
 //! (layout in [`keys`]). Every write is one Lua script ([`scripts`]), so its checks and changes
-//! are atomic also with writers on other machines; `incr` uses HINCRBY. Selects ([`scan`]) read
+//! are atomic also with writers on other machines (a put on a table without unique columns,
+//! which checks nothing, is one MULTI/EXEC); `incr` uses HINCRBY. Selects ([`scan`]) read
 //! key ranges when the leading key column is constrained, else the whole key set; secondary
 //! indexes are not kept (a select on other columns scans the table). Native queries are refused.
 //! Durability is the server's (AOF/RDB settings); Redis Cluster is not supported (a write's keys

@@ -65,8 +65,9 @@ uniq_move(olds)
 return 1
 "#;
 
-/// put / add of a table without unique columns (the same arguments as [`PUT`] with none): no
-/// unique bookkeeping, no closures to allocate; the most frequent write, kept lean.
+/// add (and put) of a table without unique columns (the same arguments as [`PUT`] with none): no
+/// unique bookkeeping, no closures to allocate. (The driver sends a put of such a table as
+/// MULTI/EXEC instead, cheaper still.)
 const PUT_PLAIN: &str = r#"
 local row = KEYS[1]
 if ARGV[2] == 'add' then
