@@ -13,9 +13,10 @@
 //! may live in different slots).
 //!
 //! Files: [`keys`] (layout, row form), [`scripts`] (the Lua writes), [`driver`] (connection,
-//! `init`, get and writes), [`scan`] (select).
+//! get and writes), [`init`] (recorded descriptions, unique indexes built), [`scan`] (select).
 
 mod driver;
+mod init;
 mod keys;
 mod scan;
 mod scripts;
