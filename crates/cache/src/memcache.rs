@@ -38,6 +38,9 @@ const MAX_KEY: usize = 250;
 /// Idle connections kept per process; more may be open at once, the rest are closed after use.
 const MAX_IDLE: usize = 16;
 
+/// Key walks a `clear` makes at most (see [`MemcacheCache::clear`]).
+const CLEAR_ROUNDS: usize = 5;
+
 /// `gets`/`cas` rounds an `incr` tries before it reports contention.
 const MAX_CAS_ROUNDS: usize = 1000;
 
@@ -448,10 +451,19 @@ impl MemcacheCache {
             .collect())
     }
 
-    /// Deletes every key under the cache prefix (never the rest of the server).
+    /// Deletes every key under the cache prefix (never the rest of the server). The metadump is
+    /// not a snapshot: an item memcached's LRU maintainer moves between its lists while the
+    /// crawler walks them can be missed, so the walk is repeated until one finds no key (at
+    /// most [`CLEAR_ROUNDS`] walks).
     pub async fn clear(&self) -> Result<(), CacheError> {
-        let keys = self.scan("").await?;
-        self.del_stored(&keys).await.map(|_| ())
+        for _ in 0..CLEAR_ROUNDS {
+            let keys = self.scan("").await?;
+            if keys.is_empty() {
+                return Ok(());
+            }
+            self.del_stored(&keys).await?;
+        }
+        Ok(())
     }
 
     /// The counters shared by every process using this prefix, and the number of keys under it.
