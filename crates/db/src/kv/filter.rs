@@ -249,3 +249,19 @@ pub(crate) fn matches(conds: &[Cond<'_>], row: &Row) -> bool {
         .iter()
         .all(|c| c.test.eval(&stored_param(c.col.kind, row.get(&c.col.name))) == Some(true))
 }
+
+/// Sorts by the `order` columns with SQLite's `ORDER BY` semantics, all descending when `desc`.
+pub(crate) fn sort_rows(rows: &mut [Row], order: &[&Column], desc: bool) {
+    rows.sort_by(|a, b| {
+        for c in order {
+            let o = sort_order(
+                &stored_param(c.kind, a.get(&c.name)),
+                &stored_param(c.kind, b.get(&c.name)),
+            );
+            if o != Ordering::Equal {
+                return if desc { o.reverse() } else { o };
+            }
+        }
+        Ordering::Equal
+    });
+}

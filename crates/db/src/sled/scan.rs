@@ -4,12 +4,11 @@
 use super::index::TableState;
 use super::storage;
 use crate::error::DbError;
-use crate::kv::codec::{parse_row, stored_param};
-use crate::kv::filter::{matches, sort_order, Cond, Test};
+use crate::kv::codec::parse_row;
+use crate::kv::filter::{matches, sort_rows, Cond, Test};
 use crate::kv::ranges::{bounds, key_ranges};
 use crate::schema::{Column, Table};
 use crate::types::{Op, Param, Row};
-use std::cmp::Ordering;
 
 /// The rows matching `conds`, in the select's order, at most `limit` when given.
 pub(super) fn matching(
@@ -110,20 +109,4 @@ fn by_index(
         return Ok(Some(out));
     }
     Ok(None)
-}
-
-/// Sorts by the `order` columns with SQLite's `ORDER BY` semantics, all descending when `desc`.
-pub(super) fn sort_rows(rows: &mut [Row], order: &[&Column], desc: bool) {
-    rows.sort_by(|a, b| {
-        for c in order {
-            let o = sort_order(
-                &stored_param(c.kind, a.get(&c.name)),
-                &stored_param(c.kind, b.get(&c.name)),
-            );
-            if o != Ordering::Equal {
-                return if desc { o.reverse() } else { o };
-            }
-        }
-        Ordering::Equal
-    });
 }
