@@ -105,7 +105,7 @@ fn stored(kind: ColumnType, a: &Value) -> Option<Value> {
                 return n
                     .parse::<f64>()
                     .ok()
-                    .and_then(|f| serde_json::Number::from_f64(f))
+                    .and_then(serde_json::Number::from_f64)
                     .map(Value::Number);
             }
             match n.parse::<i64>() {

@@ -76,6 +76,13 @@ fn hash_values(hash: &Column, conds: &[Cond<'_>]) -> Option<Vec<Param>> {
     Some(vals)
 }
 
+/// The rows a select gathered: at most `limit` when given, counting the items read.
+struct Gathered {
+    limit: Option<usize>,
+    read: usize,
+    rows: Vec<Row>,
+}
+
 impl DynamoDriver {
     /// Reads every page of a Query or Scan request, keeping the items matching `conds`, until
     /// `limit` matches when given.
@@ -85,9 +92,7 @@ impl DynamoDriver {
         mut req: Value,
         t: &Table,
         conds: &[Cond<'_>],
-        limit: Option<usize>,
-        read: &mut usize,
-        out: &mut Vec<Row>,
+        out: &mut Gathered,
     ) -> Result<(), DbError> {
         loop {
             let v = self
@@ -97,8 +102,8 @@ impl DynamoDriver {
                 .map_err(CallError::into_db)?;
             let items = v.get("Items").and_then(Value::as_array);
             for item in items.into_iter().flatten() {
-                *read += 1;
-                if *read > MAX_READ {
+                out.read += 1;
+                if out.read > MAX_READ {
                     return Err(DbError::Unsupported(format!(
                         "dynamodb: a select reading more than {MAX_READ} items of {}; add a condition on the hash key {}",
                         t.name(),
@@ -110,8 +115,8 @@ impl DynamoDriver {
                 };
                 let row = from_item(t, item as &Item);
                 if matches(conds, &row) {
-                    out.push(row);
-                    if limit.is_some_and(|l| out.len() >= l) {
+                    out.rows.push(row);
+                    if out.limit.is_some_and(|l| out.rows.len() >= l) {
                         return Ok(());
                     }
                 }
@@ -139,8 +144,11 @@ impl DynamoDriver {
         let order = order_columns(table, opts)?;
         let pks = table.primary_keys();
         let (hash, range) = (pks[0], pks.get(1).copied());
-        let mut rows = Vec::new();
-        let mut read = 0;
+        let mut got = Gathered {
+            limit: None,
+            read: 0,
+            rows: Vec::new(),
+        };
         if !conds.iter().any(|c| matches!(c.test, Test::Const(false))) {
             match hash_values(hash, &conds) {
                 Some(mut vals) => {
@@ -150,7 +158,7 @@ impl DynamoDriver {
                         && order.first().is_some_and(|c| {
                             c.name == hash.name || range.is_some_and(|r| r.name == c.name)
                         });
-                    let limit = (key_order && !opts.total)
+                    got.limit = (key_order && !opts.total)
                         .then(|| offset.saturating_add(count).saturating_add(1));
                     if opts.desc {
                         vals.reverse();
@@ -172,17 +180,16 @@ impl DynamoDriver {
                             "ScanIndexForward": !opts.desc,
                         });
                         e.apply(&mut req);
-                        self.read_all("Query", req, table, &conds, limit, &mut read, &mut rows)
-                            .await?;
+                        self.read_all("Query", req, table, &conds, &mut got).await?;
                     }
                 }
                 None => {
                     let req = json!({"TableName": self.name(table), "ConsistentRead": true});
-                    self.read_all("Scan", req, table, &conds, None, &mut read, &mut rows)
-                        .await?;
+                    self.read_all("Scan", req, table, &conds, &mut got).await?;
                 }
             }
         }
+        let mut rows = got.rows;
         sort_rows(&mut rows, &order, opts.desc);
         let total = opts.total.then_some(rows.len() as u64);
         let rows: Vec<Row> = rows
