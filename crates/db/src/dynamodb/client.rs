@@ -227,7 +227,7 @@ impl Client {
     pub(crate) fn request(
         &self,
         op: &str,
-        body: Vec<u8>,
+        body: Bytes,
     ) -> Result<hyper::Request<Full<Bytes>>, DbError> {
         let amz_date = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
         let target = format!("DynamoDB_20120810.{op}");
@@ -256,19 +256,27 @@ impl Client {
         }
         b.header("x-amz-content-sha256", sha256_hex(&body))
             .header("authorization", auth)
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| DbError::Driver(format!("dynamodb: request: {e}")))
     }
 
     async fn exchange(&self, op: &str, body: &Value) -> Result<Value, CallError> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| CallError::Db(DbError::Driver(format!("dynamodb: {e}"))))?;
-        let req = self.request(op, bytes)?;
+        let bytes = Bytes::from(bytes);
         let mut s = self.sender().await?;
-        let resp = s
-            .send_request(req)
-            .await
-            .map_err(|e| busy(format!("{op}: {e}")))?;
+        let resp = match s.send_request(self.request(op, bytes.clone())?).await {
+            Ok(r) => r,
+            // An idle connection the server closed before the request went out: the request was
+            // not sent, so it is safe to send it again on a new connection.
+            Err(e) if e.is_canceled() => {
+                s = self.connect().await?;
+                s.send_request(self.request(op, bytes)?)
+                    .await
+                    .map_err(|e| busy(format!("{op}: {e}")))?
+            }
+            Err(e) => return Err(busy(format!("{op}: {e}"))),
+        };
         let status = resp.status();
         let body = resp
             .into_body()

@@ -105,7 +105,7 @@ impl DynamoDriver {
         op: &str,
         body: Vec<u8>,
     ) -> Result<hyper::Request<http_body_util::Full<bytes::Bytes>>, DbError> {
-        self.client.request(op, body)
+        self.client.request(op, bytes::Bytes::from(body))
     }
 
     /// The DynamoDB name `init` gives to table `name`.
