@@ -1,7 +1,8 @@
 """A local DynamoDB for the tests and the bench: moto's server (installed by scripts/setup in
 ~/.cache/bkjs/moto) on 127.0.0.1:PORT, with every request handled under one lock. moto's own
 server runs requests on parallel threads without making an UpdateItem ADD atomic, which DynamoDB
-is; serializing them gives the tests DynamoDB's atomicity while keeping HTTP/1.1 keep-alive.
+is; serializing them gives the tests DynamoDB's atomicity. (werkzeug answers every request with
+`Connection: close`, so clients connect once per request here.)
 
 Usage: python scripts/moto_server.py HOST PORT
 """

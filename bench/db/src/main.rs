@@ -22,8 +22,8 @@
 //! row; a miss fails the run. The PostgreSQL schema
 //! (`bench_db_<pid>_<time>`) is dropped at the end, also after an error.
 //!
-//! On DynamoDB (a local one: bench/db-bench starts moto) the raw side is one keep-alive hyper
-//! HTTP/1.1 connection sending hand-built PutItem / GetItem (ConsistentRead) JSON, signed with
+//! On DynamoDB (a local one: bench/db-bench starts moto) the raw side is one hyper HTTP/1.1
+//! connection (opened again whenever the server closed it) sending hand-built PutItem / GetItem (ConsistentRead) JSON, signed with
 //! SigV4 exactly as the driver signs, and parsing the answer; the library side is `Db` over
 //! `DynamoDriver`. Tables are named `bench_<pid>_<time>_...` so runs against one server never
 //! share rows.
@@ -494,7 +494,7 @@ async fn pgsql_run(url: &str, n: usize, schema: &str) -> Res<()> {
 
 // ---- DynamoDB --------------------------------------------------------------------------------
 
-/// One keep-alive HTTP/1.1 connection to the endpoint (the raw client).
+/// A new HTTP/1.1 connection to the endpoint (the raw client's).
 async fn raw_dynamo_connect(url: &str) -> Res<SendRequest<Full<Bytes>>> {
     let authority = url
         .strip_prefix("http://")
@@ -513,33 +513,44 @@ async fn raw_dynamo_connect(url: &str) -> Res<SendRequest<Full<Bytes>>> {
     Ok(s)
 }
 
-/// One signed raw call: the answer's JSON.
-async fn raw_dynamo_call(
-    s: &mut SendRequest<Full<Bytes>>,
-    signer: &DynamoDriver,
-    op: &str,
-    body: Value,
-) -> Res<Value> {
-    let req = signer
-        .signed_request(op, body.to_string().into_bytes())
-        .map_err(|e| format!("raw {op}: {e}"))?;
-    s.ready().await.map_err(|e| format!("raw {op}: {e}"))?;
-    let resp = s
-        .send_request(req)
-        .await
-        .map_err(|e| format!("raw {op}: {e}"))?;
-    let status = resp.status();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("raw {op}: {e}"))?
-        .to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("raw {op}: {e}"))?;
-    if !status.is_success() {
-        return Err(format!("raw {op}: {status} {v}"));
+/// The raw client: one HTTP/1.1 connection, opened again when the server closed it (moto's
+/// werkzeug answers every request with `Connection: close`, so both sides connect per call there).
+struct RawDynamo {
+    url: String,
+    conn: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl RawDynamo {
+    /// One signed raw call: the answer's JSON.
+    async fn call(&mut self, signer: &DynamoDriver, op: &str, body: Value) -> Res<Value> {
+        let req = signer
+            .signed_request(op, body.to_string().into_bytes())
+            .map_err(|e| format!("raw {op}: {e}"))?;
+        let mut s = match self.conn.take() {
+            Some(mut s) => match s.ready().await {
+                Ok(()) => s,
+                Err(_) => raw_dynamo_connect(&self.url).await?,
+            },
+            None => raw_dynamo_connect(&self.url).await?,
+        };
+        let resp = s
+            .send_request(req)
+            .await
+            .map_err(|e| format!("raw {op}: {e}"))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("raw {op}: {e}"))?
+            .to_bytes();
+        self.conn = Some(s);
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("raw {op}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("raw {op}: {status} {v}"));
+        }
+        Ok(v)
     }
-    Ok(v)
 }
 
 async fn dynamodb(url: &str, n: usize) -> Res<()> {
@@ -566,7 +577,10 @@ async fn dynamodb(url: &str, n: usize) -> Res<()> {
         .await
         .map_err(|e| format!("create the raw table: {e}"))?;
     let raw_name = driver.table_name(RAW);
-    let conn = tokio::sync::Mutex::new(raw_dynamo_connect(url).await?);
+    let conn = tokio::sync::Mutex::new(RawDynamo {
+        url: url.to_string(),
+        conn: Some(raw_dynamo_connect(url).await?),
+    });
     let raw_put = |i: usize| {
         let (conn, driver, raw_name) = (&conn, &driver, &raw_name);
         async move {
@@ -578,8 +592,9 @@ async fn dynamodb(url: &str, n: usize) -> Res<()> {
                     "mtime": {"N": now_ms().to_string()},
                 },
             });
-            let mut s = conn.lock().await;
-            raw_dynamo_call(&mut s, driver, "PutItem", body)
+            conn.lock()
+                .await
+                .call(driver, "PutItem", body)
                 .await
                 .map(drop)
         }
@@ -592,8 +607,7 @@ async fn dynamodb(url: &str, n: usize) -> Res<()> {
                 "Key": {"name": {"S": key(i)}},
                 "ConsistentRead": true,
             });
-            let mut s = conn.lock().await;
-            let v = raw_dynamo_call(&mut s, driver, "GetItem", body).await?;
+            let v = conn.lock().await.call(driver, "GetItem", body).await?;
             let item = &v["Item"];
             let name = item["name"]["S"].as_str().unwrap_or_default().to_string();
             let val = item["value"]["S"].as_str().map(String::from);
