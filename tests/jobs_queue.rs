@@ -17,66 +17,127 @@ use std::time::Duration;
 
 const PG: &str = "postgresql://postgres@127.0.0.1:5432/test";
 
-/// A PostgreSQL schema of one test, dropped at the end even on failure.
-struct Schema(String);
+/// The shared server a test's nodes queue on: PostgreSQL (a schema of its own) or MariaDB (a
+/// database of its own), dropped at the end even on failure.
+struct Schema {
+    name: String,
+    mysql: bool,
+}
 
 impl Schema {
     fn new() -> Schema {
-        Schema(format!("bkjs_jq_{}_{}", std::process::id(), free_port()))
+        Schema {
+            name: format!("bkjs_jq_{}_{}", std::process::id(), free_port()),
+            mysql: false,
+        }
     }
 
-    fn psql(&self, sql: &str) -> String {
+    /// A MariaDB database of the test's own.
+    fn mysql() -> Schema {
+        let s = Schema {
+            name: format!("bkjs_jqm_{}_{}", std::process::id(), free_port()),
+            mysql: true,
+        };
         crate::db::sh(
-            "psql",
+            "mysql",
             &[
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-tA",
-                "-c",
-                &format!("SET search_path = {}; {sql}", self.0),
+                "-h127.0.0.1",
+                "-uroot",
+                "-e",
+                &format!("CREATE DATABASE {}", s.name),
             ],
-        )
-        .lines()
-        .filter(|l| !l.is_empty() && *l != "SET")
-        .collect::<Vec<_>>()
-        .join("\n")
+        );
+        s
+    }
+
+    /// The answer of one statement, rows on lines and columns separated by `|`.
+    fn psql(&self, sql: &str) -> String {
+        let out = if self.mysql {
+            crate::db::sh(
+                "mysql",
+                &["-h127.0.0.1", "-uroot", "-N", "-B", &self.name, "-e", sql],
+            )
+            .replace('\t', "|")
+        } else {
+            crate::db::sh(
+                "psql",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "test",
+                    "-tA",
+                    "-c",
+                    &format!("SET search_path = {}; {sql}", self.name),
+                ],
+            )
+        };
+        out.lines()
+            .filter(|l| !l.is_empty() && *l != "SET")
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn args(&self) -> Vec<String> {
+        let a = if self.mysql {
+            [
+                "-db-pool".to_string(),
+                "mysql".into(),
+                "-db-mysql-pool".into(),
+                format!("mysql://root@127.0.0.1:3306/{}", self.name),
+            ]
+        } else {
+            [
+                "-db-pool".to_string(),
+                "pgsql".into(),
+                "-db-pgsql-pool".into(),
+                PG.into(),
+            ]
+        };
+        let mut a = a.to_vec();
+        if !self.mysql {
+            a.extend(["-db-pgsql-schema".to_string(), self.name.clone()]);
+        }
+        a
     }
 }
 
 impl Drop for Schema {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
-            .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.0))
-            .output();
+        let _ = if self.mysql {
+            std::process::Command::new("mysql")
+                .args(["-h127.0.0.1", "-uroot", "-e"])
+                .arg(format!("DROP DATABASE IF EXISTS {}", self.name))
+                .output()
+        } else {
+            std::process::Command::new("psql")
+                .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-c"])
+                .arg(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+                .output()
+        };
     }
 }
 
-/// The backends a test runs on: SQLite always, PostgreSQL when it runs (required under CI).
-fn backends() -> Vec<Option<Schema>> {
-    let mut out = vec![None];
+/// The shared servers of the multi-node tests: PostgreSQL and MariaDB, those that run (both
+/// are required under CI).
+fn shared() -> Vec<Schema> {
+    let mut out = Vec::new();
     if service_up(5432, "PostgreSQL") {
-        out.push(Some(Schema::new()));
+        out.push(Schema::new());
+    }
+    if service_up(3306, "MariaDB") {
+        out.push(Schema::mysql());
     }
     out
 }
 
-fn pg_args(schema: &Schema) -> Vec<String> {
-    [
-        "-db-pool",
-        "pgsql",
-        "-db-pgsql-pool",
-        PG,
-        "-db-pgsql-schema",
-        &schema.0,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// The backends a test runs on: SQLite always, then PostgreSQL and MariaDB when they run.
+fn backends() -> Vec<Option<Schema>> {
+    let mut out = vec![None];
+    out.extend(shared().into_iter().map(Some));
+    out
 }
 
 fn args(schema: Option<&Schema>, extra: &[&str]) -> Vec<String> {
@@ -94,7 +155,7 @@ fn args(schema: Option<&Schema>, extra: &[&str]) -> Vec<String> {
     .map(|s| s.to_string())
     .collect();
     if let Some(s) = schema {
-        a.extend(pg_args(s));
+        a.extend(s.args());
     }
     a.extend(extra.iter().map(|s| s.to_string()));
     a
@@ -436,13 +497,15 @@ fn node(schema: &Schema, name: &str, extra: &[&str]) -> Tree {
 /// Test 2: two nodes on one PostgreSQL drain 1,000 jobs: each ran exactly once, both did some.
 #[test]
 fn two_nodes_drain_one_queue_each_job_once() {
-    if !service_up(5432, "PostgreSQL") {
-        return;
+    for schema in shared() {
+        two_nodes_drain(&schema);
     }
-    let schema = Schema::new();
+}
+
+fn two_nodes_drain(schema: &Schema) {
     let conc = ["-jobs-server-concurrency", "4"];
-    let a = node(&schema, "node-a", &conc);
-    let b = node(&schema, "node-b", &conc);
+    let a = node(schema, "node-a", &conc);
+    let b = node(schema, "node-b", &conc);
     let mut ids = 0;
     for batch in 0..20 {
         let spec: Vec<Value> = (0..50)
@@ -484,12 +547,14 @@ fn two_nodes_drain_one_queue_each_job_once() {
 /// `per_node` entry runs on each); `etc/crontab.local` adds entries and is reloaded on change.
 #[test]
 fn a_crontab_tick_runs_once_across_two_nodes() {
-    if !service_up(5432, "PostgreSQL") {
-        return;
+    for schema in shared() {
+        crontab_ticks_once(&schema);
     }
-    let schema = Schema::new();
-    let a = node(&schema, "node-a", &[]);
-    let b = node(&schema, "node-b", &[]);
+}
+
+fn crontab_ticks_once(schema: &Schema) {
+    let a = node(schema, "node-a", &[]);
+    let b = node(schema, "node-b", &[]);
     for t in [&a, &b] {
         crate::jobs::write_crontab(
             t.home.path(),
@@ -711,7 +776,7 @@ fn a_job_queued_on_one_node_wakes_an_idle_node_through_listen_notify() {
     let mut a_args = slow.to_vec();
     a_args.extend(["-server-job-workers", "0"]);
     // Node names unique to this test: other tests' listeners are in pg_stat_activity too.
-    let (na, nb) = (format!("a-{}", schema.0), format!("b-{}", schema.0));
+    let (na, nb) = (format!("a-{}", schema.name), format!("b-{}", schema.name));
     let a = node(&schema, &na, &a_args);
     let b = node(&schema, &nb, &slow);
     let listening = |t: &Tree, n: usize| {
@@ -793,7 +858,7 @@ fn queue_limits_and_runone_hold_across_nodes() {
         ];
         let (a, b) = match &schema {
             Some(s) => {
-                let (na, nb) = (format!("a-{}", s.0), format!("b-{}", s.0));
+                let (na, nb) = (format!("a-{}", s.name), format!("b-{}", s.name));
                 (node(s, &na, &extra), Some(node(s, &nb, &extra)))
             }
             None => (start(&args(None, &extra)), None),
@@ -826,5 +891,23 @@ fn queue_limits_and_runone_hold_across_nodes() {
         if b.is_some() {
             eprintln!("queue lim ran on {hosts:?}");
         }
+    }
+}
+
+/// A bad `-jobs-queue-limits` item stops the start (exit 64) with an error naming the
+/// parameter and the item, for each way an item can be wrong.
+#[test]
+fn a_bad_queue_limit_stops_the_start_naming_the_parameter() {
+    for bad in ["lim:0", "lim:-2", "lim:many", ":3"] {
+        // A tree (killed with its group on drop) rather than a bare wait: a start that wrongly
+        // succeeds fails the test instead of hanging it.
+        let mut t = Tree::start("run", &["-jobs-queue-limits", bad]);
+        let code = t.wait_exit(Duration::from_secs(30));
+        let log = t.log();
+        assert_eq!(code, Some(Some(64)), "{bad}: {log}");
+        assert!(
+            log.contains("-jobs-queue-limits") && log.contains(bad),
+            "{bad}: {log}"
+        );
     }
 }

@@ -260,10 +260,20 @@ fn bodies_are_refused_before_they_are_read_and_cut_after_the_body_timeout() {
 
 #[test]
 fn one_address_holds_at_most_the_connection_cap() {
-    let t = Tree::start(
-        "run",
-        &["-server-web-workers", "1", "-api-ip-conn-max", "3"],
-    );
+    connection_cap(&[]);
+}
+
+/// The same cap in proxy mode, where the server's proxy holds the clients' connections.
+#[test]
+fn one_address_holds_at_most_the_connection_cap_through_the_proxy() {
+    let base = free_ports(1).to_string();
+    connection_cap(&["-proxy-port", &base]);
+}
+
+fn connection_cap(extra: &[&str]) {
+    let mut args = vec!["-server-web-workers", "1", "-api-ip-conn-max", "3"];
+    args.extend_from_slice(extra);
+    let t = Tree::start("run", &args);
     t.ready(1);
     // The connections of the readiness checks may still be closing: retry until three at once
     // are served.

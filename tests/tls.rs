@@ -1192,3 +1192,35 @@ fn each_image_limit_is_a_400_naming_its_parameter() {
     let (st, v) = put(80, 80);
     assert_eq!(st, 200, "{v}");
 }
+
+/// A client that opens a TCP connection to the HTTPS port and never finishes the handshake is
+/// closed after `-ssl-handshake-timeout`, by a web worker and by the proxy of proxy mode alike
+/// (the default, 10 s, would outlast the deadline here).
+#[test]
+fn a_stalled_tls_handshake_is_closed_after_its_timeout() {
+    let ca = Ca::new("bkjs test CA");
+    let base = free_ports(4).to_string();
+    for extra in [vec![], vec!["-proxy-port", base.as_str()]] {
+        let mut args = vec!["-ssl-handshake-timeout", "1s"];
+        args.extend(extra);
+        let s = start(&ca.leaf("server", 2020, 2040, false), &args);
+        let agent = tls_agent(&ca.pem());
+        ready_https(&s, &agent);
+        let mut stalled = std::net::TcpStream::connect(("127.0.0.1", s.ssl_port)).expect("connect");
+        // Half a ClientHello record header: the server waits for the rest.
+        std::io::Write::write_all(&mut stalled, &[0x16, 0x03]).expect("write");
+        let t0 = Instant::now();
+        assert!(
+            reads_eof(&mut stalled, Duration::from_secs(6)),
+            "{args:?}: the stalled handshake was not closed\n{}",
+            s.t.log()
+        );
+        assert!(
+            t0.elapsed() >= Duration::from_millis(500),
+            "{args:?}: closed before its timeout ({:?})",
+            t0.elapsed()
+        );
+        // The server still serves.
+        assert_eq!(get(&agent, s.ssl_port, "/ping", &[]).0, 200);
+    }
+}

@@ -130,10 +130,16 @@ pub static PARAMS: &[Param] = &[
         "HTTP/2 streams reset before being answered (the rapid-reset pattern) that close the connection with GOAWAY",
     ),
     Param::new(
+        "api-h2-max-local-resets",
+        Kind::Int { min: 1, max: 100000 },
+        "1024",
+        "HTTP/2 streams this side may reset for a client's protocol errors before the connection is closed with GOAWAY (hyper's MAX_LOCAL_ERROR_RESET_STREAMS)",
+    ),
+    Param::new(
         "api-ip-conn-max",
         Kind::Int { min: 0, max: 1_000_000 },
         "256",
-        "open connections one client address may hold on one web worker; more are answered 429 and closed (0 = no limit; raise it behind a reverse proxy)",
+        "open connections one client address may hold on one web worker (in proxy mode: on the server's proxy); more are answered 429 and closed (0 = no limit; raise it behind a reverse proxy)",
     ),
     Param::new(
         "api-console",

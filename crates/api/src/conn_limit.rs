@@ -1,5 +1,6 @@
-//! The per-address connection cap of a web worker (`-api-ip-conn-max`): one client address may
-//! hold at most so many open connections on one worker, so a single host cannot take every
+//! The per-address connection cap of a web worker, or of the proxy in proxy mode
+//! (`-api-ip-conn-max`): one client address may hold at most so many open connections on one
+//! worker (or proxy), so a single host cannot take every
 //! connection slot with stalled requests. A connection counts from its accept until it closes;
 //! the [`Slot`] it holds gives its place back when dropped.
 
@@ -9,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Open connections by client address.
-pub(crate) struct IpConns {
+pub struct IpConns {
     max: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
     /// When a refusal was last logged: one line a second at most, however many are refused.
@@ -17,14 +18,14 @@ pub(crate) struct IpConns {
 }
 
 /// One counted connection; counted out when dropped.
-pub(crate) struct Slot {
+pub struct Slot {
     ip: IpAddr,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl IpConns {
     /// At most `max` connections per address (0: no limit).
-    pub(crate) fn new(max: usize) -> IpConns {
+    pub fn new(max: usize) -> IpConns {
         IpConns {
             max,
             open: Default::default(),
@@ -33,7 +34,7 @@ impl IpConns {
     }
 
     /// Whether a refusal may be logged now (the first, then one a second).
-    pub(crate) fn should_log(&self) -> bool {
+    pub fn should_log(&self) -> bool {
         let mut last = self.logged.lock();
         let now = std::time::Instant::now();
         if last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1)) {
@@ -44,7 +45,7 @@ impl IpConns {
     }
 
     /// A slot for one more connection from `ip`, or `None` when it holds `max` already.
-    pub(crate) fn enter(&self, ip: IpAddr) -> Option<Slot> {
+    pub fn enter(&self, ip: IpAddr) -> Option<Slot> {
         let mut open = self.open.lock();
         let n = open.entry(ip).or_insert(0);
         if self.max > 0 && *n >= self.max {
@@ -71,7 +72,7 @@ impl Drop for Slot {
 }
 
 /// The answer to a connection over the cap, written before it is closed.
-pub(crate) const REFUSED: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 71\r\n\r\n{\"message\":\"too many connections from this address (-api-ip-conn-max)\"}";
+pub const REFUSED: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 71\r\n\r\n{\"message\":\"too many connections from this address (-api-ip-conn-max)\"}";
 
 #[cfg(test)]
 mod tests {

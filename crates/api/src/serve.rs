@@ -340,23 +340,57 @@ fn redirect(req: &hyper::Request<hyper::body::Incoming>, port: u16) -> crate::re
     r
 }
 
-/// `-api-max-headers` when it is not hyper's own default (100): setting it moves hyper's header
-/// array from the stack to the heap, an allocation per request.
-fn max_headers(cfg: &bkjs_base::config::Config) -> Option<usize> {
+/// `-api-max-headers` for hyper's HTTP/1 builder, None when it is hyper's own default (100):
+/// setting it moves hyper's header array from the stack to the heap, an allocation per request.
+pub fn max_headers(cfg: &bkjs_base::config::Config) -> Option<usize> {
     let n = cfg.int("api-max-headers") as usize;
     (n != 100).then_some(n)
 }
 
+/// The limits of an HTTP/2 connection (docs/security.md), the same for a web worker's HTTPS
+/// listener and for the proxy of proxy mode.
+pub struct H2Limits {
+    /// `-api-h2-max-streams`: SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_streams: u32,
+    /// `-api-max-header-size`: SETTINGS_MAX_HEADER_LIST_SIZE.
+    pub max_header_list: u32,
+    /// `-api-h2-max-resets`: streams the client resets before they are answered (the
+    /// rapid-reset pattern) that close the connection.
+    pub max_resets: usize,
+    /// `-api-h2-max-local-resets`: streams this side resets for the client's protocol errors
+    /// that close the connection.
+    pub max_local_resets: usize,
+}
+
+impl H2Limits {
+    pub fn from_config(cfg: &bkjs_base::config::Config) -> H2Limits {
+        H2Limits {
+            max_streams: cfg.int("api-h2-max-streams") as u32,
+            max_header_list: cfg.int("api-max-header-size") as u32,
+            max_resets: cfg.int("api-h2-max-resets") as usize,
+            max_local_resets: cfg.int("api-h2-max-local-resets") as usize,
+        }
+    }
+}
+
+/// How long a new HTTPS connection may take over its TLS handshake: `-ssl-handshake-timeout`,
+/// at most the idle `-timeout`.
+pub fn handshake_timeout(cfg: &bkjs_base::config::Config) -> Duration {
+    cfg.duration("ssl-handshake-timeout")
+        .min(cfg.duration("timeout"))
+}
+
 /// The HTTP/2 side of the HTTPS listener (connections whose ALPN agreed on `h2`): limits from
-/// `-api-h2-*` (docs/security.md), and extended CONNECT (RFC 8441) advertised, so browsers open
-/// their WebSockets on a stream of the connection.
+/// [`H2Limits`], and extended CONNECT (RFC 8441) advertised, so browsers open their WebSockets
+/// on a stream of the connection.
 fn h2_builder(api: &Api) -> http2::Builder<TokioExecutor> {
-    let cfg = &api.cfg;
+    let l = H2Limits::from_config(&api.cfg);
     let mut b = http2::Builder::new(TokioExecutor::new());
     b.timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(cfg.int("api-h2-max-streams") as u32)
-        .max_header_list_size(cfg.int("api-max-header-size") as u32)
-        .max_pending_accept_reset_streams(cfg.int("api-h2-max-resets") as usize)
+        .max_concurrent_streams(l.max_streams)
+        .max_header_list_size(l.max_header_list)
+        .max_pending_accept_reset_streams(l.max_resets)
+        .max_local_error_reset_streams(l.max_local_resets)
         .enable_connect_protocol();
     b
 }
@@ -431,7 +465,7 @@ pub async fn serve(
         }
         None => (None, None),
     };
-    let handshake_timeout = idle.min(Duration::from_secs(10));
+    let handshake_timeout = handshake_timeout(&api.cfg);
     loop {
         // Both accept threads stop at the drain; connections they queued before are still served.
         let (stream, secure) = tokio::select! {

@@ -193,6 +193,68 @@ async fn fetch(conn: &mut impl Queryable, s: &Sql, cols: &[&Column]) -> Result<V
         .collect())
 }
 
+/// Runs a caller's statement (`?` placeholders) and converts its result by the server's column
+/// types.
+async fn native(conn: &mut Conn, text: &str, params_: &[Value]) -> Result<Res, DbError> {
+    let ps: Vec<Param> = params_.iter().map(query_param).collect();
+    let mut res = match conn.exec_iter(text, params(&ps)).await {
+        Ok(r) => r,
+        // Statements the server cannot prepare run as plain text when they take no values.
+        Err(mysql_async::Error::Server(e)) if e.code == 1295 && ps.is_empty() => {
+            conn.query_drop(text).await.map_err(map_err)?;
+            return Ok(Res {
+                affected: conn.affected_rows(),
+                ..Res::default()
+            });
+        }
+        Err(e) => return Err(map_err(e)),
+    };
+    let cols = res.columns_ref().to_vec();
+    if cols.is_empty() {
+        let affected = res.affected_rows();
+        res.drop_result().await.map_err(map_err)?;
+        return Ok(Res {
+            affected,
+            ..Res::default()
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = res.next().await.map_err(map_err)? {
+        let mut row = Row::new();
+        for (i, c) in cols.iter().enumerate() {
+            if let Some(v) = r.as_ref(i).and_then(|v| decode_column(c, v)) {
+                row.insert(c.name_str().into_owned(), v);
+            }
+        }
+        out.push(row);
+    }
+    res.drop_result().await.map_err(map_err)?;
+    Ok(Res {
+        rows: out,
+        ..Res::default()
+    })
+}
+
+/// A transaction begun by [`MysqlDriver::begin`].
+pub struct MysqlTx {
+    conn: Conn,
+}
+
+impl MysqlTx {
+    /// Runs one statement (`?` placeholders) in the transaction, as [`crate::Driver::query`]
+    /// would.
+    pub async fn query(&mut self, text: &str, params: &[Value]) -> Result<Res, DbError> {
+        native(&mut self.conn, text, params).await
+    }
+
+    /// Commits; the connection goes back to the pool as it is (nothing left open).
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        self.conn.query_drop("COMMIT").await.map_err(map_err)?;
+        self.conn.reset_connection(false);
+        Ok(())
+    }
+}
+
 /// The MySQL/MariaDB driver over one connection pool.
 pub struct MysqlDriver {
     pool: Pool,
@@ -240,6 +302,25 @@ impl MysqlDriver {
     pub async fn check(&self) -> Result<(), DbError> {
         let mut conn = self.conn().await?;
         conn.ping().await.map_err(map_err)
+    }
+
+    /// Runs one statement (`?` placeholders) for a caller whose statements leave no session
+    /// state behind (no variables, locks or open transaction), so the connection goes back to
+    /// the pool without the reset [`crate::Driver::query`] costs: the job queue's.
+    pub async fn query_stateless(&self, text: &str, params: &[Value]) -> Result<Res, DbError> {
+        native(&mut self.conn().await?, text, params).await
+    }
+
+    /// Starts a transaction of the caller's statements on a connection of its own (the job
+    /// queue's claims: select for update, update, read back). Dropped without
+    /// [`MysqlTx::commit`], it rolls back: the connection is reset before it is used again.
+    pub async fn begin(&self) -> Result<MysqlTx, DbError> {
+        let mut conn = self.conn().await?;
+        conn.reset_connection(true);
+        conn.query_drop("START TRANSACTION")
+            .await
+            .map_err(map_err)?;
+        Ok(MysqlTx { conn })
     }
 
     /// Closes the pool's connections (waits for borrowed ones to come back).
@@ -382,47 +463,11 @@ impl SqlBackend for MysqlDriver {
     }
 
     async fn native(&self, text: &str, params_: &[Value]) -> Result<Res, DbError> {
-        let ps: Vec<Param> = params_.iter().map(query_param).collect();
         let mut conn = self.conn().await?;
         // Arbitrary SQL may leave session state behind (variables, locks, an open
         // transaction): this connection is reset before it serves anyone else.
         conn.reset_connection(true);
-        let mut res = match conn.exec_iter(text, params(&ps)).await {
-            Ok(r) => r,
-            // Statements the server cannot prepare run as plain text when they take no values.
-            Err(mysql_async::Error::Server(e)) if e.code == 1295 && ps.is_empty() => {
-                conn.query_drop(text).await.map_err(map_err)?;
-                return Ok(Res {
-                    affected: conn.affected_rows(),
-                    ..Res::default()
-                });
-            }
-            Err(e) => return Err(map_err(e)),
-        };
-        let cols = res.columns_ref().to_vec();
-        if cols.is_empty() {
-            let affected = res.affected_rows();
-            res.drop_result().await.map_err(map_err)?;
-            return Ok(Res {
-                affected,
-                ..Res::default()
-            });
-        }
-        let mut out = Vec::new();
-        while let Some(r) = res.next().await.map_err(map_err)? {
-            let mut row = Row::new();
-            for (i, c) in cols.iter().enumerate() {
-                if let Some(v) = r.as_ref(i).and_then(|v| decode_column(c, v)) {
-                    row.insert(c.name_str().into_owned(), v);
-                }
-            }
-            out.push(row);
-        }
-        res.drop_result().await.map_err(map_err)?;
-        Ok(Res {
-            rows: out,
-            ..Res::default()
-        })
+        native(&mut conn, text, params_).await
     }
 
     /// `ON DUPLICATE KEY UPDATE` reports 1 for an insert and 2 for an update (found rows: 1 when

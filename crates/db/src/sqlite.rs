@@ -607,7 +607,9 @@ impl BlockingDriver for SqliteDriver {
 
     fn query(&self, text: &str, params: &[Value], _opts: &Options) -> Result<Res, DbError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(text).map_err(map_err)?;
+        // Cached like the driver's own statements: a caller's statement is usually run again
+        // (the job queue's enqueue and claim run on every batch).
+        let mut stmt = conn.prepare_cached(text).map_err(map_err)?;
         let params: Vec<Param> = params.iter().map(query_param).collect();
         if stmt.column_count() == 0 {
             let affected = stmt

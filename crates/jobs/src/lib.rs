@@ -65,7 +65,7 @@ pub static PARAMS: &[Param] = &[
         "jobs-pool",
         Kind::String,
         "",
-        "the DB pool holding the durable job queue (table bk_job_queue): sqlite or pgsql; nodes sharing a pgsql pool share the queue; empty: -db-pool",
+        "the DB pool holding the durable job queue (table bk_job_queue): sqlite, pgsql or mysql (MariaDB 10.6+); nodes sharing a pgsql or mysql pool share the queue; empty: -db-pool",
     ),
     Param::new(
         "jobs-lease",

@@ -85,7 +85,14 @@ impl Proxy {
             .enable_all()
             .build()?;
         let b = backends.clone();
-        let header_timeout = cfg.duration("timeout");
+        let limits = Limits {
+            header_timeout: cfg.duration("timeout"),
+            handshake_timeout: bkjs_api::handshake_timeout(cfg),
+            max_header_size: cfg.int("api-max-header-size") as usize,
+            max_headers: bkjs_api::max_headers(cfg),
+            h2: bkjs_api::H2Limits::from_config(cfg),
+            per_ip: bkjs_api::conn_limit::IpConns::new(cfg.int("api-ip-conn-max") as usize),
+        };
         std::thread::Builder::new()
             .name("proxy".into())
             .spawn(move || {
@@ -104,7 +111,7 @@ impl Proxy {
                         None => None,
                     };
                     match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => accept(l, secure, b, stop_rx, header_timeout).await,
+                        Ok(l) => accept(l, secure, b, stop_rx, limits).await,
                         Err(e) => tracing::error!("proxy listener: {e}"),
                     }
                 });
@@ -122,25 +129,47 @@ impl Proxy {
     }
 }
 
+/// The limits the proxy applies to its clients: the web workers' own (docs/security.md), since
+/// behind the proxy the workers see only the proxy's connections.
+struct Limits {
+    header_timeout: std::time::Duration,
+    handshake_timeout: std::time::Duration,
+    max_header_size: usize,
+    max_headers: Option<usize>,
+    h2: bkjs_api::H2Limits,
+    per_ip: bkjs_api::conn_limit::IpConns,
+}
+
 async fn accept(
     listener: tokio::net::TcpListener,
     secure: Option<(tokio::net::TcpListener, Arc<Tls>)>,
     backends: Arc<Backends>,
     mut stop: watch::Receiver<bool>,
-    header_timeout: std::time::Duration,
+    limits: Limits,
 ) {
     let client: Client<HttpConnector, Body> = Client::builder(TokioExecutor::new()).build_http();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_size);
     let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     auto.http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_size);
+    if let Some(n) = limits.max_headers {
+        http.max_headers(n);
+        auto.http1().max_headers(n);
+    }
     auto.http2()
         .timer(hyper_util::rt::TokioTimer::new())
-        .max_pending_accept_reset_streams(20)
+        .max_concurrent_streams(limits.h2.max_streams)
+        .max_header_list_size(limits.h2.max_header_list)
+        .max_pending_accept_reset_streams(limits.h2.max_resets)
+        .max_local_error_reset_streams(limits.h2.max_local_resets)
         .enable_connect_protocol();
+    let handshake_timeout = limits.handshake_timeout;
+    let per_ip = limits.per_ip;
     loop {
         let (stream, is_tls) = tokio::select! {
             r = listener.accept() => match r {
@@ -161,6 +190,23 @@ async fn accept(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        let slot = match stream.peer_addr() {
+            Ok(peer) => match per_ip.enter(peer.ip()) {
+                Some(slot) => Some(slot),
+                None => {
+                    if per_ip.should_log() {
+                        tracing::info!("{} holds -api-ip-conn-max connections to the proxy already: refused (logged once a second)", peer.ip());
+                    }
+                    // Best effort, as a web worker does: the 429 on plain HTTP, the close only
+                    // on HTTPS.
+                    if !is_tls {
+                        let _ = stream.try_write(bkjs_api::conn_limit::REFUSED);
+                    }
+                    continue;
+                }
+            },
+            Err(_) => None,
+        };
         let backends = backends.clone();
         let client = client.clone();
         let svc = hyper::service::service_fn(move |req| {
@@ -174,6 +220,7 @@ async fn accept(
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     if let Err(e) = conn.await {
                         tracing::debug!("proxy connection: {e}");
                     }
@@ -183,7 +230,8 @@ async fn accept(
                 let accept = tls.acceptor.accept(stream);
                 let auto = auto.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(header_timeout, accept).await {
+                    let _slot = slot;
+                    match tokio::time::timeout(handshake_timeout, accept).await {
                         Ok(Ok(stream)) => {
                             if let Err(e) = auto
                                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)

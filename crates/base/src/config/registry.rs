@@ -113,6 +113,12 @@ pub(crate) static CORE: &[Param] = &[
         "max-age of the Strict-Transport-Security header on HTTPS replies; 0 sends none",
     ),
     Param::new(
+        "ssl-handshake-timeout",
+        Kind::Duration,
+        "10s",
+        "longest a client may take to finish the TLS handshake of a new HTTPS connection (at most -timeout); slower ones are closed",
+    ),
+    Param::new(
         "proxy-port",
         PORT,
         "0",

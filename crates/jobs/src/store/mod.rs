@@ -4,11 +4,12 @@
 //! them. Every write of a running job is fenced by its attempt number (`WHERE id AND attempts AND
 //! state = 'running'`), so a stale worker that resumes late cannot overwrite a newer attempt.
 //!
-//! The SQL is shared except where the dialects differ (`pgsql`, `sqlite`): the DDL and the
-//! claim. The table is created here with native statements rather than through the generic
+//! The SQL is shared except where the dialects differ (`pgsql`, `sqlite`, `mysql`): the DDL, the
+//! claim, and on MySQL every statement that needs `UPDATE ... RETURNING`. The table is created here with native statements rather than through the generic
 //! schema because it needs a nullable unique key and partial indexes.
 
 pub(crate) mod listen;
+mod mysql;
 mod pgsql;
 mod sqlite;
 
@@ -30,6 +31,7 @@ pub(crate) const TICK: &str = "tick:";
 enum Dialect {
     Pgsql,
     Sqlite,
+    Mysql,
 }
 
 /// How a job is queued: the options of docs/jobs.md, validated.
@@ -153,6 +155,8 @@ pub(crate) struct Store {
     pool: Arc<dyn Driver>,
     /// The same pool when it is PostgreSQL: the constrained claim needs a transaction.
     pg: Option<Arc<bkjs_db::pgsql::PgsqlDriver>>,
+    /// The same pool when it is MySQL: claims and `RETURNING` statements are transactions.
+    my: Option<Arc<bkjs_db::mysql::MysqlDriver>>,
     dialect: Dialect,
     /// `-jobs-queue-limits`: at most N running jobs of a queue across all nodes.
     limits: Arc<Vec<(String, i64)>>,
@@ -186,10 +190,22 @@ const CLAIM_LOCK: i64 = 0x626b_6a73_6a6f_6271;
 /// PostgreSQL in a transaction that first takes an advisory lock (so its snapshot sees every
 /// earlier constrained claim), while plain claims never take constrained jobs.
 fn claim_sql(dialect: Dialect, limited: usize, constrained: bool) -> String {
-    let set = "UPDATE bk_job_queue SET state = 'running', attempts = attempts + 1,
+    format!(
+        "{CLAIM_SET} WHERE state = 'queued' AND id IN ({}) RETURNING {CLAIM_COLUMNS}",
+        claim_pick(dialect, limited, constrained)
+    )
+}
+
+/// What a claim writes on the rows it takes (parameters as in [`claim_sql`]).
+const CLAIM_SET: &str = "UPDATE bk_job_queue SET state = 'running', attempts = attempts + 1,
         node = $1, lease_until = $2, started = $3, mtime = $3, pid = NULL";
+
+/// What a claim answers of each row it took.
+const CLAIM_COLUMNS: &str = "id, name, args, kind, attempts, max_attempts, run_at, started";
+
+/// The ids a claim takes (parameters as in [`claim_sql`]).
+fn claim_pick(dialect: Dialect, limited: usize, constrained: bool) -> String {
     let due = "state = 'queued' AND run_at <= $3 AND kind = $4 AND (target = '' OR target = $5)";
-    let ret = "RETURNING id, name, args, kind, attempts, max_attempts, run_at, started";
     if !constrained {
         let names: Vec<String> = (0..limited).map(|i| format!("${}", 7 + i)).collect();
         let not_limited = if limited == 0 {
@@ -198,13 +214,12 @@ fn claim_sql(dialect: Dialect, limited: usize, constrained: bool) -> String {
             format!("AND queue NOT IN ({})", names.join(", "))
         };
         let lock = match dialect {
-            Dialect::Pgsql => "FOR UPDATE SKIP LOCKED",
+            Dialect::Pgsql | Dialect::Mysql => "FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
         return format!(
-            "{set} WHERE state = 'queued' AND id IN (SELECT id FROM bk_job_queue WHERE {due}
-                AND one = 0 {not_limited} ORDER BY priority DESC, run_at, id LIMIT $6 {lock})
-             {ret}"
+            "SELECT id FROM bk_job_queue WHERE {due}
+                AND one = 0 {not_limited} ORDER BY priority DESC, run_at, id LIMIT $6 {lock}"
         );
     }
     let (in_limited, queue_cap) = if limited == 0 {
@@ -231,7 +246,7 @@ fn claim_sql(dialect: Dialect, limited: usize, constrained: bool) -> String {
         )
     };
     format!(
-        "{set} WHERE state = 'queued' AND id IN (SELECT c.id FROM (
+        "SELECT c.id FROM (
             SELECT id, name, one, queue, priority, run_at,
                 ROW_NUMBER() OVER (PARTITION BY queue ORDER BY priority DESC, run_at, id) AS qn,
                 ROW_NUMBER() OVER (PARTITION BY name, one ORDER BY priority DESC, run_at, id) AS nn
@@ -239,8 +254,7 @@ fn claim_sql(dialect: Dialect, limited: usize, constrained: bool) -> String {
             WHERE (c.one = 0 OR (c.nn = 1 AND NOT EXISTS (SELECT 1 FROM bk_job_queue r
                     WHERE r.state = 'running' AND r.name = c.name)))
                 AND ({queue_cap})
-            ORDER BY c.priority DESC, c.run_at, c.id LIMIT $6)
-         {ret}"
+            ORDER BY c.priority DESC, c.run_at, c.id LIMIT $6"
     )
 }
 
@@ -285,9 +299,10 @@ impl Store {
         let dialect = match name.as_str() {
             "pgsql" => Dialect::Pgsql,
             "sqlite" => Dialect::Sqlite,
+            "mysql" => Dialect::Mysql,
             other => {
                 return Err(JobError::Bad(format!(
-                    "-jobs-pool: the job queue needs a sqlite or pgsql pool, not {other}"
+                    "-jobs-pool: the job queue needs a sqlite, pgsql or mysql pool, not {other}"
                 )))
             }
         };
@@ -311,6 +326,17 @@ impl Store {
             return Ok(Store {
                 pool: pg.clone(),
                 pg: Some(pg),
+                my: None,
+                dialect,
+                limits,
+            });
+        }
+        if dialect == Dialect::Mysql {
+            let my = mysql::connect(cfg).await?;
+            return Ok(Store {
+                pool: my.clone(),
+                pg: None,
+                my: Some(my),
                 dialect,
                 limits,
             });
@@ -321,6 +347,7 @@ impl Store {
         Ok(Store {
             pool,
             pg: None,
+            my: None,
             dialect,
             limits,
         })
@@ -335,6 +362,7 @@ impl Store {
         let ddl = match self.dialect {
             Dialect::Pgsql => pgsql::DDL,
             Dialect::Sqlite => sqlite::DDL,
+            Dialect::Mysql => mysql::DDL,
         };
         for stmt in ddl {
             // Two nodes creating the table at once: one of them may lose the race in the
@@ -353,6 +381,11 @@ impl Store {
         let text = match self.dialect {
             Dialect::Pgsql => pgsql::text(sql),
             Dialect::Sqlite => sqlite::text(sql),
+            Dialect::Mysql => {
+                let (text, values) = mysql::bind(sql, params)?;
+                let my = self.my.as_ref().expect("a mysql store holds its driver");
+                return my.query_stateless(&text, &values).await;
+            }
         };
         self.pool.query(&text, params, &Options::default()).await
     }
@@ -409,10 +442,16 @@ impl Store {
                     json!(i64::from(e.one)),
                 ]);
             }
+            // MySQL: IGNORE skips only the duplicate keys here, every value being validated
+            // (and within its column's length) before.
+            let (ignore, conflict) = match self.dialect {
+                Dialect::Mysql => ("IGNORE ", ""),
+                _ => ("", " ON CONFLICT (unique_key) DO NOTHING"),
+            };
             let mut sql = format!(
-                "INSERT INTO bk_job_queue (name, args, kind, state, max_attempts, run_at, priority,
-                    unique_key, queue, target, one, ctime, mtime)
-                 VALUES {} ON CONFLICT (unique_key) DO NOTHING RETURNING id, unique_key",
+                "INSERT {ignore}INTO bk_job_queue (name, args, kind, state, max_attempts, run_at,
+                    priority, unique_key, queue, target, one, ctime, mtime)
+                 VALUES {}{conflict} RETURNING id, unique_key",
                 values.join(", ")
             );
             if self.dialect == Dialect::Pgsql {
@@ -494,19 +533,31 @@ impl Store {
             json!(n as i64),
         ];
         let limited = self.limits.len();
-        let plain = claim_sql(self.dialect, limited, false);
         let mut p = params.clone();
         p.extend(self.limits.iter().map(|(q, _)| json!(q)));
-        let mut rows = self.q(&plain, &p).await.map_err(unavailable)?.rows;
+        let mut rows = match &self.my {
+            Some(my) => mysql::claim(my, &claim_pick(self.dialect, limited, false), &p, false)
+                .await
+                .map_err(unavailable)?,
+            None => {
+                let plain = claim_sql(self.dialect, limited, false);
+                self.q(&plain, &p).await.map_err(unavailable)?.rows
+            }
+        };
         for (q, max) in self.limits.iter() {
             params.extend([json!(q), json!(max)]);
         }
         if rows.len() < n && self.constrained_due(&params).await? {
             params[5] = json!((n - rows.len()) as i64);
             let sql = claim_sql(self.dialect, limited, true);
-            let more = match &self.pg {
-                Some(pg) => self.claim_locked(pg, &sql, &params, limited).await?,
-                None => self.q(&sql, &params).await.map_err(unavailable)?.rows,
+            let more = match (&self.pg, &self.my) {
+                (Some(pg), _) => self.claim_locked(pg, &sql, &params, limited).await?,
+                (_, Some(my)) => {
+                    mysql::claim(my, &claim_pick(self.dialect, limited, true), &params, true)
+                        .await
+                        .map_err(unavailable)?
+                }
+                _ => self.q(&sql, &params).await.map_err(unavailable)?.rows,
             };
             rows.extend(more);
         }
@@ -712,52 +763,79 @@ impl Store {
     ) -> Result<Option<(String, i64)>, JobError> {
         let now = bkjs_base::time::now_ms();
         let error: String = error.chars().take(2000).collect();
-        let r = self
-            .q(
-                "UPDATE bk_job_queue SET
+        let update = "UPDATE bk_job_queue SET
                     state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
                     unique_key = CASE WHEN unique_key LIKE 'name:%' THEN NULL
                         WHEN attempts >= max_attempts AND unique_key NOT LIKE 'tick:%'
                         THEN NULL ELSE unique_key END,
                     run_at = $1, error = $2, lease_until = NULL, mtime = $3
-                 WHERE id = $4 AND attempts = $5 AND state = 'running' RETURNING state, run_at",
-                &[
-                    json!(now + delay.as_millis() as i64),
-                    json!(error),
-                    json!(now),
-                    json!(id),
-                    json!(attempt),
-                ],
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(r.rows
+                 WHERE id = $4 AND attempts = $5 AND state = 'running'";
+        let params = [
+            json!(now + delay.as_millis() as i64),
+            json!(error),
+            json!(now),
+            json!(id),
+            json!(attempt),
+        ];
+        let r = match &self.my {
+            Some(my) => mysql::update_returning(my, update, &params, "state, run_at", id).await,
+            None => {
+                self.q(&format!("{update} RETURNING state, run_at"), &params)
+                    .await
+            }
+        }
+        .map_err(unavailable)?;
+        let out = r
+            .rows
             .first()
-            .map(|row| (text(row, "state"), num(row, "run_at"))))
+            .map(|row| (text(row, "state"), num(row, "run_at")));
+        if let Some((state, run_at)) = &out {
+            if state == "queued" {
+                // Any idle node may take the next attempt when it is due, not only this one.
+                self.notify(*run_at).await?;
+            }
+        }
+        Ok(out)
     }
 
     /// Requeues (or buries after their last attempt) the running jobs whose lease expired: their
     /// worker, master or machine died or stopped. Answers (id, name, new state) of each.
     pub(crate) async fn requeue_expired(&self) -> Result<Vec<(i64, String, String)>, JobError> {
         let now = bkjs_base::time::now_ms();
-        let r = self
-            .q(
+        let set = |error: &str| {
+            format!(
                 "UPDATE bk_job_queue SET
                     state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
                     unique_key = CASE WHEN unique_key LIKE 'name:%' THEN NULL
                         WHEN attempts >= max_attempts AND unique_key NOT LIKE 'tick:%'
                         THEN NULL ELSE unique_key END,
-                    error = 'the lease of attempt ' || attempts || ' on ' || COALESCE(node, '?') || ' expired',
-                    lease_until = NULL, run_at = $1, mtime = $1
-                 WHERE state = 'running' AND lease_until < $1 RETURNING id, name, state",
-                &[json!(now)],
+                    error = {error}, lease_until = NULL, run_at = $1, mtime = $1"
             )
-            .await
-            .map_err(unavailable)?;
-        Ok(r.rows
+        };
+        let r = match &self.my {
+            Some(my) => mysql::requeue_expired(my, &set(mysql::LEASE_ERROR), now).await,
+            None => {
+                let error = "'the lease of attempt ' || attempts || ' on ' || COALESCE(node, '?') || ' expired'";
+                self.q(
+                    &format!(
+                        "{} WHERE state = 'running' AND lease_until < $1 RETURNING id, name, state",
+                        set(error)
+                    ),
+                    &[json!(now)],
+                )
+                .await
+            }
+        }
+        .map_err(unavailable)?;
+        let out: Vec<(i64, String, String)> = r
+            .rows
             .iter()
             .map(|row| (num(row, "id"), text(row, "name"), text(row, "state")))
-            .collect())
+            .collect();
+        if out.iter().any(|(_, _, state)| state == "queued") {
+            self.notify(now).await?;
+        }
+        Ok(out)
     }
 
     /// Whether idle masters can be woken by LISTEN/NOTIFY (PostgreSQL) rather than by polling.
