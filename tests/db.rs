@@ -487,3 +487,122 @@ fn redis_keys_script(body: &str, pattern: &str) -> Vec<String> {
         .map(|s| s.to_string())
         .collect()
 }
+
+/// A local DynamoDB of this test's own (moto, through scripts/moto_server.py, from the venv
+/// scripts/setup makes) on a free port, killed by pid when dropped.
+struct Moto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Moto {
+    /// None (a recorded skip, a failure under CI=true) when moto is not installed.
+    fn start() -> Option<Moto> {
+        let python = match std::env::var_os("BKJS_MOTO_PYTHON") {
+            Some(p) => std::path::PathBuf::from(p),
+            None => std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/bkjs/moto/bin/python"),
+        };
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/moto_server.py");
+        let port = free_port();
+        let child = match std::process::Command::new(&python)
+            .args([script, "127.0.0.1", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                bkjs::testing::required(&format!(
+                    "moto cannot be started with {} ({e}); scripts/setup installs it",
+                    python.display()
+                ));
+                return None;
+            }
+        };
+        let mut m = Moto { child, port };
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let up = wait_for(Duration::from_secs(60), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                || !matches!(m.child.try_wait(), Ok(None))
+        });
+        if !up || !matches!(m.child.try_wait(), Ok(None)) {
+            bkjs::testing::required("moto did not start; scripts/setup installs it");
+            return None;
+        }
+        Some(m)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_dynamodb_pool_serves_put_get_select() {
+    let Some(moto) = Moto::start() else {
+        return;
+    };
+    let url = format!("http://127.0.0.1:{}", moto.port);
+    let prefix = format!("it{}_", std::process::id());
+    let mut args = DATA.to_vec();
+    args.extend([
+        "-db-pool",
+        "dynamodb",
+        "-db-dynamodb-pool",
+        &url,
+        "-db-dynamodb-prefix",
+        &prefix,
+    ]);
+    let t = Tree::start_with("run", &args, |c| {
+        c.env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing");
+    });
+    t.ready(2);
+    for i in 0..5 {
+        assert_eq!(
+            data(&t, &format!("put/bk_property?name=d{i}&value=v{i}")),
+            (200, json!({"affected": 1}))
+        );
+    }
+    let (s, row) = data(&t, "get/bk_property?name=d3");
+    assert_eq!((s, row["value"].clone()), (200, json!("v3")));
+    assert_eq!(
+        data(&t, "add/bk_property?name=d3&value=x").0,
+        409,
+        "add of an existing key"
+    );
+    let (s, r) = data(
+        &t,
+        "select/bk_property?name=d&_ops=name,begins_with&_sort=value&_desc=1&_count=2&_select=name",
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["data"], json!([{"name": "d4"}, {"name": "d3"}]));
+    assert!(r["next_token"].is_string(), "more pages: {r}");
+    assert_eq!(
+        data(&t, "incr/bk_counter?id=u1&ping=2").0,
+        200,
+        "incr on DynamoDB"
+    );
+    assert_eq!(data(&t, "get/bk_counter?id=u1").1["ping"], json!(2));
+    // The row is in DynamoDB, in the prefixed table (moto does not check signatures).
+    let item = ureq::post(&url)
+        .set("content-type", "application/x-amz-json-1.0")
+        .set("x-amz-target", "DynamoDB_20120810.GetItem")
+        .set(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .send_string(
+            &json!({"TableName": format!("{prefix}bk_property"), "Key": {"name": {"S": "d3"}}})
+                .to_string(),
+        )
+        .expect("GetItem")
+        .into_string()
+        .expect("body");
+    let item: Value = serde_json::from_str(&item).expect("json");
+    assert_eq!(item["Item"]["value"], json!({"S": "v3"}), "{item}");
+}

@@ -5,6 +5,7 @@
 //! bench-db sqlite FILE N   # Db over Blocking<SqliteDriver> vs rusqlite, both on FILE
 //! bench-db pgsql URL N     # Db over PgsqlDriver vs tokio-postgres, in a fresh schema
 //! bench-db redis URL N     # Db over RedisDriver vs the redis crate (HSET/HGETALL), own prefix
+//! bench-db dynamodb URL N  # Db over DynamoDriver vs signed hyper requests, same endpoint
 //! ```
 //!
 //! Each side writes N rows (`name` = `k<i>`, `value`, `mtime`) into its own table of the same
@@ -25,7 +26,14 @@
 //! On PostgreSQL both tables are analyzed between the puts and the gets. Every get must find its
 //! row; a miss fails the run. The PostgreSQL schema
 //! (`bench_db_<pid>_<time>`) is dropped at the end, also after an error.
+//!
+//! On DynamoDB (a local one: bench/db-bench starts moto) the raw side is one hyper HTTP/1.1
+//! connection (opened again whenever the server closed it) sending hand-built PutItem / GetItem (ConsistentRead) JSON, signed with
+//! SigV4 exactly as the driver signs, and parsing the answer; the library side is `Db` over
+//! `DynamoDriver`. Tables are named `bench_<pid>_<time>_...` so runs against one server never
+//! share rows.
 
+use bkjs::db::dynamodb::{DynamoConfig, DynamoDriver};
 use bkjs::db::pgsql::PgsqlDriver;
 use bkjs::db::redis::RedisDriver;
 use bkjs::db::{builtin_tables, Blocking, Db, Driver, Options, Row, SqliteDriver, Table};
@@ -35,6 +43,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 /// The allocator of the `bkjs` binary, so the library runs as it does there (the raw side, in the
 /// same process, gets it too).
@@ -622,8 +635,167 @@ async fn redis_run(
     Ok(())
 }
 
+// ---- DynamoDB --------------------------------------------------------------------------------
+
+/// A new HTTP/1.1 connection to the endpoint (the raw client's).
+async fn raw_dynamo_connect(url: &str) -> Res<SendRequest<Full<Bytes>>> {
+    let authority = url
+        .strip_prefix("http://")
+        .ok_or("bench-db dynamodb: an http:// endpoint is required")?
+        .trim_end_matches('/');
+    let tcp = tokio::net::TcpStream::connect(authority)
+        .await
+        .map_err(|e| format!("connect {authority}: {e}"))?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(s)
+}
+
+/// The raw client: one HTTP/1.1 connection, opened again when the server closed it (moto's
+/// werkzeug answers every request with `Connection: close`, so both sides connect per call there).
+struct RawDynamo {
+    url: String,
+    conn: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl RawDynamo {
+    /// One signed raw call: the answer's JSON.
+    async fn call(&mut self, signer: &DynamoDriver, op: &str, body: Value) -> Res<Value> {
+        let req = signer
+            .signed_request(op, body.to_string().into_bytes())
+            .map_err(|e| format!("raw {op}: {e}"))?;
+        let mut s = match self.conn.take() {
+            Some(mut s) => match s.ready().await {
+                Ok(()) => s,
+                Err(_) => raw_dynamo_connect(&self.url).await?,
+            },
+            None => raw_dynamo_connect(&self.url).await?,
+        };
+        let resp = s
+            .send_request(req)
+            .await
+            .map_err(|e| format!("raw {op}: {e}"))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("raw {op}: {e}"))?
+            .to_bytes();
+        self.conn = Some(s);
+        let v: Value = serde_json::from_slice(&bytes).map_err(|e| format!("raw {op}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("raw {op}: {status} {v}"));
+        }
+        Ok(v)
+    }
+}
+
+async fn dynamodb(url: &str, n: usize) -> Res<()> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let prefix = format!("bench_{}_{stamp}_", std::process::id());
+    let cfg = DynamoConfig {
+        url: url.to_string(),
+        region: "us-east-1".into(),
+        key: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "bench".into()),
+        secret: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "bench".into()),
+        prefix: prefix.clone(),
+    };
+    let driver = Arc::new(DynamoDriver::new(&cfg).map_err(|e| format!("library: {e}"))?);
+    let db = library("dynamodb", driver.clone()).await?;
+    let opts = Options::default();
+    // The raw table: the same key schema, created by the driver's init (not measured).
+    let raw_table = Table::new(RAW, property_table()?.columns().to_vec())
+        .map_err(|e| format!("raw table: {e}"))?;
+    driver
+        .init(std::slice::from_ref(&raw_table))
+        .await
+        .map_err(|e| format!("create the raw table: {e}"))?;
+    let raw_name = driver.table_name(RAW);
+    let conn = tokio::sync::Mutex::new(RawDynamo {
+        url: url.to_string(),
+        conn: Some(raw_dynamo_connect(url).await?),
+    });
+    let raw_put = |i: usize| {
+        let (conn, driver, raw_name) = (&conn, &driver, &raw_name);
+        async move {
+            let body = serde_json::json!({
+                "TableName": raw_name,
+                "Item": {
+                    "name": {"S": key(i)},
+                    "value": {"S": value(i)},
+                    "mtime": {"N": now_ms().to_string()},
+                },
+            });
+            conn.lock()
+                .await
+                .call(driver, "PutItem", body)
+                .await
+                .map(drop)
+        }
+    };
+    let raw_get = |i: usize| {
+        let (conn, driver, raw_name) = (&conn, &driver, &raw_name);
+        async move {
+            let body = serde_json::json!({
+                "TableName": raw_name,
+                "Key": {"name": {"S": key(i)}},
+                "ConsistentRead": true,
+            });
+            let v = conn.lock().await.call(driver, "GetItem", body).await?;
+            let item = &v["Item"];
+            let name = item["name"]["S"].as_str().unwrap_or_default().to_string();
+            let val = item["value"]["S"].as_str().map(String::from);
+            check_got("raw", i, name, val)
+        }
+    };
+
+    for i in n..n + WARMUP {
+        lib_put(&db, &opts, i).await?;
+        lib_get(&db, &opts, i).await?;
+        raw_put(i).await?;
+        raw_get(i).await?;
+    }
+    let [mut lp, mut rp, mut lg, mut rg] = std::array::from_fn(|_| Samples::with_capacity(n));
+    for c in (0..n).step_by(CHUNK) {
+        let r = c..(c + CHUNK).min(n);
+        for i in r.clone() {
+            timed(&mut lp, lib_put(&db, &opts, i)).await?;
+        }
+        for i in r {
+            timed(&mut rp, raw_put(i)).await?;
+        }
+    }
+    for c in (0..n).step_by(CHUNK) {
+        let r = c..(c + CHUNK).min(n);
+        for i in r.clone() {
+            timed(&mut lg, lib_get(&db, &opts, i)).await?;
+        }
+        for i in r {
+            timed(&mut rg, raw_get(i)).await?;
+        }
+    }
+    println!(
+        "== bench-db dynamodb {url} (tables {prefix}*): N = {n} sequential ops each, chunks of {CHUNK} alternating"
+    );
+    lp.print("library put");
+    rp.print("raw signed hyper put");
+    lg.print("library get");
+    rg.print("raw signed hyper get");
+    ratios("dynamodb", "raw signed hyper", &[&lp, &lg], &[&rp, &rg]);
+    Ok(())
+}
+
 fn usage() -> ! {
-    eprintln!("usage: bench-db sqlite FILE N | bench-db pgsql URL N | bench-db redis URL N");
+    eprintln!("usage: bench-db sqlite FILE N | bench-db pgsql URL N | bench-db redis URL N | bench-db dynamodb URL N");
     std::process::exit(2)
 }
 
@@ -643,6 +815,7 @@ fn main() {
         "sqlite" => rt.block_on(sqlite(target, n)),
         "pgsql" => rt.block_on(pgsql(target, n)),
         "redis" => rt.block_on(redis_bench(target, n)),
+        "dynamodb" => rt.block_on(dynamodb(target, n)),
         _ => usage(),
     };
     if let Err(e) = result {

@@ -10,7 +10,7 @@
 //!   [`BlockingDriver`] for blocking ones, run on tokio's blocking pool through [`Blocking`];
 //! - `sql/`: the SQL layer the SQL drivers only specialise, `kv/`: what the key-value drivers
 //!   share (key encoding, in-memory conditions, key ranges); the drivers [`sqlite`], [`pgsql`],
-//!   [`mysql`] (SQL), [`sled`] and [`redis`] (key-value), which never use each other;
+//!   [`mysql`] (SQL), [`sled`], [`redis`] and [`dynamodb`] (key-value), which never use each other;
 //! - `seal.rs`: the key and the AES-GCM sealing of columns stored encrypted at rest;
 //! - [`front`]: [`Db`], the front applications use (pools, placement, cached reads), with
 //!   `metered.rs` counting every pool's calls.
@@ -19,6 +19,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 mod driver;
+pub mod dynamodb;
 mod error;
 pub mod front;
 pub(crate) mod kv;

@@ -2,6 +2,7 @@
 //! knows every driver, so that the drivers never know each other.
 
 use crate::driver::{Blocking, Driver};
+use crate::dynamodb::{DynamoConfig, DynamoDriver};
 use crate::error::DbError;
 use crate::mysql::MysqlDriver;
 use crate::pgsql::PgsqlDriver;
@@ -12,7 +13,7 @@ use bkjs_base::config::{Config, Kind, Param};
 use std::sync::Arc;
 
 /// The drivers a pool can use.
-pub(crate) const DRIVERS: &[&str] = &["sqlite", "pgsql", "mysql", "sled", "redis"];
+pub(crate) const DRIVERS: &[&str] = &["sqlite", "pgsql", "mysql", "sled", "redis", "dynamodb"];
 
 /// DB parameters.
 pub static PARAMS: &[Param] = &[
@@ -143,6 +144,42 @@ pub static PARAMS: &[Param] = &[
         "tables kept in the redis pool",
     ),
     Param::new(
+        "db-dynamodb-pool",
+        Kind::String,
+        "",
+        "DynamoDB endpoint URL, e.g. https://dynamodb.us-east-1.amazonaws.com or http://127.0.0.1:8000 (a local DynamoDB)",
+    ),
+    Param::new(
+        "db-dynamodb-region",
+        Kind::String,
+        "us-east-1",
+        "AWS region requests to DynamoDB are signed for",
+    ),
+    Param::new(
+        "db-dynamodb-key",
+        Kind::String,
+        "",
+        "AWS access key id for DynamoDB (default: the AWS_ACCESS_KEY_ID environment variable)",
+    ),
+    Param::new(
+        "db-dynamodb-secret",
+        Kind::String,
+        "",
+        "AWS secret access key for DynamoDB (default: the AWS_SECRET_ACCESS_KEY environment variable); never logged",
+    ),
+    Param::new(
+        "db-dynamodb-prefix",
+        Kind::String,
+        "",
+        "prefix of every DynamoDB table name (several applications or tests in one account)",
+    ),
+    Param::new(
+        "db-dynamodb-tables",
+        Kind::List,
+        "",
+        "tables kept in the DynamoDB pool",
+    ),
+    Param::new(
         "db-caching",
         Kind::List,
         "bk_counter",
@@ -229,6 +266,27 @@ pub async fn open_pool(driver: &str, cfg: &Config) -> Result<Arc<dyn Driver>, Db
                 cfg.int("db-redis-max") as usize,
             )
             .await?;
+            Ok(Arc::new(d))
+        }
+        "dynamodb" => {
+            let url = cfg.str("db-dynamodb-pool");
+            if url.is_empty() {
+                return Err(DbError::bad_value(
+                    "db-dynamodb-pool",
+                    "an http:// or https:// endpoint URL is required",
+                ));
+            }
+            let from_env = |param: &str, var: &str| match cfg.str(param) {
+                "" => std::env::var(var).unwrap_or_default(),
+                v => v.to_string(),
+            };
+            let d = DynamoDriver::new(&DynamoConfig {
+                url: url.to_string(),
+                region: cfg.str("db-dynamodb-region").to_string(),
+                key: from_env("db-dynamodb-key", "AWS_ACCESS_KEY_ID"),
+                secret: from_env("db-dynamodb-secret", "AWS_SECRET_ACCESS_KEY"),
+                prefix: cfg.str("db-dynamodb-prefix").to_string(),
+            })?;
             Ok(Arc::new(d))
         }
         other => Err(DbError::Unsupported(format!("unknown driver {other}"))),
