@@ -1,4 +1,4 @@
-"""A local DynamoDB for the tests and the bench: moto's server (installed by scripts/setup in
+"""A local DynamoDB for the tests and the bench: moto's server (installed by scripts/setup-moto in
 ~/.cache/bkjs/moto) on 127.0.0.1:PORT, with every request handled under one lock. moto's own
 server runs requests on parallel threads without making an UpdateItem ADD atomic, which DynamoDB
 is; serializing them gives the tests DynamoDB's atomicity. (werkzeug answers every request with

@@ -514,7 +514,7 @@ impl Moto {
             Ok(c) => c,
             Err(e) => {
                 bkjs::testing::required(&format!(
-                    "moto cannot be started with {} ({e}); scripts/setup installs it",
+                    "moto cannot be started with {} ({e}); scripts/setup-moto installs it",
                     python.display()
                 ));
                 return None;
@@ -527,7 +527,7 @@ impl Moto {
                 || !matches!(m.child.try_wait(), Ok(None))
         });
         if !up || !matches!(m.child.try_wait(), Ok(None)) {
-            bkjs::testing::required("moto did not start; scripts/setup installs it");
+            bkjs::testing::required("moto did not start; scripts/setup-moto installs it");
             return None;
         }
         Some(m)

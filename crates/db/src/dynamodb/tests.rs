@@ -1,4 +1,4 @@
-//! The DynamoDB driver against a moto server (`moto_server`, installed by scripts/setup) that each
+//! The DynamoDB driver against a moto server (`moto_server`, installed by scripts/setup-moto) that each
 //! test starts on a free port of its own and kills by pid: the conformance suite, unique columns
 //! under concurrency, and what the driver refuses.
 
@@ -16,7 +16,7 @@ pub(crate) struct Moto {
     pub(crate) port: u16,
 }
 
-/// The Python with moto: `BKJS_MOTO_PYTHON`, else the venv scripts/setup makes.
+/// The Python with moto: `BKJS_MOTO_PYTHON`, else the venv scripts/setup-moto makes.
 pub(crate) fn moto_python() -> PathBuf {
     if let Some(p) = std::env::var_os("BKJS_MOTO_PYTHON") {
         return PathBuf::from(p);
@@ -42,7 +42,7 @@ impl Moto {
             Ok(c) => c,
             Err(e) => {
                 bkjs_base::testing::required(&format!(
-                    "moto cannot be started ({e}); scripts/setup installs it"
+                    "moto cannot be started ({e}); scripts/setup-moto installs it"
                 ));
                 return None;
             }
@@ -53,7 +53,7 @@ impl Moto {
         while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if !matches!(m.child.try_wait(), Ok(None)) {
                 bkjs_base::testing::required(
-                    "moto exited before listening (not installed? scripts/setup installs it)",
+                    "moto exited before listening (not installed? scripts/setup-moto installs it)",
                 );
                 return None;
             }
