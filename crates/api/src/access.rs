@@ -83,7 +83,7 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
 }
 
 /// The `bk-signature` query parameter, percent-decoded.
-fn query_signature(query: Option<&str>) -> Option<Cow<'_, str>> {
+pub(crate) fn query_signature(query: Option<&str>) -> Option<Cow<'_, str>> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == "bk-signature")
         .map(|(_, v)| v)

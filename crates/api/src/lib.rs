@@ -6,7 +6,8 @@
 //! the modules point one way: `error`, `reply`, `params`, `paths`, `hooks`, `auth`, `geo` and
 //! `image` use no other module of the crate; `console` (the built-in web console) uses `reply`;
 //! `route` (the route table, generic over the request) uses those; `api` (the worker state, the request, `Routes`) uses `route`; `access`,
-//! `websocket` and `endpoints` use `api`; `router` uses all of them; `serve` uses `router`.
+//! `websocket` and `endpoints` use `api`; `router` uses all of them; `serve` uses `router`. `fuzzing`
+//! (the entries of the fuzz targets in `fuzz/`) uses `access`, `auth` and `params`.
 
 #![deny(unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -19,6 +20,8 @@ pub mod conn_limit;
 mod console;
 pub mod endpoints;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geo;
 pub mod hooks;
 pub mod image;

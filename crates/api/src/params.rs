@@ -150,7 +150,7 @@ impl Params {
 /// The boundary as the body spells it. The router hands the Content-Type over lower-cased,
 /// while a boundary is case-sensitive (browsers send `----WebKitFormBoundaryAbC...`): the body's
 /// first delimiter line (`--BOUNDARY`, after an optional preamble) gives back its exact case.
-fn exact_boundary(body: &[u8], lower: &str) -> Option<String> {
+pub(crate) fn exact_boundary(body: &[u8], lower: &str) -> Option<String> {
     let want = format!("--{lower}");
     let n = want.len();
     (0..body.len().saturating_sub(n - 1))

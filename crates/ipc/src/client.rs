@@ -139,10 +139,8 @@ impl Inner {
 /// Applies every whole frame in `st.rbuf`.
 fn dispatch(st: &mut State) -> Result<(), String> {
     let mut at = 0;
-    while sp::has_frame(&st.rbuf[at..]) {
-        let len = frame_len(&st.rbuf[at..]);
-        let msg = &st.rbuf[at + 9..at + 9 + len];
-        at += 9 + len;
+    while let Some((msg, used)) = sp::next_frame(&st.rbuf[at..]) {
+        at += used;
         if msg.len() < 4 {
             return Err("a frame without a request id".into());
         }
@@ -171,12 +169,6 @@ fn dispatch(st: &mut State) -> Result<(), String> {
     }
     st.rbuf.drain(..at);
     Ok(())
-}
-
-fn frame_len(buf: &[u8]) -> usize {
-    let mut len = [0u8; 8];
-    len.copy_from_slice(&buf[1..9]);
-    u64::from_be_bytes(len) as usize
 }
 
 /// A handle to the worker's IPC connection; cheap to clone.

@@ -77,6 +77,19 @@ pub(crate) fn has_frame(buf: &[u8]) -> bool {
     (buf.len() as u64).saturating_sub(9) >= u64::from_be_bytes(len)
 }
 
+/// The message of the whole frame `buf` starts with and the bytes that frame takes (9 + the
+/// message's length); `None` while `buf` does not hold a whole frame yet.
+pub(crate) fn next_frame(buf: &[u8]) -> Option<(&[u8], usize)> {
+    if !has_frame(buf) {
+        return None;
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&buf[1..9]);
+    // has_frame: the length is at most buf.len() - 9, so it fits in a usize.
+    let end = 9 + u64::from_be_bytes(len) as usize;
+    Some((&buf[9..end], end))
+}
+
 /// Appends one frame made of `header` and `body` to `out`.
 pub fn frame(out: &mut Vec<u8>, header: &[u8], body: &[u8]) {
     out.push(1);

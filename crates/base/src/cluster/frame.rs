@@ -166,7 +166,11 @@ impl Opener {
         self.open_at(bytes, crate::time::now_ms(), Instant::now())
     }
 
-    fn open_at<'a>(
+    /// [`Opener::open`] with the clock readings given: the millisecond wall clock the frame's
+    /// time is compared with and the instant its origin is remembered at. Public for the fuzz
+    /// target (`fuzz/fuzz_targets/cluster_frame.rs`), which drives the clock.
+    #[doc(hidden)]
+    pub fn open_at<'a>(
         &mut self,
         bytes: &'a [u8],
         now_ms: i64,
