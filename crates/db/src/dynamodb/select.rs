@@ -11,9 +11,9 @@ use super::item::{fits_key, from_item, Item};
 use super::ops::{typed, Expr};
 use super::{DynamoDriver, MAX_READ};
 use crate::error::DbError;
-use crate::kv::codec::{enc_params, project};
+use crate::kv::codec::{enc_params, page_of};
 use crate::kv::filter::{compare, compile, matches, sort_rows, Cond, Test};
-use crate::options::{page, Options};
+use crate::options::Options;
 use crate::query::{order_columns, select_columns};
 use crate::schema::{Column, Table};
 use crate::types::{Op, Param, Res, Row};
@@ -191,19 +191,6 @@ impl DynamoDriver {
         }
         let mut rows = got.rows;
         sort_rows(&mut rows, &order, opts.desc);
-        let total = opts.total.then_some(rows.len() as u64);
-        let rows: Vec<Row> = rows
-            .iter()
-            .skip(offset)
-            .take(count.saturating_add(1))
-            .map(|r| project(r, &cols))
-            .collect();
-        let (rows, next_token) = page(rows, count, offset as u64);
-        Ok(Res {
-            rows,
-            affected: 0,
-            next_token,
-            total,
-        })
+        Ok(page_of(&rows, &cols, offset, count, opts.total))
     }
 }

@@ -3,8 +3,9 @@
 //! values stored as SQLite returns them.
 
 use crate::error::DbError;
+use crate::options::page;
 use crate::schema::{Column, ColumnType, Table};
-use crate::types::{Param, Row};
+use crate::types::{Param, Res, Row};
 use serde_json::Value;
 
 pub(crate) fn no_table(t: &Table) -> DbError {
@@ -184,4 +185,29 @@ pub(crate) fn project(row: &Row, cols: &[&Column]) -> Row {
         }
     }
     out
+}
+
+/// One page of a select's matching rows, in the select's order: the `count` rows from `offset`,
+/// projected on `cols`, the token of the next page, and the total when asked.
+pub(crate) fn page_of(
+    rows: &[Row],
+    cols: &[&Column],
+    offset: usize,
+    count: usize,
+    total: bool,
+) -> Res {
+    let total = total.then_some(rows.len() as u64);
+    let rows: Vec<Row> = rows
+        .iter()
+        .skip(offset)
+        .take(count.saturating_add(1))
+        .map(|r| project(r, cols))
+        .collect();
+    let (rows, next_token) = page(rows, count, offset as u64);
+    Res {
+        rows,
+        affected: 0,
+        next_token,
+        total,
+    }
 }

@@ -6,10 +6,10 @@ use super::driver::{RedisDriver, BATCH};
 use super::keys::{decode, pairs};
 use super::redis_err;
 use crate::error::DbError;
-use crate::kv::codec::project;
+use crate::kv::codec::page_of;
 use crate::kv::filter::{compile, matches, sort_rows, Cond, Test};
 use crate::kv::ranges::{key_order, key_ranges};
-use crate::options::{page, Options};
+use crate::options::Options;
 use crate::query::{order_columns, select_columns};
 use crate::schema::{Column, Table};
 use crate::types::{Res, Row};
@@ -35,20 +35,7 @@ pub(super) async fn select(
         let limit = (!opts.total).then(|| offset.saturating_add(count).saturating_add(1));
         matching(d, table, &conds, &order, opts.desc, limit).await?
     };
-    let total = opts.total.then_some(rows.len() as u64);
-    let rows: Vec<Row> = rows
-        .iter()
-        .skip(offset)
-        .take(count.saturating_add(1))
-        .map(|r| project(r, &cols))
-        .collect();
-    let (rows, next_token) = page(rows, count, offset as u64);
-    Ok(Res {
-        rows,
-        affected: 0,
-        next_token,
-        total,
-    })
+    Ok(page_of(&rows, &cols, offset, count, opts.total))
 }
 
 /// A ZRANGEBYLEX bound: `[` inclusive, `(` exclusive, `-`/`+` unbounded.

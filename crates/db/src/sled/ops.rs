@@ -8,10 +8,11 @@ use super::store::{Change, SledDriver};
 use crate::driver::BlockingDriver;
 use crate::error::DbError;
 use crate::kv::codec::{
-    add_params, build_row, enc_params, parse_row, project, set_stored, stored_param, write_key,
+    add_params, build_row, enc_params, page_of, parse_row, project, set_stored, stored_param,
+    write_key,
 };
 use crate::kv::filter::{compile, Test};
-use crate::options::{page, Options};
+use crate::options::Options;
 use crate::query::{order_columns, select_columns};
 use crate::schema::Table;
 use crate::types::{Res, Row};
@@ -202,20 +203,7 @@ impl BlockingDriver for SledDriver {
             let limit = (!opts.total).then(|| offset.saturating_add(count).saturating_add(1));
             matching(st, table, &conds, &order, opts.desc, limit)?
         };
-        let total = opts.total.then_some(rows.len() as u64);
-        let rows: Vec<Row> = rows
-            .iter()
-            .skip(offset)
-            .take(count.saturating_add(1))
-            .map(|r| project(r, &cols))
-            .collect();
-        let (rows, next_token) = page(rows, count, offset as u64);
-        Ok(Res {
-            rows,
-            affected: 0,
-            next_token,
-            total,
-        })
+        Ok(page_of(&rows, &cols, offset, count, opts.total))
     }
 
     fn query(&self, _text: &str, _params: &[Value], _opts: &Options) -> Result<Res, DbError> {
