@@ -63,6 +63,62 @@ fn precedence_file_local_env_command_line() {
     );
 }
 
+/// `-config-file` is the reference platform's name of the config file option (`-conf-file` stays
+/// an alias): the named file replaces `etc/config`, and its `.local` sibling is read after it.
+#[test]
+fn config_file_names_the_config_file_and_its_local_sibling() {
+    let home = tempfile::tempdir().expect("home");
+    let etc = home.path().join("etc");
+    std::fs::create_dir_all(&etc).expect("etc");
+    std::fs::write(etc.join("config"), "port=1001\nname=default-file\n").expect("config");
+    let other = home.path().join("other.conf");
+    std::fs::write(&other, "port=1011\nname=other-file\n").expect("other");
+    std::fs::write(home.path().join("other.conf.local"), "port=1012\n").expect("other local");
+    let path = other.display().to_string();
+    let long = format!("--config-file={path}");
+    for args in [
+        vec!["-config-file", path.as_str()],
+        vec![long.as_str()],
+        vec!["-conf-file", path.as_str()],
+    ] {
+        assert_eq!(
+            bksh_config(home.path(), "port", &args, &[]),
+            "1012",
+            "{args:?}"
+        );
+        assert_eq!(
+            bksh_config(home.path(), "name", &args, &[]),
+            "other-file",
+            "{args:?}: etc/config must not be read"
+        );
+    }
+    // Without the option, etc/config.
+    assert_eq!(bksh_config(home.path(), "name", &[], &[]), "default-file");
+}
+
+/// The server itself takes its configuration from `-config-file`: the file turns the built-in
+/// console off, which a request sees.
+#[test]
+fn the_server_reads_the_file_named_by_config_file() {
+    let home = tempfile::Builder::new()
+        .prefix("bkjs-t")
+        .tempdir()
+        .expect("home");
+    let file = home.path().join("site.conf");
+    std::fs::write(&file, "api-console=false\n").expect("site.conf");
+    let path = file.display().to_string();
+    let t = Tree::spawn_in(home, free_port(), "run", &["-config-file", &path], |_| {});
+    t.ready(2);
+    assert_eq!(t.get("/api.html").status, 404, "{}", t.log());
+    let home = tempfile::Builder::new()
+        .prefix("bkjs-t")
+        .tempdir()
+        .expect("home");
+    let t = Tree::spawn_in(home, free_port(), "run", &[], |_| {});
+    t.ready(2);
+    assert_eq!(t.get("/api.html").status, 200, "{}", t.log());
+}
+
 #[test]
 fn the_server_listens_where_the_command_line_says() {
     let home = tempfile::Builder::new()

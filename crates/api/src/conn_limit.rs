@@ -17,6 +17,10 @@ pub struct IpConns {
     logged: Mutex<Option<std::time::Instant>>,
 }
 
+/// A connection over the cap of its address (already logged and answered by [`IpConns::admit`]).
+#[derive(Debug)]
+pub struct Refused;
+
 /// One counted connection; counted out when dropped.
 pub struct Slot {
     ip: IpAddr,
@@ -42,6 +46,35 @@ impl IpConns {
         }
         *last = Some(now);
         true
+    }
+
+    /// Admits a just-accepted connection of `who` (a web worker, the proxy): `Ok(Some(slot))`
+    /// counts it, `Ok(None)` when its address is unknown (not counted), `Err(())` when its
+    /// address holds `max` already. A refusal is logged (once a second) and answered with a 429
+    /// on plain HTTP (best effort: a client that is not reading gets the close only); on HTTPS
+    /// the plain text would not be understood, so the caller's close is the whole answer.
+    pub fn admit(
+        &self,
+        stream: &tokio::net::TcpStream,
+        secure: bool,
+        who: &str,
+    ) -> Result<Option<Slot>, Refused> {
+        let Ok(peer) = stream.peer_addr() else {
+            return Ok(None);
+        };
+        if let Some(slot) = self.enter(peer.ip()) {
+            return Ok(Some(slot));
+        }
+        if self.should_log() {
+            tracing::info!(
+                "{} holds -api-ip-conn-max connections to the {who} already: refused (logged once a second)",
+                peer.ip()
+            );
+        }
+        if !secure {
+            let _ = stream.try_write(REFUSED);
+        }
+        Err(Refused)
     }
 
     /// A slot for one more connection from `ip`, or `None` when it holds `max` already.

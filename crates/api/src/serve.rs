@@ -497,22 +497,8 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let slot = match stream.peer_addr() {
-            Ok(peer) => match per_ip.enter(peer.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    if per_ip.should_log() {
-                        tracing::info!("{} holds -api-ip-conn-max connections already: refused (logged once a second)", peer.ip());
-                    }
-                    // Best effort: a client that is not reading gets the close only (on HTTPS,
-                    // the plain text would not be understood: just the close).
-                    if !secure {
-                        let _ = stream.try_write(crate::conn_limit::REFUSED);
-                    }
-                    continue;
-                }
-            },
-            Err(_) => None,
+        let Ok(slot) = per_ip.admit(&stream, secure, "web worker") else {
+            continue;
         };
         let (id, state) = conns.add();
         let side = if secure {

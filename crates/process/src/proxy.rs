@@ -190,22 +190,8 @@ async fn accept(
             _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let slot = match stream.peer_addr() {
-            Ok(peer) => match per_ip.enter(peer.ip()) {
-                Some(slot) => Some(slot),
-                None => {
-                    if per_ip.should_log() {
-                        tracing::info!("{} holds -api-ip-conn-max connections to the proxy already: refused (logged once a second)", peer.ip());
-                    }
-                    // Best effort, as a web worker does: the 429 on plain HTTP, the close only
-                    // on HTTPS.
-                    if !is_tls {
-                        let _ = stream.try_write(bkjs_api::conn_limit::REFUSED);
-                    }
-                    continue;
-                }
-            },
-            Err(_) => None,
+        let Ok(slot) = per_ip.admit(&stream, is_tls, "proxy") else {
+            continue;
         };
         let backends = backends.clone();
         let client = client.clone();
