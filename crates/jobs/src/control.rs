@@ -1,6 +1,7 @@
-//! The master's control socket, `var/ipc/NAME-jobs.sock`: one JSON request line, one JSON reply line.
-//! Web workers use it for `/system/jobs` (queue a job, read the queue's state); it is separate
-//! from the server's IPC hub because the queue lives in the master.
+//! The master's control socket, `var/ipc/NAME-jobs.sock`: a JSON request line, a JSON reply
+//! line, any number of times on one connection (web workers keep theirs open between requests,
+//! `control_conn.rs`). Web workers use it for `/system/jobs` (queue a job, read the queue's
+//! state); it is separate from the server's IPC hub because the queue lives in the master.
 //!
 //! Requests: `{"op": "run", "job": JOB, "type": "local"|"server", "delay"?, "priority"?,
 //! "unique"?, "max_attempts"?}` answered once the jobs are committed to the durable queue with
@@ -14,7 +15,6 @@ use bkjs_base::config::Config;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// The socket file of this home's master (in the private `var/ipc/`).
 pub(crate) fn socket_path(cfg: &Config) -> PathBuf {
@@ -33,21 +33,16 @@ pub async fn request(cfg: &Config, req: &Value) -> Result<Value, JobError> {
             path.display()
         ))
     };
-    let exchange = async {
-        let mut s = tokio::net::UnixStream::connect(&path)
-            .await
-            .map_err(|e| down(&e))?;
-        let mut line = req.to_string();
-        line.push('\n');
-        s.write_all(line.as_bytes()).await.map_err(|e| down(&e))?;
-        let mut r = BufReader::new(s);
-        let mut reply = String::new();
-        r.read_line(&mut reply).await.map_err(|e| down(&e))?;
-        serde_json::from_str::<Value>(&reply).map_err(|e| down(&e))
-    };
-    let v = tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .map_err(|_| down(&"no reply within 5 s"))??;
+    let mut line = req.to_string();
+    line.push('\n');
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        super::control_conn::exchange(&path, &line),
+    )
+    .await
+    .map_err(|_| down(&"no reply within 5 s"))?
+    .map_err(|e| down(&e))?;
+    let v = serde_json::from_str::<Value>(&reply).map_err(|e| down(&e))?;
     let message = || {
         v.get("message")
             .and_then(Value::as_str)

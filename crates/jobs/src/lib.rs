@@ -18,6 +18,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod control;
+mod control_conn;
 mod crontab;
 mod master;
 mod queue;

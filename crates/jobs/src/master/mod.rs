@@ -920,31 +920,46 @@ impl State {
     }
 }
 
-/// One control connection: a request line in, the reply line out.
+/// One control connection: request lines in, each answered by its reply line in order, until
+/// the client closes it (a web worker keeps it for its next requests) or sends a line longer
+/// than [`MAX_LINE`] (answered 400, then closed).
 async fn serve_conn(s: tokio::net::UnixStream, tx: mpsc::UnboundedSender<Ctl>) {
     let (r, mut w) = s.into_split();
-    let mut r = BufReader::new(r).take(MAX_LINE as u64);
+    let mut r = BufReader::new(r);
     let mut line = String::new();
-    let reply = match r.read_line(&mut line).await {
-        Ok(_) => match serde_json::from_str::<Value>(&line) {
-            Ok(req) => {
-                let (otx, orx) = oneshot::channel();
-                if tx.send(Ctl::Request(req, otx)).is_err() {
-                    return;
+    loop {
+        line.clear();
+        let (reply, last) = match (&mut r).take(MAX_LINE as u64).read_line(&mut line).await {
+            Ok(0) => return,
+            Ok(_) if !line.ends_with('\n') && line.len() >= MAX_LINE => (
+                json!({"status": 400, "message": format!("the request is longer than {MAX_LINE} bytes")}),
+                true,
+            ),
+            Ok(_) => match serde_json::from_str::<Value>(&line) {
+                Ok(req) => {
+                    let (otx, orx) = oneshot::channel();
+                    if tx.send(Ctl::Request(req, otx)).is_err() {
+                        return;
+                    }
+                    match orx.await {
+                        Ok(v) => (v, false),
+                        Err(_) => return,
+                    }
                 }
-                match orx.await {
-                    Ok(v) => v,
-                    Err(_) => return,
-                }
+                Err(e) => (
+                    json!({"status": 400, "message": format!("the request is not JSON: {e}")}),
+                    false,
+                ),
+            },
+            Err(e) => {
+                tracing::debug!("jobs: control read: {e}");
+                return;
             }
-            Err(e) => json!({"status": 400, "message": format!("the request is not JSON: {e}")}),
-        },
-        Err(e) => {
-            tracing::debug!("jobs: control read: {e}");
+        };
+        let mut out = reply.to_string();
+        out.push('\n');
+        if w.write_all(out.as_bytes()).await.is_err() || last {
             return;
         }
-    };
-    let mut out = reply.to_string();
-    out.push('\n');
-    let _ = w.write_all(out.as_bytes()).await;
+    }
 }
