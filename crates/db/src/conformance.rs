@@ -47,6 +47,7 @@ pub(crate) async fn run(d: &dyn Driver, prefix: &str) {
         list_by_ids,
         select_gt_begins_with_between_in,
         select_begins_with_any,
+        select_prefixes_reads_every_range,
         select_other_operators,
         select_column_lists,
         json_bool_real_round_trip,
@@ -932,6 +933,97 @@ async fn select_begins_with_any(c: &Ck<'_>) {
         seen,
         vec!["ar1", "ar5", "ar9", "br5"],
         "several prefixes on two key columns, paged in key order"
+    );
+}
+
+/// [`Driver::select_prefixes`]: the rows of a `begins_with` select of the same prefixes paged to
+/// the end, whole and each once, in any order; on key and non-key columns, with a column list,
+/// adjacent ranges, covered, repeated and empty prefixes; bad columns refused.
+async fn select_prefixes_reads_every_range(c: &Ck<'_>) {
+    let t = c.items("ranges");
+    c.fresh(std::slice::from_ref(&t)).await;
+    let ids = [
+        "9q8", "9q8a", "9q8b", "9q8c", "9q9", "9q9z", "9qa", "9r", "a", "a~", "a\u{7f}", "b", "é",
+        "ê",
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        c.add(
+            &t,
+            json!({"id": id, "rk": "1", "num": i, "name": format!("n{id}"), "data": {"i": i},
+                   "flag": i % 2 == 0, "score": i as f64 / 4.0}),
+        )
+        .await;
+        if i % 3 == 0 {
+            c.add(&t, json!({"id": id, "rk": "2", "num": 100 + i}))
+                .await;
+        }
+    }
+    // Whole rows as text: an order for rows whatever columns they have.
+    let key = |r: &Row| Value::Object(r.clone()).to_string();
+    let cases: Vec<(&str, Vec<&str>, Vec<&str>, usize)> = vec![
+        ("id", vec!["9q8"], vec![], 6),
+        ("id", vec!["9q8a", "9q8b"], vec![], 2),
+        ("id", vec!["9q8b", "9q8a", "9q8c", "9q8a"], vec![], 4),
+        ("id", vec!["9q9", "9q8"], vec![], 8),
+        ("id", vec!["9q", "9q8", "9qa"], vec![], 10),
+        ("id", vec!["9r", "a", "zz"], vec!["id", "num"], 5),
+        ("id", vec!["a~", "a\u{7f}", "é"], vec![], 5),
+        ("id", vec![""], vec!["rk"], 19),
+        ("id", vec![], vec![], 0),
+        ("name", vec!["n9q8", "na"], vec![], 7),
+    ];
+    for (column, prefixes, select, n) in cases {
+        let prefixes: Vec<String> = prefixes.into_iter().map(String::from).collect();
+        let opts = Options {
+            select: select.iter().map(|s| s.to_string()).collect(),
+            ..o()
+        };
+        let what = format!("select_prefixes {column} {prefixes:?} {select:?}");
+        let mut got = c.ok(
+            &what,
+            c.d.select_prefixes(&t, column, &prefixes, &opts).await,
+        );
+        got.sort_by_key(|r| key(r));
+        // The same rows as the paged begins_with select.
+        let mut want: Vec<Row> = Vec::new();
+        if !prefixes.is_empty() {
+            let mut paged = Options {
+                count: 4,
+                ..opts.clone()
+            }
+            .op(column, Op::BeginsWith);
+            loop {
+                let mut q = Row::new();
+                q.insert(column.to_string(), json!(prefixes));
+                let r = c.select(&t, Value::Object(q), &paged).await;
+                want.extend(r.rows);
+                match r.next_token {
+                    Some(tok) => paged.start = Some(tok),
+                    None => break,
+                }
+            }
+        }
+        want.sort_by_key(|r| key(r));
+        same!(c, got.len(), n, "{what}: row count");
+        same!(c, got, want, "{what}: the rows of the paged select");
+        if !select.is_empty() {
+            ensure!(
+                c,
+                got.iter()
+                    .all(|r| r.keys().all(|k| select.contains(&k.as_str()))),
+                "{what}: only the selected columns: {got:?}"
+            );
+        }
+    }
+    let p = vec!["a".to_string()];
+    c.bad_name(
+        "select_prefixes on an unknown column",
+        c.d.select_prefixes(&t, "nope", &p, &o()).await,
+        "nope",
+    );
+    c.bad_value(
+        "select_prefixes on a number column",
+        c.d.select_prefixes(&t, "num", &p, &o()).await,
     );
 }
 

@@ -36,6 +36,70 @@ pub trait Driver: Send + Sync {
     async fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError>;
     /// Driver-native statement with bound parameters.
     async fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError>;
+    /// Every row whose text column `column` begins with one of `prefixes` (none for an empty
+    /// list), all of them (not paged) and in no particular order, with the columns
+    /// `opts.select` names (all when empty); no other option applies. The rows of a `select`
+    /// with `begins_with` on the list, paged to the end: that is what this default does. SQLite
+    /// and PostgreSQL read each prefix's key range apart instead, without the sorting and
+    /// deduplicating of an OR of ranges (a location search reads a few hundred cells).
+    async fn select_prefixes(
+        &self,
+        table: &Table,
+        column: &str,
+        prefixes: &[String],
+        opts: &Options,
+    ) -> Result<Vec<Row>, DbError> {
+        paged_prefixes(self, table, column, prefixes, opts).await
+    }
+}
+
+/// [`Driver::select_prefixes`] as pages of a `begins_with` select on `d`.
+pub(crate) async fn paged_prefixes<D: Driver + ?Sized>(
+    d: &D,
+    table: &Table,
+    column: &str,
+    prefixes: &[String],
+    opts: &Options,
+) -> Result<Vec<Row>, DbError> {
+    let Some((query, mut o)) = prefix_select(table, column, prefixes, opts)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    loop {
+        let r = d.select(table, &query, &o).await?;
+        out.extend(r.rows);
+        match r.next_token {
+            Some(t) => o.start = Some(t),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// The paged `begins_with` select a prefix read ([`Driver::select_prefixes`]) is the same as:
+/// its query and options (pages of 1000); None when there is no prefix. Refuses a column that
+/// is not a text column of `table`.
+pub(crate) fn prefix_select(
+    table: &Table,
+    column: &str,
+    prefixes: &[String],
+    opts: &Options,
+) -> Result<Option<(Row, Options)>, DbError> {
+    crate::query::prefix_column(table, column)?;
+    if prefixes.is_empty() {
+        return Ok(None);
+    }
+    let mut query = Row::new();
+    query.insert(
+        column.to_string(),
+        Value::Array(prefixes.iter().cloned().map(Value::String).collect()),
+    );
+    let o = Options {
+        select: opts.select.clone(),
+        count: 1000,
+        ..Options::default()
+    }
+    .op(column, crate::types::Op::BeginsWith);
+    Ok(Some((query, o)))
 }
 
 /// Which write a [`BlockingDriver::queue`] call asks for.
@@ -189,6 +253,35 @@ impl<D: BlockingDriver + 'static> Driver for Blocking<D> {
         );
         off_runtime(move || d.query(&t, &p, &o)).await
     }
+    /// Ranges of the first key column run like a short select (on the caller's thread when the
+    /// driver can without waiting); any other on the blocking pool.
+    async fn select_prefixes(
+        &self,
+        table: &Table,
+        column: &str,
+        prefixes: &[String],
+        opts: &Options,
+    ) -> Result<Vec<Row>, DbError> {
+        let first = table
+            .primary_keys()
+            .first()
+            .is_some_and(|c| c.name == column);
+        if first && self.0.begin_now() {
+            let r = self.0.select_prefixes(table, column, prefixes, opts);
+            self.0.end_now();
+            if !matches!(r, Err(DbError::Busy(_))) {
+                return r;
+            }
+        }
+        let (d, t, c, p, o) = (
+            self.0.clone(),
+            table.clone(),
+            column.to_string(),
+            prefixes.to_vec(),
+            opts.clone(),
+        );
+        off_runtime(move || d.select_prefixes(&t, &c, &p, &o)).await
+    }
 }
 
 /// A storage backend whose calls block (SQLite, sled); wrap it in [`Blocking`] to use it.
@@ -245,4 +338,26 @@ pub trait BlockingDriver: Send + Sync {
     fn select(&self, table: &Table, query: &Row, opts: &Options) -> Result<Res, DbError>;
     /// Driver-native statement with bound parameters.
     fn query(&self, text: &str, params: &[Value], opts: &Options) -> Result<Res, DbError>;
+    /// Every row whose text column `column` begins with one of `prefixes`, as
+    /// [`Driver::select_prefixes`]; by default the paged `begins_with` select.
+    fn select_prefixes(
+        &self,
+        table: &Table,
+        column: &str,
+        prefixes: &[String],
+        opts: &Options,
+    ) -> Result<Vec<Row>, DbError> {
+        let Some((query, mut o)) = prefix_select(table, column, prefixes, opts)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        loop {
+            let r = self.select(table, &query, &o)?;
+            out.extend(r.rows);
+            match r.next_token {
+                Some(t) => o.start = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
 }

@@ -119,4 +119,19 @@ impl Driver for Metered {
         let t = self.enter();
         self.done(t, self.inner.query(text, params, opts).await)
     }
+    async fn select_prefixes(
+        &self,
+        table: &Table,
+        column: &str,
+        prefixes: &[String],
+        opts: &Options,
+    ) -> Result<Vec<Row>, DbError> {
+        let t = self.enter();
+        self.done(
+            t,
+            self.inner
+                .select_prefixes(table, column, prefixes, opts)
+                .await,
+        )
+    }
 }

@@ -97,15 +97,7 @@ impl Condition<'_, '_> {
         let Value::Array(items) = self.value else {
             return vec![self.text()];
         };
-        let mut all: Vec<String> = items.iter().map(scalar_text).collect();
-        all.sort_unstable();
-        let mut out: Vec<String> = Vec::with_capacity(all.len());
-        for p in all {
-            if !out.last().is_some_and(|last| p.starts_with(last.as_str())) {
-                out.push(p);
-            }
-        }
-        out
+        disjoint_prefixes(items.iter().map(scalar_text).collect())
     }
 
     /// The values of an `in`/`between` condition: a JSON array or comma-separated text.
@@ -132,6 +124,49 @@ impl Condition<'_, '_> {
     pub(crate) fn regex(&self) -> Result<regex::Regex, DbError> {
         regex::Regex::new(&self.text())
             .map_err(|e| DbError::bad_value(&self.col.name, format!("bad regexp: {e}")))
+    }
+}
+
+/// `all` sorted, without duplicates and without a prefix that an earlier one already covers, so
+/// their key ranges are ordered and disjoint.
+pub(crate) fn disjoint_prefixes(mut all: Vec<String>) -> Vec<String> {
+    all.sort_unstable();
+    let mut out: Vec<String> = Vec::with_capacity(all.len());
+    for p in all {
+        if !out.last().is_some_and(|last| p.starts_with(last.as_str())) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The key ranges `[start, end)` of sorted, disjoint prefixes ([`disjoint_prefixes`]), a range
+/// that ends where the next one starts merged with it (neighbouring geohash cells often do). An
+/// end of None: no end (the empty prefix, or one of only U+10FFFF).
+pub(crate) fn prefix_ranges(prefixes: Vec<String>) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::with_capacity(prefixes.len());
+    for p in prefixes {
+        let end = prefix_end(&p);
+        match out.last_mut() {
+            Some((_, last_end)) if last_end.as_deref() == Some(p.as_str()) => *last_end = end,
+            _ => out.push((p, end)),
+        }
+    }
+    out
+}
+
+/// The column of a prefix read ([`crate::Driver::select_prefixes`]): a text column of `t`.
+pub(crate) fn prefix_column<'t>(t: &'t Table, column: &str) -> Result<&'t Column, DbError> {
+    let c = t
+        .column(column)
+        .ok_or_else(|| DbError::BadName(format!("{}.{column}", t.name())))?;
+    if matches!(c.kind, ColumnType::Text | ColumnType::Json) {
+        Ok(c)
+    } else {
+        Err(DbError::bad_value(
+            column,
+            format!("{:?} needs a text column", Op::BeginsWith),
+        ))
     }
 }
 

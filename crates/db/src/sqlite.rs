@@ -12,9 +12,9 @@ pub use writer::{Batching, GroupStats};
 use crate::driver::{BlockingDriver, Pending, WriteKind};
 use crate::error::DbError;
 use crate::options::Options;
-use crate::query::select_columns;
+use crate::query::{disjoint_prefixes, prefix_column, prefix_ranges, select_columns};
 use crate::schema::{Column, ColumnType, Table};
-use crate::sql::{self, Dialect, SelectPlan, Sql};
+use crate::sql::{self, Conflict, Dialect, InsertTexts, SelectPlan, Sql};
 use crate::types::{Param, Res, Row};
 use crate::write::{key_params, query_param};
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -143,6 +143,8 @@ pub struct SqliteDriver {
     /// `SELECT * ... WHERE key` text per table: built once, the hottest statement.
     /// The columns it selects are kept with it: a table described differently gets new text.
     get_sql: Mutex<GetSql>,
+    /// Insert texts (put, add, incr) per table and column set.
+    inserts: InsertTexts,
     state: Mutex<PoolState>,
     freed: Condvar,
     /// `synchronous=FULL` instead of `NORMAL` (`-db-sqlite-sync full`).
@@ -189,6 +191,7 @@ impl SqliteDriver {
             writes: std::sync::atomic::AtomicU64::new(0),
             inline: std::sync::atomic::AtomicBool::new(true),
             get_sql: Mutex::new(std::collections::HashMap::new()),
+            inserts: InsertTexts::new(D),
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
@@ -215,17 +218,28 @@ impl SqliteDriver {
     fn op(&self, kind: WriteKind, table: &Table, row: &Row, opts: &Options) -> Result<Op, DbError> {
         let written: fn(u64) -> Result<Res, DbError> = |n| Ok(sql::written(n));
         Ok(match kind {
-            WriteKind::Put => Op::Exec(sql::put(D, table, row, opts)?, written),
-            WriteKind::Add => Op::Exec(sql::add(D, table, row, opts)?, written),
+            WriteKind::Put => Op::Exec(self.insert(table, row, opts, Conflict::Replace)?, written),
+            WriteKind::Add => Op::Exec(self.insert(table, row, opts, Conflict::Fail)?, written),
             WriteKind::Update => Op::Exec(sql::update(D, table, row, opts)?, sql::updated),
             WriteKind::Del => Op::Exec(sql::del(D, table, row)?, written),
             WriteKind::Incr => {
-                let write = sql::incr(D, table, row, opts)?;
+                let write = self.insert(table, row, opts, Conflict::Incr)?;
                 let (get, cols) = sql::get(D, table, row, opts)?;
                 let cols = cols.iter().map(|c| (c.name.clone(), c.kind)).collect();
                 Op::Incr { write, get, cols }
             }
         })
+    }
+
+    /// The insert of a put, add or incr, its text built once per table and column set.
+    fn insert(
+        &self,
+        table: &Table,
+        row: &Row,
+        opts: &Options,
+        conflict: Conflict,
+    ) -> Result<Sql, DbError> {
+        sql::insert_cached(&self.inserts, table, row, opts, conflict)
     }
 
     /// A write from a blocking caller: through the writer (waiting for its commit), or alone on a
@@ -422,10 +436,26 @@ pub(crate) fn read_rows<'c>(
     n: usize,
     col: impl Fn(usize) -> (&'c str, Option<ColumnType>),
 ) -> Result<Vec<Row>, DbError> {
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params.iter()))
-        .map_err(map_err)?;
     let mut out = Vec::new();
+    read_into(
+        stmt,
+        rusqlite::params_from_iter(params.iter()),
+        n,
+        col,
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+/// [`read_rows`] appending to `out`, with parameters of any form rusqlite binds.
+fn read_into<'c>(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: impl rusqlite::Params,
+    n: usize,
+    col: impl Fn(usize) -> (&'c str, Option<ColumnType>),
+    out: &mut Vec<Row>,
+) -> Result<(), DbError> {
+    let mut rows = stmt.query(params).map_err(map_err)?;
     while let Some(r) = rows.next().map_err(map_err)? {
         let mut row = Row::new();
         for i in 0..n {
@@ -436,7 +466,7 @@ pub(crate) fn read_rows<'c>(
         }
         out.push(row);
     }
-    Ok(out)
+    Ok(())
 }
 
 fn get_row(
@@ -603,6 +633,48 @@ impl BlockingDriver for SqliteDriver {
             None => None,
         };
         Ok(plan.result(rows, total))
+    }
+
+    /// One cached statement per range (`col >= ? AND col < ?`), run range after range on one
+    /// connection: each range is one index probe and a walk, without the row set and the sort
+    /// SQLite gives an OR of ranges.
+    fn select_prefixes(
+        &self,
+        table: &Table,
+        column: &str,
+        prefixes: &[String],
+        opts: &Options,
+    ) -> Result<Vec<Row>, DbError> {
+        let col = prefix_column(table, column)?;
+        let mut out = Vec::new();
+        if prefixes.is_empty() {
+            return Ok(out);
+        }
+        let ranges = prefix_ranges(disjoint_prefixes(prefixes.to_vec()));
+        let cols = select_columns(table, opts);
+        let named = |i: usize| (cols[i].name.as_str(), Some(cols[i].kind));
+        let conn = self.conn()?;
+        let mut bounded = None;
+        for (start, end) in &ranges {
+            match end {
+                Some(end) => {
+                    let stmt = match &mut bounded {
+                        Some(s) => s,
+                        None => bounded.insert(
+                            conn.prepare_cached(&sql::range_select(D, table, &cols, col, true))
+                                .map_err(map_err)?,
+                        ),
+                    };
+                    read_into(stmt, (start, end), cols.len(), named, &mut out)?;
+                }
+                None => {
+                    let text = sql::range_select(D, table, &cols, col, false);
+                    let mut stmt = conn.prepare_cached(&text).map_err(map_err)?;
+                    read_into(&mut stmt, [start], cols.len(), named, &mut out)?;
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn query(&self, text: &str, params: &[Value], _opts: &Options) -> Result<Res, DbError> {

@@ -3,7 +3,9 @@
 //! (key: the full-precision geohash and the id), ignoring moves within `-min-distance` (305).
 //! A search returns the rows within `distance` km (clamped to [min-distance, max-distance]) of
 //! a point, nearest first, in pages, never the caller's own row: it reads growing circles, each
-//! in one select of the cells of [`crate::geo::grid`](mod@crate::geo::grid) that cover it, until
+//! as the key ranges of the cells of [`crate::geo::grid`](mod@crate::geo::grid) that cover it
+//! ([`bkjs_db::Db::select_prefixes`]: SQLite runs one small cached statement per range,
+//! PostgreSQL all of them in one round trip), until
 //! the page is complete (see [`search`]), and its `next_token` holds the search and the last row
 //! returned (distance, id), so the next page goes on exactly after it whichever cells that
 //! takes. Other accounts' rows show only `id`, `alias` and `distance` (rounded down to `_round`,
@@ -17,15 +19,14 @@ use crate::geo;
 use crate::hooks::{AccountDeletion, HookFuture};
 use crate::reply::Out;
 use crate::route::RouteError;
-use bkjs_db::{Db, Op, Options, Row};
+use bkjs_db::{Db, Options, Row};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// Cells one round of a search reads at most, in one select (it picks the cell size to stay
-/// within this). Fewer, larger cells cost more than they save: at 128 the bench search read
-/// twice the rows, and SQLite's per-row cost (the OR of ranges deduplicates and sorts every row
-/// it reads) outweighed the cells saved (docs/performance.md).
+/// Cells one round of a search reads at most (it picks the cell size to stay within this).
+/// Fewer, larger cells cost more than they save: at 128 the bench search read twice the rows,
+/// and the rows' cost outweighed the cells saved (docs/performance.md).
 const MAX_CELLS: usize = 256;
 
 /// The radius of a search's first round, as a fraction of the search radius.
@@ -251,8 +252,8 @@ impl Search {
 /// first, with the token of the next page when more rows are within the radius. Rows of account
 /// `skip` (the caller) are never part of it.
 ///
-/// It reads in rounds, each ONE select of the cells covering a circle ([`geo::grid`], at most
-/// [`MAX_CELLS`] cells, as a list of geohash prefixes): the first circle is small (a 32nd of the
+/// It reads in rounds, each ONE prefix read of the cells covering a circle ([`geo::grid`], at
+/// most [`MAX_CELLS`] cells, as a list of geohash prefixes): the first circle is small (a 32nd of the
 /// radius, or a little past the cursor of a later page), and each next one is sized from how
 /// many rows the last held, until the page plus one row lies within it or it reaches the
 /// radius. Rows within a round's circle are all known after it, so a page needs no more; cells
@@ -274,11 +275,9 @@ async fn search(
     let base = after.map_or(0.0, |(d, _)| *d).clamp(0.0, s.d);
     let mut found: Vec<(f64, String, Row)> = Vec::new();
     let opts = Options {
-        count: 1000,
         select,
         ..Options::default()
-    }
-    .op("geohash", Op::BeginsWith);
+    };
     // Every row within `done` km was read by an earlier round (none yet).
     let mut done = -1.0f64;
     let mut r = if base > 0.0 {
@@ -288,33 +287,30 @@ async fn search(
     };
     loop {
         r = r.min(s.d);
-        let cells =
-            geo::grid(s.lat, s.lon, r, MAX_CELLS).map_err(|e| ApiError::bad(e.to_string()))?;
-        let prefixes: Vec<Value> = cells
+        // Cells read by an earlier round, or every row of which was on an earlier page, are
+        // left out before their bounds and geohash are computed.
+        let read = |upper: f64| upper > done && !after.is_some_and(|(ad, _)| upper < *ad);
+        let prefixes: Vec<String> = geo::grid::grid_where(s.lat, s.lon, r, MAX_CELLS, read)
+            .map_err(|e| ApiError::bad(e.to_string()))?
             .into_iter()
-            // Read by an earlier round, or every row of it on an earlier page.
-            .filter(|c| c.upper > done && !after.is_some_and(|(ad, _)| c.upper < *ad))
-            .map(|c| Value::String(c.prefix))
+            .map(|c| c.prefix)
             .collect();
         if !prefixes.is_empty() {
-            let mut query = Row::new();
-            query.insert("geohash".into(), Value::Array(prefixes));
-            db.scan(table, &query, &opts, |page| {
-                for item in page {
-                    let (Some(lat), Some(lon)) =
-                        (float(&item, "latitude"), float(&item, "longitude"))
-                    else {
-                        continue;
-                    };
-                    let d = geo::distance(s.lat, s.lon, lat, lon);
-                    let id = text(&item, "id");
-                    if d > done && d <= r && id != skip && beyond(d, id) {
-                        found.push((d, id.to_string(), item));
-                    }
+            // Each cell's key range read apart (in no order: the page is sorted below).
+            for item in db
+                .select_prefixes(table, "geohash", &prefixes, &opts)
+                .await?
+            {
+                let (Some(lat), Some(lon)) = (float(&item, "latitude"), float(&item, "longitude"))
+                else {
+                    continue;
+                };
+                let d = geo::distance(s.lat, s.lon, lat, lon);
+                let id = text(&item, "id");
+                if d > done && d <= r && id != skip && beyond(d, id) {
+                    found.push((d, id.to_string(), item));
                 }
-                Ok(())
-            })
-            .await?;
+            }
         }
         done = r;
         if found.len() > count || r >= s.d {

@@ -82,6 +82,19 @@ impl Span {
 /// cells (fewer, larger ones when needed; length 1 whatever the count), sorted by their lower
 /// distance bound. Cells entirely outside the circle are left out.
 pub fn grid(lat: f64, lon: f64, radius: f64, max_cells: usize) -> Result<Vec<Cell>, GeoError> {
+    grid_where(lat, lon, radius, max_cells, |_| true)
+}
+
+/// The cells of [`grid`] whose upper distance bound passes `keep` (a search leaves out the cells
+/// an earlier round or page read): the others are dropped before their lower bound and geohash
+/// are computed. Corner distances are computed once per grid node, not once per cell corner.
+pub fn grid_where(
+    lat: f64,
+    lon: f64,
+    radius: f64,
+    max_cells: usize,
+    keep: impl Fn(f64) -> bool,
+) -> Result<Vec<Cell>, GeoError> {
     check(lat, lon)?;
     let radius = if radius.is_finite() {
         radius.max(0.0)
@@ -100,23 +113,61 @@ pub fn grid(lat: f64, lon: f64, radius: f64, max_cells: usize) -> Result<Vec<Cel
         Some((a, b)) if b - a + 1 < ncols => (a..=b).map(|j| j.rem_euclid(ncols)).collect(),
         _ => (0..ncols).collect(),
     };
+    let wide = w >= 90.0 || h >= 90.0;
+    // The distances from the centre to the (west, east) corners of each column along the row
+    // edge `edge`: a column's east corner is the next one's west corner (the same longitude
+    // computed the same way) unless the columns wrap around the antimeridian there.
+    let corners = |edge: i64, out: &mut Vec<(f64, f64)>| {
+        let a = -90.0 + edge as f64 * h;
+        out.clear();
+        let mut last: Option<(i64, f64)> = None;
+        for &j in &cols {
+            let west = match last {
+                Some((k, d)) if k == j => d,
+                _ => distance(lat, lon, a, -180.0 + j as f64 * w),
+            };
+            let east = distance(lat, lon, a, -180.0 + (j + 1) as f64 * w);
+            last = Some((j + 1, east));
+            out.push((west, east));
+        }
+    };
+    let (mut south, mut north) = (Vec::new(), Vec::new());
+    if !wide {
+        corners(span.rows.0, &mut south);
+    }
     let mut out = Vec::new();
     for i in span.rows.0..=span.rows.1 {
         let (s, n) = (-90.0 + i as f64 * h, -90.0 + (i + 1) as f64 * h);
-        for &j in &cols {
+        if !wide {
+            corners(i + 1, &mut north);
+        }
+        for (p, &j) in cols.iter().enumerate() {
             let (west, east) = (-180.0 + j as f64 * w, -180.0 + (j + 1) as f64 * w);
-            let (clat, clon) = ((s + n) / 2.0, (west + east) / 2.0);
-            let prefix = encode(clat, clon, len)?;
-            let (lower, upper) = bounds(lat, lon, s, n, west, east);
+            let upper = if wide {
+                bounds(lat, lon, s, n, west, east).1
+            } else {
+                let ((sw, se), (nw, ne)) = (south[p], north[p]);
+                [sw, se, nw, ne].into_iter().fold(0.0, f64::max) + SLACK
+            };
+            if !keep(upper) {
+                continue;
+            }
+            let lower = if wide {
+                bounds(lat, lon, s, n, west, east).0
+            } else {
+                lower_bound(lat, lon, s, n, west, east)
+            };
             if lower > radius {
                 continue;
             }
+            let (clat, clon) = ((s + n) / 2.0, (west + east) / 2.0);
             out.push(Cell {
-                prefix,
+                prefix: encode(clat, clon, len)?,
                 lower,
                 upper,
             });
         }
+        std::mem::swap(&mut south, &mut north);
     }
     out.sort_by(|a, b| {
         a.lower
@@ -146,6 +197,17 @@ fn bounds(lat: f64, lon: f64, s: f64, n: f64, west: f64, east: f64) -> (f64, f64
         let centre = distance(lat, lon, clat, clon);
         return ((centre - reach - SLACK).max(0.0), centre + reach + SLACK);
     }
+    let lower = lower_bound(lat, lon, s, n, west, east);
+    let upper = corners
+        .iter()
+        .map(|&(a, b)| distance(lat, lon, a, b))
+        .fold(0.0, f64::max);
+    (lower, upper + SLACK)
+}
+
+/// The nearest a point of the rectangle `s..n` × `west..east` (narrower than a quarter of the
+/// globe) can be from (`lat`, `lon`), in km, less [`SLACK`] ([`bounds`]).
+fn lower_bound(lat: f64, lon: f64, s: f64, n: f64, west: f64, east: f64) -> f64 {
     // Longitude offsets from the point to each edge, in (-180, 180].
     let off = |x: f64| {
         let d = (x - lon).rem_euclid(360.0);
@@ -174,11 +236,7 @@ fn bounds(lat: f64, lon: f64, s: f64, n: f64, west: f64, east: f64) -> (f64, f64
             distance(lat, lon, best.clamp(s, n), edge)
         }
     };
-    let upper = corners
-        .iter()
-        .map(|&(a, b)| distance(lat, lon, a, b))
-        .fold(0.0, f64::max);
-    ((lower - SLACK).max(0.0), upper + SLACK)
+    (lower - SLACK).max(0.0)
 }
 
 #[cfg(test)]
@@ -270,6 +328,76 @@ mod tests {
                 hi >= max - 1e-9 && hi - max < 1e-3,
                 "{hash}: upper {hi} vs {max}"
             );
+        }
+    }
+
+    /// The cells as computed before the corner distances were shared: every corner of every
+    /// cell, then the filter.
+    fn reference(lat: f64, lon: f64, radius: f64, max_cells: usize) -> Vec<Cell> {
+        let (len, span) = (1..=MAX_LENGTH)
+            .rev()
+            .map(|len| (len, Span::new(lat, lon, radius, len)))
+            .find(|(len, s)| *len == 1 || s.count() <= max_cells as u128)
+            .expect("length 1 always qualifies");
+        let h = 180.0 / 2f64.powi(span.lat_bits);
+        let w = 360.0 / 2f64.powi(span.lon_bits);
+        let ncols = 1i64 << span.lon_bits;
+        let cols: Vec<i64> = match span.cols {
+            Some((a, b)) if b - a + 1 < ncols => (a..=b).map(|j| j.rem_euclid(ncols)).collect(),
+            _ => (0..ncols).collect(),
+        };
+        let mut out = Vec::new();
+        for i in span.rows.0..=span.rows.1 {
+            let (s, n) = (-90.0 + i as f64 * h, -90.0 + (i + 1) as f64 * h);
+            for &j in &cols {
+                let (west, east) = (-180.0 + j as f64 * w, -180.0 + (j + 1) as f64 * w);
+                let prefix = encode((s + n) / 2.0, (west + east) / 2.0, len).expect("encode");
+                let (lower, upper) = bounds(lat, lon, s, n, west, east);
+                if lower <= radius {
+                    out.push(Cell {
+                        prefix,
+                        lower,
+                        upper,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            a.lower
+                .total_cmp(&b.lower)
+                .then_with(|| a.prefix.cmp(&b.prefix))
+        });
+        out.dedup_by(|a, b| a.prefix == b.prefix);
+        out
+    }
+
+    #[test]
+    fn shared_corners_and_the_filter_give_the_same_cells_bit_for_bit() {
+        let cases = [
+            (37.77, -122.42, 10.0 / 32.0, 256),
+            (37.77, -122.42, 1.25, 256),
+            (37.77, -122.42, 5.0, 256),
+            (37.77, -122.42, 10.0, 256),
+            (40.7, -74.0, 50.0, 32),
+            (0.0, 179.99, 30.0, 32),
+            (-10.0, -179.95, 30.0, 256),
+            (89.8, 45.0, 50.0, 32),
+            (-89.99, 0.0, 10.0, 32),
+            (0.0, 0.0, 20000.0, 8),
+        ];
+        for (lat, lon, r, max) in cases {
+            let want = reference(lat, lon, r, max);
+            let got = grid(lat, lon, r, max).expect("grid");
+            assert_eq!(got, want, "({lat}, {lon}) r {r}");
+            for c in &want {
+                let bits = |x: &Cell| (x.lower.to_bits(), x.upper.to_bits());
+                let g = got.iter().find(|x| x.prefix == c.prefix).expect("cell");
+                assert_eq!(bits(g), bits(c), "{}", c.prefix);
+            }
+            let cut = r / 2.0;
+            let kept = grid_where(lat, lon, r, max, |u| u > cut).expect("grid");
+            let filtered: Vec<Cell> = want.into_iter().filter(|c| c.upper > cut).collect();
+            assert_eq!(kept, filtered, "({lat}, {lon}) r {r} beyond {cut}");
         }
     }
 

@@ -352,6 +352,23 @@ impl Db {
         Ok(r)
     }
 
+    /// Every row whose text column `column` begins with one of `prefixes`, all of them and in no
+    /// particular order, with the columns `opts.select` names ([`Driver::select_prefixes`]: the
+    /// same rows as paging through a `begins_with` select, read range by range where the driver
+    /// can). Row hooks apply as to a select.
+    pub async fn select_prefixes(
+        &self,
+        table: &str,
+        column: &str,
+        prefixes: &[String],
+        opts: &Options,
+    ) -> Result<Vec<Row>, DbError> {
+        let (pool, t) = self.pool(table, opts)?;
+        let mut rows = pool.select_prefixes(t, column, prefixes, opts).await?;
+        self.process(t, &mut rows, opts);
+        Ok(rows)
+    }
+
     /// Rows whose first primary key is one of `ids` (`/data/list`).
     pub async fn list(&self, table: &str, ids: Vec<Value>, opts: &Options) -> Result<Res, DbError> {
         let t = self.table(table)?;

@@ -85,7 +85,11 @@ impl Conn<'_> {
 
 /// Runs a select whose result columns are `cols`, in order.
 async fn fetch(c: Conn<'_>, s: &Sql, cols: &[&Column]) -> Result<Vec<Row>, DbError> {
-    let rows = c.query(s).await?;
+    decode(c.query(s).await?, cols)
+}
+
+/// Fetched rows whose result columns are `cols`, in order, as rows.
+fn decode(rows: Vec<tokio_postgres::Row>, cols: &[&Column]) -> Result<Vec<Row>, DbError> {
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let mut row = Row::new();
@@ -278,6 +282,30 @@ impl SqlBackend for PgsqlDriver {
         let row = fetch(Conn::Tx(&tx), read, cols).await?.into_iter().next();
         tx.commit().await.map_err(map_err)?;
         Ok((affected, row))
+    }
+
+    /// One round trip: the bounds as two text arrays, one index scan per range
+    /// ([`sql::ranges_select_pg`]); the statement is prepared once per connection.
+    async fn fetch_ranges(
+        &self,
+        t: &Table,
+        col: &Column,
+        cols: &[&Column],
+        ranges: &[(String, String)],
+    ) -> Option<Result<Vec<Row>, DbError>> {
+        let run = async {
+            let text = sql::ranges_select_pg(t, cols, col);
+            let client = self.client().await?;
+            let stmt = client.prepare_cached(&text).await.map_err(map_err)?;
+            let starts: Vec<&str> = ranges.iter().map(|r| r.0.as_str()).collect();
+            let ends: Vec<&str> = ranges.iter().map(|r| r.1.as_str()).collect();
+            let rows = client
+                .query(&stmt, &[&starts, &ends])
+                .await
+                .map_err(map_err)?;
+            decode(rows, cols)
+        };
+        Some(run.await)
     }
 
     async fn native(&self, text: &str, params: &[Value]) -> Result<Res, DbError> {

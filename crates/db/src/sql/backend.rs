@@ -5,9 +5,10 @@
 
 use super::dialect::{Dialect, Sql};
 use super::ops::{self, written, SelectPlan};
-use crate::driver::Driver;
+use crate::driver::{paged_prefixes, Driver};
 use crate::error::DbError;
 use crate::options::Options;
+use crate::query::{disjoint_prefixes, prefix_column, prefix_ranges, select_columns};
 use crate::schema::{Column, Table};
 use crate::types::{Res, Row};
 use serde_json::Value;
@@ -35,6 +36,17 @@ pub(crate) trait SqlBackend: Send + Sync {
     async fn in_tx(&self, write: &Sql, read: &Sql, cols: &[&Column]) -> Result<Written, DbError>;
     /// A driver-native statement with bound parameters ([`Driver::query`]).
     async fn native(&self, text: &str, params: &[Value]) -> Result<Res, DbError>;
+    /// The rows of every range `[start, end)` of `col` (result columns `cols`) in one statement,
+    /// when the database can ([`crate::Driver::select_prefixes`]); None: the paged select.
+    async fn fetch_ranges(
+        &self,
+        _t: &Table,
+        _col: &Column,
+        _cols: &[&Column],
+        _ranges: &[(String, String)],
+    ) -> Option<Result<Vec<Row>, DbError>> {
+        None
+    }
     /// The rows a `put` or `incr` reports for the affected count the database gave.
     fn upserted(affected: u64) -> u64 {
         affected
@@ -98,5 +110,31 @@ impl<B: SqlBackend> Driver for B {
 
     async fn query(&self, text: &str, params: &[Value], _opts: &Options) -> Result<Res, DbError> {
         self.native(text, params).await
+    }
+
+    async fn select_prefixes(
+        &self,
+        table: &Table,
+        column: &str,
+        prefixes: &[String],
+        opts: &Options,
+    ) -> Result<Vec<Row>, DbError> {
+        let col = prefix_column(table, column)?;
+        if prefixes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ranges: Option<Vec<(String, String)>> =
+            prefix_ranges(disjoint_prefixes(prefixes.to_vec()))
+                .into_iter()
+                .map(|(start, end)| end.map(|e| (start, e)))
+                .collect();
+        // A range without an end (the empty prefix) is rare: the paged select reads it.
+        if let Some(ranges) = ranges {
+            let cols = select_columns(table, opts);
+            if let Some(r) = self.fetch_ranges(table, col, &cols, &ranges).await {
+                return r;
+            }
+        }
+        paged_prefixes(self, table, column, prefixes, opts).await
     }
 }

@@ -4,7 +4,7 @@
 use super::dialect::{Dialect, Sql};
 use crate::error::DbError;
 use crate::options::Options;
-use crate::query::{conditions, order_columns, prefix_end, Condition};
+use crate::query::{conditions, order_columns, prefix_ranges, Condition};
 use crate::schema::{Column, Table};
 use crate::types::{Op, Param, Row};
 use crate::write::encode;
@@ -150,6 +150,48 @@ fn select_from(s: &mut Sql, t: &Table, cols: &[&Column]) {
     s.ident(t.name());
 }
 
+/// `SELECT cols FROM table WHERE col >= ? [AND col < ?]`: the rows of one key range of `col`,
+/// its bounds bound by the caller (`bounded`: with an end). A prefix read runs it once per range
+/// ([`crate::Driver::select_prefixes`]): no order and no OR of ranges for the database to sort
+/// and deduplicate.
+pub(crate) fn range_select(
+    d: Dialect,
+    t: &Table,
+    cols: &[&Column],
+    col: &Column,
+    bounded: bool,
+) -> String {
+    let mut s = Sql::new(d);
+    select_from(&mut s, t, cols);
+    s.push(" WHERE ");
+    s.ident(&col.name);
+    s.push(" >= ");
+    s.dialect.placeholder_into(&mut s.text, 1);
+    if bounded {
+        s.push(" AND ");
+        s.ident(&col.name);
+        s.push(" < ");
+        s.dialect.placeholder_into(&mut s.text, 2);
+    }
+    s.text
+}
+
+/// PostgreSQL: the rows of every range `[lo, hi)` of `col` in one statement, the bounds bound as
+/// two text arrays (`$1`, `$2`). The subquery is kept apart (`OFFSET 0`: not flattened into a
+/// join) so each range is read by its own index scan, as SQLite reads them one by one.
+pub(crate) fn ranges_select_pg(t: &Table, cols: &[&Column], col: &Column) -> String {
+    let mut s = Sql::new(Dialect::Postgres);
+    s.push("SELECT bk_rows_.* FROM unnest($1::text[], $2::text[]) AS bk_range_(lo, hi) ");
+    s.push("CROSS JOIN LATERAL (");
+    select_from(&mut s, t, cols);
+    s.push(" WHERE ");
+    s.ident(&col.name);
+    s.push(" >= bk_range_.lo AND ");
+    s.ident(&col.name);
+    s.push(" < bk_range_.hi OFFSET 0) AS bk_rows_");
+    s.text
+}
+
 /// The row with this key.
 pub(super) fn get(d: Dialect, t: &Table, cols: &[&Column], keys: Vec<(&Column, Param)>) -> Sql {
     let mut s = Sql::new(d);
@@ -286,20 +328,6 @@ fn push_condition(s: &mut Sql, c: &Condition<'_, '_>) -> Result<(), DbError> {
         }
     }
     Ok(())
-}
-
-/// The key ranges `[start, end)` of sorted, disjoint prefixes ([`Condition::prefixes`]), a range
-/// that ends where the next one starts merged with it (neighbouring geohash cells often do).
-fn prefix_ranges(prefixes: Vec<String>) -> Vec<(String, Option<String>)> {
-    let mut out: Vec<(String, Option<String>)> = Vec::with_capacity(prefixes.len());
-    for p in prefixes {
-        let end = prefix_end(&p);
-        match out.last_mut() {
-            Some((_, last_end)) if last_end.as_deref() == Some(p.as_str()) => *last_end = end,
-            _ => out.push((p, end)),
-        }
-    }
-    out
 }
 
 /// Whether a select has a `begins_with` of several prefixes: SQLite then sorts the matching

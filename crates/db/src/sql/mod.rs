@@ -7,17 +7,22 @@
 //! Files: [`dialect`] (the dialect and the statement builder), [`ddl`] (tables, columns,
 //! indexes), [`dml`] (insert, update, delete, get, select with its conditions, order and
 //! paging), [`ops`] (the statements of each driver operation and the results they give), [`backend`]
-//! (the whole [`crate::Driver`] of an async SQL driver, which only implements [`SqlBackend`]).
+//! (the whole [`crate::Driver`] of an async SQL driver, which only implements [`SqlBackend`]),
+//! [`texts`] (insert statement texts kept per table and column set).
 
 mod backend;
 mod ddl;
 mod dialect;
 mod dml;
 mod ops;
+mod texts;
 
 pub(crate) use backend::{SqlBackend, Written};
 pub(crate) use ddl::{add_column, create_indexes, create_table, index_defs};
 pub(crate) use dialect::{is_keyed, Dialect, Sql};
+pub(crate) use dml::Conflict;
 #[cfg(test)]
-pub(crate) use dml::{delete, insert, Conflict};
-pub(crate) use ops::{add, del, get, incr, put, update, updated, written, SelectPlan};
+pub(crate) use dml::{delete, insert};
+pub(crate) use dml::{range_select, ranges_select_pg};
+pub(crate) use ops::{del, get, insert_cached, update, updated, written, SelectPlan};
+pub(crate) use texts::InsertTexts;

@@ -5,6 +5,7 @@
 
 use super::dialect::{Dialect, Sql};
 use super::dml::{self, Conflict};
+use super::texts::InsertTexts;
 use crate::error::DbError;
 use crate::options::{page, Options};
 use crate::query::select_columns;
@@ -29,6 +30,23 @@ pub(crate) fn add(d: Dialect, t: &Table, row: &Row, opts: &Options) -> Result<Sq
 pub(crate) fn incr(d: Dialect, t: &Table, row: &Row, opts: &Options) -> Result<Sql, DbError> {
     let vals = prepare_write(t, row, opts, WriteMode::Incr)?;
     Ok(dml::insert(d, t, vals, Conflict::Incr))
+}
+
+/// [`put`], [`add`] (`replace` false) and [`incr`] with the statement text from `texts`.
+pub(crate) fn insert_cached(
+    texts: &InsertTexts,
+    t: &Table,
+    row: &Row,
+    opts: &Options,
+    conflict: Conflict,
+) -> Result<Sql, DbError> {
+    let mode = if conflict == Conflict::Incr {
+        WriteMode::Incr
+    } else {
+        WriteMode::Insert
+    };
+    let vals = prepare_write(t, row, opts, mode)?;
+    Ok(texts.insert(t, vals, conflict))
 }
 
 /// `update`: sets the given columns of the row with this key.
