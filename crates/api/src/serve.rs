@@ -412,6 +412,11 @@ pub async fn serve(
     if let Some(n) = max_headers(&api.cfg) {
         http.max_headers(n);
     }
+    // Over TLS, one flattened buffer per response, not a vectored write of the head and the
+    // body: rustls copies both into one record either way, and a vectored write costs it an
+    // allocation for the list of slices (docs/performance.md, "TLS").
+    let mut https_http = http.clone();
+    https_http.writev(false);
     let h2 = h2_builder(&api);
     let (done, mut all_done) = mpsc::channel::<()>(1);
     let epoch = Instant::now();
@@ -525,8 +530,11 @@ pub async fn serve(
                         Side::Plain => api.handle(req).await,
                         Side::Secure(hsts) => {
                             // HTTP/2 carries the host as :authority; signatures and handlers
-                            // read the Host header.
-                            if !req.headers().contains_key(hyper::header::HOST) {
+                            // read the Host header. An HTTP/1 request in origin form has no
+                            // authority: no header lookup for it.
+                            if req.uri().authority().is_some()
+                                && !req.headers().contains_key(hyper::header::HOST)
+                            {
                                 if let Some(a) = req
                                     .uri()
                                     .authority()
@@ -573,7 +581,7 @@ pub async fn serve(
             Some(tls) => {
                 let accept = tls.acceptor.accept(stream);
                 let h2 = h2.clone();
-                let http = http.clone();
+                let http = https_http.clone();
                 tokio::spawn(async move {
                     // The handshake counts as a request in flight: the sweep leaves it alone,
                     // the timeout bounds it.
