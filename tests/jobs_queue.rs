@@ -622,6 +622,10 @@ fn crontab_ticks_once(schema: &Schema) {
     let nodes =
         schema.psql("SELECT count(DISTINCT node) FROM bk_job_queue WHERE args LIKE '%\"c4n\"%'");
     assert_eq!(nodes, "2", "per_node entries ran on both nodes");
+    // Each node's per_node tick is pinned to that node: no other node's worker ran it.
+    let strays = schema
+        .psql("SELECT count(*) FROM bk_job_queue WHERE args LIKE '%\"c4n\"%' AND target <> node");
+    assert_eq!(strays, "0", "per_node ticks run where they were scheduled");
 }
 
 fn write_local(home: &std::path::Path, text: &str) {

@@ -2,7 +2,8 @@
 //! after it was made to read in few statements (issue 18): `/location/get` pages give exactly
 //! the rows of a brute-force search (every point within the radius, nearest first, each once,
 //! exact distances), whether the points crowd the centre or lie far out, never with the caller's
-//! own row (issue 21), also from `/account/select/location`; and `/connection/select` honours
+//! own row (issue 21), also from `/account/select/location`, and an account with two rows
+//! (one left by a move) once; and `/connection/select` honours
 //! conditions on `mtime` with their `_ops` (`gt`, `le`, `between`, equality).
 
 use crate::api::{add_account, now_ms, signed, Call};
@@ -212,6 +213,82 @@ fn own_row_is_never_returned_on_sqlite() {
 fn own_row_is_never_returned_on_postgresql() {
     if let Some(store) = Store::pgsql() {
         own_row_is_never_returned(store);
+    }
+}
+
+/// An account with two `bk_location` rows (its old row left behind by a move, as when the
+/// delete of the old row failed, or read between the new row's put and the old one's delete)
+/// is answered once, at its nearest row.
+fn a_moved_account_is_answered_once(store: Store) {
+    let t = start(&store);
+    let (lat, lon) = (35.68, 139.76);
+    let a = user(&t, "alice");
+    let b = user(&t, "bob");
+    get(
+        &t,
+        &a,
+        &format!("/location/put?latitude={lat}&longitude={lon}"),
+    );
+    let bksh = |input: &str| -> Vec<Value> {
+        let home = t.home.path().to_str().expect("utf-8 home");
+        let mut args = vec!["-home", home];
+        args.extend(store.args());
+        let out = bksh_script(&args, input);
+        assert!(
+            out.status.success(),
+            "bksh: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    };
+    let (lat1, lon1) = destination(lat, lon, 1.0, 90.0);
+    get(
+        &t,
+        &b,
+        &format!("/location/put?latitude={lat1}&longitude={lon1}"),
+    );
+    let first = bksh(&format!("db select bk_location id={}\n", b.id));
+    let old = first[0]["data"][0].clone();
+    let geohash = old["geohash"].as_str().expect("geohash").to_string();
+    // Further than -location-min-distance (5 km), or the move would be ignored.
+    let (lat2, lon2) = destination(lat, lon, 8.0, 90.0);
+    get(
+        &t,
+        &b,
+        &format!("/location/put?latitude={lat2}&longitude={lon2}"),
+    );
+    // The old row back, next to the new one.
+    let put = bksh(&format!(
+        "db put bk_location geohash={geohash} id={} alias=bob latitude={lat1} longitude={lon1}\n",
+        b.id
+    ));
+    assert_eq!(put[0]["affected"], 1, "{put:?}");
+    let rows = bksh(&format!("db select bk_location id={}\n", b.id));
+    assert_eq!(rows[0]["count"], 2, "both rows of bob stored: {rows:?}");
+    let v = get(
+        &t,
+        &a,
+        &format!("/location/get?latitude={lat}&longitude={lon}&distance=20&_round=0"),
+    );
+    let data = v["data"].as_array().expect("rows");
+    let ids: Vec<&str> = data.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, [b.id.as_str()], "bob once: {v}");
+    let d = data[0]["distance"].as_f64().expect("distance");
+    assert!((d - 1.0).abs() < 0.01, "at his nearest row: {v}");
+}
+
+#[test]
+fn a_moved_account_is_answered_once_on_sqlite() {
+    a_moved_account_is_answered_once(Store::sqlite());
+}
+
+#[test]
+fn a_moved_account_is_answered_once_on_postgresql() {
+    if let Some(store) = Store::pgsql() {
+        a_moved_account_is_answered_once(store);
     }
 }
 

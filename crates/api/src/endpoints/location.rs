@@ -22,6 +22,7 @@ use crate::route::RouteError;
 use bkjs_db::{Db, Options, Row};
 use hyper::StatusCode;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Cells one round of a search reads at most (it picks the cell size to stay within this).
@@ -274,6 +275,10 @@ async fn search(
     };
     let base = after.map_or(0.0, |(d, _)| *d).clamp(0.0, s.d);
     let mut found: Vec<(f64, String, Row)> = Vec::new();
+    // An account can have two rows: a move puts the new one before it deletes the old one (and
+    // a failed delete leaves it), and ranges and rounds are separate reads. It is answered once,
+    // at its nearest row (a later round reads only rows beyond an earlier one's circle).
+    let mut seen: HashMap<String, usize> = HashMap::new();
     let opts = Options {
         select,
         ..Options::default()
@@ -308,7 +313,18 @@ async fn search(
                 let d = geo::distance(s.lat, s.lon, lat, lon);
                 let id = text(&item, "id");
                 if d > done && d <= r && id != skip && beyond(d, id) {
-                    found.push((d, id.to_string(), item));
+                    match seen.get(id) {
+                        Some(&i) => {
+                            let at: &mut (f64, String, Row) = &mut found[i];
+                            if d < at.0 {
+                                *at = (d, id.to_string(), item);
+                            }
+                        }
+                        None => {
+                            seen.insert(id.to_string(), found.len());
+                            found.push((d, id.to_string(), item));
+                        }
+                    }
                 }
             }
         }

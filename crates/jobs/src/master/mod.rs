@@ -776,8 +776,8 @@ impl State {
     }
 
     /// Queues the jobs of the entries whose time came. A tick's unique key is the entry (its id
-    /// or cron spec), the job (position, arguments, name) and the tick's time, so nodes sharing the queue run it once (per node with
-    /// `per_node`).
+    /// or cron spec), the job (position, arguments, name) and the tick's time, so nodes sharing
+    /// the queue run it once; a `per_node` entry runs once on each node, on that node.
     fn fire_cron(&mut self) {
         let now = Local::now();
         let mut due = Vec::new();
@@ -786,6 +786,13 @@ impl State {
                 continue;
             };
             let label = entry.id.clone().unwrap_or_else(|| entry.cron.clone());
+            // A per_node entry is pinned to this node: its job (cleaning local files, say)
+            // is about this machine, so another node's worker must not claim it.
+            let target = if entry.per_node {
+                self.node.clone()
+            } else {
+                String::new()
+            };
             for (i, job) in entry.jobs.iter().enumerate() {
                 let node = if entry.per_node {
                     format!("{}:", self.node)
@@ -801,7 +808,7 @@ impl State {
                         job.name,
                         tick.timestamp()
                     )),
-                    target: String::new(),
+                    target: target.clone(),
                 });
             }
             *next = entry.next_after(&now);
