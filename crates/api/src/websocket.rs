@@ -354,7 +354,18 @@ async fn serve(
                          // When the unanswered ping was sent; any frame from the peer answers it.
     let mut ping_sent: Option<Instant> = None;
     let mut active = Instant::now();
-    let idle_at = |active: Instant| (!limits.idle.is_zero()).then(|| active + limits.idle);
+    // Made once, not per frame: a frame only moves `active`; the idle timer, when it fires,
+    // closes the socket or re-arms itself at `active + idle` (one timer registration per idle
+    // period instead of one per frame).
+    let idle = !limits.idle.is_zero();
+    let idle_timer = tokio::time::sleep(if idle {
+        limits.idle
+    } else {
+        Duration::from_secs(3600)
+    });
+    tokio::pin!(idle_timer);
+    let draining = api.draining();
+    tokio::pin!(draining);
     let closed: Option<(CloseCode, String)> = loop {
         let out = tokio::select! {
             frame = ws.next() => {
@@ -417,11 +428,16 @@ async fn serve(
                 tracing::info!("websocket of {who}: no pong within -api-ws-pong-timeout");
                 break Some((CloseCode::Away, "no pong within -api-ws-pong-timeout".to_string()));
             }
-            _ = until(idle_at(active)) => {
+            _ = &mut idle_timer, if idle => {
+                let due = active + limits.idle;
+                if due > Instant::now() {
+                    idle_timer.as_mut().reset(due.into());
+                    continue;
+                }
                 tracing::debug!("websocket of {who}: idle for -api-ws-idle-timeout");
                 break Some((CloseCode::Normal, "idle for -api-ws-idle-timeout".to_string()));
             }
-            _ = api.draining() => break Some((CloseCode::Away, "the server is restarting".to_string())),
+            _ = &mut draining => break Some((CloseCode::Away, "the server is restarting".to_string())),
         };
         if ws.send(out).await.is_err() {
             break None;

@@ -636,8 +636,8 @@ impl BlockingDriver for SqliteDriver {
     }
 
     /// One cached statement per range (`col >= ? AND col < ?`), run range after range on one
-    /// connection: each range is one index probe and a walk, without the row set and the sort
-    /// SQLite gives an OR of ranges.
+    /// connection in one read transaction: each range is one index probe and a walk, without
+    /// the row set and the sort SQLite gives an OR of ranges.
     fn select_prefixes(
         &self,
         table: &Table,
@@ -654,6 +654,14 @@ impl BlockingDriver for SqliteDriver {
         let cols = select_columns(table, opts);
         let named = |i: usize| (cols[i].name.as_str(), Some(cols[i].kind));
         let conn = self.conn()?;
+        // One read transaction for all ranges: one snapshot (a row moving from one range to
+        // another meanwhile is read once or not at all, never twice), and SQLite opens and
+        // ends its read of the file once instead of once per statement. Dropped on an error:
+        // rolled back.
+        let tx = (ranges.len() > 1)
+            .then(|| conn.unchecked_transaction())
+            .transpose()
+            .map_err(map_err)?;
         let mut bounded = None;
         for (start, end) in &ranges {
             match end {
@@ -673,6 +681,10 @@ impl BlockingDriver for SqliteDriver {
                     read_into(&mut stmt, [start], cols.len(), named, &mut out)?;
                 }
             }
+        }
+        drop(bounded);
+        if let Some(tx) = tx {
+            tx.commit().map_err(map_err)?;
         }
         Ok(out)
     }

@@ -23,6 +23,7 @@ use bkjs_db::{Db, Options, Row};
 use hyper::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 /// Cells one round of a search reads at most (it picks the cell size to stay within this).
@@ -278,7 +279,9 @@ async fn search(
     // An account can have two rows: a move puts the new one before it deletes the old one (and
     // a failed delete leaves it), and ranges and rounds are separate reads. It is answered once,
     // at its nearest row (a later round reads only rows beyond an earlier one's circle).
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    // Keyed by the id's hash (no copy of the id per row read); a hit is confirmed by the id.
+    let hasher = foldhash::fast::FixedState::default();
+    let mut seen: HashMap<u64, usize, foldhash::fast::FixedState> = HashMap::default();
     let opts = Options {
         select,
         ..Options::default()
@@ -295,11 +298,8 @@ async fn search(
         // Cells read by an earlier round, or every row of which was on an earlier page, are
         // left out before their bounds and geohash are computed.
         let read = |upper: f64| upper > done && !after.is_some_and(|(ad, _)| upper < *ad);
-        let prefixes: Vec<String> = geo::grid::grid_where(s.lat, s.lon, r, MAX_CELLS, read)
-            .map_err(|e| ApiError::bad(e.to_string()))?
-            .into_iter()
-            .map(|c| c.prefix)
-            .collect();
+        let prefixes = geo::grid::grid_prefixes(s.lat, s.lon, r, MAX_CELLS, read)
+            .map_err(|e| ApiError::bad(e.to_string()))?;
         if !prefixes.is_empty() {
             // Each cell's key range read apart (in no order: the page is sorted below).
             for item in db
@@ -313,15 +313,17 @@ async fn search(
                 let d = geo::distance(s.lat, s.lon, lat, lon);
                 let id = text(&item, "id");
                 if d > done && d <= r && id != skip && beyond(d, id) {
-                    match seen.get(id) {
-                        Some(&i) => {
-                            let at: &mut (f64, String, Row) = &mut found[i];
-                            if d < at.0 {
-                                *at = (d, id.to_string(), item);
+                    let key = hasher.hash_one(id);
+                    match seen.get(&key) {
+                        Some(&i) if found[i].1 == id => {
+                            if d < found[i].0 {
+                                found[i] = (d, id.to_string(), item);
                             }
                         }
+                        // Another account with the same 64-bit hash: kept, not compared.
+                        Some(_) => found.push((d, id.to_string(), item)),
                         None => {
-                            seen.insert(id.to_string(), found.len());
+                            seen.insert(key, found.len());
                             found.push((d, id.to_string(), item));
                         }
                     }

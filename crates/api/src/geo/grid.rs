@@ -95,6 +95,47 @@ pub fn grid_where(
     max_cells: usize,
     keep: impl Fn(f64) -> bool,
 ) -> Result<Vec<Cell>, GeoError> {
+    let mut out = cells_where(lat, lon, radius, max_cells, keep, true)?;
+    out.sort_by(|a, b| {
+        a.lower
+            .total_cmp(&b.lower)
+            .then_with(|| a.prefix.cmp(&b.prefix))
+    });
+    out.dedup_by(|a, b| a.prefix == b.prefix);
+    Ok(out)
+}
+
+/// The prefixes of the cells of [`grid_where`], sorted as text (the order a key range read
+/// wants), without the work a reader of prefixes does not need: a cell entirely inside the
+/// circle (its upper bound within the radius) is kept without computing its lower bound, and
+/// nothing is sorted by distance.
+pub fn grid_prefixes(
+    lat: f64,
+    lon: f64,
+    radius: f64,
+    max_cells: usize,
+    keep: impl Fn(f64) -> bool,
+) -> Result<Vec<String>, GeoError> {
+    let mut out: Vec<String> = cells_where(lat, lon, radius, max_cells, keep, false)?
+        .into_iter()
+        .map(|c| c.prefix)
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// The cells of [`grid_where`] in grid order (row by row), unsorted and possibly repeated
+/// (columns wrapping the antimeridian). `exact`: every cell gets its lower bound; else a cell
+/// whose upper bound is within the radius gets 0.
+fn cells_where(
+    lat: f64,
+    lon: f64,
+    radius: f64,
+    max_cells: usize,
+    keep: impl Fn(f64) -> bool,
+    exact: bool,
+) -> Result<Vec<Cell>, GeoError> {
     check(lat, lon)?;
     let radius = if radius.is_finite() {
         radius.max(0.0)
@@ -154,6 +195,8 @@ pub fn grid_where(
             }
             let lower = if wide {
                 bounds(lat, lon, s, n, west, east).0
+            } else if !exact && upper <= radius {
+                0.0
             } else {
                 lower_bound(lat, lon, s, n, west, east)
             };
@@ -169,12 +212,6 @@ pub fn grid_where(
         }
         std::mem::swap(&mut south, &mut north);
     }
-    out.sort_by(|a, b| {
-        a.lower
-            .total_cmp(&b.lower)
-            .then_with(|| a.prefix.cmp(&b.prefix))
-    });
-    out.dedup_by(|a, b| a.prefix == b.prefix);
     Ok(out)
 }
 
@@ -398,6 +435,25 @@ mod tests {
             let kept = grid_where(lat, lon, r, max, |u| u > cut).expect("grid");
             let filtered: Vec<Cell> = want.into_iter().filter(|c| c.upper > cut).collect();
             assert_eq!(kept, filtered, "({lat}, {lon}) r {r} beyond {cut}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_the_cells_prefixes_sorted() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..300 {
+            let (lat, lon) = (rng.gen_range(-89.9..89.9), rng.gen_range(-180.0..180.0));
+            let r = rng.gen_range(0.0..3000.0f64).powf(rng.gen_range(0.3..1.0));
+            let cut = r * rng.gen_range(0.0..1.0);
+            let max = [16, 64, 256][rng.gen_range(0..3)];
+            let mut want: Vec<String> = grid_where(lat, lon, r, max, |u| u > cut)
+                .expect("grid")
+                .into_iter()
+                .map(|c| c.prefix)
+                .collect();
+            want.sort();
+            let got = grid_prefixes(lat, lon, r, max, |u| u > cut).expect("prefixes");
+            assert_eq!(got, want, "{lat} {lon} r {r} cut {cut} max {max}");
         }
     }
 
