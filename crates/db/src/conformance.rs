@@ -938,9 +938,14 @@ async fn select_begins_with_any(c: &Ck<'_>) {
 
 /// [`Driver::select_prefixes`]: the rows of a `begins_with` select of the same prefixes paged to
 /// the end, whole and each once, in any order; on key and non-key columns, with a column list,
-/// adjacent ranges, covered, repeated and empty prefixes; bad columns refused.
+/// adjacent ranges, covered, repeated and empty prefixes; bad columns refused. On a plain and
+/// on a [`Table::clustered`] table (SQLite `WITHOUT ROWID`).
 async fn select_prefixes_reads_every_range(c: &Ck<'_>) {
-    let t = c.items("ranges");
+    select_prefixes_of(c, c.items("ranges")).await;
+    select_prefixes_of(c, c.items("ranges_c").clustered()).await;
+}
+
+async fn select_prefixes_of(c: &Ck<'_>, t: Table) {
     c.fresh(std::slice::from_ref(&t)).await;
     let ids = [
         "9q8", "9q8a", "9q8b", "9q8c", "9q9", "9q9z", "9qa", "9r", "a", "a~", "a\u{7f}", "b", "é",

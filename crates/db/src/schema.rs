@@ -225,6 +225,8 @@ pub struct Table {
     columns: Vec<Column>,
     /// Indexes into `columns` of the primary key, in key order.
     keys: Vec<usize>,
+    /// Rows stored in primary key order ([`Table::clustered`]).
+    clustered: bool,
 }
 
 /// Whether `name` is a valid table, column or index name: `^[a-z_][a-z0-9_]*$`, at most 64 bytes.
@@ -278,7 +280,23 @@ impl Table {
             name: name.to_string(),
             columns,
             keys,
+            clustered: false,
         })
+    }
+
+    /// Stores the rows in primary key order where the database can choose (SQLite: a `WITHOUT
+    /// ROWID` table; MySQL's InnoDB always does, PostgreSQL cannot). For tables of small rows read
+    /// by ranges of their key (locations by geohash, connections by account and type): a range
+    /// read walks the rows themselves instead of an index and then the table, row by row. Only
+    /// a table created after this is set is stored so; an existing one keeps its layout.
+    pub fn clustered(mut self) -> Table {
+        self.clustered = true;
+        self
+    }
+
+    /// Whether [`Table::clustered`] was set.
+    pub fn is_clustered(&self) -> bool {
+        self.clustered
     }
 
     pub fn name(&self) -> &str {
@@ -440,8 +458,8 @@ pub fn builtin_tables() -> Vec<Table> {
         ),
         table("bk_account", account_cols),
         table("bk_counter", counter_cols),
-        table("bk_connection", connection_columns()),
-        table("bk_reference", connection_columns()),
+        table("bk_connection", connection_columns()).clustered(),
+        table("bk_reference", connection_columns()).clustered(),
         table(
             "bk_location",
             vec![
@@ -453,7 +471,8 @@ pub fn builtin_tables() -> Vec<Table> {
                 Column::text("alias"),
                 Column::bigint("mtime").now(),
             ],
-        ),
+        )
+        .clustered(),
         table("bk_message", message_columns("sender")),
         table("bk_archive", message_columns("sender")),
         table("bk_sent", message_columns("recipient")),

@@ -170,6 +170,23 @@ fn builtin_tables_are_described_and_created() {
         .incr(bk_counter, &row(json!({"id": "u1", "like0": 1})), &o())
         .expect("incr");
     assert_eq!(r.rows[0]["like0"], json!(1));
+    // Tables of small rows read by key ranges are stored in key order; the others keep a rowid.
+    let ddl = |t: &str| -> String {
+        let r = db
+            .query(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                &[json!(t)],
+                &o(),
+            )
+            .expect("sqlite_master");
+        r.rows[0]["sql"].as_str().expect("sql").to_string()
+    };
+    for t in ["bk_location", "bk_connection", "bk_reference"] {
+        assert!(ddl(t).ends_with("WITHOUT ROWID"), "{t}: {}", ddl(t));
+    }
+    for t in ["bk_account", "bk_message", "bk_counter"] {
+        assert!(!ddl(t).contains("WITHOUT ROWID"), "{t}: {}", ddl(t));
+    }
 }
 
 #[test]

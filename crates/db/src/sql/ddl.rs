@@ -22,6 +22,9 @@ pub(crate) fn create_table(d: Dialect, t: &Table) -> String {
     s.push("PRIMARY KEY (");
     s.idents(t.primary_keys().iter().map(|c| c.name.as_str()));
     s.push("))");
+    if t.is_clustered() && d == Dialect::Sqlite {
+        s.push(" WITHOUT ROWID");
+    }
     s.text
 }
 
