@@ -204,6 +204,7 @@ fn unanswered_ipc_is_a_miss_for_reads_and_an_error_for_writes() {
     );
     t.ready(2);
     assert_eq!(call(&t, "put?name=a&value=1").0, 200);
+    crate::api::add_account(&t, "cw", "cs", "cw");
     let server = t.pids("server")[0];
     kill(Pid::from_raw(server as i32), Signal::SIGSTOP).expect("stop server");
     struct Cont(u32);
@@ -230,6 +231,23 @@ fn unanswered_ipc_is_a_miss_for_reads_and_an_error_for_writes() {
     assert!(
         wait_for(Duration::from_secs(5), stopped),
         "the server stops"
+    );
+    // A signed write to an open path whose replay check cannot reach the cache is answered
+    // 503, not served as an anonymous request.
+    let (s, e) = crate::api::signed(
+        &t,
+        &crate::api::Call {
+            method: "POST",
+            ..crate::api::Call::get(3, "cw", "cs", "/system/cache/get?name=a")
+        },
+    );
+    assert_eq!(s, 503, "signed, unchecked: {e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("replay cache"),
+        "{e}"
     );
     let start = std::time::Instant::now();
     assert_eq!(value(&t, "a"), json!({}), "a read without reply is a miss");

@@ -220,8 +220,10 @@ impl Api {
                     body_check = Some(check);
                 }
                 // The body is never read: hyper closes the connection after the answer.
-                Err(e) if !open => return Err(e),
-                // An open path still learns who signed, when the signature is good.
+                Err(e) if !open || e.status.is_server_error() => return Err(e),
+                // An open path still learns who signed, when the signature is good; a bad one
+                // leaves the request anonymous. Our own failure to check it (the replay cache
+                // unreachable, 503) is answered, never taken for anonymous: the client retries.
                 Err(_) => {}
             }
             if let Some(a) = account.as_ref().filter(|_| self.quota_rate) {
@@ -243,7 +245,7 @@ impl Api {
                     }
                     account = Some(a);
                 }
-                Err(e) if !open => return Err(e),
+                Err(e) if !open || e.status.is_server_error() => return Err(e),
                 Err(_) => {}
             }
         } else if let Some(check) = body_check {
