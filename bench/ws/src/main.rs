@@ -102,27 +102,41 @@ async fn latency(nodes: Vec<String>, subs: usize, n: usize) {
         let ev_tx = ev_tx.clone();
         let id = id.clone();
         opened.push(tokio::spawn(async move {
-            let sig = bkjs::api::auth::sign_request(
-                bkjs::api::auth::Version::V3,
-                &login,
-                b"s",
-                &bkjs::api::auth::ClientRequest {
-                    method: "GET",
-                    host: &node,
-                    target: "/ws",
-                    content_type: None,
-                    body: b"",
-                    // Within -api-max-expire (10 minutes by default).
-                    expires: now_ms() + 300_000,
-                },
-            )
-            .expect("sign");
-            let mut req = format!("ws://{node}/ws")
-                .into_client_request()
-                .expect("req");
-            req.headers_mut()
-                .insert("bk-signature", sig.parse().expect("header"));
-            let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("ws");
+            // A 503 (the server could not check the signature in time: thousands of upgrades
+            // at once) is retried with a new signature, as a client should.
+            let mut tries = 0;
+            let mut ws = loop {
+                let sig = bkjs::api::auth::sign_request(
+                    bkjs::api::auth::Version::V3,
+                    &login,
+                    b"s",
+                    &bkjs::api::auth::ClientRequest {
+                        method: "GET",
+                        host: &node,
+                        target: "/ws",
+                        content_type: None,
+                        body: b"",
+                        // Within -api-max-expire (10 minutes by default).
+                        expires: now_ms() + 300_000,
+                    },
+                )
+                .expect("sign");
+                let mut req = format!("ws://{node}/ws")
+                    .into_client_request()
+                    .expect("req");
+                req.headers_mut()
+                    .insert("bk-signature", sig.parse().expect("header"));
+                match tokio_tungstenite::connect_async(req).await {
+                    Ok((ws, _)) => break ws,
+                    Err(tokio_tungstenite::tungstenite::Error::Http(r))
+                        if r.status() == 503 && tries < 50 =>
+                    {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20 * tries)).await;
+                    }
+                    Err(e) => panic!("ws: {e}"),
+                }
+            };
             ws.send(Message::text("/account/subscribe"))
                 .await
                 .expect("send");
